@@ -1,0 +1,32 @@
+# Scripts to rule them all: demo, test, bench, check. Each bootstraps .venv idempotently.
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench check venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m obs_middleware.cli demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m pytest benchmarks -q -p no:randomly --benchmark-disable-gc=false
+
+check: $(STAMP)
+	$(VENV)/bin/ruff check src tests integrations benchmarks
+	$(VENV)/bin/ruff format --check src
+	$(VENV)/bin/mypy src
+
+clean:
+	rm -rf $(VENV) build dist .mypy_cache .ruff_cache

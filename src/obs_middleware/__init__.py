@@ -1,0 +1,37 @@
+"""obs-middleware: unified telemetry for Python services that call AI providers.
+
+HTTP request, database query, AI provider call and worker job spans nested in one trace, with
+metrics and cost, at an overhead too small to measure. Start with::
+
+    import obs_middleware as obs
+
+    obs.configure(service="images-api")
+    app.add_middleware(obs.ObsMiddleware)
+    obs.instrument_all()
+"""
+
+from ._core.events import attach, detach
+from ._core.span import Span, current_span, emit, span, traced
+from ._setup import configure, flush, set_user, shutdown
+from .integrations._registry import instrument_all, uninstrument_all
+from .middleware import ObsMiddleware, ObsWSGIMiddleware
+
+__all__ = [
+    "ObsMiddleware",
+    "ObsWSGIMiddleware",
+    "Span",
+    "attach",
+    "configure",
+    "current_span",
+    "detach",
+    "emit",
+    "flush",
+    "instrument_all",
+    "set_user",
+    "shutdown",
+    "span",
+    "traced",
+    "uninstrument_all",
+]
+
+__version__ = "0.1.0"

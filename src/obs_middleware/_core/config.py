@@ -1,0 +1,189 @@
+"""Configuration: grouped, frozen option dataclasses, each option also read from ``OBS_*``.
+
+Explicit arguments to ``configure()`` win over the environment, which wins over defaults. An invalid
+argument raises ``ValueError`` naming the option; an invalid environment value is warned about once
+and replaced by its default, so a typo in a deployment never takes the app down.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, TypeVar
+
+__all__ = [
+    "Config",
+    "HttpOptions",
+    "PipelineOptions",
+    "RedactionOptions",
+    "SamplingOptions",
+    "from_env",
+]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """Which traces are exported. Metrics always count every span.
+
+    ``ratio``: head-sampling share of new traces (an incoming ``traceparent`` sampled flag wins).
+    ``slow_ms``: a trace with a span slower than this is kept whatever the ratio.
+    ``keep_errors``: a trace with an error is kept whatever the ratio.
+    """
+
+    ratio: float = 1.0
+    slow_ms: float = 1000.0
+    keep_errors: bool = True
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.ratio <= 1.0, "sampling.ratio must be within [0, 1]")
+        _check(self.slow_ms > 0, "sampling.slow_ms must be > 0")
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """The export queue and worker thread.
+
+    ``queue_size``: records buffered before new ones are dropped (counted in ``obs.dropped``).
+    ``batch_size``/``interval_s``: a batch is exported when this many are queued or this often.
+    ``shutdown_timeout_s``: hard deadline for the final flush at exit or SIGTERM.
+    ``flush_on_sigterm``: chain a SIGTERM handler that flushes before the previous handler runs.
+    """
+
+    queue_size: int = 20_000
+    batch_size: int = 512
+    interval_s: float = 0.5
+    shutdown_timeout_s: float = 2.0
+    flush_on_sigterm: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.queue_size > 0, "pipeline.queue_size must be > 0")
+        _check(0 < self.batch_size <= self.queue_size, "pipeline.batch_size must be in (0, size]")
+        _check(self.interval_s > 0, "pipeline.interval_s must be > 0")
+        _check(self.shutdown_timeout_s > 0, "pipeline.shutdown_timeout_s must be > 0")
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    """What the HTTP middleware records.
+
+    ``exclude_paths``: exact paths not traced (no span, no metrics), e.g. health checks.
+    ``capture_headers``: request header names recorded as ``http.request.header.<name>``.
+    ``allow_sensitive_headers``: opt-in to capture Authorization/Cookie/API-key headers listed in
+    ``capture_headers`` (dropped otherwise).
+    ``user_id``: hook ``scope -> user id | None`` called at the end of a request when
+    ``obs.set_user`` was not called.
+    """
+
+    exclude_paths: tuple[str, ...] = ("/health", "/healthz", "/livez", "/readyz")
+    capture_headers: tuple[str, ...] = ()
+    allow_sensitive_headers: bool = False
+    request_id_header: str = "x-request-id"
+    user_id: Callable[[Mapping[str, Any]], str | None] | None = None
+
+
+@dataclass(frozen=True)
+class RedactionOptions:
+    """Privacy rules applied before anything is queued for export.
+
+    ``prompt_max_chars``: prompts are truncated to this length (0 drops them).
+    ``extra_patterns``: additional regular expressions whose matches become ``[REDACTED]``.
+    """
+
+    prompt_max_chars: int = 200
+    extra_patterns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration; ``obs_middleware.configure()`` builds it."""
+
+    service: str = "app"
+    version: str | None = None
+    environment: str = "development"
+    exporters: tuple[Any, ...] = ()
+    sampling: SamplingOptions = field(default_factory=SamplingOptions)
+    pipeline: PipelineOptions = field(default_factory=PipelineOptions)
+    http: HttpOptions = field(default_factory=HttpOptions)
+    redaction: RedactionOptions = field(default_factory=RedactionOptions)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+_ENV: dict[str, tuple[str, str]] = {
+    # env var: (group or "" for top level, option)
+    "OBS_SERVICE": ("", "service"),
+    "OBS_VERSION": ("", "version"),
+    "OBS_ENVIRONMENT": ("", "environment"),
+    "OBS_EXPORTERS": ("", "exporters"),
+    "OBS_SAMPLE_RATIO": ("sampling", "ratio"),
+    "OBS_SLOW_MS": ("sampling", "slow_ms"),
+    "OBS_KEEP_ERRORS": ("sampling", "keep_errors"),
+    "OBS_QUEUE_SIZE": ("pipeline", "queue_size"),
+    "OBS_BATCH_SIZE": ("pipeline", "batch_size"),
+    "OBS_EXPORT_INTERVAL_S": ("pipeline", "interval_s"),
+    "OBS_SHUTDOWN_TIMEOUT_S": ("pipeline", "shutdown_timeout_s"),
+    "OBS_FLUSH_ON_SIGTERM": ("pipeline", "flush_on_sigterm"),
+    "OBS_EXCLUDE_PATHS": ("http", "exclude_paths"),
+    "OBS_CAPTURE_HEADERS": ("http", "capture_headers"),
+    "OBS_PROMPT_MAX_CHARS": ("redaction", "prompt_max_chars"),
+}
+
+
+def _convert(raw: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected a boolean, got {raw!r}")
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    if isinstance(default, tuple):
+        return tuple(p.strip() for p in raw.split(",") if p.strip())
+    return raw
+
+
+def from_env(environ: Mapping[str, str] = os.environ) -> Config:
+    """A ``Config`` from the ``OBS_*`` variables; bad values warn and keep their default."""
+    config = Config()
+    for var, (group, option) in _ENV.items():
+        raw = environ.get(var)
+        if raw is None:
+            continue
+        target = getattr(config, group) if group else config
+        default = getattr(target, option)
+        try:
+            value = _convert(raw, default if default is not None else "")
+            updated = replace(target, **{option: value})
+        except (TypeError, ValueError) as exc:
+            warnings.warn(f"obs-middleware: ignoring {var}={raw!r}: {exc}", stacklevel=2)
+            continue
+        config = replace(config, **{group: updated}) if group else updated
+    return config
+
+
+def merge(base: Config, **overrides: Any) -> Config:
+    """``base`` with the given top-level values or option groups replaced (None = keep)."""
+    known = {f.name for f in fields(Config)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise TypeError(f"configure() got unknown options: {', '.join(sorted(unknown))}")
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def as_tuple(value: str | Sequence[Any] | None) -> tuple[Any, ...] | None:
+    """Normalise a comma-separated string or a sequence to a tuple (None stays None)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return tuple(p.strip() for p in value.split(",") if p.strip())
+    return tuple(value)

@@ -1,0 +1,285 @@
+"""Metrics: counters, in-flight gauges and fixed-bucket histograms keyed by label tuples.
+
+Updated on the request thread from every finished span (before sampling), so counts, latency
+percentiles and error rates are exact at any sample rate. Exporters read ``registry.snapshot()``.
+Thread-safe: histograms and counters update under a per-metric lock; in-flight gauges use
+``itertools.count`` (atomic under the GIL) so entering and leaving a request takes no lock.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = [
+    "DURATION_BUCKETS_MS",
+    "Counter",
+    "Histogram",
+    "HistogramPoint",
+    "InFlight",
+    "MetricSnapshot",
+    "Registry",
+    "dropped",
+    "http_active",
+    "http_duration",
+    "registry",
+]
+
+Labels = tuple[str, ...]
+Kind = Literal["counter", "updown", "histogram"]
+
+# A 1-2-5 series from 50 µs to 60 s: percentiles interpolate within a bucket (error < one step).
+DURATION_BUCKETS_MS: tuple[float, ...] = (
+    0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500,
+    1_000, 2_000, 5_000, 10_000, 20_000, 60_000,
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class HistogramPoint:
+    """One label set of a histogram: per-bucket counts (last is +Inf), sum and count."""
+
+    bounds: tuple[float, ...]
+    counts: tuple[int, ...]
+    sum: float
+    count: int
+
+    def percentile(self, q: float) -> float:
+        """Estimate the ``q``-th percentile (0–100) by linear interpolation within its bucket."""
+        if self.count == 0:
+            return 0.0
+        rank = q / 100 * self.count
+        seen = 0
+        for i, n in enumerate(self.counts):
+            if n and seen + n >= rank:
+                lo = self.bounds[i - 1] if i > 0 else 0.0
+                hi = self.bounds[i] if i < len(self.bounds) else lo * 2 or 1.0
+                return lo + (hi - lo) * max(rank - seen, 0) / n
+            seen += n
+        return self.bounds[-1]
+
+
+@dataclass(frozen=True)
+class MetricSnapshot:
+    """A metric's values at one moment, as exporters read them."""
+
+    name: str
+    kind: Kind
+    unit: str
+    description: str
+    label_names: tuple[str, ...]
+    points: dict[Labels, float | HistogramPoint] = field(default_factory=dict)
+
+
+class _Metric:
+    kind: Kind
+
+    def __init__(self, name: str, label_names: Sequence[str], unit: str, description: str) -> None:
+        self.name = name
+        self.label_names = tuple(label_names)
+        self.unit = unit
+        self.description = description
+        self._lock = threading.Lock()
+
+    def _points(self) -> dict[Labels, float | HistogramPoint]:
+        raise NotImplementedError
+
+    def snapshot(self) -> MetricSnapshot:
+        """Copy of the current values."""
+        return MetricSnapshot(
+            self.name, self.kind, self.unit, self.description, self.label_names, self._points()
+        )
+
+    def reset(self) -> None:
+        """Forget every value (tests, and after ``fork()`` in a child)."""
+        raise NotImplementedError
+
+
+class Counter(_Metric):
+    """A monotonic sum per label set."""
+
+    kind: Kind = "counter"
+
+    def __init__(
+        self, name: str, label_names: Sequence[str], unit: str = "1", description: str = ""
+    ) -> None:
+        super().__init__(name, label_names, unit, description)
+        self._values: dict[Labels, float] = {}
+
+    def add(self, labels: Labels, value: float = 1) -> None:
+        """Add ``value`` to the label set ``labels``."""
+        with self._lock:
+            self._values[labels] = self._values.get(labels, 0) + value
+
+    def _points(self) -> dict[Labels, float | HistogramPoint]:
+        with self._lock:
+            return dict(self._values)
+
+    def reset(self) -> None:  # noqa: D102
+        with self._lock:
+            self._values.clear()
+
+
+class InFlight(_Metric):
+    """An up-down count of operations in progress, updated without a lock."""
+
+    kind: Kind = "updown"
+
+    def __init__(
+        self, name: str, label_names: Sequence[str], unit: str = "1", description: str = ""
+    ) -> None:
+        super().__init__(name, label_names, unit, description)
+        self._pairs: dict[Labels, tuple[Iterator[int], Iterator[int]]] = {}
+
+    def enter(self, labels: Labels) -> None:
+        """One more in progress."""
+        pair = self._pairs.get(labels)
+        if pair is None:
+            with self._lock:
+                pair = self._pairs.setdefault(labels, (itertools.count(1), itertools.count(1)))
+        next(pair[0])
+
+    def leave(self, labels: Labels) -> None:
+        """One fewer in progress."""
+        next(self._pairs[labels][1])
+
+    def _points(self) -> dict[Labels, float | HistogramPoint]:
+        # repr(count(n)) == "count(n)": reads the next value without consuming it.
+        return {
+            k: float(int(repr(up)[6:-1]) - int(repr(down)[6:-1]))
+            for k, (up, down) in list(self._pairs.items())
+        }
+
+    def reset(self) -> None:  # noqa: D102
+        with self._lock:
+            self._pairs.clear()
+
+
+class Histogram(_Metric):
+    """Fixed-bucket histogram per label set; also answers the count (a request counter)."""
+
+    kind: Kind = "histogram"
+
+    def __init__(
+        self,
+        name: str,
+        label_names: Sequence[str],
+        unit: str = "ms",
+        description: str = "",
+        bounds: Sequence[float] = DURATION_BUCKETS_MS,
+    ) -> None:
+        super().__init__(name, label_names, unit, description)
+        self.bounds = tuple(bounds)
+        self._data: dict[Labels, list[float]] = {}  # counts per bucket..., sum, count
+
+    def record(self, labels: Labels, value: float) -> None:
+        """Add one observation."""
+        i = bisect_left(self.bounds, value)
+        with self._lock:
+            row = self._data.get(labels)
+            if row is None:
+                row = self._data[labels] = [0.0] * (len(self.bounds) + 3)
+            row[i] += 1
+            row[-2] += value
+            row[-1] += 1
+
+    def _points(self) -> dict[Labels, float | HistogramPoint]:
+        with self._lock:
+            rows = {k: list(v) for k, v in self._data.items()}
+        return {
+            k: HistogramPoint(self.bounds, tuple(int(c) for c in r[:-2]), r[-2], int(r[-1]))
+            for k, r in rows.items()
+        }
+
+    def counts(self) -> dict[Labels, float]:
+        """Observation count per label set."""
+        with self._lock:
+            return {k: r[-1] for k, r in self._data.items()}
+
+    def reset(self) -> None:  # noqa: D102
+        with self._lock:
+            self._data.clear()
+
+
+class Registry:
+    """Every metric of the process, by name."""
+
+    def __init__(self) -> None:
+        self._metrics: dict[str, _Metric] = {}
+        self._count_views: dict[str, tuple[Histogram, str]] = {}
+        self._lock = threading.Lock()
+
+    def _add(self, metric: _Metric) -> _Metric:
+        with self._lock:
+            existing = self._metrics.setdefault(metric.name, metric)
+        if type(existing) is not type(metric) or existing.label_names != metric.label_names:
+            raise ValueError(f"metric {metric.name!r} already registered with another shape")
+        return existing
+
+    def counter(
+        self, name: str, label_names: Sequence[str], unit: str = "1", description: str = ""
+    ) -> Counter:
+        """Get or create a counter."""
+        return self._add(Counter(name, label_names, unit, description))  # type: ignore[return-value]
+
+    def in_flight(
+        self, name: str, label_names: Sequence[str], unit: str = "1", description: str = ""
+    ) -> InFlight:
+        """Get or create an in-flight (up-down) gauge."""
+        return self._add(InFlight(name, label_names, unit, description))  # type: ignore[return-value]
+
+    def histogram(
+        self,
+        name: str,
+        label_names: Sequence[str],
+        unit: str = "ms",
+        description: str = "",
+        bounds: Sequence[float] = DURATION_BUCKETS_MS,
+    ) -> Histogram:
+        """Get or create a histogram."""
+        return self._add(Histogram(name, label_names, unit, description, bounds))  # type: ignore[return-value]
+
+    def count_view(self, name: str, of: Histogram, description: str = "") -> None:
+        """Expose ``of``'s observation count as counter ``name`` (no extra hot-path work)."""
+        self._count_views[name] = (of, description)
+
+    def snapshot(self) -> dict[str, MetricSnapshot]:
+        """Every metric's current values, by name."""
+        with self._lock:
+            metrics = list(self._metrics.values())
+        snap = {m.name: m.snapshot() for m in metrics}
+        for name, (hist, description) in self._count_views.items():
+            snap[name] = MetricSnapshot(
+                name, "counter", "1", description, hist.label_names, dict(hist.counts())
+            )
+        return snap
+
+    def reset(self) -> None:
+        """Forget every value, keep the metrics."""
+        with self._lock:
+            metrics = list(self._metrics.values())
+        for m in metrics:
+            m.reset()
+
+
+registry = Registry()
+
+
+# Built-ins every exporter can rely on.
+http_duration = registry.histogram(
+    "http.server.duration",
+    ("http.method", "http.route", "http.status_class"),
+    "ms",
+    "Duration of HTTP server requests, to the last body byte.",
+)
+registry.count_view("http.server.requests", http_duration, "HTTP server requests.")
+http_active = registry.in_flight(
+    "http.server.active", ("http.method",), "1", "HTTP server requests in progress."
+)
+dropped = registry.counter(
+    "obs.dropped", ("reason",), "1", "Telemetry records dropped before export, by reason."
+)

@@ -1,0 +1,333 @@
+"""Spans: the unit of timing, nested through a contextvar.
+
+The hot path (``Span.__enter__``/``__exit__``) does only what must happen on the request thread:
+ids as ints, two clock reads, a contextvar set/reset, handler dispatch when any is attached, and one
+call to the finish hook (metrics + sampling + enqueue). Hex ids, timestamps and encoding happen on
+the export worker.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from types import TracebackType
+from typing import Any, TypeVar, cast
+
+from . import events
+from .redact import scrub
+
+__all__ = ["Event", "LocalTrace", "RemoteParent", "Span", "current_span", "emit", "span", "traced"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_current: contextvars.ContextVar[Span | None] = contextvars.ContextVar("obs_span", default=None)
+
+# Swappable by ``obs_middleware.testing`` for deterministic ids and clock.
+randbits: Callable[[int], int] = random.getrandbits
+clock_ns: Callable[[], int] = time.perf_counter_ns
+# Wall-clock anchor: wall time (ns) = wall_anchor_ns + clock_ns() value.
+wall_anchor_ns: int = time.time_ns() - time.perf_counter_ns()
+
+
+_MAX_MESSAGE = 1024
+
+
+def _drop_finished(item: Span | Event) -> None:
+    """Default finish hook before ``configure`` wires the real one (replaced at first use)."""
+
+
+# Called with every finished span and emitted event: sampling and export. Set by ``configure``.
+on_finish: Callable[[Span | Event], None] = _drop_finished
+# Head sampler: trace id -> sampled. Set by ``configure``.
+sample_head: Callable[[int], bool] = lambda _trace_id: True  # noqa: E731
+
+
+class RemoteParent:
+    """A parent received over the wire (W3C ``traceparent``)."""
+
+    __slots__ = ("sampled", "span_id", "trace_id", "tracestate")
+
+    def __init__(self, trace_id: int, span_id: int, sampled: bool, tracestate: str | None) -> None:
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.sampled = sampled
+        self.tracestate = tracestate
+
+
+class LocalTrace:
+    """What the spans of one trace share inside this process: user, request id, tail decision."""
+
+    __slots__ = ("buffer", "keep", "request_id", "root", "tier", "tracestate", "user_id")
+
+    def __init__(self, root: Span, tracestate: str | None) -> None:
+        self.root = root
+        self.tracestate = tracestate
+        self.user_id: str | None = None
+        self.tier: str | None = None
+        self.request_id: str | None = None
+        self.keep = False
+        # Unsampled spans waiting for the root to end (tail sampling); None when head-sampled.
+        self.buffer: list[Span] | None = None
+
+
+class Span:
+    """One timed operation. Use as a context manager, a decorator, or start/end by hand.
+
+    Attributes are a plain dict (``span.attrs``); set them with ``span.set(key=value)``. A span
+    records an exception that escapes it (status ``error``) and re-raises it.
+    """
+
+    __slots__ = (
+        "attrs",
+        "end_ns",
+        "error_message",
+        "error_type",
+        "events",
+        "kind",
+        "local",
+        "name",
+        "parent_id",
+        "sampled",
+        "span_id",
+        "start_ns",
+        "status",
+        "trace_id",
+        "_remote",
+        "_token",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        attrs: dict[str, Any],
+        kind: str = "internal",
+        remote: RemoteParent | None = None,
+    ) -> None:
+        self.name = name
+        self.attrs = attrs
+        self.kind = kind
+        self.status = "ok"
+        self.error_type: str | None = None
+        self.error_message: str | None = None
+        self.events: list[tuple[str, int, dict[str, Any]]] | None = None
+        self.end_ns = 0
+        self._remote = remote
+        self._token: contextvars.Token[Span | None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> Span:
+        """Start the span and make it current; returns ``self``."""
+        parent = _current.get()
+        if parent is not None:
+            self.trace_id = parent.trace_id
+            self.parent_id = parent.span_id
+            self.sampled = parent.sampled
+            self.local = parent.local
+        else:
+            remote = self._remote
+            if remote is not None:
+                self.trace_id = remote.trace_id
+                self.parent_id = remote.span_id
+                self.sampled = remote.sampled
+                self.local = LocalTrace(self, remote.tracestate)
+            else:
+                self.trace_id = randbits(128) or 1
+                self.parent_id = 0
+                self.sampled = sample_head(self.trace_id)
+                self.local = LocalTrace(self, None)
+            if not self.sampled:
+                self.local.buffer = []
+        self.span_id = randbits(64) or 1
+        self._token = _current.set(self)
+        if events.active:
+            events.dispatch(self.name + ".start", {"span": self})
+        self.start_ns = clock_ns()
+        return self
+
+    def end(self, end_ns: int = 0) -> None:
+        """End the span (at ``end_ns`` if given), restore the parent, and hand it to export."""
+        self.end_ns = end_ns or clock_ns()
+        if self._token is not None:
+            self.deactivate()
+        if events.active:
+            events.dispatch(
+                self.name + (".exception" if self.status == "error" else ".stop"),
+                {"span": self, "duration_ms": (self.end_ns - self.start_ns) / 1e6},
+            )
+        on_finish(self)
+
+    def deactivate(self) -> None:
+        """Stop being the current span without ending (work continues outside this context)."""
+        token = self._token
+        if token is not None:
+            self._token = None
+            try:
+                _current.reset(token)
+            except ValueError:
+                _current.set(None if token.old_value is contextvars.Token.MISSING else token.old_value)
+
+    def __enter__(self) -> Span:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is not None:
+            self.record_exception(exc)
+        self.end()
+
+    async def __aenter__(self) -> Span:
+        return self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is not None:
+            self.record_exception(exc)
+        self.end()
+
+    # -- data ------------------------------------------------------------------------------------
+    def set(self, **attrs: Any) -> Span:
+        """Set attributes; returns ``self``."""
+        self.attrs.update(attrs)
+        return self
+
+    def event(self, name: str, **fields: Any) -> None:
+        """Record a timestamped event inside this span."""
+        if self.events is None:
+            self.events = []
+        self.events.append((name, clock_ns(), fields))
+
+    def record_exception(self, exc: BaseException, *, status: str = "error") -> None:
+        """Mark the span failed with ``exc`` (type and message; the message is scrubbed on export).
+
+        ``GeneratorExit`` and ``asyncio.CancelledError`` are recorded as ``cancelled``, not errors.
+        """
+        if isinstance(exc, GeneratorExit) or type(exc).__name__ == "CancelledError":
+            self.status = "cancelled"
+            return
+        self.status = status
+        self.error_type = type(exc).__qualname__
+        self.error_message = scrub(str(exc))[:_MAX_MESSAGE]
+
+    @property
+    def duration_ms(self) -> float:
+        """Duration in milliseconds (0 while running)."""
+        return (self.end_ns - self.start_ns) / 1e6 if self.end_ns else 0.0
+
+    @property
+    def is_root(self) -> bool:
+        """True for the first span of the trace in this process."""
+        return self.local.root is self
+
+    # -- decorator -------------------------------------------------------------------------------
+    def __call__(self, fn: F) -> F:
+        """Use a span as a decorator: each call runs in a fresh span with the same name/attrs."""
+        return _wrap(fn, self.name, self.attrs, self.kind)
+
+    def __repr__(self) -> str:
+        return f"<Span {self.name!r} status={self.status} {self.duration_ms:.3f}ms>"
+
+
+class Event:
+    """A point event made by ``emit()``: a name, fields, and the span it happened in."""
+
+    __slots__ = ("fields", "local", "name", "sampled", "span_id", "status", "time_ns", "trace_id")
+
+    def __init__(self, name: str, fields: dict[str, Any], parent: Span | None) -> None:
+        self.name = name
+        self.fields = fields
+        self.time_ns = clock_ns()
+        self.status = fields.get("status", "ok")
+        if parent is None:
+            self.trace_id = self.span_id = 0
+            self.sampled = True
+            self.local: LocalTrace | None = None
+        else:
+            self.trace_id = parent.trace_id
+            self.span_id = parent.span_id
+            self.sampled = parent.sampled
+            self.local = parent.local
+
+
+def emit(event: str, /, **fields: Any) -> None:
+    """Emit a point event (``job.completed``, ``db.slow_query``…) in the current span's trace.
+
+    Handlers attached to a matching prefix receive ``(event, fields)``; exporters receive one
+    ``type="event"`` record with ``fields`` as attributes.
+    """
+    if events.active:
+        events.dispatch(event, fields)
+    on_finish(Event(event, fields, _current.get()))
+
+
+def span(name: str, /, *, _kind: str = "internal", **attrs: Any) -> Span:
+    """Create a span named ``name`` (a low-cardinality template, not a formatted string).
+
+    ``with obs.span("render", model="sdxl") as s: ...`` times the block as a child of the current
+    span; ``@obs.span("render")`` times each call of a function. Cost: about 1 µs per span.
+    """
+    return Span(name, attrs, _kind)
+
+
+def current_span() -> Span | None:
+    """The span current in this context, or None."""
+    return _current.get()
+
+
+def traced(
+    fn: F | None = None, /, *, name: str | None = None, **attrs: Any
+) -> F | Callable[[F], F]:
+    """Decorate a sync, async, generator or async-generator function so each call is a span.
+
+    ``@obs.traced`` names the span after the function's qualified name; ``@obs.traced(name=...,
+    **attrs)`` sets the name and static attributes.
+    """
+    if fn is not None:
+        return _wrap(fn, name or fn.__qualname__, attrs, "internal")
+    return lambda f: _wrap(f, name or f.__qualname__, attrs, "internal")
+
+
+def _wrap(fn: F, name: str, attrs: dict[str, Any], kind: str) -> F:
+    if inspect.isasyncgenfunction(fn):
+
+        @functools.wraps(fn)
+        async def agen_wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            with Span(name, dict(attrs), kind):
+                async for item in fn(*args, **kwargs):
+                    yield item
+
+        return cast(F, agen_wrapper)
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def gen_wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            with Span(name, dict(attrs), kind):
+                return (yield from fn(*args, **kwargs))
+
+        return cast(F, gen_wrapper)
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            with Span(name, dict(attrs), kind):
+                return await fn(*args, **kwargs)
+
+        return cast(F, async_wrapper)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with Span(name, dict(attrs), kind):
+            return fn(*args, **kwargs)
+
+    return cast(F, wrapper)

@@ -1,0 +1,207 @@
+"""Delivery pipeline: bounded queue → one worker thread → batches → exporters.
+
+The request thread only appends to a deque (drop-newest when full, counted). The worker, started
+lazily on the first record and again after ``fork()``, converts items to records and hands each
+batch to every exporter. ``flush(timeout)`` waits for what was queued before the call;
+``shutdown(timeout)`` flushes under a hard deadline and never hangs the process: the worker is a
+daemon thread, so an exporter stuck on a dead backend cannot block exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Sequence
+from typing import Protocol
+
+from ._core.metrics import dropped
+from ._core.span import Event, Span
+from ._record import Record, Resource, to_records
+
+__all__ = ["Exporter", "Pipeline"]
+
+_log = logging.getLogger("obs_middleware")
+
+
+class Exporter(Protocol):
+    """What the pipeline calls, always from its worker thread."""
+
+    name: str
+
+    def export(self, records: Sequence[Record]) -> None:
+        """Deliver one batch (records are shared: do not mutate them)."""
+
+    def flush(self) -> None:
+        """Push out anything buffered."""
+
+    def shutdown(self) -> None:
+        """Release resources; no export follows."""
+
+
+class Pipeline:
+    """Queue and worker for one configuration. ``submit`` is the hot path."""
+
+    def __init__(
+        self,
+        exporters: Sequence[Exporter],
+        resource: Resource,
+        *,
+        queue_size: int,
+        batch_size: int,
+        interval_s: float,
+    ) -> None:
+        self.exporters = tuple(exporters)
+        self.resource = resource
+        self.queue_size = queue_size
+        self.batch_size = batch_size
+        self.interval_s = interval_s
+        self._failed_once: set[str] = set()
+        self._closed = False
+        self._reset_threading()
+        _pipelines.add(self)
+
+    def _reset_threading(self) -> None:
+        self.queue: deque[Span | Event] = deque()
+        self.started = False
+        self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._cond = threading.Condition()
+        self._requested = 0  # flush generations asked for
+        self._done = 0  # flush generations completed
+        self._stopping = False
+        self._pid = os.getpid()
+
+    # -- request thread ------------------------------------------------------------------------
+    def submit(self, item: Span | Event) -> None:
+        """Queue one finished span or event; never blocks, drops (counted) when full."""
+        queue = self.queue
+        if len(queue) >= self.queue_size or self._closed:
+            dropped.add(("closed",) if self._closed else ("queue_full",))
+            return
+        queue.append(item)
+        if not self.started:
+            self._start()
+        elif len(queue) == self.batch_size:
+            self._wake.set()
+
+    def _start(self) -> None:
+        with self._cond:
+            if self.started:
+                return
+            self._thread = threading.Thread(target=self._run, name="obs-export", daemon=True)
+            self.started = True
+            self._thread.start()
+
+    # -- worker --------------------------------------------------------------------------------
+    def _run(self) -> None:
+        wake = self._wake
+        while True:
+            wake.wait(self.interval_s)
+            wake.clear()
+            with self._cond:
+                target = self._requested
+                stopping = self._stopping
+            self._drain()
+            if target > self._done:
+                self._call_exporters("flush")
+            with self._cond:
+                self._done = max(self._done, target)
+                self._cond.notify_all()
+            if stopping:
+                self._call_exporters("shutdown")
+                return
+
+    def _drain(self) -> None:
+        queue = self.queue
+        popleft = queue.popleft
+        while queue:
+            n = min(len(queue), self.batch_size)
+            batch = [popleft() for _ in range(n)]
+            records = to_records(batch, self.resource)
+            for exporter in self.exporters:
+                try:
+                    exporter.export(records)
+                except Exception:
+                    dropped.add((f"exporter_error:{exporter.name}",), len(records))
+                    self._log_once(exporter.name, "export")
+
+    def _call_exporters(self, method: str) -> None:
+        for exporter in self.exporters:
+            try:
+                getattr(exporter, method)()
+            except Exception:
+                self._log_once(exporter.name, method)
+
+    def _log_once(self, name: str, what: str) -> None:
+        key = f"{name}:{what}"
+        if key not in self._failed_once:
+            self._failed_once.add(key)
+            _log.warning("obs-middleware: exporter %r failed to %s", name, what, exc_info=True)
+
+    # -- control -------------------------------------------------------------------------------
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Export everything queued before this call; False if ``timeout`` (s) passed first."""
+        if threading.current_thread() is self._thread:
+            self._drain()
+            return True
+        if not self.started:
+            if self.queue or self.exporters:
+                self._start()
+            else:
+                return True
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._requested += 1
+            target = self._requested
+            self._wake.set()
+            while self._done < target:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._alive():
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def shutdown(self, timeout: float = 2.0) -> bool:
+        """Flush, then shut the exporters down, within ``timeout`` seconds. Idempotent."""
+        if self._closed:
+            return True
+        deadline = time.monotonic() + timeout
+        if not self.started and self.exporters:
+            self._start()
+        with self._cond:
+            self._stopping = True
+            self._requested += 1
+            self._wake.set()
+        self._closed = True
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(max(deadline - time.monotonic(), 0))
+            if thread.is_alive():
+                left = len(self.queue)
+                if left:
+                    dropped.add(("shutdown_timeout",), left)
+                _log.warning("obs-middleware: export did not finish within %.1fs", timeout)
+                return False
+        return True
+
+    def _alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _after_fork_in_child(self) -> None:
+        # The parent exports what it queued; the child starts empty with its own worker.
+        self._reset_threading()
+
+
+_pipelines: weakref.WeakSet[Pipeline] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for pipeline in list(_pipelines):
+        pipeline._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork)

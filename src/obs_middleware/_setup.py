@@ -1,0 +1,228 @@
+"""``configure()`` and the process lifecycle: wiring core → pipeline → exporters, flush, shutdown.
+
+Until ``configure()`` is called, the first finished span configures from ``OBS_*`` variables and
+defaults (console exporter on a TTY, JSON lines on stdout otherwise).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+from ._core import span as _span
+from ._core.config import (
+    Config,
+    HttpOptions,
+    PipelineOptions,
+    RedactionOptions,
+    SamplingOptions,
+    as_tuple,
+    from_env,
+    merge,
+)
+from ._core.redact import compile_secret_patterns
+from ._core.sampling import head_sampler, make_finisher
+from ._pipeline import Exporter, Pipeline
+from ._record import Resource
+from .exporters import ConsoleExporter, JsonlExporter, MemoryExporter
+
+__all__ = ["configure", "current_config", "flush", "set_user", "shutdown"]
+
+_log = logging.getLogger("obs_middleware")
+_lock = threading.RLock()
+_config: Config | None = None
+_pipeline: Pipeline | None = None
+_hooks_installed = False
+
+
+def _exporter_from_spec(spec: Any) -> Exporter:
+    if not isinstance(spec, str):
+        if not all(hasattr(spec, m) for m in ("export", "flush", "shutdown")):
+            raise ValueError(f"exporter {spec!r} lacks export/flush/shutdown")
+        return spec  # type: ignore[no-any-return]
+    kind, _, arg = spec.partition(":")
+    if kind == "console":
+        return ConsoleExporter()
+    if kind == "jsonl":
+        return JsonlExporter(arg or None)
+    if kind == "memory":
+        return MemoryExporter()
+    raise ValueError(f"unknown exporter {spec!r} (known: console, jsonl[:path], memory, none)")
+
+
+def _resolve_exporters(specs: tuple[Any, ...]) -> list[Exporter]:
+    if not specs:
+        return [ConsoleExporter() if sys.stdout.isatty() else JsonlExporter()]
+    if specs == ("none",):
+        return []
+    return [_exporter_from_spec(s) for s in specs]
+
+
+def configure(
+    *,
+    service: str | None = None,
+    version: str | None = None,
+    environment: str | None = None,
+    exporters: str | Sequence[str | Exporter] | None = None,
+    sampling: SamplingOptions | None = None,
+    pipeline: PipelineOptions | None = None,
+    http: HttpOptions | None = None,
+    redaction: RedactionOptions | None = None,
+) -> Config:
+    """Configure obs-middleware for this process; returns the effective ``Config``.
+
+    Every argument falls back to its ``OBS_*`` environment variable, then to its default.
+    ``exporters`` takes names (``"console"``, ``"jsonl"``, ``"jsonl:/path/file.jsonl"``,
+    ``"memory"``, ``"none"``) or exporter objects. Calling again replaces the configuration: what
+    the previous pipeline queued is flushed first. Raises ``ValueError`` on an invalid option.
+    """
+    config = build_config(
+        service=service,
+        version=version,
+        environment=environment,
+        exporters=exporters,
+        sampling=sampling,
+        pipeline=pipeline,
+        http=http,
+        redaction=redaction,
+    )
+    old = activate(config)
+    if old is not None:
+        old.shutdown(config.pipeline.shutdown_timeout_s)
+    return config
+
+
+def build_config(**options: Any) -> Config:
+    """The effective ``Config`` for ``configure(**options)``, exporters resolved to objects."""
+    options["exporters"] = as_tuple(options.get("exporters"))
+    config = merge(from_env(), **options)
+    return merge(config, exporters=tuple(_resolve_exporters(config.exporters)))
+
+
+def activate(config: Config) -> Pipeline | None:
+    """Make ``config`` current with a new pipeline; returns the previous pipeline (not stopped)."""
+    global _config, _pipeline
+    opts = config.pipeline
+    new = Pipeline(
+        config.exporters,
+        Resource(config.service, config.environment, config.version),
+        queue_size=opts.queue_size,
+        batch_size=opts.batch_size,
+        interval_s=opts.interval_s,
+    )
+    with _lock:
+        old = _pipeline
+        _config, _pipeline = config, new
+        compile_secret_patterns(config.redaction.extra_patterns)
+        _span.sample_head = head_sampler(config.sampling.ratio)
+        _span.on_finish = make_finisher(new.submit, config.sampling)
+        _install_process_hooks(opts.flush_on_sigterm)
+    return old
+
+
+def restore(config: Config | None, pipeline: Pipeline | None) -> None:
+    """Reinstate a configuration and pipeline saved earlier (test helpers)."""
+    global _config, _pipeline
+    with _lock:
+        _config, _pipeline = config, pipeline
+        if config is None or pipeline is None:
+            _span.on_finish = _first_use
+            _span.sample_head = head_sampler(1.0)
+        else:
+            compile_secret_patterns(config.redaction.extra_patterns)
+            _span.sample_head = head_sampler(config.sampling.ratio)
+            _span.on_finish = make_finisher(pipeline.submit, config.sampling)
+
+
+def current_config() -> Config:
+    """The effective configuration (configuring from the environment on first use)."""
+    if _config is None:
+        with _lock:
+            if _config is None:
+                configure()
+    assert _config is not None
+    return _config
+
+
+def _first_use(item: _span.Span | _span.Event) -> None:
+    current_config()
+    _span.on_finish(item)
+
+
+_span.on_finish = _first_use
+
+
+def flush(timeout: float = 5.0) -> bool:
+    """Export everything finished so far; False if ``timeout`` seconds passed first."""
+    pipeline = _pipeline
+    return True if pipeline is None else pipeline.flush(timeout)
+
+
+def shutdown(timeout: float | None = None) -> bool:
+    """Flush and close the exporters within ``timeout`` (default: the configured deadline).
+
+    Called at exit and on SIGTERM; later spans are dropped and counted as ``closed``.
+    """
+    pipeline = _pipeline
+    if pipeline is None:
+        return True
+    deadline = timeout if timeout is not None else current_config().pipeline.shutdown_timeout_s
+    return pipeline.shutdown(deadline)
+
+
+def set_user(user_id: object, tier: str | None = None) -> None:
+    """Attach a user (and pricing tier) to the current trace: every record of it carries them.
+
+    Outside any span this does nothing. The id is converted with ``str()``; pass an opaque id,
+    not an e-mail address, unless you mean to export it.
+    """
+    current = _span.current_span()
+    if current is not None:
+        local = current.local
+        local.user_id = None if user_id is None else str(user_id)
+        if tier is not None:
+            local.tier = tier
+
+
+def _install_process_hooks(flush_on_sigterm: bool) -> None:
+    global _hooks_installed
+    if _hooks_installed:
+        return
+    _hooks_installed = True
+    atexit.register(_at_exit)
+    if flush_on_sigterm and threading.current_thread() is threading.main_thread():
+        try:
+            previous = signal.getsignal(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, _sigterm_handler(previous))
+        except (ValueError, OSError):  # not allowed here (embedded interpreter): atexit remains
+            pass
+
+
+def _at_exit() -> None:
+    try:
+        shutdown()
+    except Exception:  # never turn a clean exit into a traceback
+        _log.debug("obs-middleware: shutdown at exit failed", exc_info=True)
+
+
+def _sigterm_handler(previous: Any) -> Any:
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        if callable(previous):
+            # The server (gunicorn, uvicorn) stops gracefully and may still finish requests.
+            flush(current_config().pipeline.shutdown_timeout_s)
+            previous(signum, frame)
+        elif previous == signal.SIG_IGN:
+            flush(current_config().pipeline.shutdown_timeout_s)
+        else:
+            shutdown()
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return on_sigterm

@@ -1,0 +1,115 @@
+"""Console exporter: one readable tree per trace, for development."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from .._record import FIXED_KEYS, Record
+
+__all__ = ["ConsoleExporter"]
+
+_FIXED = frozenset(FIXED_KEYS)
+_HIDDEN = frozenset({"span.kind", "events", "http.route", "http.method"})
+_MAX_HELD_BATCHES = 2
+
+
+class ConsoleExporter:
+    """Print each trace as an indented tree once its root span has arrived.
+
+    Spans are held until their trace's root (a span with no parent, or a server span continuing a
+    remote trace) is exported, or for two batches at most, then printed. ``attributes=False`` prints
+    names, statuses and durations only.
+    """
+
+    name = "console"
+
+    def __init__(self, stream: TextIO | None = None, *, attributes: bool = True) -> None:
+        self.stream = stream
+        self.attributes = attributes
+        self._pending: dict[str | None, list[Record]] = {}
+        self._age: dict[str | None, int] = {}
+
+    def export(self, records: Sequence[Record]) -> None:
+        """Group by trace, print the traces that are complete."""
+        for rec in records:
+            self._pending.setdefault(rec["trace_id"], []).append(rec)
+        lines: list[str] = []
+        for trace_id in list(self._pending):
+            group = self._pending[trace_id]
+            age = self._age.get(trace_id, 0)
+            if trace_id is None or _has_root(group) or age >= _MAX_HELD_BATCHES:
+                lines.extend(self._render(trace_id, group))
+                del self._pending[trace_id]
+                self._age.pop(trace_id, None)
+            else:
+                self._age[trace_id] = age + 1
+        if lines:
+            stream = self.stream or sys.stdout
+            stream.write("\n".join(lines) + "\n")
+
+    def flush(self) -> None:
+        """Print whatever is held and flush the stream."""
+        lines: list[str] = []
+        for trace_id, group in self._pending.items():
+            lines.extend(self._render(trace_id, group))
+        self._pending.clear()
+        self._age.clear()
+        stream = self.stream or sys.stdout
+        if lines:
+            stream.write("\n".join(lines) + "\n")
+        stream.flush()
+
+    def shutdown(self) -> None:
+        """Print what is held."""
+        self.flush()
+
+    # -- rendering -------------------------------------------------------------------------------
+    def _render(self, trace_id: str | None, group: list[Record]) -> list[str]:
+        if trace_id is None:
+            return [f"• {self._line(rec)}" for rec in group]
+        ids = {rec["span_id"] for rec in group if rec["type"] == "span"}
+        children: dict[str | None, list[Record]] = {}
+        for rec in sorted(group, key=lambda r: r["start"]):
+            parent = rec["span_id"] if rec["type"] == "event" else rec["parent_id"]
+            children.setdefault(parent if parent in ids else None, []).append(rec)
+        lines = [f"trace {trace_id}"]
+
+        def walk(parent: str | None, prefix: str) -> None:
+            kids = children.get(parent, [])
+            for i, rec in enumerate(kids):
+                last = i == len(kids) - 1
+                lines.append(f"{prefix}{'└─ ' if last else '├─ '}{self._line(rec)}")
+                if rec["type"] == "span":
+                    walk(rec["span_id"], prefix + ("   " if last else "│  "))
+
+        walk(None, "")
+        return lines
+
+    def _line(self, rec: Record) -> str:
+        if rec["type"] == "event":
+            text = f"• {rec['name']}"
+        else:
+            text = f"{rec['name']}  {rec['duration_ms']:.3f} ms"
+            if rec["status"] != "ok":
+                text += f"  [{rec['status']}"
+                text += f": {rec['error_type']}]" if rec["error_type"] else "]"
+        if rec.get("user_id"):
+            text += f"  user={rec['user_id']}"
+        if self.attributes:
+            attrs = [
+                f"{k}={v}"
+                for k, v in rec.items()
+                if k not in _FIXED and k not in _HIDDEN and v is not None
+            ]
+            if attrs:
+                text += "  " + " ".join(attrs)
+        return text
+
+
+def _has_root(group: list[Record]) -> bool:
+    return any(
+        rec["type"] == "span" and (rec["parent_id"] is None or rec.get("span.kind") == "server")
+        for rec in group
+    )

@@ -1,0 +1,65 @@
+"""JSON lines: one record per line, to stdout or a file (the unified schema of DESIGN.md §7)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from typing import IO, Any
+
+import orjson
+
+from .._record import Record
+
+__all__ = ["JsonlExporter"]
+
+_OPTS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+
+
+def _default(value: Any) -> Any:
+    # Whatever orjson cannot encode natively (sets, Decimals, custom objects) is written as text.
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+class JsonlExporter:
+    """Write each batch as NDJSON with one ``write`` call.
+
+    ``path=None`` writes to stdout; a path is opened in append mode (safe to share between
+    processes: each batch is one ``write`` on an ``O_APPEND`` descriptor).
+    """
+
+    name = "jsonl"
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = os.fspath(path) if path is not None else None
+        self._file: IO[bytes] | None = None
+
+    def _out(self) -> IO[bytes]:
+        if self._file is None:
+            if self.path is None:
+                self._file = sys.stdout.buffer
+            else:
+                self._file = open(self.path, "ab")  # noqa: SIM115 - kept open across batches
+        return self._file
+
+    def export(self, records: Sequence[Record]) -> None:
+        """Encode and write one batch."""
+        dumps = orjson.dumps
+        data = b"".join([dumps(r, default=_default, option=_OPTS) for r in records])
+        out = self._out()
+        out.write(data)
+
+    def flush(self) -> None:
+        """Flush the file buffer."""
+        if self._file is not None:
+            self._file.flush()
+
+    def shutdown(self) -> None:
+        """Flush and close the file (stdout stays open)."""
+        if self._file is not None:
+            self._file.flush()
+            if self.path is not None:
+                self._file.close()
+            self._file = None

@@ -1,0 +1,203 @@
+"""The integration registry: supported version ranges, post-import hooks, patch/unpatch bookkeeping.
+
+Every integration module has the same shape: ``supported`` (a requirement such as
+``"sqlalchemy>=2.0,<2.2"``), ``patch()`` and ``unpatch()``, idempotent. ``instrument_all()`` patches
+what is imported, registers a post-import hook for what is installed but not yet imported, skips
+versions outside ``supported`` with one warning, and returns a report. A failing patch is reported,
+never raised into the app.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import logging
+import re
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+import wrapt
+
+__all__ = ["INTEGRATIONS", "Integration", "Outcome", "Report", "instrument_all", "uninstrument_all"]
+
+_log = logging.getLogger("obs_middleware")
+Status = Literal["patched", "pending", "skipped", "failed", "already"]
+
+
+@dataclass(frozen=True)
+class Integration:
+    """One library we patch: ``name`` is our module under ``obs_middleware.integrations``."""
+
+    name: str
+    module: str  # the library module whose import triggers the patch
+    distribution: str | None  # PyPI distribution for the version check; None for the stdlib
+    supported: str  # version range, e.g. ">=2.0,<2.2" ("" = any)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What ``instrument_all()`` did for one integration, and why."""
+
+    name: str
+    status: Status
+    version: str | None
+    supported: str
+    reason: str = ""
+
+
+class Report(tuple[Outcome, ...]):
+    """The outcomes of ``instrument_all()``; ``str(report)`` is a readable table."""
+
+    @property
+    def patched(self) -> list[str]:
+        """Names patched now or already patched."""
+        return [o.name for o in self if o.status in ("patched", "already")]
+
+    def __str__(self) -> str:
+        rows = [
+            f"{o.name:<12} {o.status:<8} {o.version or '-':<10} {o.supported or 'any':<14} {o.reason}"
+            for o in self
+        ]
+        return "\n".join(rows)
+
+
+# Filled as integration modules land; the order is the patch order.
+INTEGRATIONS: tuple[Integration, ...] = (Integration("logging", "logging", None, ""),)
+
+_lock = threading.RLock()
+_patched: set[str] = set()
+_hooked: set[str] = set()
+_enabled: set[str] = set()
+
+
+def _release(version: str) -> tuple[int, ...]:
+    parts = []
+    for piece in version.split("."):
+        m = re.match(r"\d+", piece)
+        if m is None:
+            break
+        parts.append(int(m.group()))
+        if m.end() != len(piece):  # "0rc1", "1.dev0": stop at the pre-release marker
+            break
+    return tuple(parts)
+
+
+def version_in_range(version: str, spec: str) -> bool:
+    """True if ``version`` satisfies every clause of ``spec`` (``>=X``, ``<Y``, ``==Z``, ``!=W``)."""
+    have = _release(version)
+    for clause in filter(None, (c.strip() for c in spec.split(","))):
+        m = re.fullmatch(r"(>=|<=|==|!=|>|<)\s*([\w.]+)", clause)
+        if m is None:
+            raise ValueError(f"unsupported version clause {clause!r}")
+        op, want_s = m.groups()
+        want = _release(want_s)
+        width = max(len(have), len(want))
+        a, b = have + (0,) * (width - len(have)), want + (0,) * (width - len(want))
+        ok = {
+            ">=": a >= b,
+            "<=": a <= b,
+            "==": a == b,
+            "!=": a != b,
+            ">": a > b,
+            "<": a < b,
+        }[op]
+        if not ok:
+            return False
+    return True
+
+
+def _version(integration: Integration) -> str | None:
+    if integration.distribution is None:
+        return sys.version.split()[0]
+    try:
+        return importlib.metadata.version(integration.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _module_of(integration: Integration) -> object:
+    return importlib.import_module(f"obs_middleware.integrations.{integration.name}")
+
+
+def _patch(integration: Integration) -> Outcome:
+    version = _version(integration)
+    spec = integration.supported
+    with _lock:
+        if integration.name in _patched:
+            return Outcome(integration.name, "already", version, spec)
+        if version is not None and spec and not version_in_range(version, spec):
+            reason = f"{integration.distribution} {version} is outside the supported range {spec}"
+            _log.warning("obs-middleware: not instrumenting %s: %s", integration.name, reason)
+            return Outcome(integration.name, "skipped", version, spec, reason)
+        try:
+            _module_of(integration).patch()  # type: ignore[attr-defined]
+        except Exception as exc:
+            _log.warning("obs-middleware: patching %s failed", integration.name, exc_info=True)
+            return Outcome(integration.name, "failed", version, spec, f"{type(exc).__name__}: {exc}")
+        _patched.add(integration.name)
+        return Outcome(integration.name, "patched", version, spec)
+
+
+def _on_import(integration: Integration) -> Callable[[object], None]:
+    def hook(_module: object) -> None:
+        if integration.name in _enabled:
+            _patch(integration)
+
+    return hook
+
+
+def instrument_all(only: Iterable[str] | None = None, exclude: Iterable[str] = ()) -> Report:
+    """Patch every supported library that is installed; later imports are patched on import.
+
+    ``only`` restricts to the named integrations; ``exclude`` leaves some out. Idempotent.
+    """
+    wanted = set(only) if only is not None else None
+    skip = set(exclude)
+    outcomes: list[Outcome] = []
+    for integration in INTEGRATIONS:
+        if (wanted is not None and integration.name not in wanted) or integration.name in skip:
+            continue
+        with _lock:
+            _enabled.add(integration.name)
+        if integration.module in sys.modules:
+            outcomes.append(_patch(integration))
+        elif importlib.util.find_spec(integration.module.partition(".")[0]) is None:
+            outcomes.append(
+                Outcome(integration.name, "skipped", None, integration.supported, "not installed")
+            )
+        else:
+            with _lock:
+                if integration.name not in _hooked:
+                    _hooked.add(integration.name)
+                    wrapt.register_post_import_hook(_on_import(integration), integration.module)
+            outcomes.append(
+                Outcome(
+                    integration.name,
+                    "pending",
+                    _version(integration),
+                    integration.supported,
+                    "patched when first imported",
+                )
+            )
+    return Report(outcomes)
+
+
+def uninstrument_all() -> list[str]:
+    """Undo every patch; pending import hooks are disarmed. Returns the names unpatched."""
+    undone: list[str] = []
+    with _lock:
+        _enabled.clear()
+        for integration in reversed(INTEGRATIONS):
+            if integration.name in _patched:
+                try:
+                    _module_of(integration).unpatch()  # type: ignore[attr-defined]
+                except Exception:
+                    _log.warning("obs-middleware: unpatching %s failed", integration.name)
+                    continue
+                _patched.discard(integration.name)
+                undone.append(integration.name)
+    return undone

@@ -1,0 +1,57 @@
+"""Stdlib ``logging``: trace and span ids on every ``LogRecord`` made inside a span.
+
+Adds ``trace_id``, ``span_id``, ``request_id`` and ``user_id`` attributes (empty strings outside a
+span, so a format string such as ``%(trace_id)s`` never fails). Patches the log record factory,
+so it works with every handler and formatter; cost is paid per record, never per span.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .._core.span import current_span
+
+__all__ = ["patch", "supported", "unpatch"]
+
+supported = ""  # the stdlib: any version
+
+_previous: Any = None
+_factory: Any = None
+
+
+def patch() -> None:
+    """Wrap the current log record factory (idempotent)."""
+    global _previous, _factory
+    if _factory is not None:
+        return
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        try:
+            span = current_span()
+            if span is None:
+                record.trace_id = record.span_id = record.request_id = record.user_id = ""
+            else:
+                local = span.local
+                record.trace_id = f"{span.trace_id:032x}"
+                record.span_id = f"{span.span_id:016x}"
+                record.request_id = local.request_id or ""
+                record.user_id = local.user_id or ""
+        except Exception:  # never break logging
+            pass
+        return record
+
+    _previous, _factory = previous, factory
+    logging.setLogRecordFactory(factory)
+
+
+def unpatch() -> None:
+    """Restore the previous factory if ours is still installed (idempotent)."""
+    global _previous, _factory
+    if _factory is None:
+        return
+    if logging.getLogRecordFactory() is _factory:
+        logging.setLogRecordFactory(_previous)
+    _previous = _factory = None

@@ -1,0 +1,90 @@
+"""What the ASGI and WSGI middleware share: names, request attributes, metrics, the span's end."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .._core.config import HttpOptions
+from .._core.metrics import http_active, http_duration
+from .._core.redact import SENSITIVE_HEADERS
+from .._core.span import Span
+
+__all__ = ["STATUS_CLASS", "captured_headers", "finish_request", "internal_error", "span_name"]
+
+_log = logging.getLogger("obs_middleware")
+STATUS_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+_names: dict[tuple[str, str | None], str] = {}
+_MAX_NAMES = 10_000
+_warned: set[str] = set()
+
+
+def span_name(method: str, template: str | None) -> str:
+    """``"GET /items/{id}"`` (or ``"GET"`` when no route matched), interned per pair."""
+    key = (method, template)
+    name = _names.get(key)
+    if name is None:
+        name = f"{method} {template}" if template else method
+        if len(_names) < _MAX_NAMES:  # a framework that reports raw paths must not grow us
+            _names[key] = name
+    return name
+
+
+def captured_headers(
+    options: HttpOptions, get: Callable[[str], str | None]
+) -> dict[str, str]:
+    """Request headers the user asked for, without sensitive ones unless explicitly allowed."""
+    out: dict[str, str] = {}
+    for name in options.capture_headers:
+        lower = name.lower()
+        if lower in SENSITIVE_HEADERS and not options.allow_sensitive_headers:
+            continue
+        value = get(lower)
+        if value is not None:
+            out[f"http.request.header.{lower}"] = value
+    return out
+
+
+def finish_request(
+    span: Span,
+    method: str,
+    template: str | None,
+    status: int,
+    request_size: int | None,
+    response_size: int,
+    end_ns: int,
+    options: HttpOptions,
+    scope: Mapping[str, Any],
+) -> None:
+    """Name the span after its route, record attributes and metrics, end it (at ``end_ns``: the
+    last body chunk, when seen)."""
+    status_class = STATUS_CLASS.get(status // 100, "xxx")
+    span.name = span_name(method, template)
+    attrs = span.attrs
+    attrs["http.method"] = method
+    attrs["http.route"] = template
+    attrs["http.status_code"] = status
+    attrs["http.request_size"] = request_size
+    attrs["http.response_size"] = response_size
+    if status >= 500 and span.status == "ok":
+        span.status = "error"
+    local = span.local
+    if local.user_id is None and options.user_id is not None:
+        try:
+            uid = options.user_id(scope)
+            local.user_id = None if uid is None else str(uid)
+        except Exception:
+            internal_error("user_id hook")
+    span.end(end_ns)
+    http_duration.record(
+        (method, template or "", status_class), (span.end_ns - span.start_ns) / 1e6
+    )
+    http_active.leave((method,))
+
+
+def internal_error(where: str) -> None:
+    """Log our own failure once per place; the request goes on untouched."""
+    if where not in _warned:
+        _warned.add(where)
+        _log.warning("obs-middleware: internal error in %s (request unaffected)", where, exc_info=True)
