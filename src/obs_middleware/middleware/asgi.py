@@ -11,6 +11,7 @@ from .._core.config import HttpOptions
 from .._core.context import parse_traceparent, valid_request_id
 from .._core.metrics import http_active
 from ._http import captured_headers, finish_request, internal_error
+from ._routes import route_template
 
 __all__ = ["ObsMiddleware"]
 
@@ -19,15 +20,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-def _route_template(scope: Scope) -> str | None:
-    route = scope.get("route")  # Starlette ≥ 0.33 / FastAPI, set by the router after matching
-    if route is not None:
-        path = getattr(route, "path", None)
-        return path if isinstance(path, str) else None
-    template = scope.get("path_template")  # Litestar
-    return template if isinstance(template, str) else None
 
 
 class ObsMiddleware:
@@ -111,7 +103,7 @@ class ObsMiddleware:
                 finish_request(
                     span,
                     method,
-                    _route_template(scope),
+                    route_template(scope),
                     status,
                     request_size,
                     response_size,
