@@ -33,7 +33,7 @@ from ._pipeline import Exporter, Pipeline
 from ._record import Resource
 from .exporters import ConsoleExporter, JsonlExporter, MemoryExporter
 
-__all__ = ["configure", "current_config", "flush", "set_user", "shutdown"]
+__all__ = ["configure", "current_config", "flush", "mark_private", "set_user", "shutdown"]
 
 _log = logging.getLogger("obs_middleware")
 _lock = threading.RLock()
@@ -189,6 +189,16 @@ def set_user(user_id: object, tier: str | None = None) -> None:
         local.user_id = None if user_id is None else str(user_id)
         if tier is not None:
             local.tier = tier
+
+
+def mark_private() -> None:
+    """Mark the current trace private: prompts and inputs of its AI calls export as ``[PRIVATE]``.
+
+    Outside any span this does nothing.
+    """
+    current = _span.current_span()
+    if current is not None:
+        current.local.private = True
 
 
 def _install_process_hooks(flush_on_sigterm: bool) -> None:

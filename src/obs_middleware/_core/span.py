@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -24,6 +25,7 @@ __all__ = ["Event", "LocalTrace", "RemoteParent", "Span", "current_span", "emit"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+_log = logging.getLogger("obs_middleware")
 _current: contextvars.ContextVar[Span | None] = contextvars.ContextVar("obs_span", default=None)
 
 # Swappable by ``obs_middleware.testing`` for deterministic ids and clock.
@@ -61,7 +63,17 @@ class RemoteParent:
 class LocalTrace:
     """What the spans of one trace share inside this process: user, request id, tail decision."""
 
-    __slots__ = ("buffer", "keep", "request_id", "root", "tier", "tracestate", "user_id")
+    __slots__ = (
+        "buffer",
+        "deferred",
+        "keep",
+        "private",
+        "request_id",
+        "root",
+        "tier",
+        "tracestate",
+        "user_id",
+    )
 
     def __init__(self, root: Span, tracestate: str | None) -> None:
         self.root = root
@@ -69,6 +81,10 @@ class LocalTrace:
         self.user_id: str | None = None
         self.tier: str | None = None
         self.request_id: str | None = None
+        # True when the request is marked private: integrations export "[PRIVATE]" for prompts.
+        self.private = False
+        # Callbacks run when the local root ends, after it is named (per-route metrics of children).
+        self.deferred: list[Callable[[Span], None]] | None = None
         self.keep = False
         # Unsampled spans waiting for the root to end (tail sampling); None when head-sampled.
         self.buffer: list[Span] | None = None
@@ -153,6 +169,9 @@ class Span:
         self.end_ns = end_ns or clock_ns()
         if self._token is not None:
             self.deactivate()
+        local = self.local
+        if local.deferred is not None and local.root is self:
+            _run_deferred(self, local.deferred)
         if events.active:
             events.dispatch(
                 self.name + (".exception" if self.status == "error" else ".stop"),
@@ -269,6 +288,14 @@ def emit(event: str, /, **fields: Any) -> None:
     if events.active:
         events.dispatch(event, fields)
     on_finish(Event(event, fields, _current.get()))
+
+
+def _run_deferred(root: Span, callbacks: list[Callable[[Span], None]]) -> None:
+    for callback in callbacks:
+        try:
+            callback(root)
+        except Exception:
+            _log.warning("obs-middleware: root-span callback failed", exc_info=True)
 
 
 def span(name: str, /, *, _kind: str = "internal", **attrs: Any) -> Span:
