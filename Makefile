@@ -21,7 +21,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) -m pytest benchmarks -q -p no:randomly --benchmark-disable-gc=false
+	$(PY) -m pytest benchmarks -q -p no:randomly --benchmark-columns=median,min,max,rounds --benchmark-sort=name
 
 check: $(STAMP)
 	$(VENV)/bin/ruff check src tests integrations benchmarks

@@ -61,12 +61,16 @@ class Pipeline:
         self.interval_s = interval_s
         self._failed_once: set[str] = set()
         self._closed = False
+        # Cleared in place after fork (never replaced): the sampling hook holds a reference.
+        self.queue: deque[Span | Event] = deque()
         self._reset_threading()
         _pipelines.add(self)
 
     def _reset_threading(self) -> None:
-        self.queue: deque[Span | Event] = deque()
+        self.queue.clear()
         self.started = False
+        # True while the worker runs and the pipeline is open: the hot path may just append.
+        self.accepting = False
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
         self._cond = threading.Condition()
@@ -88,13 +92,18 @@ class Pipeline:
         elif len(queue) == self.batch_size:
             self._wake.set()
 
+    def wake(self) -> None:
+        """Ask the worker to export now rather than at its next interval."""
+        self._wake.set()
+
     def _start(self) -> None:
         with self._cond:
-            if self.started:
+            if self.started or self._closed:
                 return
             self._thread = threading.Thread(target=self._run, name="obs-export", daemon=True)
             self.started = True
             self._thread.start()
+            self.accepting = True
 
     # -- worker --------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -148,11 +157,12 @@ class Pipeline:
         if threading.current_thread() is self._thread:
             self._drain()
             return True
+        if self._closed:
+            return not self.queue
         if not self.started:
-            if self.queue or self.exporters:
-                self._start()
-            else:
+            if self._closed or not (self.queue or self.exporters):
                 return True
+            self._start()
         deadline = time.monotonic() + timeout
         with self._cond:
             self._requested += 1
@@ -177,6 +187,7 @@ class Pipeline:
             self._requested += 1
             self._wake.set()
         self._closed = True
+        self.accepting = False
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(max(deadline - time.monotonic(), 0))

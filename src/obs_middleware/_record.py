@@ -11,7 +11,7 @@ from typing import Any
 
 from ._core import span as _span
 
-__all__ = ["FIXED_KEYS", "Record", "Resource", "to_records"]
+__all__ = ["FIXED_KEYS", "Record", "Resource", "rfc3339", "to_records"]
 
 Record = dict[str, Any]
 
@@ -45,45 +45,82 @@ class Resource:
         self.version = version
 
 
-class _Clock:
-    """RFC 3339 UTC timestamps (µs) from span clock readings, caching the per-second prefix."""
-
-    __slots__ = ("prefix", "second")
-
-    def __init__(self) -> None:
-        self.second = -1
-        self.prefix = ""
-
-    def rfc3339(self, clock_ns: int) -> str:
-        sec, us = divmod((_span.wall_anchor_ns + clock_ns) // 1000, 1_000_000)
-        if sec != self.second:
-            self.second = sec
-            self.prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        return f"{self.prefix}.{us:06d}Z"
+# Keys user attributes may not overwrite: they identify the record. An event's fields may set
+# its status, duration and error (that is how ``emit`` reports an outcome).
+_EVENT_IDENTITY = frozenset(
+    ("type", "name", "trace_id", "span_id", "parent_id", "service", "environment", "start")
+)
+_SPAN_IDENTITY = frozenset(FIXED_KEYS)
 
 
-_clock = _Clock()
+def _merge(rec: Record, attrs: dict[str, Any], protected: frozenset[str]) -> None:
+    if protected.isdisjoint(attrs):
+        rec.update(attrs)
+    else:
+        rec.update({k: v for k, v in attrs.items() if k not in protected})
+
+
+class _Seconds:
+    """The RFC 3339 text of the last whole second seen (timestamps share it within a second)."""
+
+    second = -1
+    prefix = ""
+
+
+def _second_prefix(second: int) -> str:
+    if second != _Seconds.second:
+        _Seconds.second = second
+        _Seconds.prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return _Seconds.prefix
+
+
+def rfc3339(clock_ns: int) -> str:
+    """RFC 3339 UTC timestamp (µs) of a span clock reading."""
+    second, us = divmod((_span.wall_anchor_ns + clock_ns) // 1000, 1_000_000)
+    return "%s.%06dZ" % (_second_prefix(second), us)
 
 
 def to_records(items: Iterable[_span.Span | _span.Event], resource: Resource) -> list[Record]:
-    """Convert finished spans and events to records (ids as hex, times as RFC 3339)."""
+    """Convert finished spans and events to records (ids as hex, times as RFC 3339).
+
+    Runs on the export worker. Hex ids are formatted once: the trace id per trace (cached on the
+    trace), a span id once per batch (a child's ``parent_id`` is its parent's ``span_id``).
+    """
     service = resource.service
     environment = resource.environment
-    rfc3339 = _clock.rfc3339
+    anchor = _span.wall_anchor_ns
+    Span = _span.Span
+    span_hex: dict[int, str] = {}
     out: list[Record] = []
     for item in items:
-        local = item.local
-        if type(item) is _span.Span:
+        if type(item) is Span:
+            local = item.local
+            trace_hex = local.trace_hex
+            if trace_hex is None:
+                trace_hex = local.trace_hex = "%032x" % item.trace_id
+            sid = item.span_id
+            own = span_hex.get(sid)
+            if own is None:
+                own = span_hex[sid] = "%016x" % sid
+            pid = item.parent_id
+            if pid:
+                parent = span_hex.get(pid)
+                if parent is None:
+                    parent = span_hex[pid] = "%016x" % pid
+            else:
+                parent = None
+            start_ns = item.start_ns
+            second, us = divmod((anchor + start_ns) // 1000, 1_000_000)
             rec: Record = {
                 "type": "span",
                 "name": item.name,
-                "trace_id": f"{item.trace_id:032x}",
-                "span_id": f"{item.span_id:016x}",
-                "parent_id": f"{item.parent_id:016x}" if item.parent_id else None,
+                "trace_id": trace_hex,
+                "span_id": own,
+                "parent_id": parent,
                 "service": service,
                 "environment": environment,
-                "start": rfc3339(item.start_ns),
-                "duration_ms": (item.end_ns - item.start_ns) // 1000 / 1000,
+                "start": "%s.%06dZ" % (_second_prefix(second), us),
+                "duration_ms": (item.end_ns - start_ns) // 1000 / 1000,
                 "status": item.status,
                 "error_type": item.error_type,
                 "error_message": item.error_message,
@@ -93,13 +130,14 @@ def to_records(items: Iterable[_span.Span | _span.Event], resource: Resource) ->
             }
             if item.kind != "internal":
                 rec["span.kind"] = item.kind
-            rec.update(item.attrs)
+            _merge(rec, item.attrs, _SPAN_IDENTITY)
             if item.events:
                 rec["events"] = [
                     {"name": name, "time": rfc3339(t), **fields} for name, t, fields in item.events
                 ]
         else:
             assert type(item) is _span.Event
+            event_local = item.local
             rec = {
                 "type": "event",
                 "name": item.name,
@@ -113,10 +151,10 @@ def to_records(items: Iterable[_span.Span | _span.Event], resource: Resource) ->
                 "status": item.status,
                 "error_type": item.fields.get("error_type"),
                 "error_message": item.fields.get("error_message"),
-                "user_id": local.user_id if local else None,
-                "tier": local.tier if local else None,
-                "request_id": local.request_id if local else None,
+                "user_id": event_local.user_id if event_local else None,
+                "tier": event_local.tier if event_local else None,
+                "request_id": event_local.request_id if event_local else None,
             }
-            rec.update(item.fields)
+            _merge(rec, item.fields, _EVENT_IDENTITY)
         out.append(rec)
     return out

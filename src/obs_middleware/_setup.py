@@ -7,11 +7,13 @@ defaults (console exporter on a TTY, JSON lines on stdout otherwise).
 from __future__ import annotations
 
 import atexit
+import importlib
 import logging
 import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Sequence
 from types import FrameType
 from typing import Any
@@ -21,6 +23,7 @@ from ._core.config import (
     Config,
     HttpOptions,
     PipelineOptions,
+    PricingOptions,
     RedactionOptions,
     SamplingOptions,
     as_tuple,
@@ -28,7 +31,7 @@ from ._core.config import (
     merge,
 )
 from ._core.redact import compile_secret_patterns
-from ._core.sampling import head_sampler, make_finisher
+from ._core.sampling import head_threshold, make_finisher
 from ._pipeline import Exporter, Pipeline
 from ._record import Resource
 from .exporters import ConsoleExporter, JsonlExporter, MemoryExporter
@@ -54,7 +57,22 @@ def _exporter_from_spec(spec: Any) -> Exporter:
         return JsonlExporter(arg or None)
     if kind == "memory":
         return MemoryExporter()
-    raise ValueError(f"unknown exporter {spec!r} (known: console, jsonl[:path], memory, none)")
+    if kind == "sqlite":  # imported on use: most processes never open a store
+        from .exporters.sqlite import SqliteExporter  # noqa: PLC0415
+
+        return SqliteExporter(arg or None)
+    if kind in _NETWORK_EXPORTERS:  # imported on use: optional dependencies (otlp, prometheus)
+        module = importlib.import_module(f"{__package__}.exporters.{kind}")
+        return module.from_spec(arg)  # type: ignore[no-any-return]
+    raise ValueError(
+        f"unknown exporter {spec!r} (known: console, jsonl[:path], memory, sqlite[:path], "
+        "otlp[:url], prometheus[:[addr:]port], tinybird[:datasource], clickhouse[:url], "
+        "http:url, none)"
+    )
+
+
+# ``name[:argument]`` → module ``exporters.<name>`` with ``from_spec(argument)``.
+_NETWORK_EXPORTERS = frozenset({"otlp", "prometheus", "tinybird", "clickhouse", "http"})
 
 
 def _resolve_exporters(specs: tuple[Any, ...]) -> list[Exporter]:
@@ -75,13 +93,15 @@ def configure(
     pipeline: PipelineOptions | None = None,
     http: HttpOptions | None = None,
     redaction: RedactionOptions | None = None,
+    pricing: PricingOptions | None = None,
 ) -> Config:
     """Configure obs-middleware for this process; returns the effective ``Config``.
 
     Every argument falls back to its ``OBS_*`` environment variable, then to its default.
     ``exporters`` takes names (``"console"``, ``"jsonl"``, ``"jsonl:/path/file.jsonl"``,
-    ``"memory"``, ``"none"``) or exporter objects. Calling again replaces the configuration: what
-    the previous pipeline queued is flushed first. Raises ``ValueError`` on an invalid option.
+    ``"memory"``, ``"none"``) or exporter objects. ``pricing`` overrides or extends the prices
+    behind ``cost.usd``. Calling again replaces the configuration: what the previous pipeline
+    queued is flushed first. Raises ``ValueError`` on an invalid option.
     """
     config = build_config(
         service=service,
@@ -92,6 +112,7 @@ def configure(
         pipeline=pipeline,
         http=http,
         redaction=redaction,
+        pricing=pricing,
     )
     old = activate(config)
     if old is not None:
@@ -100,10 +121,24 @@ def configure(
 
 
 def build_config(**options: Any) -> Config:
-    """The effective ``Config`` for ``configure(**options)``, exporters resolved to objects."""
+    """The effective ``Config`` for ``configure(**options)``, exporters resolved to objects.
+
+    Exporters named by the caller must exist (``ValueError``); unknown names from
+    ``OBS_EXPORTERS`` are warned about and dropped, so a deployment typo never breaks the app.
+    """
     options["exporters"] = as_tuple(options.get("exporters"))
     config = merge(from_env(), **options)
-    return merge(config, exporters=tuple(_resolve_exporters(config.exporters)))
+    if options["exporters"] is not None:
+        return merge(config, exporters=tuple(_resolve_exporters(config.exporters)))
+    resolved: list[Exporter] = []
+    for spec in config.exporters:
+        try:
+            resolved.extend(_resolve_exporters((spec,)))
+        except ValueError as exc:
+            warnings.warn(f"obs-middleware: ignoring OBS_EXPORTERS entry: {exc}", stacklevel=2)
+    if not resolved and "none" not in config.exporters:
+        resolved = _resolve_exporters(())  # the development default
+    return merge(config, exporters=tuple(resolved))
 
 
 def activate(config: Config) -> Pipeline | None:
@@ -121,8 +156,8 @@ def activate(config: Config) -> Pipeline | None:
         old = _pipeline
         _config, _pipeline = config, new
         compile_secret_patterns(config.redaction.extra_patterns)
-        _span.sample_head = head_sampler(config.sampling.ratio)
-        _span.on_finish = make_finisher(new.submit, config.sampling)
+        _span.sample_threshold = head_threshold(config.sampling.ratio)
+        _span.on_finish = make_finisher(new, config.sampling)
         _install_process_hooks(opts.flush_on_sigterm)
     return old
 
@@ -134,11 +169,11 @@ def restore(config: Config | None, pipeline: Pipeline | None) -> None:
         _config, _pipeline = config, pipeline
         if config is None or pipeline is None:
             _span.on_finish = _first_use
-            _span.sample_head = head_sampler(1.0)
+            _span.sample_threshold = head_threshold(1.0)
         else:
             compile_secret_patterns(config.redaction.extra_patterns)
-            _span.sample_head = head_sampler(config.sampling.ratio)
-            _span.on_finish = make_finisher(pipeline.submit, config.sampling)
+            _span.sample_threshold = head_threshold(config.sampling.ratio)
+            _span.on_finish = make_finisher(pipeline, config.sampling)
 
 
 def current_config() -> Config:
@@ -152,7 +187,11 @@ def current_config() -> Config:
 
 
 def _first_use(item: _span.Span | _span.Event) -> None:
-    current_config()
+    try:
+        current_config()
+    except Exception:  # never let a bad environment reach user code: export nothing
+        _log.warning("obs-middleware: configuration failed; telemetry disabled", exc_info=True)
+        activate(Config())
     _span.on_finish(item)
 
 

@@ -7,16 +7,18 @@ and replaced by its default, so a typo in a deployment never takes the app down.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 __all__ = [
     "Config",
     "HttpOptions",
     "PipelineOptions",
+    "PricingOptions",
     "RedactionOptions",
     "SamplingOptions",
     "from_env",
@@ -84,6 +86,11 @@ class HttpOptions:
     request_id_header: str = "x-request-id"
     user_id: Callable[[Mapping[str, Any]], str | None] | None = None
 
+    @functools.cached_property
+    def request_id_header_bytes(self) -> bytes:
+        """``request_id_header`` lower-cased and encoded, as ASGI header names are."""
+        return self.request_id_header.lower().encode("latin-1")
+
 
 @dataclass(frozen=True)
 class RedactionOptions:
@@ -98,6 +105,19 @@ class RedactionOptions:
 
 
 @dataclass(frozen=True)
+class PricingOptions:
+    """Prices behind ``cost.usd`` on AI spans (shipped table: ``_core/pricing.json``).
+
+    ``prices``: entries merged over the shipped table, same shape (``models``: provider -> model
+    -> pricing models; ``defaults``: provider -> pricing models; ``gpu_per_second``: provider ->
+    GPU -> USD/s). ``file``: a JSON file of that shape, applied before ``prices``.
+    """
+
+    prices: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    file: str | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration; ``obs_middleware.configure()`` builds it."""
 
@@ -109,6 +129,7 @@ class Config:
     pipeline: PipelineOptions = field(default_factory=PipelineOptions)
     http: HttpOptions = field(default_factory=HttpOptions)
     redaction: RedactionOptions = field(default_factory=RedactionOptions)
+    pricing: PricingOptions = field(default_factory=PricingOptions)
 
 
 def _check(ok: bool, message: str) -> None:
@@ -133,6 +154,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "OBS_EXCLUDE_PATHS": ("http", "exclude_paths"),
     "OBS_CAPTURE_HEADERS": ("http", "capture_headers"),
     "OBS_PROMPT_MAX_CHARS": ("redaction", "prompt_max_chars"),
+    "OBS_PRICING_FILE": ("pricing", "file"),
 }
 
 
@@ -153,21 +175,36 @@ def _convert(raw: str, default: Any) -> Any:
 
 
 def from_env(environ: Mapping[str, str] = os.environ) -> Config:
-    """A ``Config`` from the ``OBS_*`` variables; bad values warn and keep their default."""
-    config = Config()
+    """A ``Config`` from the ``OBS_*`` variables; bad values warn and keep their default.
+
+    The variables of one option group are validated together (``OBS_QUEUE_SIZE`` and
+    ``OBS_BATCH_SIZE`` constrain each other); if the group is invalid as a whole, each variable is
+    tried alone so the warning names the culprit.
+    """
+    groups: dict[str, dict[str, tuple[str, str, Any]]] = {}
     for var, (group, option) in _ENV.items():
         raw = environ.get(var)
         if raw is None:
             continue
-        target = getattr(config, group) if group else config
-        default = getattr(target, option)
+        default = getattr(getattr(Config(), group) if group else Config(), option)
         try:
             value = _convert(raw, default if default is not None else "")
-            updated = replace(target, **{option: value})
         except (TypeError, ValueError) as exc:
             warnings.warn(f"obs-middleware: ignoring {var}={raw!r}: {exc}", stacklevel=2)
             continue
-        config = replace(config, **{group: updated}) if group else updated
+        groups.setdefault(group, {})[option] = (var, raw, value)
+    config = Config()
+    for group, values in groups.items():
+        target = getattr(config, group) if group else config
+        try:
+            target = replace(target, **{o: v for o, (_, _, v) in values.items()})
+        except (TypeError, ValueError):
+            for option, (var, raw, value) in values.items():
+                try:
+                    target = replace(target, **{option: value})
+                except (TypeError, ValueError) as exc:
+                    warnings.warn(f"obs-middleware: ignoring {var}={raw!r}: {exc}", stacklevel=2)
+        config = replace(config, **{group: target}) if group else cast(Config, target)  # type: ignore[arg-type]
     return config
 
 

@@ -42,7 +42,9 @@ def parse_traceparent(value: bytes | None, tracestate: bytes | None = None) -> R
     span_id = int(span_hex, 16)
     if trace_id == 0 or span_id == 0:
         return None
-    return RemoteParent(trace_id, span_id, bool(int(flags_hex, 16) & 1), parse_tracestate(tracestate))
+    return RemoteParent(
+        trace_id, span_id, bool(int(flags_hex, 16) & 1), parse_tracestate(tracestate)
+    )
 
 
 def parse_tracestate(value: bytes | None) -> str | None:
@@ -63,7 +65,7 @@ def format_traceparent(trace_id: int, span_id: int, sampled: bool) -> str:
 
 
 def valid_request_id(value: bytes | None) -> str | None:
-    """An incoming ``X-Request-ID`` if it is safe to echo (≤128 printable token chars), else None."""
+    """An incoming ``X-Request-ID`` if safe to echo (≤128 printable token chars), else None."""
     if value and _REQUEST_ID.match(value):
         return value.decode("ascii")
     return None

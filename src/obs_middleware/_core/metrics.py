@@ -2,6 +2,7 @@
 
 Updated on the request thread from every finished span (before sampling), so counts, latency
 percentiles and error rates are exact at any sample rate. Exporters read ``registry.snapshot()``.
+Gauges cost nothing on the hot path: a callback reads the observed state at snapshot time.
 Thread-safe: histograms and counters update under a per-metric lock; in-flight gauges use
 ``itertools.count`` (atomic under the GIL) so entering and leaving a request takes no lock.
 """
@@ -9,15 +10,18 @@ Thread-safe: histograms and counters update under a per-metric lock; in-flight g
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = [
     "DURATION_BUCKETS_MS",
     "Counter",
+    "Gauge",
     "Histogram",
     "HistogramPoint",
     "InFlight",
@@ -30,7 +34,8 @@ __all__ = [
 ]
 
 Labels = tuple[str, ...]
-Kind = Literal["counter", "updown", "histogram"]
+_FOLD_AT = 4096  # pending histogram observations folded in by the recording thread
+Kind = Literal["counter", "updown", "gauge", "histogram"]
 
 # A 1-2-5 series from 50 µs to 60 s: percentiles interpolate within a bucket (error < one step).
 DURATION_BUCKETS_MS: tuple[float, ...] = (
@@ -49,7 +54,7 @@ class HistogramPoint:
     count: int
 
     def percentile(self, q: float) -> float:
-        """Estimate the ``q``-th percentile (0–100) by linear interpolation within its bucket."""
+        """Estimate the ``q``-th percentile (0 to 100) by linear interpolation within its bucket."""
         if self.count == 0:
             return 0.0
         rank = q / 100 * self.count
@@ -135,17 +140,14 @@ class InFlight(_Metric):
         super().__init__(name, label_names, unit, description)
         self._pairs: dict[Labels, tuple[Iterator[int], Iterator[int]]] = {}
 
-    def enter(self, labels: Labels) -> None:
-        """One more in progress."""
+    def enter(self, labels: Labels) -> Iterator[int]:
+        """One more in progress; call ``next()`` on the returned iterator when it leaves."""
         pair = self._pairs.get(labels)
         if pair is None:
             with self._lock:
                 pair = self._pairs.setdefault(labels, (itertools.count(1), itertools.count(1)))
         next(pair[0])
-
-    def leave(self, labels: Labels) -> None:
-        """One fewer in progress."""
-        next(self._pairs[labels][1])
+        return pair[1]
 
     def _points(self) -> dict[Labels, float | HistogramPoint]:
         # repr(count(n)) == "count(n)": reads the next value without consuming it.
@@ -157,6 +159,42 @@ class InFlight(_Metric):
     def reset(self) -> None:  # noqa: D102
         with self._lock:
             self._pairs.clear()
+
+
+class Gauge(_Metric):
+    """A value per label set, read from ``callback`` at snapshot time (pool sizes, ratios).
+
+    The callback returns ``{labels: value}``; if it raises, the snapshot has no points for this
+    gauge and the error is logged once.
+    """
+
+    kind: Kind = "gauge"
+
+    def __init__(
+        self,
+        name: str,
+        label_names: Sequence[str],
+        callback: Callable[[], Mapping[Labels, float]],
+        unit: str = "1",
+        description: str = "",
+    ) -> None:
+        super().__init__(name, label_names, unit, description)
+        self.callback = callback
+        self._failed = False
+
+    def _points(self) -> dict[Labels, float | HistogramPoint]:
+        try:
+            return dict(self.callback())
+        except Exception:
+            if not self._failed:
+                self._failed = True
+                logging.getLogger("obs_middleware").warning(
+                    "obs-middleware: gauge %r callback failed", self.name, exc_info=True
+                )
+            return {}
+
+    def reset(self) -> None:  # noqa: D102
+        pass  # nothing stored: values live in the observed objects
 
 
 class Histogram(_Metric):
@@ -175,19 +213,35 @@ class Histogram(_Metric):
         super().__init__(name, label_names, unit, description)
         self.bounds = tuple(bounds)
         self._data: dict[Labels, list[float]] = {}  # counts per bucket..., sum, count
+        self._pending: deque[tuple[Labels, float]] = deque()
 
     def record(self, labels: Labels, value: float) -> None:
-        """Add one observation."""
-        i = bisect_left(self.bounds, value)
+        """Add one observation: an atomic append, folded into the buckets on read (or when
+        ``_FOLD_AT`` are pending), so the request path takes no lock.
+        """
+        pending = self._pending
+        pending.append((labels, value))
+        if len(pending) >= _FOLD_AT:
+            self._fold()
+
+    def _fold(self) -> None:
+        bounds = self.bounds
+        width = len(bounds) + 3
+        pending = self._pending
+        popleft = pending.popleft
         with self._lock:
-            row = self._data.get(labels)
-            if row is None:
-                row = self._data[labels] = [0.0] * (len(self.bounds) + 3)
-            row[i] += 1
-            row[-2] += value
-            row[-1] += 1
+            data = self._data
+            for _ in range(len(pending)):
+                labels, value = popleft()
+                row = data.get(labels)
+                if row is None:
+                    row = data[labels] = [0.0] * width
+                row[bisect_left(bounds, value)] += 1
+                row[-2] += value
+                row[-1] += 1
 
     def _points(self) -> dict[Labels, float | HistogramPoint]:
+        self._fold()
         with self._lock:
             rows = {k: list(v) for k, v in self._data.items()}
         return {
@@ -197,11 +251,13 @@ class Histogram(_Metric):
 
     def counts(self) -> dict[Labels, float]:
         """Observation count per label set."""
+        self._fold()
         with self._lock:
             return {k: r[-1] for k, r in self._data.items()}
 
     def reset(self) -> None:  # noqa: D102
         with self._lock:
+            self._pending.clear()
             self._data.clear()
 
 
@@ -231,6 +287,17 @@ class Registry:
     ) -> InFlight:
         """Get or create an in-flight (up-down) gauge."""
         return self._add(InFlight(name, label_names, unit, description))  # type: ignore[return-value]
+
+    def gauge(
+        self,
+        name: str,
+        label_names: Sequence[str],
+        callback: Callable[[], Mapping[Labels, float]],
+        unit: str = "1",
+        description: str = "",
+    ) -> Gauge:
+        """Get or create a gauge whose values ``callback`` returns at snapshot time."""
+        return self._add(Gauge(name, label_names, callback, unit, description))  # type: ignore[return-value]
 
     def histogram(
         self,

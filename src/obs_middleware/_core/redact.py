@@ -31,6 +31,7 @@ SENSITIVE_HEADERS = frozenset(
 
 _SECRET_PATTERNS = (
     r"(?i:\bbearer)\s+[A-Za-z0-9._~+/=-]{8,}",
+    r"(?i:\bbasic)\s+[A-Za-z0-9+/=]{8,}",
     r"\bsk-[A-Za-z0-9_-]{16,}",  # OpenAI
     r"\br8_[A-Za-z0-9]{20,}",  # Replicate
     r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",  # JWT

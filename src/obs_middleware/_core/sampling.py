@@ -8,35 +8,47 @@ exports the whole buffer if any span failed or was slow, and forgets it otherwis
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .config import SamplingOptions
 from .metrics import dropped
 from .span import Event, Span
 
-__all__ = ["head_sampler", "make_finisher"]
+if TYPE_CHECKING:  # the core never imports the pipeline at run time
+    from .._pipeline import Pipeline
 
-_MASK = (1 << 64) - 1
+__all__ = ["head_threshold", "make_finisher"]
+
 _MAX_BUFFERED = 1000  # spans held per unsampled trace before the tail decision
 
 
-def head_sampler(ratio: float) -> Callable[[int], bool]:
-    """trace id -> sampled, deterministic in the low 64 bits of the id (as in W3C random ids)."""
-    if ratio >= 1.0:
-        return lambda _trace_id: True
-    threshold = int(ratio * (1 << 64))
-    return lambda trace_id: (trace_id & _MASK) < threshold
+def head_threshold(ratio: float) -> int:
+    """The ``span.sample_threshold`` for ``ratio``: a new trace is sampled when the low 64 bits
+    of its (random) id are below it, so the decision is deterministic per trace id.
+    """
+    return 1 << 64 if ratio >= 1.0 else int(ratio * (1 << 64))
 
 
-def make_finisher(
-    submit: Callable[[Span | Event], None], options: SamplingOptions
-) -> Callable[[Span | Event], None]:
+def make_finisher(pipeline: Pipeline, options: SamplingOptions) -> Callable[[Span | Event], None]:
     """The hook every finished span and event goes through: export now, buffer, or forget."""
     slow_ns = int(options.slow_ms * 1_000_000)
     keep_errors = options.keep_errors
+    submit = pipeline.submit
+    queue = pipeline.queue
+    append = queue.append
+    capacity = pipeline.queue_size
+    batch_size = pipeline.batch_size
+    wake = pipeline.wake
 
     def on_finish(item: Span | Event) -> None:
         if item.sampled:
-            submit(item)
+            # Fast path inline (the common case); submit() handles start, close and overflow.
+            if pipeline.accepting and len(queue) < capacity:
+                append(item)
+                if len(queue) == batch_size:
+                    wake()
+            else:
+                submit(item)
             return
         local = item.local
         assert local is not None  # only spans and in-trace events can be unsampled
@@ -54,7 +66,7 @@ def make_finisher(
                 submit(item)
         elif buffer is not None:
             if len(buffer) < _MAX_BUFFERED:
-                buffer.append(item)
+                buffer.append(item)  # type: ignore[arg-type]
             else:
                 dropped.add(("tail_buffer_full",))
         elif local.keep:  # ended after its root: export if the trace was kept

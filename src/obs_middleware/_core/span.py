@@ -14,7 +14,7 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
@@ -44,8 +44,10 @@ def _drop_finished(item: Span | Event) -> None:
 
 # Called with every finished span and emitted event: sampling and export. Set by ``configure``.
 on_finish: Callable[[Span | Event], None] = _drop_finished
-# Head sampler: trace id -> sampled. Set by ``configure``.
-sample_head: Callable[[int], bool] = lambda _trace_id: True  # noqa: E731
+# Head sampling: a new trace is sampled when its id's low 64 bits are below this (set by
+# ``configure`` from the ratio; 2**64 samples everything).
+_MASK64 = (1 << 64) - 1
+sample_threshold = 1 << 64
 
 
 class RemoteParent:
@@ -71,6 +73,7 @@ class LocalTrace:
         "request_id",
         "root",
         "tier",
+        "trace_hex",
         "tracestate",
         "user_id",
     )
@@ -81,6 +84,8 @@ class LocalTrace:
         self.user_id: str | None = None
         self.tier: str | None = None
         self.request_id: str | None = None
+        # The trace id as 32 hex digits, formatted once per trace (by whoever needs it first).
+        self.trace_hex: str | None = None
         # True when the request is marked private: integrations export "[PRIVATE]" for prompts.
         self.private = False
         # Callbacks run when the local root ends, after it is named (per-route metrics of children).
@@ -97,7 +102,17 @@ class Span:
     records an exception that escapes it (status ``error``) and re-raises it.
     """
 
+    # Set by start(): declared here for type checkers (slots hold the values).
+    trace_id: int
+    span_id: int
+    parent_id: int
+    sampled: bool
+    local: LocalTrace
+    start_ns: int
+
     __slots__ = (
+        "_remote",
+        "_token",
         "attrs",
         "end_ns",
         "error_message",
@@ -112,8 +127,6 @@ class Span:
         "start_ns",
         "status",
         "trace_id",
-        "_remote",
-        "_token",
     )
 
     def __init__(
@@ -151,9 +164,10 @@ class Span:
                 self.sampled = remote.sampled
                 self.local = LocalTrace(self, remote.tracestate)
             else:
-                self.trace_id = randbits(128) or 1
+                self.trace_id = trace_id = randbits(128) or 1
                 self.parent_id = 0
-                self.sampled = sample_head(self.trace_id)
+                # Head sampling inline: the low 64 bits against the configured threshold.
+                self.sampled = (trace_id & _MASK64) < sample_threshold
                 self.local = LocalTrace(self, None)
             if not self.sampled:
                 self.local.buffer = []
@@ -164,11 +178,18 @@ class Span:
         self.start_ns = clock_ns()
         return self
 
+    __enter__ = start
+
     def end(self, end_ns: int = 0) -> None:
         """End the span (at ``end_ns`` if given), restore the parent, and hand it to export."""
         self.end_ns = end_ns or clock_ns()
-        if self._token is not None:
-            self.deactivate()
+        token = self._token
+        if token is not None:
+            self._token = None
+            try:
+                _current.reset(token)
+            except ValueError:  # ended in another context (generator, callback)
+                self._restore(token)
         local = self.local
         if local.deferred is not None and local.root is self:
             _run_deferred(self, local.deferred)
@@ -179,6 +200,11 @@ class Span:
             )
         on_finish(self)
 
+    def reactivate(self) -> None:
+        """Make a started, deactivated span current again (until ``deactivate`` or ``end``)."""
+        if self._token is None and not self.end_ns:
+            self._token = _current.set(self)
+
     def deactivate(self) -> None:
         """Stop being the current span without ending (work continues outside this context)."""
         token = self._token
@@ -187,10 +213,12 @@ class Span:
             try:
                 _current.reset(token)
             except ValueError:
-                _current.set(None if token.old_value is contextvars.Token.MISSING else token.old_value)
+                self._restore(token)
 
-    def __enter__(self) -> Span:
-        return self.start()
+    @staticmethod
+    def _restore(token: contextvars.Token[Span | None]) -> None:
+        previous = token.old_value
+        _current.set(None if previous is contextvars.Token.MISSING else previous)
 
     def __exit__(
         self,
@@ -330,17 +358,68 @@ def _wrap(fn: F, name: str, attrs: dict[str, Any], kind: str) -> F:
 
         @functools.wraps(fn)
         async def agen_wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-            with Span(name, dict(attrs), kind):
-                async for item in fn(*args, **kwargs):
-                    yield item
+            span = Span(name, dict(attrs), kind).start()
+            span.deactivate()
+            gen = fn(*args, **kwargs)
+            step: Callable[[Any], Awaitable[Any]] = gen.asend
+            arg: Any = None
+            while True:
+                token = _current.set(span)  # current only while the generator's own code runs
+                try:
+                    item = await step(arg)
+                except StopAsyncIteration:
+                    span.end()
+                    return
+                except BaseException as exc:
+                    span.record_exception(exc)
+                    span.end()
+                    raise
+                finally:
+                    _current.reset(token)
+                try:
+                    arg = yield item
+                    step = gen.asend
+                except GeneratorExit:
+                    await gen.aclose()  # the consumer stopped early: cancelled, not failed
+                    span.record_exception(GeneratorExit())
+                    span.end()
+                    raise
+                except BaseException as exc:
+                    step, arg = gen.athrow, exc
 
         return cast(F, agen_wrapper)
     if inspect.isgeneratorfunction(fn):
 
         @functools.wraps(fn)
-        def gen_wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
-            with Span(name, dict(attrs), kind):
-                return (yield from fn(*args, **kwargs))
+        def gen_wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+            span = Span(name, dict(attrs), kind).start()
+            span.deactivate()
+            gen = fn(*args, **kwargs)
+            step: Callable[[Any], Any] = gen.send
+            arg: Any = None
+            while True:
+                token = _current.set(span)  # current only while the generator's own code runs
+                try:
+                    item = step(arg)
+                except StopIteration as stop:
+                    span.end()
+                    return stop.value
+                except BaseException as exc:
+                    span.record_exception(exc)
+                    span.end()
+                    raise
+                finally:
+                    _current.reset(token)
+                try:
+                    arg = yield item
+                    step = gen.send
+                except GeneratorExit:
+                    gen.close()  # the consumer stopped early: cancelled, not failed
+                    span.record_exception(GeneratorExit())
+                    span.end()
+                    raise
+                except BaseException as exc:
+                    step, arg = gen.throw, exc
 
         return cast(F, gen_wrapper)
     if inspect.iscoroutinefunction(fn):

@@ -68,7 +68,7 @@ class ConsoleExporter:
     # -- rendering -------------------------------------------------------------------------------
     def _render(self, trace_id: str | None, group: list[Record]) -> list[str]:
         if trace_id is None:
-            return [f"• {self._line(rec)}" for rec in group]
+            return [self._line(rec) for rec in group]
         ids = {rec["span_id"] for rec in group if rec["type"] == "span"}
         children: dict[str | None, list[Record]] = {}
         for rec in sorted(group, key=lambda r: r["start"]):

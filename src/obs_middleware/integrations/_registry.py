@@ -59,7 +59,8 @@ class Report(tuple[Outcome, ...]):
 
     def __str__(self) -> str:
         rows = [
-            f"{o.name:<12} {o.status:<8} {o.version or '-':<10} {o.supported or 'any':<14} {o.reason}"
+            f"{o.name:<12} {o.status:<8} {o.version or '-':<10} "
+            f"{o.supported or 'any':<14} {o.reason}"
             for o in self
         ]
         return "\n".join(rows)
@@ -87,7 +88,7 @@ def _release(version: str) -> tuple[int, ...]:
 
 
 def version_in_range(version: str, spec: str) -> bool:
-    """True if ``version`` satisfies every clause of ``spec`` (``>=X``, ``<Y``, ``==Z``, ``!=W``)."""
+    """True if ``version`` meets every clause of ``spec`` (``>=X``, ``<Y``, ``==Z``, ``!=W``)."""
     have = _release(version)
     for clause in filter(None, (c.strip() for c in spec.split(","))):
         m = re.fullmatch(r"(>=|<=|==|!=|>|<)\s*([\w.]+)", clause)
@@ -137,7 +138,9 @@ def _patch(integration: Integration) -> Outcome:
             _module_of(integration).patch()  # type: ignore[attr-defined]
         except Exception as exc:
             _log.warning("obs-middleware: patching %s failed", integration.name, exc_info=True)
-            return Outcome(integration.name, "failed", version, spec, f"{type(exc).__name__}: {exc}")
+            return Outcome(
+                integration.name, "failed", version, spec, f"{type(exc).__name__}: {exc}"
+            )
         _patched.add(integration.name)
         return Outcome(integration.name, "patched", version, spec)
 

@@ -7,11 +7,18 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .._core.config import HttpOptions
-from .._core.metrics import http_active, http_duration
+from .._core.metrics import http_duration
 from .._core.redact import SENSITIVE_HEADERS
 from .._core.span import Span
 
-__all__ = ["STATUS_CLASS", "captured_headers", "finish_request", "internal_error", "span_name"]
+__all__ = [
+    "STATUS_CLASS",
+    "captured_headers",
+    "content_length",
+    "finish_request",
+    "internal_error",
+    "span_name",
+]
 
 _log = logging.getLogger("obs_middleware")
 STATUS_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
@@ -31,9 +38,7 @@ def span_name(method: str, template: str | None) -> str:
     return name
 
 
-def captured_headers(
-    options: HttpOptions, get: Callable[[str], str | None]
-) -> dict[str, str]:
+def captured_headers(options: HttpOptions, get: Callable[[str], str | None]) -> dict[str, str]:
     """Request headers the user asked for, without sensitive ones unless explicitly allowed."""
     out: dict[str, str] = {}
     for name in options.capture_headers:
@@ -46,9 +51,15 @@ def captured_headers(
     return out
 
 
-def finish_request(
+def content_length(value: bytes | str | None) -> int | None:
+    """A ``Content-Length`` value as an int; None when absent or not a plain decimal number."""
+    if value is not None and 0 < len(value) <= 18 and value.isascii() and value.isdigit():
+        return int(value)
+    return None
+
+
+def finish_request(  # noqa: PLR0917 - positional on purpose: called once per request
     span: Span,
-    method: str,
     template: str | None,
     status: int,
     request_size: int | None,
@@ -58,9 +69,12 @@ def finish_request(
     scope: Mapping[str, Any],
 ) -> None:
     """Name the span after its route, record attributes and metrics, end it (at ``end_ns``: the
-    last body chunk, when seen)."""
-    status_class = STATUS_CLASS.get(status // 100, "xxx")
-    span.name = span_name(method, template)
+    last body chunk, when seen). The span's provisional name is the request method.
+    """
+    method = span.name
+    key = (method, template)
+    name = _names.get(key)
+    span.name = name if name is not None else span_name(method, template)
     attrs = span.attrs
     attrs["http.method"] = method
     attrs["http.route"] = template
@@ -78,13 +92,15 @@ def finish_request(
             internal_error("user_id hook")
     span.end(end_ns)
     http_duration.record(
-        (method, template or "", status_class), (span.end_ns - span.start_ns) / 1e6
+        (method, template or "", STATUS_CLASS.get(status // 100, "xxx")),
+        (span.end_ns - span.start_ns) / 1e6,
     )
-    http_active.leave((method,))
 
 
 def internal_error(where: str) -> None:
     """Log our own failure once per place; the request goes on untouched."""
     if where not in _warned:
         _warned.add(where)
-        _log.warning("obs-middleware: internal error in %s (request unaffected)", where, exc_info=True)
+        _log.warning(
+            "obs-middleware: internal error in %s (request unaffected)", where, exc_info=True
+        )

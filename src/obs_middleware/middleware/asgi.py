@@ -10,7 +10,7 @@ from .._core import span as _span
 from .._core.config import HttpOptions
 from .._core.context import parse_traceparent, valid_request_id
 from .._core.metrics import http_active
-from ._http import captured_headers, finish_request, internal_error
+from ._http import captured_headers, content_length, finish_request, internal_error
 from ._routes import route_template
 
 __all__ = ["ObsMiddleware"]
@@ -39,38 +39,46 @@ class ObsMiddleware:
         self.options = options
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection scope."""
         if scope["type"] != "http":
             if scope["type"] == "lifespan":
                 await self.app(scope, receive, _flush_on_shutdown(send))
             else:
                 await self.app(scope, receive, send)
             return
+        span = None
         try:
             options = self.options or (_setup._config or _setup.current_config()).http
-            if scope["path"] in options.exclude_paths:
+            path = scope["path"]
+            if path in options.exclude_paths:
                 await self.app(scope, receive, send)
                 return
             headers = dict(scope["headers"])
             method = scope["method"]
-            remote = (
-                parse_traceparent(headers[b"traceparent"], headers.get(b"tracestate"))
-                if b"traceparent" in headers
-                else None
-            )
-            span = _span.Span(method, {"url.path": scope["path"]}, "server", remote).start()
-            request_id = valid_request_id(
-                headers.get(options.request_id_header.encode("latin-1"))
-            ) or format(span.trace_id, "032x")
-            span.local.request_id = request_id
+            traceparent = headers.get(b"traceparent")
+            request_size = content_length(headers.get(b"content-length"))
+            span = _span.Span(
+                method,
+                {"url.path": path},
+                "server",
+                None
+                if traceparent is None
+                else parse_traceparent(traceparent, headers.get(b"tracestate")),
+            ).start()
+            rid_name = options.request_id_header_bytes
+            incoming = headers.get(rid_name)
+            local = span.local
+            trace_hex = local.trace_hex = "%032x" % span.trace_id
+            local.request_id = request_id = (incoming and valid_request_id(incoming)) or trace_hex
             if options.capture_headers:
                 span.attrs.update(
                     captured_headers(options, lambda n: _latin1(headers.get(n.encode())))
                 )
-            length = headers.get(b"content-length")
-            request_size = int(length) if length is not None and length.isdigit() else None
-            rid_header = (options.request_id_header.encode("latin-1"), request_id.encode())
-            http_active.enter((method,))
+            rid_header = (rid_name, request_id.encode())
+            active = http_active.enter((method,))
         except Exception:
+            if span is not None:  # never leave a half-made span current
+                span.deactivate()
             internal_error("asgi request start")
             await self.app(scope, receive, send)
             return
@@ -79,7 +87,8 @@ class ObsMiddleware:
         response_size = 0
         end_ns = 0
 
-        async def send_wrapper(message: Message) -> None:
+        # A plain function returning send's awaitable: no extra coroutine per message.
+        def send_wrapper(message: Message) -> Awaitable[None]:
             nonlocal status, response_size, end_ns
             kind = message["type"]
             if kind == "http.response.body":
@@ -89,7 +98,7 @@ class ObsMiddleware:
             elif kind == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), rid_header]
-            await send(message)
+            return send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
@@ -100,10 +109,10 @@ class ObsMiddleware:
             raise
         finally:
             try:
+                next(active)
                 finish_request(
                     span,
-                    method,
-                    route_template(scope),
+                    route_template(scope, span.attrs),
                     status,
                     request_size,
                     response_size,
@@ -125,7 +134,9 @@ def _flush_on_shutdown(send: Send) -> Send:
     async def lifespan_send(message: Message) -> None:
         if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
             try:
-                _setup.flush((_setup._config or _setup.current_config()).pipeline.shutdown_timeout_s)
+                _setup.flush(
+                    (_setup._config or _setup.current_config()).pipeline.shutdown_timeout_s
+                )
             except Exception:
                 internal_error("lifespan flush")
         await send(message)

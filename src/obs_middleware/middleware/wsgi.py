@@ -12,7 +12,7 @@ from .._core import span as _span
 from .._core.config import HttpOptions
 from .._core.context import parse_traceparent, valid_request_id
 from .._core.metrics import http_active
-from ._http import captured_headers, finish_request, internal_error
+from ._http import captured_headers, content_length, finish_request, internal_error
 
 __all__ = ["ObsWSGIMiddleware"]
 
@@ -43,6 +43,8 @@ class ObsWSGIMiddleware:
         _hook_flask(app)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        """Handle one WSGI request."""
+        span = None
         try:
             options = self.options or (_setup._config or _setup.current_config()).http
             path = environ.get("PATH_INFO", "")
@@ -52,26 +54,27 @@ class ObsWSGIMiddleware:
             remote = parse_traceparent(
                 _encoded(environ, "HTTP_TRACEPARENT"), _encoded(environ, "HTTP_TRACESTATE")
             )
-            span = _span.Span(method, {"url.path": path}, "server", remote).start()
+            request_size = content_length(environ.get("CONTENT_LENGTH"))
             rid_key = "HTTP_" + options.request_id_header.upper().replace("-", "_")
-            request_id = valid_request_id(_encoded(environ, rid_key)) or format(
-                span.trace_id, "032x"
-            )
-            span.local.request_id = request_id
+            incoming = valid_request_id(_encoded(environ, rid_key))
+            span = _span.Span(method, {"url.path": path}, "server", remote).start()
+            local = span.local
+            trace_hex = local.trace_hex = "%032x" % span.trace_id
+            local.request_id = request_id = incoming or trace_hex
             if options.capture_headers:
                 span.attrs.update(
                     captured_headers(
                         options, lambda n: environ.get("HTTP_" + n.upper().replace("-", "_"))
                     )
                 )
-            length = environ.get("CONTENT_LENGTH")
-            request_size = int(length) if length and length.isdigit() else None
-            http_active.enter((method,))
+            active = http_active.enter((method,))
         except Exception:
+            if span is not None:  # never leave a half-made span current for the next request
+                span.deactivate()
             internal_error("wsgi request start")
             return self.app(environ, start_response)
 
-        state = _Request(span, method, request_size, options, environ)
+        state = _Request(span, active, request_size, options, environ)
 
         def traced_start_response(
             status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
@@ -92,41 +95,58 @@ class ObsWSGIMiddleware:
         try:
             result = self.app(environ, traced_start_response)
         except BaseException as exc:
-            span.record_exception(exc)
-            state.status = state.status or 500
-            state.finish()
+            state.fail(exc)
             raise
-        # The body is iterated by the server, outside this call: keep the span open but not
-        # current, so the thread's next request does not nest under it.
+        # The server iterates the body after this call returns: the span stays open, current
+        # only while the app's iterator runs, so the thread's next request never nests under it.
         span.deactivate()
         return _Body(result, state)
 
 
 class _Request:
-    __slots__ = ("environ", "method", "options", "request_size", "response_size", "span", "status")
+    __slots__ = (
+        "active",
+        "done",
+        "environ",
+        "options",
+        "request_size",
+        "response_size",
+        "span",
+        "status",
+    )
 
     def __init__(
         self,
         span: _span.Span,
-        method: str,
+        active: Iterator[int],
         request_size: int | None,
         options: HttpOptions,
         environ: Environ,
     ) -> None:
         self.span = span
-        self.method = method
+        self.active = active
         self.request_size = request_size
         self.options = options
         self.environ = environ
         self.status = 0
         self.response_size = 0
+        self.done = False
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.done:
+            self.span.record_exception(exc)
+            self.status = self.status or 500
+            self.finish()
 
     def finish(self) -> None:
+        if self.done:
+            return
+        self.done = True
         try:
+            next(self.active)
             route = self.environ.get(ROUTE_KEY)
             finish_request(
                 self.span,
-                self.method,
                 route if isinstance(route, str) else None,
                 self.status,
                 self.request_size,
@@ -140,37 +160,48 @@ class _Request:
 
 
 class _Body:
-    """The app's response iterable, counting bytes and ending the span on ``close()``."""
+    """The app's response iterable: counts bytes, makes the server span current while the app's
+    iterator runs, and ends the span when the body is exhausted, fails or is closed."""
 
-    __slots__ = ("_done", "_result", "_state")
+    __slots__ = ("_iterator", "_result", "_state")
 
     def __init__(self, result: Iterable[bytes], state: _Request) -> None:
         self._result = result
         self._state = state
-        self._done = False
+        self._iterator: Iterator[bytes] | None = None
 
     def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
         state = self._state
+        if self._iterator is None:
+            self._iterator = iter(self._result)
+        state.span.reactivate()
         try:
-            for chunk in self._result:
-                state.response_size += len(chunk)
-                yield chunk
-        except BaseException as exc:
-            state.span.record_exception(exc)
+            chunk = next(self._iterator)
+        except StopIteration:
+            state.finish()
             raise
+        except BaseException as exc:
+            state.fail(exc)
+            raise
+        finally:
+            state.span.deactivate()
+        state.response_size += len(chunk)
+        return chunk
 
     def close(self) -> None:
+        state = self._state
         try:
             close = getattr(self._result, "close", None)
             if close is not None:
                 close()
-        except BaseException:
-            self._state.span.record_exception(sys.exc_info()[1])  # type: ignore[arg-type]
+        except BaseException as exc:
+            state.fail(exc)
             raise
         finally:
-            if not self._done:
-                self._done = True
-                self._state.finish()
+            state.finish()
 
 
 def _hook_flask(app: Any) -> None:
@@ -179,6 +210,12 @@ def _hook_flask(app: Any) -> None:
     flask = sys.modules.get("flask")
     if flask is None or not isinstance(target, flask.Flask):
         return
+
+    def on_exception(sender: Any, exception: BaseException, **_: Any) -> None:
+        # Flask turns the exception into a 500 itself: record it on the (current) server span.
+        current = _span.current_span()
+        if current is not None and current.kind == "server":
+            current.record_exception(exception)
 
     def on_request_started(sender: Any, **_: Any) -> None:
         try:
@@ -190,3 +227,4 @@ def _hook_flask(app: Any) -> None:
             internal_error("flask route hook")
 
     flask.request_started.connect(on_request_started, sender=target, weak=False)
+    flask.got_request_exception.connect(on_exception, sender=target, weak=False)

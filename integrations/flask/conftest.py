@@ -1,0 +1,36 @@
+"""A JSON-lines configuration undone after the test (privacy checks read the real file)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from obs_middleware import _setup
+from obs_middleware._core.config import PipelineOptions
+from obs_middleware._core.metrics import registry
+
+
+@pytest.fixture
+def jsonl_config(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """``jsonl_config(**configure_kw)`` exports to a fresh jsonl file and returns its path."""
+    saved = (_setup._config, _setup._pipeline)
+    registry.reset()
+    path = tmp_path / "records.jsonl"
+
+    def configure(**kw: Any) -> Path:
+        config = _setup.build_config(
+            exporters=[f"jsonl:{path}"],
+            pipeline=PipelineOptions(interval_s=0.05, flush_on_sigterm=False),
+            **kw,
+        )
+        _setup.activate(config)
+        return path
+
+    yield configure
+    if _setup._pipeline is not None and _setup._pipeline is not saved[1]:
+        _setup._pipeline.shutdown(2.0)
+    _setup.restore(*saved)
+    registry.reset()

@@ -1,0 +1,152 @@
+"""Metrics: counters, in-flight gauges, histograms and percentiles; exact totals under threads."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from obs_middleware._core.metrics import (
+    DURATION_BUCKETS_MS,
+    HistogramPoint,
+    Registry,
+    registry,
+)
+
+
+@pytest.fixture
+def reg() -> Registry:
+    return Registry()
+
+
+def run_threads(n: int, fn: Callable[[], None]) -> None:
+    barrier = threading.Barrier(n)
+
+    def body() -> None:
+        barrier.wait()
+        fn()
+
+    threads = [threading.Thread(target=body) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def test_counter_sums_per_label_set(reg: Registry) -> None:
+    c = reg.counter("jobs", ("state",))
+    c.add(("ok",))
+    c.add(("ok",), 2)
+    c.add(("failed",))
+    assert reg.snapshot()["jobs"].points == {("ok",): 3, ("failed",): 1}
+
+
+def test_registering_twice_returns_the_same_metric(reg: Registry) -> None:
+    assert reg.counter("x", ("a",)) is reg.counter("x", ("a",))
+
+
+def test_registering_a_name_with_another_shape_raises(reg: Registry) -> None:
+    reg.counter("x", ("a",))
+    with pytest.raises(ValueError, match="another shape"):
+        reg.counter("x", ("b",))
+    with pytest.raises(ValueError, match="another shape"):
+        reg.histogram("x", ("a",))
+
+
+def test_histogram_buckets_sum_and_count(reg: Registry) -> None:
+    h = reg.histogram("lat", ("route",), bounds=(1, 2, 5))
+    for v in (0.5, 1, 1.5, 2, 4, 100):
+        h.record(("/a",), v)
+    point = reg.snapshot()["lat"].points[("/a",)]
+    assert point == HistogramPoint((1, 2, 5), (2, 2, 1, 1), 109.0, 6)
+
+
+def test_histogram_percentiles_interpolate_within_a_bucket() -> None:
+    point = HistogramPoint((1, 2, 5), (0, 10, 0, 0), 15.0, 10)
+    assert point.percentile(50) == pytest.approx(1.5)
+    assert point.percentile(100) == pytest.approx(2.0)
+    assert point.percentile(0) == pytest.approx(1.0)
+
+
+def test_histogram_percentiles_across_buckets(reg: Registry) -> None:
+    h = reg.histogram("lat", (), bounds=DURATION_BUCKETS_MS)
+    for _ in range(90):
+        h.record((), 3)  # bucket (2, 5]
+    for _ in range(10):
+        h.record((), 700)  # bucket (500, 1000]
+    point = reg.snapshot()["lat"].points[()]
+    assert isinstance(point, HistogramPoint)
+    assert 2 < point.percentile(50) <= 5
+    assert 2 < point.percentile(90) <= 5
+    assert 500 < point.percentile(99) <= 1000
+
+
+def test_histogram_percentile_of_overflow_bucket_and_empty() -> None:
+    assert HistogramPoint((1, 2), (0, 0, 4), 40.0, 4).percentile(50) == pytest.approx(3.0)
+    assert HistogramPoint((1, 2), (0, 0, 0), 0.0, 0).percentile(50) == 0.0
+
+
+def test_count_view_exposes_histogram_count_as_counter(reg: Registry) -> None:
+    h = reg.histogram("dur", ("m",))
+    reg.count_view("requests", h, "requests")
+    h.record(("GET",), 1.0)
+    h.record(("GET",), 2.0)
+    snap = reg.snapshot()["requests"]
+    assert (snap.kind, snap.points) == ("counter", {("GET",): 2})
+
+
+def test_in_flight_goes_up_and_down(reg: Registry) -> None:
+    g = reg.in_flight("active", ("m",))
+    leave = g.enter(("GET",))
+    g.enter(("GET",))
+    next(leave)
+    assert reg.snapshot()["active"].points == {("GET",): 1.0}
+
+
+def test_reset_forgets_values_and_keeps_metrics(reg: Registry) -> None:
+    c = reg.counter("c", ())
+    c.add(())
+    reg.reset()
+    assert reg.snapshot()["c"].points == {}
+    c.add(())
+    assert reg.snapshot()["c"].points == {(): 1}
+
+
+def test_builtin_metrics_are_registered() -> None:
+    snap = registry.snapshot()
+    assert snap["http.server.duration"].label_names == (
+        "http.method",
+        "http.route",
+        "http.status_class",
+    )
+    assert snap["http.server.requests"].kind == "counter"
+    assert snap["http.server.active"].kind == "updown"
+    assert snap["obs.dropped"].label_names == ("reason",)
+
+
+def test_counter_is_exact_under_many_threads(reg: Registry) -> None:
+    c = reg.counter("c", ("k",))
+    run_threads(8, lambda: [c.add(("k",)) for _ in range(5_000)])
+    assert reg.snapshot()["c"].points == {("k",): 40_000}
+
+
+def test_histogram_is_exact_under_many_threads(reg: Registry) -> None:
+    h = reg.histogram("h", ("k",))
+    reg.count_view("n", h)
+    run_threads(8, lambda: [h.record(("k",), 1.0) for _ in range(5_000)])
+    point = reg.snapshot()["h"].points[("k",)]
+    assert isinstance(point, HistogramPoint)
+    assert (point.count, point.sum, sum(point.counts)) == (40_000, 40_000.0, 40_000)
+    assert reg.snapshot()["n"].points == {("k",): 40_000}
+
+
+def test_in_flight_is_exact_under_many_threads(reg: Registry) -> None:
+    g = reg.in_flight("g", ("k",))
+
+    def churn() -> None:
+        for i in range(5_000):
+            next(g.enter((str(i % 3),)))
+
+    run_threads(8, churn)
+    assert reg.snapshot()["g"].points == {("0",): 0.0, ("1",): 0.0, ("2",): 0.0}

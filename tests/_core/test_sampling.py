@@ -1,0 +1,152 @@
+"""Sampling: head ratio, incoming flag, tail rule (errors and slow spans keep the whole trace)."""
+
+from __future__ import annotations
+
+import pytest
+
+import obs_middleware as obs
+from obs_middleware._core import span as _span
+from obs_middleware._core.config import SamplingOptions
+from obs_middleware._core.context import parse_traceparent
+from obs_middleware._core.sampling import _MAX_BUFFERED, head_threshold
+from obs_middleware.testing import capture
+
+
+def test_head_threshold_extremes() -> None:
+    assert head_threshold(1.0) == 1 << 64
+    assert head_threshold(0.0) == 0
+    assert head_threshold(0.25) == 1 << 62
+
+
+@pytest.mark.parametrize(
+    ("trace_id", "sampled"),
+    [
+        ((1 << 64) | 1, True),  # high bits are ignored
+        (2**63 - 1, True),
+        (2**63, False),
+        ((1 << 127) | 2**63, False),
+    ],
+)
+def test_head_decision_uses_low_64_bits_of_the_trace_id(
+    monkeypatch: pytest.MonkeyPatch, trace_id: int, sampled: bool
+) -> None:
+    with capture(sampling=SamplingOptions(ratio=0.5)):
+        monkeypatch.setattr(_span, "randbits", lambda bits: trace_id if bits > 64 else 7)
+        with obs.span("root") as s:
+            assert s.sampled is sampled
+
+
+def test_head_ratio_is_respected_over_many_trace_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    step = 2**64 // 1000
+    ids = iter(range(0, 1000 * step, step))
+    kept = 0
+    with capture(sampling=SamplingOptions(ratio=0.25)):
+        monkeypatch.setattr(_span, "randbits", lambda bits: next(ids) if bits > 64 else 7)
+        for _ in range(1000):
+            with obs.span("root") as s:
+                kept += s.sampled
+    assert 249 <= kept <= 251
+
+
+def test_ratio_zero_exports_nothing() -> None:
+    with capture(sampling=SamplingOptions(ratio=0.0)) as cap:
+        with obs.span("root"), obs.span("child"):
+            obs.emit("inside")
+        obs.emit("outside")  # not part of any trace: always exported
+        assert cap.names() == ["outside"]
+
+
+def test_error_keeps_the_whole_unsampled_trace() -> None:
+    with capture(sampling=SamplingOptions(ratio=0.0)) as cap:
+        with obs.span("root"):
+            with obs.span("ok-child"):
+                pass
+            with pytest.raises(RuntimeError), obs.span("failing-child"):
+                raise RuntimeError
+        with obs.span("other-trace"):
+            pass
+        assert cap.names() == ["ok-child", "failing-child", "root"]
+        assert len({r["trace_id"] for r in cap.spans}) == 1
+
+
+def test_error_event_keeps_the_whole_unsampled_trace() -> None:
+    with capture(sampling=SamplingOptions(ratio=0.0)) as cap:
+        with obs.span("root"):
+            obs.emit("job.failed", status="error")
+        assert cap.names() == ["job.failed", "root"]
+
+
+def test_keep_errors_false_drops_failed_unsampled_traces() -> None:
+    with capture(sampling=SamplingOptions(ratio=0.0, keep_errors=False)) as cap:
+        with pytest.raises(RuntimeError), obs.span("root"):
+            raise RuntimeError
+        assert cap.names() == []
+
+
+def test_slow_trace_is_kept_whole_with_deterministic_clock() -> None:
+    # The capture clock advances 1 ms per reading: a root around three children lasts 7 ms.
+    with capture(sampling=SamplingOptions(ratio=0.0, slow_ms=5)) as cap:
+        with obs.span("fast-root"):
+            pass
+        with obs.span("slow-root"):
+            for name in ("a", "b", "c"):
+                with obs.span(name):
+                    pass
+        assert cap.names() == ["a", "b", "c", "slow-root"]
+        assert cap.span("slow-root")["duration_ms"] == 7.0
+
+
+def test_slow_child_keeps_a_fast_root() -> None:
+    with capture(sampling=SamplingOptions(ratio=0.0, slow_ms=50)) as cap:
+        with obs.span("root"):
+            child = obs.span("slow-child").start()
+            child.end(end_ns=child.start_ns + 60_000_000)
+        assert cap.names() == ["slow-child", "root"]
+        assert cap.span("root")["duration_ms"] < 50
+
+
+def test_span_ending_after_its_kept_root_is_still_exported() -> None:
+    with capture(sampling=SamplingOptions(ratio=0.0)) as cap:
+        with obs.span("root"):
+            late = obs.span("late").start()
+            late.deactivate()
+            with pytest.raises(RuntimeError), obs.span("boom"):
+                raise RuntimeError
+        late.end()
+        assert cap.names() == ["boom", "root", "late"]
+
+
+def test_span_ending_after_its_dropped_root_is_dropped() -> None:
+    with capture(sampling=SamplingOptions(ratio=0.0)) as cap:
+        with obs.span("root"):
+            late = obs.span("late").start()
+            late.deactivate()
+        late.end()
+        assert cap.names() == []
+
+
+def test_incoming_unsampled_flag_is_honoured_at_ratio_one() -> None:
+    remote = parse_traceparent(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")
+    with capture() as cap:
+        with _span.Span("server", {}, "server", remote) as s:
+            assert s.sampled is False
+        assert cap.names() == []
+
+
+def test_incoming_sampled_flag_is_honoured_at_ratio_zero() -> None:
+    remote = parse_traceparent(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    with capture(sampling=SamplingOptions(ratio=0.0)) as cap:
+        with _span.Span("server", {}, "server", remote):
+            pass
+        assert cap.names() == ["server"]
+
+
+def test_tail_buffer_overflow_is_counted_as_dropped() -> None:
+    with capture(sampling=SamplingOptions(ratio=0.0)) as cap:
+        with pytest.raises(RuntimeError), obs.span("root"):
+            for _ in range(_MAX_BUFFERED + 5):
+                with obs.span("child"):
+                    pass
+            raise RuntimeError
+        assert len(cap.spans) == _MAX_BUFFERED + 1
+        assert cap.metrics()["obs.dropped"].points == {("tail_buffer_full",): 5}

@@ -1,0 +1,339 @@
+"""Spans: nesting, lifecycle, exceptions, and the decorators (``obs.traced``, ``obs.span``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+
+import pytest
+
+import obs_middleware as obs
+from obs_middleware._core.span import Span
+from obs_middleware.testing import Capture
+
+
+def by_name(cap: Capture) -> dict[str, dict]:
+    return {r["name"]: r for r in cap.spans}
+
+
+def test_span_as_context_manager_exports_whole_record_with_fixed_ids_and_clock(
+    obs_capture: Capture,
+) -> None:
+    with obs.span("outer", model="sdxl") as outer:
+        outer.set(steps=30)
+        with obs.span("inner", _kind="client"):
+            pass
+    assert obs_capture.spans == [
+        {
+            "type": "span",
+            "name": "inner",
+            "trace_id": "00000000000000000000000000000001",
+            "span_id": "0000000000000002",
+            "parent_id": "0000000000000001",
+            "service": "app",
+            "environment": "development",
+            "start": "2026-01-01T00:00:00.002000Z",
+            "duration_ms": 1.0,
+            "status": "ok",
+            "error_type": None,
+            "error_message": None,
+            "user_id": None,
+            "tier": None,
+            "request_id": None,
+            "span.kind": "client",
+        },
+        {
+            "type": "span",
+            "name": "outer",
+            "trace_id": "00000000000000000000000000000001",
+            "span_id": "0000000000000001",
+            "parent_id": None,
+            "service": "app",
+            "environment": "development",
+            "start": "2026-01-01T00:00:00.001000Z",
+            "duration_ms": 3.0,
+            "status": "ok",
+            "error_type": None,
+            "error_message": None,
+            "user_id": None,
+            "tier": None,
+            "request_id": None,
+            "model": "sdxl",
+            "steps": 30,
+        },
+    ]
+
+
+def test_span_ids_and_parent_links_are_ints_on_the_span_object(obs_capture: Capture) -> None:
+    with obs.span("a") as a, obs.span("b") as b:
+        assert (a.trace_id, a.span_id, a.parent_id) == (1, 1, 0)
+        assert (b.trace_id, b.span_id, b.parent_id) == (1, 2, 1)
+        assert b.local is a.local and a.local.root is a
+        assert a.is_root and not b.is_root
+
+
+def test_current_span_is_restored_after_each_span(obs_capture: Capture) -> None:
+    assert obs.current_span() is None
+    with obs.span("a") as a:
+        assert obs.current_span() is a
+        with obs.span("b") as b:
+            assert obs.current_span() is b
+        assert obs.current_span() is a
+    assert obs.current_span() is None
+
+
+def test_sibling_root_spans_start_separate_traces(obs_capture: Capture) -> None:
+    with obs.span("first"):
+        pass
+    with obs.span("second"):
+        pass
+    first, second = obs_capture.spans
+    assert first["trace_id"] != second["trace_id"]
+    assert first["parent_id"] is None and second["parent_id"] is None
+
+
+def test_exception_is_recorded_scrubbed_and_reraised(obs_capture: Capture) -> None:
+    with pytest.raises(ValueError, match="boom"), obs.span("work"):
+        raise ValueError("boom with Bearer abcdefghijklmnop and sk-0123456789abcdefghij")
+    record = obs_capture.span("work")
+    assert record["status"] == "error"
+    assert record["error_type"] == "ValueError"
+    assert record["error_message"] == "boom with [REDACTED] and [REDACTED]"
+
+
+def test_exception_in_child_marks_child_not_parent(obs_capture: Capture) -> None:
+    with obs.span("parent"), pytest.raises(KeyError), obs.span("child"):
+        raise KeyError("k")
+    spans = by_name(obs_capture)
+    assert spans["child"]["status"] == "error"
+    assert spans["child"]["error_type"] == "KeyError"
+    assert spans["parent"]["status"] == "ok"
+
+
+def test_record_exception_takes_a_custom_status(obs_capture: Capture) -> None:
+    with obs.span("moderation") as s:
+        s.record_exception(ValueError("nsfw"), status="content_violation")
+    record = obs_capture.span("moderation")
+    assert (record["status"], record["error_type"]) == ("content_violation", "ValueError")
+
+
+def test_error_message_is_capped(obs_capture: Capture) -> None:
+    with pytest.raises(RuntimeError), obs.span("big"):
+        raise RuntimeError("x" * 10_000)
+    assert len(obs_capture.span("big")["error_message"]) == 1024
+
+
+async def test_cancelled_task_records_cancelled_not_error(obs_capture: Capture) -> None:
+    started = asyncio.Event()
+
+    async def work() -> None:
+        async with obs.span("slow"):
+            started.set()
+            await asyncio.sleep(60)
+
+    task = asyncio.create_task(work())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    record = obs_capture.span("slow")
+    assert (record["status"], record["error_type"]) == ("cancelled", None)
+
+
+def test_span_events_are_exported_inside_the_record(obs_capture: Capture) -> None:
+    with obs.span("upload") as s:
+        s.event("chunk", index=0)
+    assert obs_capture.span("upload")["events"] == [
+        {"name": "chunk", "time": "2026-01-01T00:00:00.002000Z", "index": 0}
+    ]
+
+
+def test_manual_start_end_and_explicit_end_time(obs_capture: Capture) -> None:
+    s = obs.span("manual").start()
+    assert obs.current_span() is s
+    s.end(end_ns=s.start_ns + 7_000_000)
+    assert obs.current_span() is None
+    assert obs_capture.span("manual")["duration_ms"] == 7.0
+
+
+def test_deactivate_stops_being_current_without_ending(obs_capture: Capture) -> None:
+    s = obs.span("background").start()
+    s.deactivate()
+    assert obs.current_span() is None
+    with obs.span("unrelated") as other:
+        assert other.parent_id == 0
+    s.end()
+    assert obs_capture.span("background")["parent_id"] is None
+    assert obs_capture.span("unrelated")["trace_id"] != obs_capture.span("background")["trace_id"]
+
+
+def test_span_ended_in_another_thread_keeps_its_parent_link(obs_capture: Capture) -> None:
+    with obs.span("request"):
+        s = obs.span("handoff").start()
+        s.deactivate()
+    t = threading.Thread(target=s.end)
+    t.start()
+    t.join()
+    spans = by_name(obs_capture)
+    assert spans["handoff"]["parent_id"] == spans["request"]["span_id"]
+
+
+def test_repr_and_duration_while_running() -> None:
+    s = Span("x", {})
+    assert s.duration_ms == 0.0
+    assert repr(s) == "<Span 'x' status=ok 0.000ms>"
+
+
+# -- decorators ------------------------------------------------------------------------------------
+
+
+def test_traced_sync_function_is_a_span_named_by_qualname(obs_capture: Capture) -> None:
+    @obs.traced
+    def resize(n: int) -> int:
+        return n * 2
+
+    assert resize(21) == 42
+    assert obs_capture.names() == [resize.__qualname__]
+    assert resize.__name__ == "resize"
+
+
+def test_traced_with_name_and_static_attributes(obs_capture: Capture) -> None:
+    @obs.traced(name="render", model="sdxl")
+    def render() -> None:
+        pass
+
+    render()
+    render()
+    first, second = obs_capture.spans
+    assert first["name"] == second["name"] == "render"
+    assert first["model"] == second["model"] == "sdxl"
+    assert first["span_id"] != second["span_id"]
+
+
+async def test_traced_async_function_nests_across_await(obs_capture: Capture) -> None:
+    @obs.traced(name="inner")
+    async def inner() -> str:
+        await asyncio.sleep(0)
+        return "ok"
+
+    async with obs.span("outer"):
+        assert await inner() == "ok"
+    spans = by_name(obs_capture)
+    assert spans["inner"]["parent_id"] == spans["outer"]["span_id"]
+    assert spans["inner"]["trace_id"] == spans["outer"]["trace_id"]
+
+
+def test_traced_generator_times_the_whole_iteration_and_passes_return_value(
+    obs_capture: Capture,
+) -> None:
+    @obs.traced(name="frames")
+    def frames():
+        yield 1
+        yield 2
+        return "done"
+
+    def consume():
+        result = yield from frames()
+        return result
+
+    gen = consume()
+    assert next(gen) == 1
+    assert next(gen) == 2
+    with pytest.raises(StopIteration) as stop:
+        next(gen)
+    assert stop.value.value == "done"
+    assert obs_capture.names() == ["frames"]
+    assert obs_capture.span("frames")["status"] == "ok"
+
+
+def test_traced_generator_closed_early_is_cancelled(obs_capture: Capture) -> None:
+    @obs.traced(name="frames")
+    def frames():
+        yield 1
+        yield 2
+
+    gen = frames()
+    next(gen)
+    gen.close()
+    assert obs_capture.span("frames")["status"] == "cancelled"
+
+
+async def test_traced_async_generator_times_the_whole_iteration(obs_capture: Capture) -> None:
+    @obs.traced(name="tokens")
+    async def tokens():
+        for t in ("a", "b"):
+            await asyncio.sleep(0)
+            yield t
+
+    assert [t async for t in tokens()] == ["a", "b"]
+    assert obs_capture.names() == ["tokens"]
+
+
+def test_traced_generator_does_not_become_parent_of_callers_spans(obs_capture: Capture) -> None:
+    @obs.traced(name="frames")
+    def frames():
+        yield 1
+        yield 2
+
+    def run() -> Span:
+        with obs.span("caller") as caller:
+            for _ in frames():
+                assert obs.current_span() is caller
+                with obs.span("process"):
+                    pass
+        return caller
+
+    caller = contextvars.copy_context().run(run)  # a leaked span stays in this test
+    spans = obs_capture.spans
+    assert {s["parent_id"] for s in spans if s["name"] == "process"} == {f"{caller.span_id:016x}"}
+
+
+async def test_traced_async_generator_does_not_become_parent_of_callers_spans(
+    obs_capture: Capture,
+) -> None:
+    @obs.traced(name="tokens")
+    async def tokens():
+        yield "a"
+        yield "b"
+
+    async with obs.span("caller") as caller:
+        async for _ in tokens():
+            assert obs.current_span() is caller
+            with obs.span("process"):
+                pass
+    spans = obs_capture.spans
+    assert {s["parent_id"] for s in spans if s["name"] == "process"} == {f"{caller.span_id:016x}"}
+
+
+def test_traced_exception_is_recorded_and_reraised(obs_capture: Capture) -> None:
+    @obs.traced
+    def fail() -> None:
+        raise RuntimeError("nope")
+
+    with pytest.raises(RuntimeError):
+        fail()
+    assert obs_capture.spans[0]["error_type"] == "RuntimeError"
+
+
+def test_span_as_decorator_makes_a_fresh_span_per_call(obs_capture: Capture) -> None:
+    @obs.span("step", stage="a")
+    def step() -> int:
+        obs.current_span().set(call=True)  # type: ignore[union-attr]
+        return 1
+
+    assert step() + step() == 2
+    first, second = obs_capture.spans
+    assert first["name"] == second["name"] == "step"
+    assert first["span_id"] != second["span_id"]
+    assert first["stage"] == "a" and first["call"] is True
+
+
+async def test_span_as_decorator_on_async_function(obs_capture: Capture) -> None:
+    @obs.span("step")
+    async def step() -> int:
+        await asyncio.sleep(0)
+        return 1
+
+    assert await step() == 1
+    assert obs_capture.names() == ["step"]

@@ -1,0 +1,68 @@
+"""Shared fixtures: a throwaway configuration that is undone after each test."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from obs_middleware import _setup
+from obs_middleware._core import events
+from obs_middleware._core import span as _span
+from obs_middleware._core.config import Config, PipelineOptions
+from obs_middleware._core.metrics import registry
+from obs_middleware._pipeline import Pipeline
+
+
+@pytest.fixture(autouse=True)
+def _no_current_span() -> None:
+    """Each test starts outside any span, whatever an earlier test leaked."""
+    _span._current.set(None)
+
+
+@pytest.fixture
+def configured(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Config]]:
+    """``configured(**configure_kw)`` activates a configuration; the previous one is restored after.
+
+    Unlike ``obs.configure`` it never installs a SIGTERM handler, and every pipeline it made is
+    shut down at teardown (its worker thread ends).
+    """
+    for var in [v for v in os.environ if v.startswith("OBS_")]:
+        monkeypatch.delenv(var)
+    saved = (_setup._config, _setup._pipeline)
+    made: list[Pipeline] = []
+    registry.reset()
+
+    def configure(**kw: Any) -> Config:
+        kw.setdefault("pipeline", PipelineOptions(interval_s=0.05, flush_on_sigterm=False))
+        config = _setup.build_config(**kw)
+        old = _setup.activate(config)
+        assert _setup._pipeline is not None
+        made.append(_setup._pipeline)
+        if old is not None and old in made:
+            old.shutdown(2.0)
+        return config
+
+    yield configure
+    for pipeline in made:
+        pipeline.shutdown(2.0)
+    _setup.restore(*saved)
+    registry.reset()
+
+
+@pytest.fixture
+def handlers() -> Iterator[Callable[..., None]]:
+    """``handlers(handler_id, prefix, fn)`` attaches a handler detached again at teardown."""
+    ids: list[str] = []
+
+    def attach(handler_id: str, prefix: str, fn: Callable[[str, dict[str, Any]], None]) -> None:
+        ids.append(handler_id)
+        events.attach(handler_id, prefix, fn)
+
+    yield attach
+    for handler_id in ids:
+        with contextlib.suppress(Exception):
+            events.detach(handler_id)

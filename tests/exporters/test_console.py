@@ -1,0 +1,93 @@
+"""Console exporter: one indented tree per trace, printed once the root has arrived."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+import obs_middleware as obs
+from obs_middleware._record import Record
+from obs_middleware.exporters import ConsoleExporter
+from obs_middleware.testing import Capture
+
+
+def request_trace(cap: Capture) -> list[Record]:
+    with obs.span("GET /items/{id}", _kind="server") as s:
+        s.set(**{"http.method": "GET", "http.route": "/items/{id}", "http.status_code": 200})
+        obs.set_user("u1")
+        with obs.span("db.query", **{"db.table": "items"}):
+            pass
+        obs.emit("cache.miss", key="k")
+        with pytest.raises(TimeoutError), obs.span("ai.generate", model="sdxl"):
+            raise TimeoutError("slow")
+    return cap.records
+
+
+def render(records: list[Record], **kw: bool) -> str:
+    out = io.StringIO()
+    exporter = ConsoleExporter(out, **kw)
+    exporter.export(records)
+    exporter.flush()
+    return out.getvalue()
+
+
+def test_prints_a_trace_as_a_tree(obs_capture: Capture) -> None:
+    assert render(request_trace(obs_capture)) == (
+        "trace 00000000000000000000000000000001\n"
+        "└─ GET /items/{id}  6.000 ms  user=u1  http.status_code=200\n"
+        "   ├─ db.query  1.000 ms  user=u1  db.table=items\n"
+        "   ├─ • cache.miss  user=u1  key=k\n"
+        "   └─ ai.generate  1.000 ms  [error: TimeoutError]  user=u1  model=sdxl\n"
+    )
+
+
+def test_attributes_false_prints_names_statuses_and_durations(obs_capture: Capture) -> None:
+    assert render(request_trace(obs_capture), attributes=False) == (
+        "trace 00000000000000000000000000000001\n"
+        "└─ GET /items/{id}  6.000 ms  user=u1\n"
+        "   ├─ db.query  1.000 ms  user=u1\n"
+        "   ├─ • cache.miss  user=u1\n"
+        "   └─ ai.generate  1.000 ms  [error: TimeoutError]  user=u1\n"
+    )
+
+
+def test_children_are_held_until_their_root_arrives(obs_capture: Capture) -> None:
+    records = request_trace(obs_capture)
+    root = [r for r in records if r["type"] == "span" and r["parent_id"] is None]
+    children = [r for r in records if r not in root]
+    out = io.StringIO()
+    exporter = ConsoleExporter(out)
+    exporter.export(children)
+    assert out.getvalue() == ""
+    exporter.export(root)
+    assert out.getvalue() == render(records)
+
+
+def test_orphans_are_printed_after_two_batches(obs_capture: Capture) -> None:
+    records = request_trace(obs_capture)
+    children = [r for r in records if r["parent_id"] is not None]
+    out = io.StringIO()
+    exporter = ConsoleExporter(out)
+    exporter.export(children)
+    exporter.export([])
+    assert out.getvalue() == ""
+    exporter.export([])
+    assert out.getvalue().startswith("trace 00000000000000000000000000000001\n")
+    assert "db.query" in out.getvalue()
+
+
+def test_flush_prints_what_is_held(obs_capture: Capture) -> None:
+    records = request_trace(obs_capture)
+    out = io.StringIO()
+    exporter = ConsoleExporter(out)
+    exporter.export([r for r in records if r["name"] == "db.query"])
+    exporter.shutdown()
+    assert out.getvalue() == (
+        "trace 00000000000000000000000000000001\n└─ db.query  1.000 ms  user=u1  db.table=items\n"
+    )
+
+
+def test_event_outside_a_trace_prints_on_its_own_line(obs_capture: Capture) -> None:
+    obs.emit("startup", version="1")
+    assert render(obs_capture.records) == "• startup  version=1\n"

@@ -1,0 +1,328 @@
+"""WSGI middleware with plain WSGI apps (werkzeug's test runner): the same span and record as
+ASGI, ended when the server closes the body."""
+
+from __future__ import annotations
+
+import contextvars
+import gc
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import pytest
+from werkzeug.test import EnvironBuilder, run_wsgi_app
+
+import obs_middleware as obs
+from obs_middleware._core.config import HttpOptions
+from obs_middleware.middleware import ObsWSGIMiddleware
+from obs_middleware.testing import Capture, capture
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+Environ = dict[str, Any]
+
+
+def environ_for(
+    path: str = "/",
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    data: bytes | None = None,
+    **extra: Any,
+) -> Environ:
+    environ = EnvironBuilder(path=path, method=method, headers=headers, data=data).get_environ()
+    environ.update(extra)
+    return environ
+
+
+def call(
+    app: Callable[..., Iterable[bytes]], environ: Environ
+) -> tuple[str, dict[str, str], bytes]:
+    body, status, headers = run_wsgi_app(app, environ, buffered=True)
+    return status, dict(headers), b"".join(body)
+
+
+def routed(template: str | None, status: str = "200 OK", body: bytes = b"ok") -> Any:
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        if template is not None:
+            environ["obs.route"] = template
+        start_response(status, [("Content-Type", "text/plain")])
+        return [body]
+
+    return app
+
+
+def test_server_span_whole_record(obs_capture: Capture) -> None:
+    status, headers, body = call(
+        ObsWSGIMiddleware(routed("/items/<int:item_id>")), environ_for("/items/42?token=s3cret")
+    )
+    assert (status, body) == ("200 OK", b"ok")
+    assert headers["x-request-id"] == "00000000000000000000000000000001"
+    assert obs_capture.records == [
+        {
+            "type": "span",
+            "name": "GET /items/<int:item_id>",
+            "trace_id": "00000000000000000000000000000001",
+            "span_id": "0000000000000001",
+            "parent_id": None,
+            "service": "app",
+            "environment": "development",
+            "start": "2026-01-01T00:00:00.001000Z",
+            "duration_ms": 1.0,
+            "status": "ok",
+            "error_type": None,
+            "error_message": None,
+            "user_id": None,
+            "tier": None,
+            "request_id": "00000000000000000000000000000001",
+            "span.kind": "server",
+            "url.path": "/items/42",
+            "http.method": "GET",
+            "http.route": "/items/<int:item_id>",
+            "http.status_code": 200,
+            "http.request_size": None,
+            "http.response_size": 2,
+        }
+    ]
+
+
+def test_unmatched_route_is_named_by_method_only(obs_capture: Capture) -> None:
+    call(ObsWSGIMiddleware(routed(None, "404 Not Found")), environ_for("/nope"))
+    record = obs_capture.span("GET")
+    assert (record["http.route"], record["url.path"], record["http.status_code"]) == (
+        None,
+        "/nope",
+        404,
+    )
+
+
+def test_exception_is_recorded_as_500_reraised_and_scrubbed(obs_capture: Capture) -> None:
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        environ["obs.route"] = "/pay"
+        raise RuntimeError("upstream rejected Bearer abcdefghijklmnopqrstuvwxyz")
+
+    with pytest.raises(RuntimeError):
+        call(ObsWSGIMiddleware(app), environ_for("/pay", "POST"))
+    record = obs_capture.span("POST /pay")
+    assert (record["status"], record["http.status_code"], record["error_type"]) == (
+        "error",
+        500,
+        "RuntimeError",
+    )
+    assert record["error_message"] == "upstream rejected [REDACTED]"
+    assert obs.current_span() is None
+
+
+def test_generator_app_raising_before_start_response_is_a_500(obs_capture: Capture) -> None:
+    def app(environ: Environ, start_response: Any) -> Iterator[bytes]:
+        raise RuntimeError("lazy failure")
+        yield b""  # pragma: no cover - makes this a generator
+
+    with pytest.raises(RuntimeError):
+        call(ObsWSGIMiddleware(app), environ_for())
+    record = obs_capture.span("GET")
+    assert (record["status"], record["http.status_code"]) == ("error", 500)
+
+
+def test_streamed_body_counts_all_chunks_and_span_ends_on_close(obs_capture: Capture) -> None:
+    closed: list[bool] = []
+
+    class Body:
+        def __iter__(self) -> Iterator[bytes]:
+            yield b"aaa"
+            yield b"bb"
+            yield b"c"
+
+        def close(self) -> None:
+            closed.append(True)
+
+    def app(environ: Environ, start_response: Any) -> Body:
+        start_response("200 OK", [])
+        return Body()
+
+    result = ObsWSGIMiddleware(app)(environ_for("/stream"), lambda status, headers, exc=None: None)
+    assert obs.current_span() is None  # not current while the server iterates
+    chunks = iter(result)
+    assert next(chunks) == b"aaa"
+    assert obs_capture.records == []  # still open
+    assert list(chunks) == [b"bb", b"c"]
+    result.close()  # type: ignore[attr-defined]
+    result.close()  # type: ignore[attr-defined]  # a second close does not end it twice
+    assert closed == [True, True]
+    (record,) = obs_capture.spans
+    assert record["http.response_size"] == 6
+
+
+def test_ended_span_is_not_changed_when_an_abandoned_body_is_collected(
+    obs_capture: Capture,
+) -> None:
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [b"one", b"two"]
+
+    result = ObsWSGIMiddleware(app)(environ_for(), lambda status, headers, exc=None: None)
+    chunks = iter(result)
+    assert next(chunks) == b"one"
+    result.close()  # type: ignore[attr-defined]  # the server stops early and closes
+    del chunks
+    gc.collect()
+    assert obs_capture.spans[0]["status"] == "ok"
+
+
+def test_write_callable_bytes_are_counted(obs_capture: Capture) -> None:
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        write = start_response("200 OK", [])
+        write(b"12345")
+        return [b"678"]
+
+    written: list[bytes] = []
+    result = ObsWSGIMiddleware(app)(environ_for(), lambda status, headers, exc=None: written.append)
+    written.extend(result)
+    result.close()  # type: ignore[attr-defined]
+    assert written == [b"12345", b"678"]
+    assert obs_capture.spans[0]["http.response_size"] == 8
+
+
+def test_error_while_iterating_the_body_is_recorded(obs_capture: Capture) -> None:
+    def app(environ: Environ, start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [])
+        yield b"part"
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError):
+        call(ObsWSGIMiddleware(app), environ_for())
+    record = obs_capture.span("GET")
+    assert (record["status"], record["error_type"], record["http.status_code"]) == (
+        "error",
+        "OSError",
+        200,
+    )
+
+
+def test_next_request_on_the_same_thread_is_not_nested(obs_capture: Capture) -> None:
+    app = ObsWSGIMiddleware(routed("/"))
+    call(app, environ_for())
+    call(app, environ_for())
+    first, second = obs_capture.spans
+    assert second["parent_id"] is None
+    assert first["trace_id"] != second["trace_id"]
+
+
+def test_spans_in_the_app_are_children_of_the_server_span(obs_capture: Capture) -> None:
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        with obs.span("db.query"):
+            pass
+        return routed("/")(environ, start_response)
+
+    call(ObsWSGIMiddleware(app), environ_for())
+    child, server = obs_capture.spans
+    assert child["parent_id"] == server["span_id"]
+
+
+@pytest.mark.parametrize("path", ["/health", "/readyz"])
+def test_excluded_paths_produce_no_span(obs_capture: Capture, path: str) -> None:
+    _, headers, _ = call(ObsWSGIMiddleware(routed(path)), environ_for(path))
+    assert "x-request-id" not in {k.lower() for k in headers}
+    assert obs_capture.records == []
+    assert obs_capture.metrics()["http.server.requests"].points == {}
+
+
+def test_valid_x_request_id_is_echoed(obs_capture: Capture) -> None:
+    _, headers, _ = call(
+        ObsWSGIMiddleware(routed("/")), environ_for(headers={"X-Request-ID": "req-7"})
+    )
+    assert headers["x-request-id"] == "req-7"
+    assert obs_capture.spans[0]["request_id"] == "req-7"
+
+
+def test_invalid_x_request_id_is_replaced_by_trace_id(obs_capture: Capture) -> None:
+    _, headers, _ = call(
+        ObsWSGIMiddleware(routed("/")), environ_for(HTTP_X_REQUEST_ID="bad value; drop")
+    )
+    assert headers["x-request-id"] == "00000000000000000000000000000001"
+
+
+def test_incoming_traceparent_continues_the_trace(obs_capture: Capture) -> None:
+    call(ObsWSGIMiddleware(routed("/")), environ_for(headers={"traceparent": TRACEPARENT}))
+    record = obs_capture.spans[0]
+    assert (record["trace_id"], record["parent_id"]) == (
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        "00f067aa0ba902b7",
+    )
+
+
+@pytest.mark.parametrize("value", ["garbage", "00-" + "é" * 60, TRACEPARENT.upper()])
+def test_invalid_traceparent_starts_a_fresh_trace(obs_capture: Capture, value: str) -> None:
+    status, _, _ = call(ObsWSGIMiddleware(routed("/")), environ_for(HTTP_TRACEPARENT=value))
+    assert status == "200 OK"
+    assert obs_capture.spans[0]["parent_id"] is None
+
+
+def test_request_size_from_content_length(obs_capture: Capture) -> None:
+    call(ObsWSGIMiddleware(routed("/")), environ_for(method="POST", data=b"hello"))
+    assert obs_capture.spans[0]["http.request_size"] == 5
+
+
+def test_odd_content_length_never_leaks_a_span_into_the_next_request(obs_capture: Capture) -> None:
+    app = ObsWSGIMiddleware(routed("/"))
+
+    def two_requests_on_one_thread() -> None:
+        status, _, _ = call(app, environ_for(CONTENT_LENGTH="²"))
+        assert status == "200 OK"
+        assert obs.current_span() is None
+        call(app, environ_for())
+
+    contextvars.copy_context().run(two_requests_on_one_thread)  # a leak stays in this test
+    assert [r["parent_id"] for r in obs_capture.spans] == [None, None]
+
+
+def test_sensitive_headers_and_client_ip_are_never_recorded() -> None:
+    headers = {
+        "User-Agent": "curl/8",
+        "Authorization": "Basic dXNlcjpodW50ZXIy",
+        "Cookie": "session=abcdef",
+        "X-Api-Key": "key-123456",
+        "X-Forwarded-For": "198.51.100.23",
+    }
+    options = HttpOptions(capture_headers=tuple(headers))
+    with capture(http=options) as cap:
+        call(
+            ObsWSGIMiddleware(routed("/")), environ_for(headers=headers, REMOTE_ADDR="203.0.113.9")
+        )
+        record = cap.spans[0]
+    assert record["http.request.header.user-agent"] == "curl/8"
+    for secret in ("dXNlcjpodW50ZXIy", "abcdef", "key-123456", "198.51.100.23", "203.0.113.9"):
+        assert secret not in repr(record)
+
+
+def test_http_metrics_by_method_route_and_status_class(obs_capture: Capture) -> None:
+    call(ObsWSGIMiddleware(routed("/a")), environ_for("/a"))
+    call(ObsWSGIMiddleware(routed("/a", "500 Internal Server Error")), environ_for("/a"))
+    call(ObsWSGIMiddleware(routed(None, "404 Not Found")), environ_for("/zzz", "DELETE"))
+    assert obs_capture.metrics()["http.server.requests"].points == {
+        ("GET", "/a", "2xx"): 1,
+        ("GET", "/a", "5xx"): 1,
+        ("DELETE", "", "4xx"): 1,
+    }
+    assert obs_capture.metrics()["http.server.active"].points == {("GET",): 0, ("DELETE",): 0}
+    statuses = [r["status"] for r in obs_capture.spans]
+    assert statuses == ["ok", "error", "ok"]
+
+
+def test_http_metrics_are_exact_under_many_server_threads(obs_capture: Capture) -> None:
+    app = ObsWSGIMiddleware(routed("/t"))
+    barrier = threading.Barrier(8)
+
+    def worker() -> None:
+        barrier.wait()
+        for _ in range(50):
+            call(app, environ_for("/t"))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    metrics = obs_capture.metrics()
+    assert metrics["http.server.requests"].points == {("GET", "/t", "2xx"): 400}
+    assert metrics["http.server.active"].points == {("GET",): 0}
+    assert len(obs_capture.spans) == 400
+    assert len({r["trace_id"] for r in obs_capture.spans}) == 400
