@@ -1,0 +1,280 @@
+"""Fault injection: 60 s of steady traffic through an instrumented ASGI app while the collector
+goes down, hangs, answers 500 and resets connections.
+
+Two HTTP exporters receive the same records: one with the disk spool, one without. Checked:
+with the spool every record arrives exactly once after recovery; without it, what did not arrive
+equals what ``obs.dropped`` counted for it; request p99 latency during outages stays within 5 % of
+the healthy phases (phases alternate every 5 s, so load from elsewhere on the machine hits both
+alike); memory stays bounded; and a process exiting with its backend down or hung finishes its
+shutdown within 2 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+import obs_middleware as obs
+from obs_middleware import _setup
+from obs_middleware._core.config import PipelineOptions
+from obs_middleware._core.metrics import registry
+from obs_middleware._delivery import DeliveryOptions
+from obs_middleware.exporters.http import HttpExporter
+
+PHASE_S = 5.0
+PHASES = ["up", "down", "up", "hang", "up", "error", "up", "reset", "up", "hang", "up", "error"]
+RATE = 250  # requests/s, 2 spans each
+LONG = os.environ.get("OBS_FAULT_SECONDS")  # shorten locally: OBS_FAULT_SECONDS=12
+
+
+class FlakyCollector:
+    """A JSON-batch collector whose behaviour the test switches: up, down, hang, error, reset."""
+
+    def __init__(self) -> None:
+        self.mode = "up"
+        self.seen: Counter[str] = Counter()
+        self.lock = threading.Lock()
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server: ThreadingHTTPServer | None = None
+        self._listen()
+
+    def _listen(self) -> None:
+        collector = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                mode = collector.mode
+                if mode == "hang":
+                    deadline = time.monotonic() + 30
+                    while collector.mode == "hang" and time.monotonic() < deadline:
+                        time.sleep(0.05)
+                    self.close_connection = True  # the client gave up long ago
+                    return
+                if mode in ("reset", "down"):
+                    self.connection.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                    )
+                    self.close_connection = True
+                    return
+                status = 500 if mode == "error" else 200
+                if status == 200:
+                    ids = [r["span_id"] for r in json.loads(body)]
+                    with collector.lock:
+                        collector.seen.update(ids)
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def set(self, mode: str) -> None:
+        if mode == "down" and self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+        elif mode != "down" and self.server is None:
+            self._listen()
+        self.mode = mode
+
+    def close(self) -> None:
+        self.set("down")
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def make_app() -> obs.ObsMiddleware:
+    async def work(request):
+        with obs.span("work", step=1):
+            pass
+        return PlainTextResponse("ok")
+
+    return obs.ObsMiddleware(Starlette(routes=[Route("/work", work)]))
+
+
+async def drive(app, seconds: float, on_phase) -> tuple[list[tuple[str, list[int]]], int]:
+    """Call ``app`` at RATE per second; (phase mode, latencies in ns) per phase; requests made."""
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+        "scheme": "http", "path": "/work", "raw_path": b"/work", "query_string": b"",
+        "root_path": "", "headers": [(b"host", b"app")], "server": ("app", 80),
+    }  # fmt: skip
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        pass
+
+    phases: list[tuple[str, list[int]]] = []
+    start = time.perf_counter()
+    n = 0
+    while True:
+        now = time.perf_counter() - start
+        if now >= seconds:
+            return phases, n
+        if int(now // PHASE_S) >= len(phases):
+            mode = PHASES[len(phases) % len(PHASES)]
+            on_phase(mode)
+            phases.append((mode, []))
+        t0 = time.perf_counter_ns()
+        await app(dict(scope), receive, send)
+        phases[-1][1].append(time.perf_counter_ns() - t0)
+        n += 1
+        delay = start + n / RATE - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+def p99(values: list[int]) -> float:
+    """99th percentile in µs."""
+    values = sorted(values)
+    return values[int(len(values) * 0.99)] / 1000
+
+
+def dropped_for(name: str) -> float:
+    points = registry.snapshot()["obs.dropped"].points
+    return sum(v for (reason,), v in points.items() if reason.endswith(":" + name))
+
+
+def test_outages_lose_nothing_with_the_spool_and_count_every_loss_without(tmp_path):
+    spooled_backend, lossy_backend = FlakyCollector(), FlakyCollector()
+    delivery = {
+        "timeout_s": 1.0, "retry_budget_s": 1.0, "max_attempts": 2, "backoff_s": 0.05,
+        "breaker_failures": 3, "breaker_cooldown_s": 1.0,
+    }  # fmt: skip
+    spooled = HttpExporter(
+        spooled_backend.url,
+        name="spooled",
+        delivery=DeliveryOptions(**delivery, spool_dir=str(tmp_path / "spool")),
+    )
+    lossy = HttpExporter(lossy_backend.url, name="lossy", delivery=DeliveryOptions(**delivery))
+    saved = (_setup._config, _setup._pipeline)
+    registry.reset()
+    options = PipelineOptions(queue_size=100_000, interval_s=0.2, flush_on_sigterm=False)
+    _setup.activate(_setup.build_config(exporters=[spooled, lossy], pipeline=options))
+    pipeline = _setup._pipeline
+    app = make_app()
+    seconds = float(LONG) if LONG else PHASE_S * len(PHASES)
+    memory: list[float] = []
+
+    def on_phase(mode: str) -> None:
+        memory.append(rss_mb())
+        spooled_backend.set(mode)
+        lossy_backend.set(mode)
+
+    try:
+        gc.collect()
+        phases, requests = asyncio.run(drive(app, seconds, on_phase))
+        on_phase("up")
+        sent = requests * 2
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and sum(spooled_backend.seen.values()) < sent:
+            obs.flush(10)
+            time.sleep(0.5)
+        obs.flush(10)
+        pipeline_drops = {
+            reason: v
+            for (reason,), v in registry.snapshot()["obs.dropped"].points.items()
+            if ":" not in reason
+        }
+        lossy_dropped = dropped_for("lossy")
+        report = {
+            "requests": requests,
+            "records": sent,
+            "spooled_received": sum(spooled_backend.seen.values()),
+            "spooled_unique": len(spooled_backend.seen),
+            "lossy_received": sum(lossy_backend.seen.values()),
+            "lossy_dropped": lossy_dropped,
+            "p99_healthy_us": p99([x for mode, v in phases if mode == "up" for x in v]),
+            "p99_outage_us": p99([x for mode, v in phases if mode != "up" for x in v]),
+            "p99_by_phase_us": [(mode, round(p99(v), 1)) for mode, v in phases if v],
+            "rss_mb": memory,
+        }
+        print(json.dumps(report))
+    finally:
+        if pipeline is not None:
+            pipeline.shutdown(5)
+        _setup.restore(*saved)
+        spooled_backend.close()
+        lossy_backend.close()
+
+    assert pipeline_drops == {}
+    # Spool on: every record exactly once.
+    assert report["spooled_unique"] == sent
+    assert max(spooled_backend.seen.values()) == 1
+    assert dropped_for("spooled") == 0
+    # Spool off: losses happened and every one of them is counted.
+    assert max(lossy_backend.seen.values()) == 1
+    assert 0 < lossy_dropped == sent - report["lossy_received"]
+    # Request latency does not feel the outages: within 5 %, plus 100 µs for this machine's own
+    # noise (2 shared cores: the p99 of healthy 5 s phases alone varies by ±30 %). Blocking the
+    # request path on the backend would cost milliseconds to seconds.
+    assert report["p99_outage_us"] <= report["p99_healthy_us"] * 1.05 + 100, report
+    # Memory stays bounded: no growth with the outage count (the spool is on disk).
+    assert max(memory) - min(memory) < 64, memory
+
+
+_EXITING = """
+import sys, time
+import obs_middleware as obs
+from obs_middleware._delivery import DeliveryOptions
+from obs_middleware.exporters.http import HttpExporter
+exporter = HttpExporter(sys.argv[1], delivery=DeliveryOptions(spool_dir=sys.argv[2]))
+obs.configure(service="exit-test", exporters=[exporter])
+for i in range(2000):
+    with obs.span("work"):
+        pass
+print(time.monotonic(), flush=True)
+"""
+
+
+@pytest.mark.parametrize("mode", ["down", "hang"])
+def test_exit_with_the_backend_down_or_hung_takes_at_most_2_s(tmp_path, mode):
+    backend = FlakyCollector()
+    backend.set(mode)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(_EXITING), backend.url, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout is not None
+        script_done = float(proc.stdout.readline())
+        proc.wait(30)
+        exited = time.monotonic()
+    finally:
+        backend.close()
+    assert proc.returncode == 0
+    print(f"exit took {exited - script_done:.3f} s ({mode})")
+    assert exited - script_done <= 2.0

@@ -1,0 +1,661 @@
+"""Delivery shared by the network exporters: timeout, retry, circuit breaker, disk spool, bisection.
+
+An exporter supplies one function, ``send(records, timeout) -> Result``, that encodes a batch and
+makes one request. ``Delivery.deliver(records)`` (called on the export worker thread) then:
+
+- retries a failed request (429, 5xx, connection errors, timeouts) with exponential backoff and
+  full jitter, honouring ``Retry-After``, within ``retry_budget_s`` per batch;
+- bisects a batch the backend refuses as too large (413, or over the exporter's own limit), so
+  one oversized record costs only itself;
+- stops calling a backend after ``breaker_failures`` consecutive failures (circuit open), and lets
+  one probe through after ``breaker_cooldown_s`` (half-open);
+- with a spool directory, writes what could not be delivered to disk (size-capped, fsync'd in
+  batches) and replays it, in order, once the backend answers again; without one, drops it;
+- counts everything: ``obs.exporter.exported``, ``obs.exporter.retries``, ``obs.dropped`` (reason
+  ``<why>:<exporter>``), ``obs.exporter.spool_bytes``, ``obs.exporter.breaker_state``.
+
+Nothing here starts a thread: retries and replays run when the worker calls ``deliver`` or
+``flush``. Requests made while delivering run with ``EXPORTING`` set, so instrumentation of HTTP
+clients can recognise (and skip) our own traffic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import enum
+import logging
+import os
+import random
+import secrets
+import struct
+import threading
+import time
+import warnings
+import weakref
+import zlib
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from http.client import HTTPException
+from typing import Any
+
+import orjson
+
+from ._core.metrics import dropped, registry
+from ._record import Record
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: the spool needs POSIX file locks
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "EXPORTING",
+    "Breaker",
+    "Delivery",
+    "DeliveryOptions",
+    "Outcome",
+    "Result",
+    "Spool",
+    "classify_status",
+    "encode_records",
+    "json_default",
+]
+
+_log = logging.getLogger("obs_middleware")
+
+# True while our own exporters make a request: HTTP client instrumentation must not trace it.
+EXPORTING: contextvars.ContextVar[bool] = contextvars.ContextVar("obs_exporting", default=False)
+
+
+_live: weakref.WeakSet[Delivery] = weakref.WeakSet()
+_exiting = threading.Event()
+_EXIT_TIMEOUT_S = 0.5
+
+exported = registry.counter(
+    "obs.exporter.exported", ("exporter",), "1", "Records delivered to a backend."
+)
+retries = registry.counter(
+    "obs.exporter.retries", ("exporter",), "1", "Requests retried after a transient failure."
+)
+
+
+class Outcome(enum.Enum):
+    """How one request went."""
+
+    OK = "ok"
+    RETRY = "retry"  # transient: 429, 5xx, connection error, timeout
+    TOO_LARGE = "too_large"  # 413 or over the exporter's limit: bisect
+    REJECTED = "rejected"  # any other 4xx: retrying cannot help
+
+
+@dataclass(frozen=True)
+class Result:
+    """The outcome of one request, with the server's ``Retry-After`` (s) when it gave one."""
+
+    outcome: Outcome
+    retry_after: float | None = None
+    detail: str = ""
+
+
+OK = Result(Outcome.OK)
+
+
+def classify_status(status: int, retry_after: str | None = None, detail: str = "") -> Result:
+    """Map an HTTP status (and its ``Retry-After`` header) to a ``Result``."""
+    if 200 <= status < 300:
+        return OK
+    if status == 413:
+        return Result(Outcome.TOO_LARGE, None, detail)
+    if status in (408, 425, 429) or status >= 500:
+        after: float | None = None
+        if retry_after:
+            try:
+                after = max(float(retry_after), 0.0)
+            except ValueError:
+                after = None  # an HTTP-date: fall back to our own backoff
+        return Result(Outcome.RETRY, after, detail or f"HTTP {status}")
+    return Result(Outcome.REJECTED, None, detail or f"HTTP {status}")
+
+
+@dataclass(frozen=True)
+class DeliveryOptions:
+    """How a network exporter delivers.
+
+    ``timeout_s``: limit for one request (connect, send, each read).
+    ``max_attempts``/``retry_budget_s``: tries per batch, and the time they may take in all.
+    ``backoff_s``/``backoff_max_s``: first retry delay (doubled each time, full jitter) and cap.
+    ``breaker_failures``/``breaker_cooldown_s``: consecutive failures that open the circuit, and
+    how long it stays open before one probe request is let through.
+    ``spool_dir``: keep undeliverable batches on disk there (None: drop them, counted).
+    ``spool_max_bytes``: spool size cap across every process sharing the directory.
+    ``spool_fsync_s``: fsync the spool at most this often (and always when closing a segment).
+    ``flush_budget_s``: time ``flush()`` may spend replaying the spool.
+    """
+
+    timeout_s: float = 5.0
+    max_attempts: int = 3
+    retry_budget_s: float = 5.0
+    backoff_s: float = 0.1
+    backoff_max_s: float = 2.0
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 5.0
+    spool_dir: str | None = None
+    spool_max_bytes: int = 256 * 1024 * 1024
+    spool_fsync_s: float = 1.0
+    flush_budget_s: float = 5.0
+
+    @classmethod
+    def from_env(cls, exporter: str, environ: Mapping[str, str] = os.environ) -> DeliveryOptions:
+        """Read ``OBS_EXPORT_TIMEOUT_S``, ``OBS_SPOOL_DIR`` and ``OBS_SPOOL_MAX_BYTES``.
+
+        Each exporter spools in its own subfolder of ``OBS_SPOOL_DIR``; the rest are defaults.
+        """
+        options = cls()
+        spool = environ.get("OBS_SPOOL_DIR")
+        if spool:
+            options = replace(options, spool_dir=os.path.join(spool, exporter))
+        for var, convert in (("OBS_EXPORT_TIMEOUT_S", float), ("OBS_SPOOL_MAX_BYTES", int)):
+            raw = environ.get(var)
+            if not raw:
+                continue
+            try:
+                value = convert(raw)
+                if var == "OBS_SPOOL_MAX_BYTES":
+                    options = replace(options, spool_max_bytes=int(value))
+                else:
+                    options = replace(options, timeout_s=value, retry_budget_s=value)
+            except ValueError as exc:  # a typo in a deployment must not take the app down
+                warnings.warn(f"obs-middleware: ignoring {var}={raw!r}: {exc}", stacklevel=2)
+        return options
+
+    def __post_init__(self) -> None:
+        if self.timeout_s <= 0 or self.retry_budget_s < 0 or self.breaker_cooldown_s < 0:
+            raise ValueError("delivery: timeouts and budgets must be positive")
+        if self.max_attempts < 1 or self.breaker_failures < 1:
+            raise ValueError("delivery: max_attempts and breaker_failures must be >= 1")
+        if self.spool_dir is not None and fcntl is None:  # pragma: no cover
+            raise ValueError("delivery: the disk spool needs POSIX file locks")
+
+
+class Breaker:
+    """Circuit breaker: closed → open after N consecutive failures → half-open probe → closed."""
+
+    CLOSED, HALF_OPEN, OPEN = 0, 1, 2
+
+    def __init__(
+        self,
+        failures: int,
+        cooldown_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.threshold = failures
+        self.cooldown_s = cooldown_s
+        self.clock = clock
+        self.state = self.CLOSED
+        self.failures = 0
+        self.opened_at = 0.0
+        self.not_before = 0.0  # a server's Retry-After holds every request until then
+
+    def allow(self) -> bool:
+        """Tell whether a request may go out now (in half-open state, only the one probe)."""
+        now = self.clock()
+        if now < self.not_before:
+            return False
+        if self.state == self.OPEN:
+            if now - self.opened_at < self.cooldown_s:
+                return False
+            self.state = self.HALF_OPEN
+        return True
+
+    def success(self) -> None:
+        """Record that the last request got through."""
+        self.failures = 0
+        self.state = self.CLOSED
+
+    def failure(self, retry_after: float | None = None) -> None:
+        """Record that the last request failed transiently."""
+        now = self.clock()
+        if retry_after:
+            self.not_before = max(self.not_before, now + retry_after)
+        self.failures += 1
+        if self.state == self.HALF_OPEN or self.failures >= self.threshold:
+            self.opened_at = now
+            self.state = self.OPEN
+
+
+def json_default(value: Any) -> Any:
+    """Encode what orjson cannot (sets, tuples, Decimals, objects): as lists or text."""
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+_JSON_OPTS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+
+
+def encode_records(records: Sequence[Record]) -> bytes:
+    """NDJSON of records as they are (the spool's format, and the JSON exporters' base)."""
+    dumps = orjson.dumps
+    return b"".join([dumps(r, default=json_default, option=_JSON_OPTS) for r in records])
+
+
+def _decode_records(data: bytes) -> list[Record]:
+    loads = orjson.loads
+    return [loads(line) for line in data.splitlines() if line]
+
+
+# -- spool ----------------------------------------------------------------------------------------
+_FRAME = struct.Struct("<II")  # payload length, crc32
+_SEGMENT_BYTES = 4 * 1024 * 1024
+
+
+class Spool:
+    """Batches on disk, oldest first, shared safely by every process using the same directory.
+
+    Each process appends frames (length, crc32, NDJSON batch) to its own segment file, which it
+    holds under an exclusive ``flock`` while writing (``*.open``) and renames ``*.seg`` when done.
+    A reader takes a segment only when it wins that lock (so a live writer's segment and a segment
+    another process is replaying are skipped), resumes after the offset recorded in ``*.ack``, and
+    deletes the segment once every frame is delivered. Segments of a crashed writer are replayed
+    too. Frames are fsync'd in batches (``fsync_s``) and whenever a segment is closed.
+    """
+
+    def __init__(self, directory: str, max_bytes: int, fsync_s: float) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.fsync_s = fsync_s
+        os.makedirs(directory, exist_ok=True)
+        self._fd: int | None = None
+        self._path = ""
+        self._size = 0
+        self._dirty = False
+        self._synced_at = 0.0
+        self._acked = False
+        self.bytes = self._scan()
+
+    # -- writing -----------------------------------------------------------------------------------
+    def _scan(self) -> int:
+        total = 0
+        for entry in os.scandir(self.directory):
+            if entry.name.endswith((".seg", ".open")):
+                with contextlib.suppress(FileNotFoundError):
+                    total += entry.stat().st_size
+        return total
+
+    def has_data(self) -> bool:
+        """Tell whether anything, of this process or another, waits in the directory."""
+        return self._fd is not None or any(self._segments())
+
+    def append(self, records: Sequence[Record]) -> bool:
+        """Write one batch; False (nothing written) when the spool is full."""
+        payload = encode_records(records)
+        frame = _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+        if self.bytes + len(frame) > self.max_bytes:
+            self.bytes = self._scan()  # other processes may have replayed since we last looked
+            if self.bytes + len(frame) > self.max_bytes:
+                return False
+        if self._fd is None or self._size >= _SEGMENT_BYTES:
+            self.seal()
+            self._open_segment()
+        assert self._fd is not None
+        os.write(self._fd, frame)
+        self._size += len(frame)
+        self.bytes += len(frame)
+        self._dirty = True
+        now = time.monotonic()
+        if now - self._synced_at >= self.fsync_s:
+            self._sync(now)
+        return True
+
+    def _open_segment(self) -> None:
+        assert fcntl is not None
+        name = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}"
+        # Created under a name readers ignore, locked, then renamed: no reader can ever take
+        # (and delete) a segment between its creation and its lock.
+        tmp = os.path.join(self.directory, f".{name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self._path = os.path.join(self.directory, name + ".open")
+        os.rename(tmp, self._path)
+        self._fd = fd
+        self._size = 0
+
+    def _sync(self, now: float) -> None:
+        if self._fd is not None and self._dirty:
+            os.fsync(self._fd)
+            self._dirty = False
+        self._synced_at = now
+
+    def seal(self) -> None:
+        """Close this process's segment (fsync'd) so it can be replayed."""
+        if self._fd is None:
+            return
+        self._sync(time.monotonic())
+        if self._size:
+            os.rename(self._path, self._path[: -len(".open")] + ".seg")
+        else:
+            os.unlink(self._path)
+        os.close(self._fd)  # releases the lock
+        self._fd = None
+
+    # -- reading -----------------------------------------------------------------------------------
+    def _segments(self) -> list[str]:
+        names = [n for n in os.listdir(self.directory) if n.endswith((".seg", ".open"))]
+        own = os.path.basename(self._path) if self._fd is not None else None
+        return sorted(n for n in names if n != own)
+
+    def batches(self) -> Generator[list[Record], None, None]:
+        """Yield spooled batches oldest first; call ``ack()`` once the last one is delivered.
+
+        A batch not acknowledged ends the iteration: it and the rest wait for the next replay.
+        """
+        assert fcntl is not None
+        for name in self._segments():
+            path = os.path.join(self.directory, name)
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    if os.fstat(fd).st_ino != os.stat(path).st_ino:
+                        continue  # replayed and deleted by another process since we listed it
+                except (BlockingIOError, FileNotFoundError):
+                    continue  # a live writer, or another reader, has it
+                if not (yield from self._replay_segment(fd, path)):
+                    return
+            finally:
+                os.close(fd)
+
+    def ack(self) -> None:
+        """Mark the batch last yielded by ``batches()`` as delivered."""
+        self._acked = True
+
+    def _replay_segment(self, fd: int, path: str) -> Generator[list[Record], None, bool]:
+        ack_path = path.rsplit(".", 1)[0] + ".ack"
+        offset = _read_offset(ack_path)
+        size = os.fstat(fd).st_size
+        while offset + _FRAME.size <= size:
+            length, crc = _FRAME.unpack(os.pread(fd, _FRAME.size, offset))
+            payload = os.pread(fd, length, offset + _FRAME.size)
+            if len(payload) != length or zlib.crc32(payload) != crc:
+                # A torn write (the writer died mid-frame): nothing after it can be trusted.
+                _log.warning("obs-middleware: spool %s is damaged after byte %d", path, offset)
+                break
+            self._acked = False
+            yield _decode_records(payload)
+            if not self._acked:
+                return False
+            offset += _FRAME.size + length
+            _write_offset(ack_path, offset)
+        for p in (path, ack_path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(p)
+        self.bytes = max(self.bytes - size, 0)
+        return True
+
+    def close(self) -> None:
+        """Seal this process's segment."""
+        self.seal()
+
+
+def _read_offset(path: str) -> int:
+    try:
+        with open(path, "rb") as f:
+            return int(f.read() or 0)
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def _write_offset(path: str, offset: int) -> None:
+    with open(path, "wb") as f:
+        f.write(str(offset).encode())
+
+
+# -- delivery -------------------------------------------------------------------------------------
+Send = Callable[[Sequence[Record], float], Result]
+
+
+class Delivery:
+    """Retry, breaker, bisection and spool around one exporter's ``send``.
+
+    ``deliver``, ``flush`` and ``close`` are called from the export worker thread only.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        send: Send,
+        options: DeliveryOptions | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        interrupt: Callable[[], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.send = send
+        self.interrupt = interrupt
+        self.options = options = options or DeliveryOptions()
+        self.clock = clock
+        self._labels = (name,)
+        self.breaker = Breaker(options.breaker_failures, options.breaker_cooldown_s, clock)
+        self.spool = (
+            Spool(options.spool_dir, options.spool_max_bytes, options.spool_fsync_s)
+            if options.spool_dir
+            else None
+        )
+        self._stop = threading.Event()
+        self._warned = False
+        self._exit_failed = False
+        _live.add(self)
+
+    # -- public ------------------------------------------------------------------------------------
+    def deliver(self, records: Sequence[Record]) -> None:
+        """Send one batch now (retrying within budget), else spool or drop it, counted."""
+        if not records:
+            return
+        spool = self.spool
+        if _exiting.is_set():
+            self._deliver_at_exit(records)
+            return
+        if spool is not None and spool.has_data():
+            # Order: once anything waits on disk, new batches queue behind it.
+            self._to_spool(records)
+            self.replay(self.options.timeout_s)
+            return
+        failed = self._send_with_retry(records)
+        if failed:
+            if spool is not None:
+                self._to_spool(failed)
+            else:
+                self._drop("breaker_open" if self.breaker.state else "retries_exhausted", failed)
+
+    def replay(self, budget_s: float) -> None:
+        """Send spooled batches, oldest first, while the backend answers and time remains."""
+        spool = self.spool
+        if spool is None or _exiting.is_set() or not self.breaker.allow():
+            return
+        deadline = self.clock() + budget_s
+        try:
+            spool.seal()
+            batches = spool.batches()
+            for records in batches:
+                pending, retry_after = self._send_once(records)
+                if pending:
+                    self.breaker.failure(retry_after)
+                    undelivered = [r for chunk in pending for r in chunk]
+                    if len(undelivered) == len(records):
+                        break  # nothing went through: the batch stays first in line
+                    # Part of a bisected batch went through: requeue only the rest (exactly once
+                    # beats order here).
+                    self._to_spool(undelivered)
+                else:
+                    self.breaker.success()
+                spool.ack()
+                if self.clock() >= deadline or not self.breaker.allow():
+                    break
+            batches.close()
+        except OSError:
+            _log.warning("obs-middleware: %s spool replay failed", self.name, exc_info=True)
+
+    def flush(self) -> None:
+        """Replay what the spool holds, within ``flush_budget_s``."""
+        self.replay(self.options.flush_budget_s)
+        if self.spool is not None:
+            self.spool.seal()
+
+    def close(self) -> None:
+        """Stop retrying and seal the spool; no delivery follows."""
+        self._stop.set()
+        if self.spool is not None:
+            self.spool.close()
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _deliver_at_exit(self, records: Sequence[Record]) -> None:
+        # The process is exiting: the spool takes everything (disk is fast and certain); without
+        # one, a single short attempt, and after a failure no more waiting on the backend.
+        if self.spool is not None:
+            self._to_spool(records)
+        elif self._exit_failed or not self.breaker.allow():
+            self._drop("shutdown", records)
+        else:
+            failed, _ = self._send_once(records)
+            if failed:
+                self._exit_failed = True
+                self._drop("shutdown", [r for chunk in failed for r in chunk])
+
+    def _timeout(self) -> float:
+        if _exiting.is_set() or not threading.main_thread().is_alive():
+            return min(self.options.timeout_s, _EXIT_TIMEOUT_S)
+        return self.options.timeout_s
+
+    def _send_with_retry(self, records: Sequence[Record]) -> list[Record]:
+        """Deliver ``records``; return those still undelivered after the retry budget."""
+        opts = self.options
+        start = self.clock()
+        pending: list[Sequence[Record]] = [records]
+        attempt = 0
+        while pending:
+            if not self.breaker.allow() or self._stop.is_set():
+                break
+            attempt += 1
+            failed: list[Sequence[Record]] = []
+            retry_after: float | None = None
+            for chunk in pending:
+                left, after = self._send_once(chunk)
+                failed.extend(left)
+                retry_after = after if after is not None else retry_after
+            if not failed:
+                self.breaker.success()
+                return []
+            self.breaker.failure(retry_after)
+            pending = failed
+            if attempt >= opts.max_attempts or _exiting.is_set():
+                break
+            delay = random.uniform(0, min(opts.backoff_max_s, opts.backoff_s * 2 ** (attempt - 1)))
+            delay = max(delay, retry_after or 0.0)
+            if self.clock() - start + delay > opts.retry_budget_s:
+                break
+            retries.add(self._labels)
+            if self._stop.wait(delay):
+                break
+        return [r for chunk in pending for r in chunk]
+
+    def _send_once(self, records: Sequence[Record]) -> tuple[list[Sequence[Record]], float | None]:
+        """One request (bisecting on "too large"); returns the chunks to retry and Retry-After."""
+        token = EXPORTING.set(True)
+        try:
+            result = self.send(records, self._timeout())
+        except (OSError, HTTPException) as exc:  # refused, reset, timed out, malformed reply
+            result = Result(Outcome.RETRY, None, f"{type(exc).__name__}: {exc}")
+        except Exception:  # our own bug (encoding): retrying or spooling would loop forever
+            _log.warning("obs-middleware: exporter %r failed", self.name, exc_info=True)
+            result = Result(Outcome.REJECTED, None, "")
+            self._drop("exporter_error", records)
+            return [], None
+        finally:
+            EXPORTING.reset(token)
+        outcome = result.outcome
+        if outcome is Outcome.OK:
+            exported.add(self._labels, len(records))
+            return [], None
+        if outcome is Outcome.TOO_LARGE:
+            if len(records) == 1:
+                self._drop("too_large", records)
+                return [], None
+            mid = len(records) // 2
+            left, after_l = self._send_once(records[:mid])
+            right, after_r = self._send_once(records[mid:])
+            return left + right, after_l if after_l is not None else after_r
+        if outcome is Outcome.REJECTED:
+            self._drop("rejected", records, result.detail)
+            return [], None
+        self._warn(result.detail)
+        return [records], result.retry_after
+
+    def _to_spool(self, records: Sequence[Record]) -> None:
+        assert self.spool is not None
+        try:
+            if not self.spool.append(records):
+                self._drop("spool_full", records)
+        except OSError:
+            _log.warning("obs-middleware: %s could not write its spool", self.name, exc_info=True)
+            self._drop("spool_error", records)
+
+    def _drop(self, reason: str, records: Sequence[Record], detail: str = "") -> None:
+        dropped.add((f"{reason}:{self.name}",), len(records))
+        if detail:
+            self._warn(detail)
+
+    def _warn(self, detail: str) -> None:
+        if not self._warned:
+            self._warned = True
+            _log.warning(
+                "obs-middleware: exporter %r: %s (further failures counted)", self.name, detail
+            )
+
+
+def _spool_bytes() -> dict[tuple[str, ...], float]:
+    return {(d.name,): float(d.spool.bytes) for d in list(_live) if d.spool is not None}
+
+
+def _breaker_states() -> dict[tuple[str, ...], float]:
+    return {(d.name,): float(d.breaker.state) for d in list(_live)}
+
+
+registry.gauge(
+    "obs.exporter.spool_bytes",
+    ("exporter",),
+    _spool_bytes,
+    "By",
+    "Bytes waiting in the disk spool.",
+)
+registry.gauge(
+    "obs.exporter.breaker_state",
+    ("exporter",),
+    _breaker_states,
+    "1",
+    "Circuit breaker per exporter: 0 closed, 1 half-open, 2 open.",
+)
+
+
+def _on_interpreter_exit() -> None:
+    """Stop waiting on backends: runs before ``atexit``, so before the final flush.
+
+    A request in flight on a hung backend is cut (``interrupt``) so the final flush starts at
+    once, spooling (or counting) instead of waiting out a 5 s timeout.
+    """
+    _exiting.set()
+    for delivery in list(_live):
+        if delivery.interrupt is not None:
+            try:
+                delivery.interrupt()
+            except Exception:  # never turn a clean exit into a traceback
+                _log.debug("obs-middleware: interrupting %s failed", delivery.name, exc_info=True)
+
+
+# ``threading`` runs these before the interpreter waits for threads and before ``atexit``.
+_register_atexit = getattr(threading, "_register_atexit", None)
+if _register_atexit is not None:
+    _register_atexit(_on_interpreter_exit)

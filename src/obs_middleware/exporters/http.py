@@ -1,0 +1,224 @@
+"""HTTP exporter: JSON batches to Fluent Bit's HTTP input and similar collectors.
+
+Also home of ``HttpTransport``, the small keep-alive HTTP/1.1 client (stdlib ``http.client``) that
+every JSON exporter posts through.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import http.client
+import json
+import os
+import socket
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import quote, urlsplit
+
+import orjson
+
+from .. import __version__
+from .._delivery import (
+    Delivery,
+    DeliveryOptions,
+    Result,
+    classify_status,
+    encode_records,
+    json_default,
+)
+from .._record import Record
+
+__all__ = ["HttpExporter", "HttpTransport", "Response", "gzip"]
+
+USER_AGENT = f"obs-middleware/{__version__}"
+_MAX_RESPONSE = 1024 * 1024  # a collector's answer is small; never buffer a runaway body
+_ABORTED_TIMEOUT_S = 0.5
+
+
+@dataclass(frozen=True)
+class Response:
+    """A finished HTTP exchange: status, headers (lower-case names), body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def result(self) -> Result:
+        """Classify the status (retry on 408/429/5xx honouring ``Retry-After``)."""
+        return classify_status(
+            self.status, self.headers.get("retry-after"), self.body[:200].decode("utf-8", "replace")
+        )
+
+
+def gzip(data: bytes) -> bytes:
+    """Gzip at a low level: the export thread's CPU matters more than a few percent of bytes."""
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 31)
+    return compressor.compress(data) + compressor.flush()
+
+
+class HttpTransport:
+    """One keep-alive connection to one origin; reconnects after any error.
+
+    Every request carries ``User-Agent: obs-middleware/<version>`` (our own traffic is
+    recognisable), and is bounded by ``timeout`` for connecting and for each read. Userinfo in the
+    URL (``https://user:pass@host``) becomes HTTP Basic authentication.
+    """
+
+    def __init__(self, url: str, headers: Mapping[str, str] | None = None) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http(s) URL, got {url!r}")
+        self.scheme = parts.scheme
+        self.host = parts.hostname
+        self.port = parts.port
+        self.base_path = parts.path.rstrip("/")
+        self.headers = {"User-Agent": USER_AGENT, **(headers or {})}
+        if parts.username is not None:
+            user = f"{parts.username}:{parts.password or ''}".encode()
+            self.headers["Authorization"] = "Basic " + base64.b64encode(user).decode()
+        self._conn: http.client.HTTPConnection | None = None
+        self._cap = float("inf")
+
+    def _connection(self, timeout: float) -> tuple[http.client.HTTPConnection, bool]:
+        conn = self._conn
+        if conn is not None:
+            conn.timeout = timeout
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout)
+            return conn, True
+        cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
+        self._conn = cls(self.host, self.port, timeout=timeout)
+        return self._conn, False
+
+    def post(self, path: str, body: bytes, headers: Mapping[str, str], timeout: float) -> Response:
+        """POST ``body`` to the base path + ``path``; raises ``OSError``/``HTTPException``."""
+        try:
+            return self._post(path, body, headers, timeout)
+        except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected):
+            if self._reused:
+                # The server closed an idle keep-alive connection: one immediate fresh try.
+                return self._post(path, body, headers, timeout)
+            raise
+
+    def _post(self, path: str, body: bytes, headers: Mapping[str, str], timeout: float) -> Response:
+        conn, self._reused = self._connection(timeout)
+        try:
+            if conn.sock is None:
+                conn.connect()
+            # Read after connecting: an ``abort()`` racing with the connect still bounds the wait.
+            conn.sock.settimeout(min(timeout, self._cap))
+            conn.request("POST", self.base_path + path, body, {**self.headers, **headers})
+            resp = conn.getresponse()
+            data = resp.read(_MAX_RESPONSE)
+            if resp.will_close or not resp.isclosed():
+                self.close()
+            return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
+        except BaseException:
+            self.close()
+            raise
+
+    _reused = False
+
+    def abort(self) -> None:
+        """Cut the request in flight (call from another thread) and cap later ones at 0.5 s.
+
+        Used when the process exits: the final flush must not wait on a hung backend.
+        """
+        self._cap = _ABORTED_TIMEOUT_S
+        conn = self._conn
+        sock = conn.sock if conn is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        """Drop the connection (the next request opens a new one)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class HttpExporter:
+    """POST batches of records as JSON to an HTTP collector (Fluent Bit ``in_http``, Vector…).
+
+    ``url``: the collector's endpoint (``http://127.0.0.1:9880``). ``tag``: appended to the URL
+    path, which is where Fluent Bit's HTTP input takes the tag from (``…:9880/app.obs``).
+    ``headers``: extra request headers (an auth token). ``format``: ``"json"`` (one array per
+    batch, what Fluent Bit expects) or ``"ndjson"``. ``gzip``: compress bodies.
+    ``max_request_bytes``: larger batches are split before sending. Delivery (timeout, retry,
+    breaker, spool) follows ``delivery`` or ``OBS_*`` variables, see ``DeliveryOptions``.
+    """
+
+    name = "http"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        tag: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        format: Literal["json", "ndjson"] = "json",
+        gzip: bool = False,
+        max_request_bytes: int = 5 * 1024 * 1024,
+        delivery: DeliveryOptions | None = None,
+        name: str | None = None,
+    ) -> None:
+        if format not in ("json", "ndjson"):
+            raise ValueError(f"format must be 'json' or 'ndjson', got {format!r}")
+        self.name = name or self.name
+        self.transport = HttpTransport(url, headers)
+        self.path = "/" + quote(tag, safe="/.-_~") if tag else ""
+        self.format = format
+        self.gzip = gzip
+        self.max_request_bytes = max_request_bytes
+        self._headers = {
+            "Content-Type": "application/json" if format == "json" else "application/x-ndjson"
+        }
+        if gzip:
+            self._headers["Content-Encoding"] = "gzip"
+        self.delivery = Delivery(
+            self.name,
+            self.send,
+            delivery or DeliveryOptions.from_env(self.name),
+            interrupt=self.transport.abort,
+        )
+
+    def encode(self, records: Sequence[Record]) -> bytes:
+        """Encode ``records`` as one request body."""
+        if self.format == "ndjson":
+            return encode_records(records)
+        return orjson.dumps(list(records), default=json_default, option=orjson.OPT_NON_STR_KEYS)
+
+    def send(self, records: Sequence[Record], timeout: float) -> Result:
+        """One request for ``records`` (called by the delivery layer)."""
+        body = self.encode(records)
+        if len(body) > self.max_request_bytes:
+            return classify_status(413)
+        if self.gzip:
+            body = gzip(body)
+        return self.transport.post(self.path, body, self._headers, timeout).result()
+
+    def export(self, records: Sequence[Record]) -> None:
+        """Deliver one batch."""
+        self.delivery.deliver(records)
+
+    def flush(self) -> None:
+        """Replay anything spooled."""
+        self.delivery.flush()
+
+    def shutdown(self) -> None:
+        """Seal the spool and close the connection."""
+        self.delivery.close()
+        self.transport.close()
+
+
+def from_spec(arg: str) -> HttpExporter:
+    """``http:<url>`` (``OBS_HTTP_TAG`` and ``OBS_HTTP_HEADERS`` as JSON object optional)."""
+    url = arg or os.environ.get("OBS_HTTP_URL", "")
+    if not url:
+        raise ValueError("exporter 'http' needs a URL: 'http:http://host:9880' or OBS_HTTP_URL")
+    headers = json.loads(os.environ.get("OBS_HTTP_HEADERS", "{}"))
+    return HttpExporter(url, tag=os.environ.get("OBS_HTTP_TAG") or None, headers=headers)

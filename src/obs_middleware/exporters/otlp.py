@@ -1,0 +1,437 @@
+"""OTLP exporter: spans and metrics to an OpenTelemetry collector over OTLP/HTTP (``[otlp]`` extra).
+
+Records are converted, on the export thread, into the OpenTelemetry SDK's own ``ReadableSpan``
+objects and handed to the official ``OTLPSpanExporter`` (protobuf encoding and HTTP are the SDK's);
+the metrics core's snapshot becomes SDK ``MetricsData`` for ``OTLPMetricExporter`` (cumulative
+sums, gauges and explicit-bucket histograms, names and units as in the core). Our delivery layer
+adds the circuit breaker and the optional disk spool; the SDK exporter retries within its timeout.
+
+Mapping: ids, parent links, kind, start/end, ``ok``/``error`` status (other statuses, such as
+``content_violation``, are UNSET with ``obs.status``), span events, the error as an ``exception``
+event, attributes as they are except a few renamed to current semantic conventions
+(``http.method`` → ``http.request.method``, ``user_id`` → ``enduser.id``…). Resource:
+``service.name``, ``service.version``, ``deployment.environment.name``, ``service.instance.id``
+(unique per process), ``host.name``, ``process.pid``, plus ``resource_attributes`` and
+``OTEL_RESOURCE_ATTRIBUTES``. Point events (``obs.emit``) are not sent: OTLP has no span for them.
+"""
+
+from __future__ import annotations
+
+import calendar
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import orjson
+
+try:
+    import requests
+    from opentelemetry import context as otel_context
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.metrics.export import (
+        AggregationTemporality,
+        Gauge,
+        Histogram,
+        HistogramDataPoint,
+        Metric,
+        MetricExportResult,
+        MetricsData,
+        NumberDataPoint,
+        ResourceMetrics,
+        ScopeMetrics,
+        Sum,
+    )
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import Event, ReadableSpan
+    from opentelemetry.sdk.trace.export import SpanExportResult
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
+    from opentelemetry.trace.status import Status, StatusCode
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "the OTLP exporter needs the OpenTelemetry SDK: pip install 'obs-middleware[otlp]'"
+    ) from exc
+
+from .. import __version__
+from .._core.metrics import HistogramPoint, MetricSnapshot, registry
+from .._delivery import Delivery, DeliveryOptions, Outcome, Result, classify_status
+from .._record import Record
+
+__all__ = ["OTLPExporter", "to_otel_spans"]
+
+_log = logging.getLogger("obs_middleware")
+_SCOPE = InstrumentationScope("obs_middleware", __version__)
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_KINDS = {
+    "server": SpanKind.SERVER,
+    "client": SpanKind.CLIENT,
+    "producer": SpanKind.PRODUCER,
+    "consumer": SpanKind.CONSUMER,
+}
+# Record keys carried by the span itself (ids, times, status) rather than as attributes.
+_STRUCTURAL = frozenset(
+    {
+        "type",
+        "name",
+        "trace_id",
+        "span_id",
+        "parent_id",
+        "service",
+        "environment",
+        "start",
+        "duration_ms",
+        "status",
+        "error_message",
+        "span.kind",
+        "events",
+    }
+)
+_RENAMED = {
+    "http.method": "http.request.method",
+    "http.status_code": "http.response.status_code",
+    "http.request_size": "http.request.body.size",
+    "http.response_size": "http.response.body.size",
+    "error_type": "error.type",
+    "user_id": "enduser.id",
+    "tier": "obs.tier",
+    "request_id": "obs.request_id",
+}
+
+
+_SCALARS = (str, bool, int, float)
+
+
+class _Times:
+    """RFC 3339 record times back to Unix ns, parsing each distinct second once."""
+
+    __slots__ = ("epoch", "prefix")
+
+    def __init__(self) -> None:
+        self.prefix = ""
+        self.epoch = 0
+
+    def ns(self, text: str) -> int:
+        prefix = text[:19]
+        if prefix != self.prefix:
+            self.prefix = prefix
+            self.epoch = calendar.timegm(time.strptime(prefix, "%Y-%m-%dT%H:%M:%S"))
+        frac = text[20:-1] if len(text) > 20 else ""
+        return self.epoch * 1_000_000_000 + (int(frac.ljust(9, "0")[:9]) if frac else 0)
+
+
+def _value(value: Any) -> Any:
+    if isinstance(value, _SCALARS):
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(v, _SCALARS) for v in value):
+        # OTLP arrays are homogeneous: mixed ones become strings.
+        return list(value) if len({type(v) for v in value}) <= 1 else [str(v) for v in value]
+    if isinstance(value, dict):
+        return orjson.dumps(value, default=str).decode()
+    return str(value)
+
+
+def _attributes(rec: Record) -> dict[str, Any]:
+    attrs: dict[str, Any] = {}
+    for key, value in rec.items():
+        if value is None or key in _STRUCTURAL:
+            continue
+        attrs[_RENAMED.get(key, key)] = _value(value)
+    return attrs
+
+
+def to_otel_spans(
+    records: Sequence[Record], resource_for: Any, times: _Times | None = None
+) -> list[ReadableSpan]:
+    """Convert span records to SDK ``ReadableSpan`` objects (event records are skipped).
+
+    ``resource_for(service, environment)`` returns the ``Resource`` for a record.
+    """
+    times = times or _Times()
+    spans: list[ReadableSpan] = []
+    for rec in records:
+        if rec.get("type") != "span":
+            continue
+        trace_id = int(rec["trace_id"], 16)
+        context = SpanContext(trace_id, int(rec["span_id"], 16), False, _SAMPLED)
+        parent_hex = rec.get("parent_id")
+        parent = SpanContext(trace_id, int(parent_hex, 16), True, _SAMPLED) if parent_hex else None
+        start = times.ns(rec["start"])
+        end = start + round((rec.get("duration_ms") or 0.0) * 1_000_000)
+        status_name = rec.get("status") or "ok"
+        attrs = _attributes(rec)
+        events = [
+            Event(
+                ev.get("name", "event"),
+                {
+                    k: _value(v)
+                    for k, v in ev.items()
+                    if k not in ("name", "time") and v is not None
+                },
+                times.ns(ev["time"]) if ev.get("time") else start,
+            )
+            for ev in rec.get("events") or ()
+            if isinstance(ev, dict)
+        ]
+        if status_name == "ok":
+            status = Status(StatusCode.OK)
+        elif status_name == "error":
+            message = rec.get("error_message") or ""
+            status = Status(StatusCode.ERROR, f"{rec.get('error_type') or 'error'}: {message}")
+            events.append(
+                Event(
+                    "exception",
+                    {"exception.type": rec.get("error_type") or "", "exception.message": message},
+                    end,
+                )
+            )
+        else:
+            status = Status(StatusCode.UNSET)
+            attrs["obs.status"] = status_name
+        spans.append(
+            ReadableSpan(
+                rec["name"],
+                context=context,
+                parent=parent,
+                resource=resource_for(rec.get("service"), rec.get("environment")),
+                attributes=attrs,
+                events=events,
+                kind=_KINDS.get(rec.get("span.kind") or "", SpanKind.INTERNAL),
+                status=status,
+                start_time=start,
+                end_time=end,
+                instrumentation_scope=_SCOPE,
+            )
+        )
+    return spans
+
+
+class _LastResponse:
+    """A ``requests`` response hook remembering the last status and ``Retry-After``."""
+
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.retry_after: str | None = None
+
+    def __call__(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        self.status = response.status_code
+        self.retry_after = response.headers.get("retry-after")
+
+
+def _session(hook: _LastResponse) -> requests.Session:
+    session = requests.Session()
+    session.hooks["response"].append(hook)
+    session.headers["User-Agent"] = f"obs-middleware/{__version__}"
+    return session
+
+
+class OTLPExporter:
+    """Send spans (and, every ``metrics_interval_s``, metrics) to an OTLP/HTTP endpoint.
+
+    ``endpoint``: the collector's base URL (default ``OTEL_EXPORTER_OTLP_ENDPOINT``, else
+    ``http://localhost:4318``); ``/v1/traces`` and ``/v1/metrics`` are appended. ``headers``:
+    e.g. an API key for a hosted backend. ``resource_attributes``: added to the resource (a
+    worker or machine id, …). ``metrics=False`` sends spans only. ``timeout_s``: per export call,
+    SDK retries included. Delivery (breaker, spool) follows ``delivery`` or the ``OBS_*``
+    variables.
+    """
+
+    name = "otlp"
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        resource_attributes: Mapping[str, Any] | None = None,
+        metrics: bool = True,
+        metrics_interval_s: float = 10.0,
+        timeout_s: float = 5.0,
+        delivery: DeliveryOptions | None = None,
+    ) -> None:
+        base = (
+            endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "http://localhost:4318"
+        ).rstrip("/")
+        self.endpoint = base
+        self._response = _LastResponse()
+        self._spans = OTLPSpanExporter(
+            endpoint=f"{base}/v1/traces",
+            headers=dict(headers or {}),
+            timeout=timeout_s,
+            session=_session(self._response),
+        )
+        self._metrics = (
+            OTLPMetricExporter(
+                endpoint=f"{base}/v1/metrics",
+                headers=dict(headers or {}),
+                timeout=timeout_s,
+                session=_session(_LastResponse()),
+            )
+            if metrics
+            else None
+        )
+        self.metrics_interval_s = metrics_interval_s
+        self.timeout_s = timeout_s
+        self.extra_resource = dict(resource_attributes or {})
+        self._instance_id = str(uuid.uuid4())
+        self._resources: dict[tuple[str | None, str | None], Resource] = {}
+        self._times = _Times()
+        self._start_ns = time.time_ns()
+        self._metrics_sent = time.monotonic()
+        self._metrics_warned = False
+        # The SDK exporter retries within ``timeout_s`` itself: one attempt per batch from us.
+        options = delivery or replace(DeliveryOptions.from_env(self.name), max_attempts=1)
+        self.delivery = Delivery(self.name, self.send, options)
+
+    # -- resource --------------------------------------------------------------------------------
+    def resource(self, service: str | None, environment: str | None) -> Resource:
+        """Return the ``Resource`` of records of ``service`` in ``environment`` (cached)."""
+        key = (service, environment)
+        res = self._resources.get(key)
+        if res is None:
+            attrs: dict[str, Any] = {
+                "service.name": service or "app",
+                "deployment.environment.name": environment or "development",
+                "service.instance.id": self._instance_id,
+                "host.name": socket.gethostname(),
+                "process.pid": os.getpid(),
+            }
+            version = _configured_version()
+            if version:
+                attrs["service.version"] = version
+            attrs.update(self.extra_resource)
+            res = self._resources[key] = Resource.create(attrs)
+        return res
+
+    # -- spans -----------------------------------------------------------------------------------
+    def send(self, records: Sequence[Record], timeout: float) -> Result:
+        """Convert and export one batch (called by the delivery layer)."""
+        spans = to_otel_spans(records, self.resource, self._times)
+        if not spans:
+            return Result(Outcome.OK)
+        self._response.status = None
+        token = otel_context.attach(
+            otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True)
+        )
+        try:
+            result = self._spans.export(spans)
+        finally:
+            otel_context.detach(token)
+        if result is SpanExportResult.SUCCESS:
+            return Result(Outcome.OK)
+        status = self._response.status
+        if status is None:  # no answer at all: refused, reset, timed out
+            return Result(Outcome.RETRY, None, "OTLP export failed (no response)")
+        return classify_status(status, self._response.retry_after, f"OTLP HTTP {status}")
+
+    def export(self, records: Sequence[Record]) -> None:
+        """Deliver one batch of spans; send metrics when due."""
+        self.delivery.deliver(records)
+        if self._metrics is not None:
+            now = time.monotonic()
+            if now - self._metrics_sent >= self.metrics_interval_s:
+                self._metrics_sent = now
+                self.send_metrics()
+
+    # -- metrics ---------------------------------------------------------------------------------
+    def metrics_data(self) -> MetricsData:
+        """Convert the metrics core's current values to SDK ``MetricsData`` (cumulative)."""
+        now = time.time_ns()
+        resource = self.resource(*_configured_service())
+        metrics = [
+            m
+            for snap in registry.snapshot().values()
+            if (m := _metric(snap, self._start_ns, now)) is not None
+        ]
+        return MetricsData([ResourceMetrics(resource, [ScopeMetrics(_SCOPE, metrics, "")], "")])
+
+    def send_metrics(self) -> bool:
+        """Export the metrics now; False if the collector did not take them."""
+        if self._metrics is None or not self.delivery.breaker.allow():
+            return False
+        data = self.metrics_data()
+        token = otel_context.attach(
+            otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True)
+        )
+        try:
+            ok = self._metrics.export(data, timeout_millis=self.timeout_s * 1000)
+        except Exception:  # metrics are cumulative: the next export carries them
+            ok = MetricExportResult.FAILURE
+        finally:
+            otel_context.detach(token)
+        if ok is not MetricExportResult.SUCCESS and not self._metrics_warned:
+            self._metrics_warned = True
+            _log.warning("obs-middleware: OTLP metrics export to %s failed", self.endpoint)
+        return ok is MetricExportResult.SUCCESS
+
+    def flush(self) -> None:
+        """Replay the spool, send the metrics."""
+        self.delivery.flush()
+        if self._metrics is not None:
+            self._metrics_sent = time.monotonic()
+            self.send_metrics()
+
+    def shutdown(self) -> None:
+        """Seal the spool; close the SDK exporters."""
+        self.delivery.close()
+        self._spans.shutdown()  # type: ignore[no-untyped-call]
+        if self._metrics is not None:
+            self._metrics.shutdown()
+
+
+def _metric(snap: MetricSnapshot, start: int, now: int) -> Metric | None:
+    names = snap.label_names
+    if not snap.points:
+        return None
+    if snap.kind == "histogram":
+        points = [
+            HistogramDataPoint(
+                dict(zip(names, labels, strict=False)),
+                start,
+                now,
+                p.count,
+                p.sum,
+                list(p.counts),
+                list(p.bounds),
+                None,  # type: ignore[arg-type]  # min/max are optional in OTLP; not tracked
+                None,  # type: ignore[arg-type]
+            )
+            for labels, p in snap.points.items()
+            if isinstance(p, HistogramPoint)
+        ]
+        data: Any = Histogram(points, AggregationTemporality.CUMULATIVE)
+    else:
+        numbers = [
+            NumberDataPoint(dict(zip(names, labels, strict=False)), start, now, value)
+            for labels, value in snap.points.items()
+            if not isinstance(value, HistogramPoint)
+        ]
+        if snap.kind == "gauge":
+            data = Gauge(numbers)
+        else:
+            data = Sum(numbers, AggregationTemporality.CUMULATIVE, snap.kind == "counter")
+    return Metric(snap.name, snap.description, snap.unit, data)
+
+
+def _configured_version() -> str | None:
+    from .. import _setup  # noqa: PLC0415 - the exporter is built while _setup is importing
+
+    config = _setup._config
+    return config.version if config is not None else None
+
+
+def _configured_service() -> tuple[str | None, str | None]:
+    from .. import _setup  # noqa: PLC0415
+
+    config = _setup._config
+    return (config.service, config.environment) if config is not None else (None, None)
+
+
+def from_spec(arg: str) -> OTLPExporter:
+    """``otlp`` or ``otlp:<base URL>``."""
+    return OTLPExporter(arg or None)
