@@ -91,6 +91,8 @@ def to_records(items: Iterable[_span.Span | _span.Event], resource: Resource) ->
     anchor = _span.wall_anchor_ns
     Span = _span.Span
     span_hex: dict[int, str] = {}
+    last_second = -1
+    prefix = ""
     out: list[Record] = []
     for item in items:
         if type(item) is Span:
@@ -111,6 +113,8 @@ def to_records(items: Iterable[_span.Span | _span.Event], resource: Resource) ->
                 parent = None
             start_ns = item.start_ns
             second, us = divmod((anchor + start_ns) // 1000, 1_000_000)
+            if second != last_second:
+                last_second, prefix = second, _second_prefix(second)
             rec: Record = {
                 "type": "span",
                 "name": item.name,
@@ -119,7 +123,7 @@ def to_records(items: Iterable[_span.Span | _span.Event], resource: Resource) ->
                 "parent_id": parent,
                 "service": service,
                 "environment": environment,
-                "start": "%s.%06dZ" % (_second_prefix(second), us),
+                "start": "%s.%06dZ" % (prefix, us),
                 "duration_ms": (item.end_ns - start_ns) // 1000 / 1000,
                 "status": item.status,
                 "error_type": item.error_type,
@@ -130,7 +134,11 @@ def to_records(items: Iterable[_span.Span | _span.Event], resource: Resource) ->
             }
             if item.kind != "internal":
                 rec["span.kind"] = item.kind
-            _merge(rec, item.attrs, _SPAN_IDENTITY)
+            attrs = item.attrs
+            if _SPAN_IDENTITY.isdisjoint(attrs):
+                rec.update(attrs)
+            else:
+                _merge(rec, attrs, _SPAN_IDENTITY)
             if item.events:
                 rec["events"] = [
                     {"name": name, "time": rfc3339(t), **fields} for name, t, fields in item.events
