@@ -1,0 +1,590 @@
+"""The benchmark scenarios and the instrumentation configurations they run under.
+
+Imported only inside a worker subprocess (one scenario x configuration per process), so a peer's
+patches never leak into another configuration. ``build(scenario, config, workdir)`` returns a
+``Bench``: ``run(n)`` does n iterations, ``flush()`` makes the instrumentation export everything
+finished so far (charged to the timed region), ``emitted()`` counts what reached the exporter.
+
+Every worker imports obs_middleware and its scenario's libraries before building anything, so the
+baseline carries the same import footprint (GC traversal work) as the instrumented runs; a scenario
+imports only what it uses (the span scenario neither Starlette nor SQLAlchemy), which keeps the
+valgrind start-up short.
+"""
+
+# Peers are imported lazily, inside their configuration only: importing them is part of what a
+# configuration costs and must not leak into the others.
+# ruff: noqa: PLC0415
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import importlib.util
+import json
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import obs_middleware as obs
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+
+SCOPE_HEADERS = [
+    (b"host", b"127.0.0.1:8000"),
+    (b"user-agent", b"obs-bench/1.0"),
+    (b"accept", b"application/json"),
+    (b"accept-encoding", b"gzip, deflate"),
+    (b"connection", b"keep-alive"),
+]
+SPAN_CHILDREN = 100  # child spans per root in the span scenario
+# Roots between flushes in the span scenario: 5,050 spans, a quarter of obs-middleware's default
+# queue, so "every span exported" holds however the export thread is scheduled (the flushes are
+# timed like everything else, and every configuration gets the same ones).
+SPAN_CHUNK = 50
+CATEGORIES = ("books", "games", "music", "tools")
+
+# scenario -> (description, unit of one measured item, items per iteration, configs in order)
+SCENARIOS: dict[str, tuple[str, str, int, tuple[str, ...]]] = {
+    "asgi": (
+        "Starlette GET /items/{item_id} -> small JSONResponse, app(scope, receive, send) direct",
+        "us",
+        1,
+        ("bare", "obs", "otel", "otel-1span", "ddtrace"),
+    ),
+    "span": (
+        f"nested child span + 3 attributes inside a root of {SPAN_CHILDREN} children",
+        "ns",
+        SPAN_CHILDREN,
+        ("floor", "obs", "otel", "ddtrace"),
+    ),
+    "real": (
+        "realistic request: 5 SQLAlchemy core queries (SQLite, StaticPool) + 50-item JSON list",
+        "us",
+        1,
+        ("bare", "obs", "otel", "ddtrace"),
+    ),
+}
+# Diagnostic configurations: not in the comparison tables, used by the instruction counts.
+EXTRA_CONFIGS = {
+    "asgi": ("obs-noexport",),
+    "span": ("obs-noexport",),
+    "real": ("obs-noexport", "obs-middleware-only"),
+}
+BASELINE = {"asgi": "bare", "span": "floor", "real": "bare"}
+
+LABELS = {
+    "bare": "bare (no instrumentation)",
+    "floor": "floor: minimal pure-Python contextvar span",
+    "obs": "obs-middleware",
+    "obs-noexport": "obs-middleware, export off (request-thread hot path only)",
+    "obs-middleware-only": "obs-middleware, ObsMiddleware only (SQLAlchemy integration off)",
+    "otel": "OpenTelemetry",
+    "otel-1span": "OpenTelemetry, exclude_spans=[receive, send]",
+    "ddtrace": "dd-trace-py",
+}
+
+
+@dataclass
+class Bench:
+    """One built scenario x configuration, ready to iterate."""
+
+    run: Callable[[int], None]
+    flush: Callable[[], None] = lambda: None
+    emitted: Callable[[], int] = lambda: 0
+    validate: Callable[[], str] | None = None  # default: one iteration
+    notes: list[str] = field(default_factory=list)
+    chunk: int = 0  # flush after every ``chunk`` iterations (0: only at the end)
+
+    def iterate(self, n: int) -> None:
+        """``run(n)``, flushing between chunks; the caller flushes after the last one."""
+        step = self.chunk or n
+        done = 0
+        while done < n:
+            if done:
+                self.flush()
+            k = min(step, n - done)
+            self.run(k)
+            done += k
+
+    def check(self) -> str:
+        """Run the scenario once and check its result."""
+        if self.validate is None:
+            self.run(1)
+            return "ok"
+        return self.validate()
+
+
+# -- instrumentation ---------------------------------------------------------------------------
+class _Obs:
+    """obs-middleware configured with the jsonl exporter writing to a file."""
+
+    def __init__(self, workdir: Path, *, export: bool = True) -> None:
+        self.path = workdir / "obs.jsonl"
+        obs.configure(service="bench", exporters=[f"jsonl:{self.path}"])
+        if not export:
+            from obs_middleware._core import span as _span
+
+            # Diagnostic only: stop at the finish hook, so what remains is the request-thread path.
+            _span.on_finish = lambda item: None
+        self.flush = obs.flush
+
+    def emitted(self) -> int:
+        if not self.path.exists():
+            return 0
+        with self.path.open("rb") as f:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+
+    def records(self) -> list[dict[str, Any]]:
+        lines = self.path.read_bytes().splitlines() if self.path.exists() else []
+        return [json.loads(line) for line in lines]
+
+
+class _Otel:
+    """An OpenTelemetry SDK TracerProvider + BatchSpanProcessor feeding a counting exporter."""
+
+    def __init__(self) -> None:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            SpanExporter,
+            SpanExportResult,
+        )
+
+        counter = self
+
+        class CountingExporter(SpanExporter):
+            def export(self, spans: Any) -> SpanExportResult:
+                counter.count += len(spans)
+                return SpanExportResult.SUCCESS
+
+        self.count = 0
+        self.provider = TracerProvider()
+        self.provider.add_span_processor(BatchSpanProcessor(CountingExporter()))
+
+    def flush(self) -> None:
+        self.provider.force_flush()
+
+    def emitted(self) -> int:
+        return self.count
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _Ddtrace:
+    """dd-trace-py with its agent URL on an unused loopback port; counts finished spans."""
+
+    def __init__(self) -> None:
+        os.environ.update(
+            DD_TRACE_AGENT_URL=f"http://127.0.0.1:{_free_port()}",
+            DD_INSTRUMENTATION_TELEMETRY_ENABLED="false",
+            DD_REMOTE_CONFIGURATION_ENABLED="false",
+            DD_CRASHTRACKING_ENABLED="false",
+            DD_TRACE_STARTUP_LOGS="false",
+            DD_SERVICE="bench",
+        )
+        from ddtrace.trace import TraceFilter, tracer
+
+        counter = self
+
+        class CountingFilter(TraceFilter):
+            def process_trace(self, trace: Any) -> Any:
+                counter.count += len(trace)
+                return trace
+
+        self.count = 0
+        self.tracer = tracer
+        tracer.configure(trace_processors=[CountingFilter()])
+
+    def emitted(self) -> int:
+        return self.count
+
+
+# -- ASGI driving ------------------------------------------------------------------------------
+def _scope(path: str) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": SCOPE_HEADERS,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
+class _Driver:
+    """Calls an ASGI app directly in a tight loop on one event loop (no server, no sockets)."""
+
+    def __init__(self, app: Any, path: str) -> None:
+        self.app = app
+        self.scope = _scope(path)
+        self.loop = asyncio.new_event_loop()
+        self.status = 0
+        self.body = b""
+        request = {"type": "http.request", "body": b"", "more_body": False}
+
+        async def receive() -> dict[str, Any]:
+            return request
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                self.status = message["status"]
+
+        async def send_keep(message: dict[str, Any]) -> None:
+            await send(message)
+            if message["type"] == "http.response.body":
+                self.body += message.get("body", b"")
+
+        async def drive(n: int) -> None:
+            app, scope = self.app, self.scope
+            for _ in range(n):
+                # Starlette writes route/path params into the scope: one fresh copy per request.
+                await app(dict(scope), receive, send)
+
+        async def once() -> None:
+            self.body = b""
+            await self.app(dict(self.scope), receive, send_keep)
+
+        self.drive = drive
+        self.once = once
+
+    def run(self, n: int) -> None:
+        self.loop.run_until_complete(self.drive(n))
+
+    def call_once(self) -> tuple[int, bytes]:
+        self.loop.run_until_complete(self.once())
+        return self.status, self.body
+
+
+def _instrument(app: Starlette, config: str, workdir: Path) -> tuple[Any, str]:
+    """Add ``config``'s ASGI middleware to ``app``; returns (handle, note)."""
+    if config == "bare":
+        return None, ""
+    if config in ("obs", "obs-noexport", "obs-middleware-only"):
+        handle = _Obs(workdir, export=config != "obs-noexport")
+        app.add_middleware(obs.ObsMiddleware)
+        return handle, ""
+    if config in ("otel", "otel-1span"):
+        otel = _Otel()
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+        exclude = ["receive", "send"] if config == "otel-1span" else None
+        app.add_middleware(
+            OpenTelemetryMiddleware, tracer_provider=otel.provider, exclude_spans=exclude
+        )
+        return otel, ""
+    if config == "ddtrace":
+        dd = _Ddtrace()
+        from ddtrace.contrib.asgi import TraceMiddleware
+
+        app.add_middleware(TraceMiddleware)
+        return dd, ""
+    raise ValueError(f"unknown config {config!r}")
+
+
+def _asgi_bench(app: Starlette, handle: Any, path: str, check: Callable[[bytes], None]) -> Bench:
+    driver = _Driver(app, path)
+
+    def validate() -> str:
+        status, body = driver.call_once()
+        if status != 200:
+            raise AssertionError(f"status {status}: {body[:200]!r}")
+        check(body)
+        return "ok"
+
+    bench = Bench(run=driver.run, validate=validate)
+    if handle is not None:
+        bench.flush = getattr(handle, "flush", bench.flush)
+        bench.emitted = handle.emitted
+    return bench
+
+
+# -- scenario 1: small Starlette request -------------------------------------------------------
+def _asgi(config: str, workdir: Path) -> Bench:
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def get_item(request: Request) -> JSONResponse:
+        item_id = request.path_params["item_id"]
+        return JSONResponse({"item_id": item_id, "name": "widget", "price": 9.5, "stock": 3})
+
+    app = Starlette(routes=[Route("/items/{item_id}", get_item)])
+    handle, _ = _instrument(app, config, workdir)
+
+    def check(body: bytes) -> None:
+        assert json.loads(body)["item_id"] == "42", body
+
+    return _asgi_bench(app, handle, "/items/42", check)
+
+
+# -- scenario 2: one nested span with 3 attributes ---------------------------------------------
+_mini_current: contextvars.ContextVar[Any] = contextvars.ContextVar("mini_span", default=None)
+_mini_sink: deque[Any] = deque(maxlen=10_000)
+
+
+class MiniSpan:
+    """The floor: contextvar set/reset, two clock reads, one deque append. Exports nothing."""
+
+    __slots__ = ("attrs", "end", "name", "parent", "start", "token")
+
+    def __init__(self, name: str, attrs: dict[str, Any]) -> None:
+        self.name = name
+        self.attrs = attrs
+
+    def __enter__(self) -> MiniSpan:
+        self.parent = _mini_current.get()
+        self.token = _mini_current.set(self)
+        self.start = time.perf_counter_ns()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.end = time.perf_counter_ns()
+        _mini_current.reset(self.token)
+        _mini_sink.append(self)
+
+
+def _span(config: str, workdir: Path) -> Bench:
+    children = range(SPAN_CHILDREN)
+    if config == "floor":
+
+        def run(n: int) -> None:
+            for _ in range(n):
+                with MiniSpan("root", {}):
+                    for _ in children:
+                        with MiniSpan("child", {"k1": 1, "k2": "two", "k3": 3.0}):
+                            pass
+
+        return Bench(run=run)
+    if config in ("obs", "obs-noexport"):
+        handle = _Obs(workdir, export=config == "obs")
+        span = obs.span
+
+        def run(n: int) -> None:
+            for _ in range(n):
+                with span("root"):
+                    for _ in children:
+                        with span("child", k1=1, k2="two", k3=3.0):
+                            pass
+
+        def validate() -> str:
+            before = handle.emitted()
+            run(1)
+            obs.flush()
+            if config == "obs" and handle.emitted() - before != SPAN_CHILDREN + 1:
+                raise AssertionError("obs did not export every span")
+            return "ok"
+
+        return Bench(run=run, flush=handle.flush, emitted=handle.emitted, validate=validate)
+    if config == "otel":
+        otel = _Otel()
+        tracer = otel.provider.get_tracer("bench")
+        attrs = {"k1": 1, "k2": "two", "k3": 3.0}
+
+        def run(n: int) -> None:
+            for _ in range(n):
+                with tracer.start_as_current_span("root"):
+                    for _ in children:
+                        with tracer.start_as_current_span("child", attributes=attrs):
+                            pass
+
+        return Bench(run=run, flush=otel.flush, emitted=otel.emitted)
+    if config == "ddtrace":
+        dd = _Ddtrace()
+        trace = dd.tracer.trace
+
+        def run(n: int) -> None:
+            for _ in range(n):
+                with trace("root"):
+                    for _ in children:
+                        with trace("child") as s:
+                            s.set_tag("k1", 1)
+                            s.set_tag("k2", "two")
+                            s.set_tag("k3", 3.0)
+
+        return Bench(run=run, emitted=dd.emitted)
+    raise ValueError(f"unknown config {config!r}")
+
+
+# -- scenario 3: realistic request --------------------------------------------------------------
+def _obs_sqlalchemy() -> str:
+    """Switch obs-middleware's SQLAlchemy integration on when it exists; say what happened."""
+    if os.environ.get("OBS_BENCH_SQLALCHEMY", "1") == "0":
+        return "ObsMiddleware only (OBS_BENCH_SQLALCHEMY=0)"
+    if importlib.util.find_spec("obs_middleware.integrations.sqlalchemy") is None:
+        return "ObsMiddleware only (no obs SQLAlchemy integration yet)"
+    import sqlalchemy  # imported first, so instrument_all patches now rather than on import
+
+    outcomes = {o.name: o for o in obs.instrument_all(only=["sqlalchemy"])}
+    outcome = outcomes.get("sqlalchemy")
+    if outcome is None:
+        return "ObsMiddleware only (SQLAlchemy integration not registered in INTEGRATIONS)"
+    if outcome.status in ("patched", "already"):
+        return f"ObsMiddleware + SQLAlchemy integration (sqlalchemy {sqlalchemy.__version__})"
+    return f"ObsMiddleware only (SQLAlchemy integration {outcome.status}: {outcome.reason})"
+
+
+def _real(config: str, workdir: Path) -> Bench:
+    import sqlalchemy
+    from sqlalchemy.pool import StaticPool
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    notes: list[str] = []
+    # The instrumentation is set up before the engine exists: patches of create_engine (ddtrace)
+    # and engine event listeners (obs) must see it.
+    app_handle: Any = None
+    if config == "ddtrace":
+        app_handle = _Ddtrace()
+        import ddtrace
+
+        ddtrace.patch(sqlalchemy=True)
+        notes.append("TraceMiddleware + patch(sqlalchemy=True)")
+    if config in ("obs", "obs-noexport"):
+        # >>> HOOK: obs SQLAlchemy integration. Switched on automatically once
+        # obs_middleware.integrations.sqlalchemy exists (OBS_BENCH_SQLALCHEMY=0 turns it off), so
+        # the realistic gate then charges the query spans too, like ddtrace's patch(sqlalchemy).
+        notes.append(_obs_sqlalchemy())
+        # <<< HOOK
+
+    engine = sqlalchemy.create_engine(
+        "sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False}
+    )
+    meta = sqlalchemy.MetaData()
+    items = sqlalchemy.Table(
+        "items",
+        meta,
+        sqlalchemy.Column("id", sqlalchemy.Integer, primary_key=True),
+        sqlalchemy.Column("name", sqlalchemy.String(40)),
+        sqlalchemy.Column("category", sqlalchemy.String(20)),
+        sqlalchemy.Column("price", sqlalchemy.Float),
+        sqlalchemy.Column("stock", sqlalchemy.Integer),
+    )
+    meta.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            items.insert(),
+            [
+                {
+                    "id": i,
+                    "name": f"item-{i}",
+                    "category": CATEGORIES[i % len(CATEGORIES)],
+                    "price": round(1 + (i * 7919 % 1000) / 10, 2),
+                    "stock": i % 17,
+                }
+                for i in range(1, 241)
+            ],
+        )
+    c = items.c
+    cat = sqlalchemy.bindparam("cat")
+    q_count = sqlalchemy.select(sqlalchemy.func.count()).where(c.category == cat)
+    q_page = (
+        sqlalchemy.select(c.id, c.name, c.price, c.stock)
+        .where(c.category == cat)
+        .order_by(c.id)
+        .limit(50)
+    )
+    q_one = sqlalchemy.select(items).where(c.id == sqlalchemy.bindparam("id"))
+    q_stats = sqlalchemy.select(
+        sqlalchemy.func.min(c.price), sqlalchemy.func.max(c.price), sqlalchemy.func.avg(c.price)
+    ).where(c.category == cat)
+    q_related = (
+        sqlalchemy.select(c.id, c.name)
+        .where(c.category == cat, c.id != sqlalchemy.bindparam("id"))
+        .order_by(c.stock.desc())
+        .limit(3)
+    )
+
+    async def list_items(request: Request) -> JSONResponse:
+        category = request.path_params["category"]
+        with engine.connect() as conn:
+            total = conn.execute(q_count, {"cat": category}).scalar_one()
+            rows = conn.execute(q_page, {"cat": category}).all()
+            featured = conn.execute(q_one, {"id": rows[0].id}).one()
+            low, high, _avg = conn.execute(q_stats, {"cat": category}).one()
+            related = conn.execute(q_related, {"cat": category, "id": featured.id}).all()
+        return JSONResponse(
+            [
+                {
+                    "id": r.id,
+                    "name": r.name,
+                    "price": r.price,
+                    "stock": r.stock,
+                    "category": category,
+                    "featured": r.id == featured.id,
+                    "cheapest": r.price == low,
+                }
+                for r in rows
+            ],
+            headers={"x-total": str(total), "x-related": str(len(related)), "x-max": str(high)},
+        )
+
+    app = Starlette(routes=[Route("/categories/{category}/items", list_items)])
+    if config == "ddtrace":
+        from ddtrace.contrib.asgi import TraceMiddleware
+
+        app.add_middleware(TraceMiddleware)
+        handle = app_handle
+    else:
+        handle, _ = _instrument(app, config, workdir)
+    if config.startswith("otel"):
+        try:
+            from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+        except ImportError:
+            notes.append(
+                "ASGI middleware only: opentelemetry-instrumentation-sqlalchemy is not installed"
+            )
+        else:
+            # It declares sqlalchemy<2.1 and would instrument nothing here without the override.
+            SQLAlchemyInstrumentor().instrument(
+                engine=engine, tracer_provider=handle.provider, skip_dep_check=True
+            )
+            notes.append("ASGI middleware + SQLAlchemyInstrumentor(skip_dep_check=True)")
+
+    def check(body: bytes) -> None:
+        data = json.loads(body)
+        assert isinstance(data, list) and len(data) == 50, body[:200]
+
+    bench = _asgi_bench(app, handle, "/categories/books/items", check)
+    bench.notes = notes
+    return bench
+
+
+BUILDERS: dict[str, Callable[[str, Path], Bench]] = {"asgi": _asgi, "span": _span, "real": _real}
+
+
+def build(scenario: str, config: str, workdir: Path) -> Bench:
+    """Build ``scenario`` under ``config`` (a key of ``SCENARIOS``/``EXTRA_CONFIGS``)."""
+    known = SCENARIOS[scenario][3] + EXTRA_CONFIGS.get(scenario, ())
+    if config not in known:
+        raise ValueError(f"unknown config {config!r} for {scenario!r} (known: {known})")
+    bench = BUILDERS[scenario](config, workdir)
+    if scenario == "span":
+        bench.chunk = SPAN_CHUNK
+    return bench
+
+
+def dropped() -> float:
+    """Records obs-middleware dropped so far in this process (all reasons)."""
+    from obs_middleware._core.metrics import registry
+
+    snap = registry.snapshot().get("obs.dropped")
+    return float(sum(snap.points.values())) if snap else 0.0  # type: ignore[arg-type]
