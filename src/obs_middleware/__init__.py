@@ -11,6 +11,7 @@ metrics and cost, at an overhead too small to measure. Start with::
 """
 
 from ._core.events import attach, detach
+from ._core.job import job
 from ._core.span import Span, current_span, emit, span, traced
 from ._setup import configure, flush, mark_private, set_user, shutdown
 from .integrations._registry import instrument_all, uninstrument_all
@@ -27,6 +28,7 @@ __all__ = [
     "emit",
     "flush",
     "instrument_all",
+    "job",
     "mark_private",
     "set_user",
     "shutdown",

@@ -67,7 +67,16 @@ class Report(tuple[Outcome, ...]):
 
 
 # Filled as integration modules land; the order is the patch order.
-INTEGRATIONS: tuple[Integration, ...] = (Integration("logging", "logging", None, ""),)
+INTEGRATIONS: tuple[Integration, ...] = (
+    Integration("logging", "logging", None, ""),
+    Integration("openai", "openai", "openai", ">=1.40,<4"),
+    Integration("replicate", "replicate", "replicate", ">=1.0,<2"),
+    Integration("fal", "fal_client", "fal-client", ">=1.0,<2"),
+    Integration("modal", "modal", "modal", ">=1.0,<2"),
+    # Protocol-level (any ComfyUI client over requests/httpx/aiohttp/websockets): patched at once;
+    # it hooks each transport's import itself and gates comfy-api-simplified's range inside.
+    Integration("comfyui", "obs_middleware", None, ""),
+)
 
 _lock = threading.RLock()
 _patched: set[str] = set()

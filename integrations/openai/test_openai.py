@@ -1,0 +1,408 @@
+"""The openai SDK's real code against the emulator: one ``ai.request`` span per call, with model,
+ids, usage and cost; streams, the ``.stream()`` double-count trap, failures, privacy."""
+
+from __future__ import annotations
+
+import gc
+import json
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+import obs_middleware as obs
+from obs_middleware.integrations import openai as obs_openai
+from obs_middleware.testing import Capture
+from obs_middleware.testing.emulators.openai import OpenAIEmulator, error_body
+
+HI = [{"role": "user", "content": "Say hi"}]
+WORDS = ["", "Hello", " from", " the", " emulator."]
+USAGE = {"include_usage": True}
+
+
+def ai_spans(cap: Capture) -> list[dict[str, Any]]:
+    return [s for s in cap.spans if s["name"] == "ai.request"]
+
+
+def only_ai_span(cap: Capture) -> dict[str, Any]:
+    spans = ai_spans(cap)
+    assert len(spans) == 1, [s.get("ai.operation") for s in spans]
+    return spans[0]
+
+
+def pick(record: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: record.get(k) for k in keys}
+
+
+# -- chat ----------------------------------------------------------------------------------------
+def test_chat_completion_is_one_span_with_model_ids_usage_and_cost(
+    client: openai.OpenAI, obs_capture: Capture
+) -> None:
+    with obs.span("request"):
+        completion = client.chat.completions.create(
+            model="gpt-4o-mini", messages=HI, temperature=0.2, max_tokens=50
+        )
+    assert completion.choices[0].message.content == "Hello from the emulator."
+    record = only_ai_span(obs_capture)
+    assert record["parent_id"] == obs_capture.span("request")["span_id"]
+    assert pick(
+        record,
+        "span.kind",
+        "status",
+        "ai.provider",
+        "ai.operation",
+        "ai.model",
+        "ai.prompt",
+        "ai.input.temperature",
+        "ai.input.max_tokens",
+        "ai.request_id",
+        "ai.response_id",
+        "ai.input_tokens",
+        "ai.cached_tokens",
+        "ai.output_tokens",
+        "ai.finish_reason",
+        "cost.usd",
+    ) == {
+        "span.kind": "client",
+        "status": "ok",
+        "ai.provider": "openai",
+        "ai.operation": "chat",
+        "ai.model": "gpt-4o-mini-2024-07-18",  # the resolved snapshot, priced as gpt-4o-mini
+        "ai.prompt": "Say hi",
+        "ai.input.temperature": 0.2,
+        "ai.input.max_tokens": 50,
+        "ai.request_id": completion._request_id,
+        "ai.response_id": completion.id,
+        "ai.input_tokens": 20,
+        "ai.cached_tokens": 0,
+        "ai.output_tokens": 10,
+        "ai.finish_reason": "stop",
+        "cost.usd": 9e-06,  # (20 x $0.15 + 10 x $0.60) / 1M
+    }
+    assert obs_capture.metrics()["ai.requests"].points == {
+        ("openai", "gpt-4o-mini-2024-07-18", "chat"): 1
+    }
+
+
+async def test_async_chat_completion(aclient: openai.AsyncOpenAI, obs_capture: Capture) -> None:
+    completion = await aclient.chat.completions.create(model="gpt-4o", messages=HI)
+    record = only_ai_span(obs_capture)
+    assert pick(record, "ai.model", "ai.response_id", "cost.usd") == {
+        "ai.model": "gpt-4o-2024-08-06",
+        "ai.response_id": completion.id,
+        "cost.usd": 0.00015,  # (20 x $2.50 + 10 x $10) / 1M
+    }
+
+
+def test_cached_and_reasoning_tokens_are_priced_at_their_rates(
+    client: openai.OpenAI, emu: OpenAIEmulator, obs_capture: Capture
+) -> None:
+    emu.cached_tokens, emu.reasoning_tokens = 5, 4
+    client.chat.completions.create(model="o4-mini", messages=HI)
+    record = only_ai_span(obs_capture)
+    assert pick(record, "ai.cached_tokens", "ai.reasoning_tokens") == {
+        "ai.cached_tokens": 5,
+        "ai.reasoning_tokens": 4,
+    }
+    # o4-mini: 15 x $1.10 + 5 cached x $0.275 + 10 out (reasoning included) x $4.40, per 1M
+    assert record["cost.usd"] == pytest.approx(61.875e-6)
+
+
+def test_parse_is_one_span(client: openai.OpenAI, obs_capture: Capture) -> None:
+    client.chat.completions.parse(model="gpt-4o-mini", messages=HI)
+    assert only_ai_span(obs_capture)["ai.operation"] == "chat"
+
+
+# -- streams -------------------------------------------------------------------------------------
+def test_stream_yields_unchanged_chunks_and_one_span_with_final_usage(
+    client: openai.OpenAI, obs_capture: Capture
+) -> None:
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini", messages=HI, stream=True, stream_options=USAGE
+    )
+    assert isinstance(stream, openai.Stream)
+    assert ai_spans(obs_capture) == []  # open until the stream ends
+    chunks = list(stream)
+    assert [c.choices[0].delta.content for c in chunks if c.choices][:5] == WORDS
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 10
+    record = only_ai_span(obs_capture)
+    assert pick(record, "ai.input_tokens", "ai.output_tokens", "ai.stream_end", "cost.usd") == {
+        "ai.input_tokens": 20,
+        "ai.output_tokens": 10,
+        "ai.stream_end": "done",
+        "cost.usd": 9e-06,
+    }
+    assert record["ai.request_id"].startswith("req_emu_")
+
+
+async def test_async_stream(aclient: openai.AsyncOpenAI, obs_capture: Capture) -> None:
+    stream = await aclient.chat.completions.create(
+        model="gpt-4o-mini", messages=HI, stream=True, stream_options=USAGE
+    )
+    assert isinstance(stream, openai.AsyncStream)
+    words = [c.choices[0].delta.content async for c in stream if c.choices]
+    assert words[:5] == WORDS
+    record = only_ai_span(obs_capture)
+    assert (record["ai.output_tokens"], record["cost.usd"]) == (10, 9e-06)
+
+
+def test_stream_helper_is_one_span_not_two(client: openai.OpenAI, obs_capture: Capture) -> None:
+    # .stream() calls .create(stream=True): the trap that would count the call twice
+    with client.chat.completions.stream(
+        model="gpt-4o-mini", messages=HI, stream_options=USAGE
+    ) as stream:
+        final = stream.get_final_completion()
+    assert final.choices[0].message.content == "Hello from the emulator."
+    record = only_ai_span(obs_capture)
+    assert pick(record, "ai.operation", "ai.prompt", "ai.output_tokens", "cost.usd") == {
+        "ai.operation": "chat",
+        "ai.prompt": "Say hi",
+        "ai.output_tokens": 10,
+        "cost.usd": 9e-06,
+    }
+
+
+def test_stream_helper_left_early_ends_at_exit(client: openai.OpenAI, obs_capture: Capture) -> None:
+    with client.chat.completions.stream(model="gpt-4o-mini", messages=HI) as stream:
+        for _event in stream:
+            break
+    assert only_ai_span(obs_capture)["ai.stream_end"] == "close"
+
+
+async def test_async_stream_helper_is_one_span(
+    aclient: openai.AsyncOpenAI, obs_capture: Capture
+) -> None:
+    async with aclient.chat.completions.stream(
+        model="gpt-4o-mini", messages=HI, stream_options=USAGE
+    ) as stream:
+        await stream.get_final_completion()
+    record = only_ai_span(obs_capture)
+    assert (record["ai.output_tokens"], record["cost.usd"]) == (10, 9e-06)
+
+
+def test_stream_closed_early(client: openai.OpenAI, obs_capture: Capture) -> None:
+    stream = client.chat.completions.create(model="gpt-4o-mini", messages=HI, stream=True)
+    next(iter(stream))
+    stream.close()
+    record = only_ai_span(obs_capture)
+    assert (record["status"], record["ai.stream_end"]) == ("ok", "close")
+
+
+def test_stream_dropped_is_ended_by_garbage_collection(
+    client: openai.OpenAI, obs_capture: Capture
+) -> None:
+    stream = client.chat.completions.create(model="gpt-4o-mini", messages=HI, stream=True)
+    next(stream)
+    del stream
+    gc.collect()
+    assert only_ai_span(obs_capture)["ai.stream_end"] == "gc"
+
+
+async def test_async_stream_closed_early(aclient: openai.AsyncOpenAI, obs_capture: Capture) -> None:
+    stream = await aclient.chat.completions.create(model="gpt-4o-mini", messages=HI, stream=True)
+    await stream.__anext__()
+    await stream.close()
+    assert only_ai_span(obs_capture)["ai.stream_end"] == "close"
+
+
+def test_stream_without_include_usage_has_an_unknown_cost(
+    client: openai.OpenAI, obs_capture: Capture
+) -> None:
+    for _chunk in client.chat.completions.create(model="gpt-4o-mini", messages=HI, stream=True):
+        pass
+    record = only_ai_span(obs_capture)
+    assert "cost.usd" not in record
+    assert record["cost.unknown"] == "usage not reported for per_token"
+
+
+# -- responses, images, embeddings ---------------------------------------------------------------
+def test_responses_create_and_stream_helper_are_one_span_each(
+    client: openai.OpenAI, obs_capture: Capture
+) -> None:
+    response = client.responses.create(model="gpt-4o", input="Say hi")
+    with client.responses.stream(model="gpt-4o", input="Say hi again") as stream:
+        streamed = stream.get_final_response()
+    assert response.output_text == streamed.output_text == "Hello from the emulator."
+    first, second = ai_spans(obs_capture)
+    for record, resp in ((first, response), (second, streamed)):
+        assert pick(record, "ai.operation", "ai.model", "ai.response_id", "cost.usd") == {
+            "ai.operation": "responses",
+            "ai.model": "gpt-4o-2024-08-06",
+            "ai.response_id": resp.id,
+            "cost.usd": 0.00015,
+        }
+    assert second["ai.prompt"] == "Say hi again"
+
+
+def test_dalle_images_are_priced_per_image_by_size_and_quality(
+    client: openai.OpenAI, obs_capture: Capture
+) -> None:
+    result = client.images.generate(
+        model="dall-e-3", prompt="a red fox", size="1024x1792", quality="hd", n=2
+    )
+    assert len(result.data) == 2
+    record = only_ai_span(obs_capture)
+    assert pick(
+        record, "ai.operation", "ai.image_count", "ai.width", "ai.height", "ai.image_quality"
+    ) == {
+        "ai.operation": "images.generate",
+        "ai.image_count": 2,
+        "ai.width": 1024,
+        "ai.height": 1792,
+        "ai.image_quality": "hd",
+    }
+    assert record["cost.usd"] == pytest.approx(0.24)  # 2 x $0.12
+
+
+def test_default_image_model_and_gpt_image_token_pricing(
+    client: openai.OpenAI, obs_capture: Capture
+) -> None:
+    client.images.generate(prompt="a cat")
+    client.images.generate(model="gpt-image-1", prompt="a cat")
+    dalle2, gpt_image = ai_spans(obs_capture)
+    assert (dalle2["ai.model"], dalle2["cost.usd"]) == ("dall-e-2", 0.02)
+    # gpt-image-1: (20 x $5 + 10 x $40) / 1M
+    assert gpt_image["cost.usd"] == pytest.approx(0.0005)
+
+
+async def test_async_embeddings_priced_per_input_token(
+    aclient: openai.AsyncOpenAI, obs_capture: Capture
+) -> None:
+    result = await aclient.embeddings.create(model="text-embedding-3-small", input=["a", "b"])
+    assert len(result.data) == 2
+    record = only_ai_span(obs_capture)
+    assert pick(record, "ai.operation", "ai.prompt", "ai.input_tokens", "cost.usd") == {
+        "ai.operation": "embeddings",
+        "ai.prompt": "a",
+        "ai.input_tokens": 20,
+        "cost.usd": 4e-07,  # 20 x $0.02 / 1M
+    }
+
+
+# -- failures ------------------------------------------------------------------------------------
+def test_moderation_refusal_is_a_content_violation(
+    client: openai.OpenAI, emu: OpenAIEmulator, obs_capture: Capture
+) -> None:
+    emu.fail("/chat/completions", 400, error_body("refused", code="content_policy_violation"))
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="gpt-4o-mini", messages=HI)
+    record = only_ai_span(obs_capture)
+    assert pick(record, "status", "error_type", "ai.http_status", "ai.request_id") == {
+        "status": "content_violation",
+        "error_type": "BadRequestError",
+        "ai.http_status": 400,
+        "ai.request_id": raised.value.request_id,
+    }
+
+
+def test_server_error_fails_the_span_and_counts(
+    client: openai.OpenAI, emu: OpenAIEmulator, obs_capture: Capture
+) -> None:
+    emu.fail("/chat/completions", 500, error_body("boom", type_="server_error"))
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(model="gpt-4o-mini", messages=HI)
+    record = only_ai_span(obs_capture)
+    assert (record["status"], record["ai.http_status"]) == ("error", 500)
+    assert record["cost.unknown"] == "usage not reported for per_token"
+    assert obs_capture.metrics()["ai.errors"].points == {
+        ("openai", "gpt-4o-mini", "chat", "InternalServerError"): 1
+    }
+
+
+def test_connection_error_fails_the_span(obs_capture: Capture) -> None:
+    with OpenAIEmulator() as gone:
+        url = gone.url
+    c = openai.OpenAI(api_key="sk-test", base_url=url + "/v1", max_retries=0)
+    with pytest.raises(openai.APIConnectionError):
+        c.chat.completions.create(model="gpt-4o-mini", messages=HI)
+    assert only_ai_span(obs_capture)["error_type"] == "APIConnectionError"
+
+
+# -- privacy, cost roll-up, patch lifecycle --------------------------------------------------------
+SECRET = "the launch code is 0000 for Alice"
+
+
+def test_private_request_exports_no_prompt_anywhere(
+    client: openai.OpenAI, emu: OpenAIEmulator, obs_capture: Capture
+) -> None:
+    emu.fail("/chat/completions", 400, error_body(f"cannot answer: {SECRET}"), times=1)
+    with obs.span("request"):
+        obs.mark_private()
+        with pytest.raises(openai.BadRequestError):
+            client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": SECRET}]
+            )
+        for _chunk in client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": SECRET}], stream=True
+        ):
+            pass
+        client.images.generate(model="dall-e-3", prompt=SECRET)
+    exported = json.dumps(obs_capture.records, default=str)
+    assert "Alice" not in exported
+    prompts = {s["ai.prompt"] for s in ai_spans(obs_capture)}
+    assert prompts == {"[PRIVATE]"}
+
+
+async def test_root_span_of_a_request_carries_the_summed_cost(
+    emu: OpenAIEmulator, obs_capture: Capture
+) -> None:
+    async def generate(request: Request) -> JSONResponse:
+        obs.set_user("u-1", tier="pro")
+        async with openai.AsyncOpenAI(
+            api_key="sk-test", base_url=emu.url + "/v1", max_retries=0
+        ) as ai:
+            await ai.chat.completions.create(model="gpt-4o-mini", messages=HI)
+            await ai.images.generate(model="dall-e-3", prompt="a fox")
+        return JSONResponse({"ok": True})
+
+    app = obs.ObsMiddleware(Starlette(routes=[Route("/generate", generate, methods=["POST"])]))
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
+        assert (await http.post("/generate")).status_code == 200
+    root = obs_capture.span("POST /generate")
+    assert root["cost.usd"] == pytest.approx(9e-06 + 0.04)
+    assert {s["trace_id"] for s in ai_spans(obs_capture)} == {root["trace_id"]}
+    points = obs_capture.metrics()["ai.cost_usd"].points
+    assert points == {
+        ("openai", "gpt-4o-mini-2024-07-18", "chat", "/generate", "pro"): pytest.approx(9e-06),
+        ("openai", "dall-e-3", "images.generate", "/generate", "pro"): pytest.approx(0.04),
+    }
+
+
+def test_raw_response_accessor_made_after_patch_is_one_span(
+    client: openai.OpenAI, obs_capture: Capture
+) -> None:
+    raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=HI)
+    assert raw.parse().choices[0].message.content == "Hello from the emulator."
+    record = only_ai_span(obs_capture)
+    assert record["ai.request_id"] == raw.headers["x-request-id"]
+
+
+def test_unpatch_restores_the_sdk(client: openai.OpenAI, obs_capture: Capture) -> None:
+    obs_openai.unpatch()
+    obs_openai.unpatch()  # idempotent
+    client.chat.completions.create(model="gpt-4o-mini", messages=HI)
+    with client.chat.completions.stream(model="gpt-4o-mini", messages=HI) as stream:
+        stream.until_done()
+    assert ai_spans(obs_capture) == []
+    obs_openai.patch()
+    obs_openai.patch()  # idempotent: still one span per call
+    client.chat.completions.create(model="gpt-4o-mini", messages=HI)
+    assert len(ai_spans(obs_capture)) == 1
+
+
+def test_instrument_all_registers_openai(client: openai.OpenAI, obs_capture: Capture) -> None:
+    obs_openai.unpatch()
+    report = obs.instrument_all(only=["openai"])
+    try:
+        assert [(o.name, o.status) for o in report] == [("openai", "patched")]
+        client.chat.completions.create(model="gpt-4o-mini", messages=HI)
+        assert len(ai_spans(obs_capture)) == 1
+    finally:
+        obs.uninstrument_all()

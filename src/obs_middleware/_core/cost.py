@@ -1,0 +1,260 @@
+"""Cost: the price of one AI call from what it used, by the pricing models of DESIGN §3.
+
+The shipped table (``pricing.json``, versioned) is merged with the user's ``PricingOptions``
+(a JSON file, then ``prices``); the merged table is built once per options object. ``estimate``
+returns a ``Price``: USD, or ``unknown`` with the reason — never a silent 0.
+
+Pricing models, tried in this order, the first whose quantities are known wins:
+
+- ``per_unit``: billable units (fal ``x-fal-billable-units``) * ``usd``.
+- ``per_token``: USD per 1M tokens. ``input`` counts include ``cached``; ``output`` counts include
+  ``reasoning`` (the OpenAI convention), so each part is billed once at its own rate.
+- ``per_image``: USD per image keyed ``"WxH/quality"``, ``"WxH"``, ``"*/quality"`` or ``"*"``.
+- ``per_megapixel``: ``usd`` * width * height / 1e6 * images (``round_up``: whole MP per image).
+- ``per_gpu_second``: seconds * gpu count * rate (``usd``, or ``gpu_per_second[provider][gpu]``
+  with the call's GPU, else the entry's ``gpu``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from .config import PricingOptions
+
+__all__ = ["Price", "Usage", "estimate", "table"]
+
+_log = logging.getLogger("obs_middleware")
+_DATA = Path(__file__).with_name("pricing.json")
+_MAX_CACHED_MODELS = 1024
+_ORDER = ("per_unit", "per_token", "per_image", "per_megapixel", "per_gpu_second")
+
+
+@dataclass
+class Usage:
+    """What one call used; ``None`` = not reported. Integrations fill it through ``AICall``."""
+
+    input_tokens: int | None = None
+    cached_tokens: int | None = None
+    output_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    images: int | None = None
+    width: int | None = None
+    height: int | None = None
+    size: str | None = None  # "1024x1024", when the provider prices by size label
+    quality: str | None = None
+    gpu_seconds: float | None = None
+    gpu: str | None = None
+    gpu_count: int = 1
+    units: float | None = None
+
+
+class Price(NamedTuple):
+    """``usd`` when priced, else ``unknown`` says why; ``version`` of the table used."""
+
+    usd: float | None
+    unknown: str | None
+    version: str
+
+
+class Table:
+    """A merged pricing table with a per-model lookup cache (snapshot names → base model)."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self.version = str(data.get("version", "unversioned"))
+        self.models: dict[str, dict[str, Any]] = {
+            p: dict(m) for p, m in (data.get("models") or {}).items()
+        }
+        self.defaults: dict[str, Any] = dict(data.get("defaults") or {})
+        self.gpu: dict[str, dict[str, float]] = {
+            p: dict(r) for p, r in (data.get("gpu_per_second") or {}).items()
+        }
+        self._prefixes = {p: sorted(m, key=len, reverse=True) for p, m in self.models.items()}
+        self._cache: dict[tuple[str, str], Mapping[str, Any] | None] = {}
+
+    def entry(self, provider: str, model: str | None) -> Mapping[str, Any] | None:
+        """Find the pricing entry for ``model``.
+
+        Exact name, else the longest ``name-…`` prefix (``gpt-4o-mini-2024-07-18`` →
+        ``gpt-4o-mini``), else the provider default.
+        """
+        key = (provider, model or "")
+        if key in self._cache:
+            return self._cache[key]
+        found: Mapping[str, Any] | None = None
+        models = self.models.get(provider, {})
+        if model:
+            found = models.get(model)
+            if found is None:
+                for name in self._prefixes.get(provider, ()):
+                    if model.startswith(name) and model[len(name)] in "-@:":
+                        found = models[name]
+                        break
+        if found is None:
+            found = self.defaults.get(provider)
+        if len(self._cache) < _MAX_CACHED_MODELS:
+            self._cache[key] = found
+        return found
+
+
+_lock = threading.Lock()
+_shipped: dict[str, Any] | None = None
+_tables: tuple[PricingOptions | None, Table] | None = None
+
+
+def _load_shipped() -> dict[str, Any]:
+    global _shipped
+    if _shipped is None:
+        _shipped = json.loads(_DATA.read_text("utf-8"))
+    return _shipped
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Overlay ``extra``: a model entry or provider default replaces the shipped one whole."""
+    out = dict(base)
+    for section in ("models", "gpu_per_second"):
+        merged = {p: dict(v) for p, v in (base.get(section) or {}).items()}
+        for provider, entries in (extra.get(section) or {}).items():
+            merged.setdefault(provider, {}).update(entries)
+        out[section] = merged
+    out["defaults"] = {**(base.get("defaults") or {}), **(extra.get("defaults") or {})}
+    if "version" in extra:
+        out["version"] = extra["version"]
+    return out
+
+
+def table(options: PricingOptions | None = None) -> Table:
+    """Return the pricing table for ``options`` (shipped prices when None), built once."""
+    global _tables
+    cached = _tables
+    if cached is not None and cached[0] is options:
+        return cached[1]
+    with _lock:
+        data = _load_shipped()
+        overlays: list[Mapping[str, Any]] = []
+        if options is not None and options.file:
+            try:
+                overlays.append(json.loads(Path(options.file).read_text("utf-8")))
+            except (OSError, ValueError):
+                _log.warning(
+                    "obs-middleware: ignoring pricing file %r", options.file, exc_info=True
+                )
+        if options is not None and options.prices:
+            overlays.append(options.prices)
+        for overlay in overlays:
+            data = _merge(data, overlay)
+        if overlays and not any("version" in o for o in overlays):
+            data = {**data, "version": f"{data.get('version')}+custom"}
+        built = Table(data)
+        _tables = (options, built)
+    return built
+
+
+def estimate(
+    provider: str, model: str | None, usage: Usage, options: PricingOptions | None = None
+) -> Price:
+    """Price one call. Never raises on bad table data: that becomes ``unknown``."""
+    prices = table(options)
+    entry = prices.entry(provider, model)
+    if entry is None:
+        return Price(None, f"no price for {provider} model {model or '(none)'}", prices.version)
+    try:
+        for kind in _ORDER:
+            params = entry.get(kind)
+            if params is None:
+                continue
+            usd = _PRICERS[kind](params, usage, prices.gpu.get(provider, {}))
+            if usd is not None:
+                return Price(round(usd, 10), None, prices.version)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        return Price(None, f"bad price entry for {model}: {exc}", prices.version)
+    kinds = "/".join(k for k in _ORDER if k in entry) or "no pricing model"
+    return Price(None, f"usage not reported for {kinds}", prices.version)
+
+
+def _per_unit(params: Mapping[str, Any], usage: Usage, _gpu: Mapping[str, float]) -> float | None:
+    if usage.units is None:
+        return None
+    return float(usage.units) * float(params["usd"])
+
+
+def _per_token(params: Mapping[str, Any], usage: Usage, _gpu: Mapping[str, float]) -> float | None:
+    if usage.input_tokens is None and usage.output_tokens is None:
+        return None
+    rate_in = float(params.get("input", 0.0))
+    rate_cached = float(params.get("cached_input", rate_in))
+    rate_out = float(params.get("output", 0.0))
+    rate_reason = float(params.get("reasoning", rate_out))
+    tokens_in = usage.input_tokens or 0
+    cached = min(usage.cached_tokens or 0, tokens_in)
+    tokens_out = usage.output_tokens or 0
+    reasoning = min(usage.reasoning_tokens or 0, tokens_out)
+    return (
+        (tokens_in - cached) * rate_in
+        + cached * rate_cached
+        + (tokens_out - reasoning) * rate_out
+        + reasoning * rate_reason
+    ) / 1e6
+
+
+def _per_image(params: Mapping[str, Any], usage: Usage, _gpu: Mapping[str, float]) -> float | None:
+    if usage.images is None:
+        return None
+    size = usage.size or (f"{usage.width}x{usage.height}" if usage.width and usage.height else None)
+    quality = usage.quality
+    keys = []
+    if size and quality:
+        keys.append(f"{size}/{quality}")
+    if size:
+        keys.append(size)
+    if quality:
+        keys.append(f"*/{quality}")
+    keys.append("*")
+    for key in keys:
+        if key in params:
+            return usage.images * float(params[key])
+    raise ValueError(f"no image price for size={size} quality={quality}")
+
+
+def _per_megapixel(
+    params: Mapping[str, Any], usage: Usage, _gpu: Mapping[str, float]
+) -> float | None:
+    if not (usage.width and usage.height):
+        return None
+    megapixels = usage.width * usage.height / 1e6
+    if params.get("round_up"):
+        megapixels = math.ceil(megapixels)
+    images = usage.images if usage.images is not None else 1
+    return images * megapixels * float(params["usd"])
+
+
+def _per_gpu_second(
+    params: Mapping[str, Any], usage: Usage, gpu_rates: Mapping[str, float]
+) -> float | None:
+    if usage.gpu_seconds is None:
+        return None
+    if "usd" in params:
+        rate = float(params["usd"])
+    else:
+        gpu = usage.gpu or params.get("gpu")
+        if gpu is None:
+            raise ValueError("no GPU type known")
+        if gpu not in gpu_rates:
+            raise ValueError(f"no rate for GPU {gpu!r}")
+        rate = float(gpu_rates[gpu])
+    return usage.gpu_seconds * max(usage.gpu_count, 1) * rate
+
+
+_PRICERS = {
+    "per_unit": _per_unit,
+    "per_token": _per_token,
+    "per_image": _per_image,
+    "per_megapixel": _per_megapixel,
+    "per_gpu_second": _per_gpu_second,
+}

@@ -1,0 +1,839 @@
+"""What every AI-provider integration shares: one ``ai.request`` span per logical call.
+
+API for integration modules (openai, replicate, fal, modal, comfyui)::
+
+    from ._ai import ai_call, current_call, safe
+
+    def _run_wrapper(wrapped, instance, args, kwargs):
+        with ai_call("replicate", "run", model=ref) as call:
+            safe(_record_inputs, call, kwargs)          # extractors never raise into the app
+            result = wrapped(*args, **kwargs)
+            safe(_record_result, call, result)
+            return result
+
+``ai_call(provider, operation, model=None, *, private=False) -> AICall``
+    Context manager (use plain ``with`` in async code too). The outermost one starts the span
+    ``ai.request`` (kind ``client``; attributes ``ai.provider``, ``ai.operation``, ``ai.model``)
+    and makes the call *active* for ``provider`` in this context. While it is active, another
+    ``ai_call`` of the same provider (an SDK entry point calling another: replicate ``run`` →
+    ``predictions.create``, fal ``subscribe`` → ``submit``, openai ``.stream()`` → ``create``)
+    returns the same ``AICall``: its setters enrich the outer span and leaving its ``with`` does
+    nothing, so one logical call is one span. An exception leaving the outermost ``with`` is
+    recorded and re-raised: status ``error``, or the finer one the integration set on
+    ``call.span.status`` before re-raising (``invalid_input``, ``content_violation``). The span
+    ends there unless a stream is attached.
+
+``current_call(provider=None) -> AICall | None``
+    The active call (of ``provider``), for hooks that only enrich (headers, status polls). The
+    active call follows contextvars: hooks in SDK worker threads that copy the caller's context
+    (Modal) see it.
+
+``safe(fn, *args) -> Any``: run an extractor; our exceptions are logged once per function.
+
+``Patches(integration)``: what one integration patched, undone in reverse by ``undo()``.
+    ``wrap(module, "Class.method", wrapper) -> bool`` (wrapt; a module not imported yet is
+    patched by a post-import hook, so lazy SDK modules stay lazy; a missing target logs one
+    warning and returns False), ``set(obj, attr, value)`` (re-bind a module alias), ``bool()``
+    (anything patched or pending: makes ``patch()`` idempotent).
+
+``AICall`` (each setter replaces, never sums; all values go to the span's attributes):
+    set_model(model, *, version=None, app_id=None)     ai.model, ai.model_version, ai.app_id
+    set_request_id(request_id)                        ai.request_id (prediction / request id)
+    set_inputs(prompt=None, params=None)              ai.prompt, ai.input.<name> (scalars only):
+        truncated to ``redaction.prompt_max_chars``, secrets scrubbed, base64/data: URIs
+        replaced by ``[BASE64]``, secret-named keys skipped, ``[PRIVATE]`` when the call or its
+        trace is private (``obs.mark_private()``), checked again at the end.
+    set_tokens(*, input=, cached=, output=, reasoning=)  ai.input_tokens, ai.cached_tokens,
+        ai.output_tokens, ai.reasoning_tokens; input includes cached, output includes reasoning.
+    set_images(count, *, width=, height=, size=, quality=)  ai.image_count, ai.width, ai.height,
+        ai.image_size, ai.image_quality ("1024x1024" sizes also fill width/height).
+    set_compute(seconds, *, gpu=None, gpu_count=1)    ai.gpu_seconds, ai.gpu, ai.gpu_count
+    set_units(units)                                  ai.billable_units (fal)
+    set_cost(usd, *, unknown=None)                    a provider-reported cost (skips the
+                                                      table), or None + the reason it is unknown
+    set_queue_ms(ms)                                  ai.queue_ms
+    set_status(status, *, error_type=None, message=None)  a failure reported, not raised
+    fail(exc, *, status="error")                      an exception the SDK handled
+    event(name, **fields)                             a span event (queue position, progress)
+    attrs / span / provider / operation / usage       raw access; ``handle``: a free slot for
+                                                      the SDK object (prediction, request handle)
+    wrap_stream(stream, on_item=None, *, on_end=None, reenter=False)
+        Attach a (sync or async) iterator or SDK stream object: the call then ends when the
+        stream ends (exhausted, error, ``close``/``aclose``/``__exit__``, or garbage
+        collection; ``ai.stream_end`` = done|error|close|gc) instead of at the ``with`` exit.
+        Returns a transparent proxy (iteration, attributes and ``isinstance`` unchanged).
+        ``on_item(call, item)`` sees each item (take usage from the last chunk that has it);
+        ``on_end(call)`` runs before the end. ``reenter=True`` makes the call active and its
+        span current during each ``next()`` (lazy SDK generators that do their HTTP then).
+        Only the first stream attached to a call is wrapped; later ones are returned as is.
+    end_stream(how="close")                           end a stream-attached call from outside
+                                                      (an SDK context manager's ``__exit__``)
+
+At the end: ``cost.usd`` (or ``cost.unknown`` with the reason) and ``cost.pricing_version`` on
+the span, the cost added to the local root span's ``cost.usd``; metrics ``ai.duration``
+(histogram; ``ai.requests`` is its count) and ``ai.errors`` (any status but ok/cancelled) by
+provider, model, operation (+ error type); ``ai.cost_usd`` by provider, model, operation, route
+(the root's ``http.route``, or ``job.service_type``) and tier, recorded when the root ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import importlib
+import importlib.machinery
+import importlib.util
+import logging
+import re
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any
+
+import wrapt
+
+from .. import _setup
+from .._core import cost
+from .._core import span as _span
+from .._core.config import Config
+from .._core.metrics import registry
+from .._core.redact import PRIVATE, scrub, truncate
+
+__all__ = ["AICall", "Patches", "ai_call", "clean_text", "current_call", "safe"]
+
+_log = logging.getLogger("obs_middleware")
+
+ai_duration = registry.histogram(
+    "ai.duration",
+    ("ai.provider", "ai.model", "ai.operation"),
+    "ms",
+    "Duration of AI provider calls (streams: to their end).",
+)
+registry.count_view("ai.requests", ai_duration, "AI provider calls.")
+ai_errors = registry.counter(
+    "ai.errors",
+    ("ai.provider", "ai.model", "ai.operation", "error.type"),
+    "1",
+    "Failed AI provider calls.",
+)
+ai_cost = registry.counter(
+    "ai.cost_usd",
+    ("ai.provider", "ai.model", "ai.operation", "http.route", "tier"),
+    "USD",
+    "Estimated cost of AI provider calls.",
+)
+
+_active: contextvars.ContextVar[AICall | None] = contextvars.ContextVar("obs_ai_call", default=None)
+_BASE64 = re.compile(
+    r"data:[\w.+-]+/[\w.+-]+(?:;[\w.+-]+=[\w.+-]+)*;base64,[A-Za-z0-9+/=_-]*"
+    r"|[A-Za-z0-9+/_-]{100,}={0,2}"
+)
+_SECRET_KEYS = frozenset(
+    {
+        "api_key",
+        "apikey",
+        "key",
+        "token",
+        "api_token",
+        "access_token",
+        "authorization",
+        "password",
+        "secret",
+        "webhook",
+        "extra_headers",
+    }
+)
+_MAX_PARAMS = 24
+_warned: set[str] = set()
+# Calls ended by garbage collection while this thread was recording AI metrics: finished after
+# that (taking the same metric lock again from a finalizer would deadlock).
+_tls = threading.local()
+_orphans: deque[AICall] = deque()
+
+
+def _config() -> Config:
+    return _setup._config or _setup.current_config()
+
+
+def _warn_once(where: str) -> None:
+    if where not in _warned:
+        _warned.add(where)
+        _log.warning("obs-middleware: internal error in %s (call unaffected)", where, exc_info=True)
+
+
+def safe(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``, or None if it raised (logged once per function): for extractors."""
+    try:
+        return fn(*args)
+    except Exception:
+        _warn_once(getattr(fn, "__qualname__", repr(fn)))
+        return None
+
+
+def clean_text(text: Any, limit: int) -> str:
+    """Sanitize a prompt or input for export: base64 removed, secrets scrubbed, cut to ``limit``."""
+    if not isinstance(text, str):
+        return f"[{type(text).__name__}]"
+    if limit <= 0:
+        return ""
+    window = text[: limit * 2 + 512]  # bounds the work on a multi-megabyte input
+    if len(window) >= 100 or "base64," in window:
+        window = _BASE64.sub("[BASE64]", window)
+    out = truncate(scrub(window), limit)
+    if len(text) > limit * 2 + 512 and not out.endswith("…"):
+        out += "…"
+    return out
+
+
+def _size_pair(size: str) -> tuple[int, int] | None:
+    width, sep, height = size.partition("x")
+    if sep and width.isdigit() and height.isdigit():
+        return int(width), int(height)
+    return None
+
+
+_MISSING = object()
+
+
+class Patches:
+    """The patches of one integration, so ``unpatch()`` can undo exactly them."""
+
+    def __init__(self, integration: str) -> None:
+        self.integration = integration
+        self._undo: list[tuple[Any, str, Any]] = []
+        self._pending = 0  # post-import hooks registered in this generation
+        self._generation = 0
+
+    def wrap(self, module: str, path: str, wrapper: Callable[..., Any]) -> bool:
+        """Wrap ``module.path`` (``"Class.method"``) with a wrapt ``wrapper``; False if absent.
+
+        A module not imported yet is patched when it is: SDKs that load their resources lazily
+        stay lazy.
+        """
+        if module in sys.modules:
+            return self._wrap_now(module, path, wrapper)
+        if not _module_exists(module):
+            self._missing(module, path)
+            return False
+        generation = self._generation
+
+        def on_import(_module: object) -> None:
+            if self._generation == generation:  # not undone since
+                self._wrap_now(module, path, wrapper)
+
+        self._pending += 1
+        wrapt.register_post_import_hook(on_import, module)
+        return True
+
+    def _wrap_now(self, module: str, path: str, wrapper: Callable[..., Any]) -> bool:
+        owner_path, _, name = path.rpartition(".")
+        try:
+            owner: Any = importlib.import_module(module)
+            for part in filter(None, owner_path.split(".")):
+                owner = getattr(owner, part)
+            getattr(owner, name)
+        except (ImportError, AttributeError):
+            self._missing(module, path)
+            return False
+        original = vars(owner).get(name, _MISSING) if hasattr(owner, "__dict__") else _MISSING
+        wrapt.wrap_function_wrapper(owner, name, wrapper)
+        self._undo.append((owner, name, original))
+        return True
+
+    def _missing(self, module: str, path: str) -> None:
+        _log.warning(
+            "obs-middleware: %s: %s.%s not found, not instrumented", self.integration, module, path
+        )
+
+    def set(self, obj: Any, attr: str, value: Any) -> None:
+        """Replace ``obj.attr`` (e.g. re-bind a module alias to a patched method)."""
+        self._undo.append((obj, attr, vars(obj).get(attr, _MISSING)))
+        setattr(obj, attr, value)
+
+    def undo(self) -> None:
+        """Restore everything, last patch first; hooks of modules not imported yet lapse."""
+        self._generation += 1
+        self._pending = 0
+        while self._undo:
+            owner, name, original = self._undo.pop()
+            if original is _MISSING:
+                with contextlib.suppress(AttributeError):
+                    delattr(owner, name)
+            else:
+                setattr(owner, name, original)
+
+    def __bool__(self) -> bool:
+        return bool(self._undo) or self._pending > 0
+
+
+def _module_exists(name: str) -> bool:
+    """Whether module ``name`` can be imported, found without importing its packages."""
+    parts = name.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        parent = sys.modules.get(".".join(parts[:i]))
+        if parent is not None:
+            break
+    else:
+        return importlib.util.find_spec(name) is not None
+    search = getattr(parent, "__path__", None)
+    for j in range(i, len(parts)):
+        if search is None:
+            return False
+        spec = importlib.machinery.PathFinder.find_spec(".".join(parts[: j + 1]), search)
+        if spec is None:
+            return False
+        search = spec.submodule_search_locations
+    return True
+
+
+class _CostRollup:
+    """Per-trace cost sums, added to ``ai.cost_usd`` when the root ends (route, tier known)."""
+
+    __slots__ = ("done", "sums")
+
+    def __init__(self) -> None:
+        self.sums: dict[tuple[str, str, str], float] = {}
+        self.done = False
+
+    def add(self, labels: tuple[str, str, str], usd: float, root: _span.Span) -> None:
+        if self.done:  # the root already ended (a stream outliving its request)
+            _record_cost(labels, usd, root)
+        else:
+            self.sums[labels] = self.sums.get(labels, 0.0) + usd
+
+    def __call__(self, root: _span.Span) -> None:
+        self.done = True
+        for labels, usd in self.sums.items():
+            _record_cost(labels, usd, root)
+
+
+def _record_cost(labels: tuple[str, str, str], usd: float, root: _span.Span) -> None:
+    route = root.attrs.get("http.route") or root.attrs.get("job.service_type") or ""
+    ai_cost.add((*labels, str(route), root.local.tier or ""), usd)
+
+
+def _rollup(local: _span.LocalTrace) -> _CostRollup:
+    deferred = local.deferred
+    if deferred is None:
+        deferred = local.deferred = []
+    for callback in deferred:
+        if type(callback) is _CostRollup:
+            return callback
+    rollup = _CostRollup()
+    deferred.append(rollup)
+    return rollup
+
+
+class AICall:
+    """One logical AI provider call: its span, usage and cost (see the module docstring)."""
+
+    __slots__ = (
+        "_cost_unknown",
+        "_cost_usd",
+        "_depth",
+        "_stream",
+        "_token",
+        "finished",
+        "handle",
+        "operation",
+        "private",
+        "provider",
+        "span",
+        "usage",
+    )
+
+    def __init__(self, provider: str, operation: str, model: str | None, private: bool) -> None:
+        self.provider = provider
+        self.operation = operation
+        self.private = private
+        attrs: dict[str, Any] = {"ai.provider": provider, "ai.operation": operation}
+        if model:
+            attrs["ai.model"] = model
+        self.span = _span.Span("ai.request", attrs, "client")
+        self.usage = cost.Usage()
+        self.handle: Any = None
+        self.finished = False
+        self._depth = 0
+        self._stream = False
+        self._cost_usd: float | None = None
+        self._cost_unknown: str | None = None
+        self._token: contextvars.Token[AICall | None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def __enter__(self) -> AICall:
+        self._depth += 1
+        if self._depth == 1 and self._token is None and not self._stream:
+            self.span.start()
+            self._token = _active.set(self)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._depth -= 1
+        if self._depth:
+            return
+        try:
+            token, self._token = self._token, None
+            if token is not None:
+                _active.reset(token)
+            if exc is not None:
+                status = self.span.status  # an integration may have set a finer one
+                self.span.record_exception(exc, status="error" if status == "ok" else status)
+                self._finish("error" if self._stream else None)
+            elif self._stream:
+                self.span.deactivate()
+            else:
+                self._finish(None)
+        except Exception:
+            _warn_once("ai call end")
+
+    def wrap_stream(
+        self,
+        stream: Any,
+        on_item: Callable[[AICall, Any], None] | None = None,
+        *,
+        on_end: Callable[[AICall], None] | None = None,
+        reenter: bool = False,
+    ) -> Any:
+        """End this call with ``stream`` instead of at the ``with`` exit; returns a proxy."""
+        if self._stream or self.finished:
+            return stream
+        try:
+            if hasattr(stream, "__anext__") or hasattr(stream, "__aiter__"):
+                proxy: Any = _AsyncStream(stream, self, on_item, on_end, reenter)
+            else:
+                proxy = _SyncStream(stream, self, on_item, on_end, reenter)
+        except Exception:
+            _warn_once("ai wrap_stream")
+            return stream
+        self._stream = True
+        return proxy
+
+    def end_stream(self, how: str = "close") -> None:
+        """End a stream-attached call now (idempotent)."""
+        if self._stream and not self.finished:
+            self._finish(how)
+
+    # -- setters ---------------------------------------------------------------------------------
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The span's attributes (raw keys)."""
+        return self.span.attrs
+
+    def set_model(
+        self, model: str | None, *, version: str | None = None, app_id: str | None = None
+    ) -> None:
+        """Model name (a low-cardinality metric label), version id, app/endpoint id."""
+        attrs = self.span.attrs
+        if model:
+            attrs["ai.model"] = model
+        if version:
+            attrs["ai.model_version"] = version
+        if app_id:
+            attrs["ai.app_id"] = app_id
+
+    def set_request_id(self, request_id: str | None) -> None:
+        """Set the provider's id for this call (request, prediction, function call)."""
+        if request_id:
+            self.span.attrs["ai.request_id"] = str(request_id)
+
+    def set_inputs(self, prompt: Any = None, params: Mapping[str, Any] | None = None) -> None:
+        """Sanitized prompt (``params["prompt"]`` when not given) and scalar parameters."""
+        attrs = self.span.attrs
+        private = self.private or self.span.local.private
+        limit = _config().redaction.prompt_max_chars
+        if prompt is None and params is not None:
+            prompt = params.get("prompt")
+        if prompt is not None:
+            attrs["ai.prompt"] = PRIVATE if private else clean_text(prompt, limit)
+        if not params:
+            return
+        kept = 0
+        for key, value in params.items():
+            if kept >= _MAX_PARAMS:
+                break
+            if not isinstance(key, str) or key == "prompt" or key.lower() in _SECRET_KEYS:
+                continue
+            if isinstance(value, (bool, int, float)):
+                attrs["ai.input." + key] = value
+            elif isinstance(value, str):
+                attrs["ai.input." + key] = PRIVATE if private else clean_text(value, limit)
+            else:
+                continue
+            kept += 1
+
+    def set_tokens(
+        self,
+        *,
+        input: int | None = None,
+        cached: int | None = None,
+        output: int | None = None,
+        reasoning: int | None = None,
+    ) -> None:
+        """Token counts of the whole call (a stream's final usage; never per-chunk sums)."""
+        usage, attrs = self.usage, self.span.attrs
+        if input is not None:
+            usage.input_tokens = attrs["ai.input_tokens"] = int(input)
+        if cached is not None:
+            usage.cached_tokens = attrs["ai.cached_tokens"] = int(cached)
+        if output is not None:
+            usage.output_tokens = attrs["ai.output_tokens"] = int(output)
+        if reasoning is not None:
+            usage.reasoning_tokens = attrs["ai.reasoning_tokens"] = int(reasoning)
+
+    def set_images(
+        self,
+        count: int | None,
+        *,
+        width: int | None = None,
+        height: int | None = None,
+        size: str | None = None,
+        quality: str | None = None,
+    ) -> None:
+        """Images produced: count, pixel size (or a ``"WxH"`` size label), quality."""
+        usage, attrs = self.usage, self.span.attrs
+        if count is not None:
+            usage.images = attrs["ai.image_count"] = int(count)
+        if size:
+            usage.size = attrs["ai.image_size"] = size
+            pair = _size_pair(size)
+            if pair is not None and width is None and height is None:
+                width, height = pair
+        if width and height:
+            usage.width = attrs["ai.width"] = int(width)
+            usage.height = attrs["ai.height"] = int(height)
+        if quality:
+            usage.quality = attrs["ai.image_quality"] = quality
+
+    def set_compute(
+        self, seconds: float | None, *, gpu: str | None = None, gpu_count: int = 1
+    ) -> None:
+        """Billed compute time (Replicate ``predict_time``, Modal run time) and its hardware."""
+        usage, attrs = self.usage, self.span.attrs
+        if seconds is not None:
+            usage.gpu_seconds = attrs["ai.gpu_seconds"] = float(seconds)
+        if gpu:
+            usage.gpu = attrs["ai.gpu"] = gpu
+        usage.gpu_count = gpu_count
+        if gpu_count != 1:
+            attrs["ai.gpu_count"] = gpu_count
+
+    def set_units(self, units: float | None) -> None:
+        """Billable units reported by the provider (fal ``x-fal-billable-units``)."""
+        if units is not None:
+            self.usage.units = self.span.attrs["ai.billable_units"] = float(units)
+
+    def set_cost(self, usd: float | None, *, unknown: str | None = None) -> None:
+        """Use a cost the provider reported instead of the pricing table.
+
+        ``usd=None`` with ``unknown``: the cost is unknown for that reason; ``set_cost(None)``
+        goes back to the pricing table.
+        """
+        self._cost_usd = None if usd is None else float(usd)
+        self._cost_unknown = unknown if usd is None else None
+
+    def set_queue_ms(self, ms: float | None) -> None:
+        """Time the request waited in the provider's queue before running."""
+        if ms is not None:
+            self.span.attrs["ai.queue_ms"] = round(max(float(ms), 0.0), 3)
+
+    def set_status(
+        self, status: str, *, error_type: str | None = None, message: str | None = None
+    ) -> None:
+        """Mark the call failed (or another status) without an exception reaching us."""
+        span = self.span
+        span.status = status
+        if error_type is not None:
+            span.error_type = error_type
+        if message is not None:
+            span.error_message = scrub(message)[:1024]
+
+    def fail(self, exc: BaseException, *, status: str = "error") -> None:
+        """Record an exception the SDK handled (or reported) as this call's failure."""
+        self.span.record_exception(exc, status=status)
+
+    def event(self, name: str, **fields: Any) -> None:
+        """Add a timestamped event to the span."""
+        self.span.event(name, **fields)
+
+    # -- end -------------------------------------------------------------------------------------
+    def _finish(self, how: str | None) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if getattr(_tls, "busy", False):  # a finalizer ran inside our own metric update
+            _orphans.append(self)
+            return
+        _tls.busy = True
+        try:
+            self._end(how)
+        except Exception:
+            _warn_once("ai call finish")
+        finally:
+            _tls.busy = False
+        while _orphans:
+            orphan = _orphans.popleft()
+            safe(orphan._end, "gc")
+
+    def _end(self, how: str | None) -> None:
+        span = self.span
+        attrs = span.attrs
+        local = span.local
+        if how is not None:
+            attrs["ai.stream_end"] = how
+        if self.private or local.private:
+            _privatize(span)
+        labels = (self.provider, str(attrs.get("ai.model") or ""), self.operation)
+        self._price(attrs, local, labels)
+        span.end()
+        ai_duration.record(labels, span.duration_ms)
+        if span.status not in ("ok", "cancelled"):
+            ai_errors.add((*labels, span.error_type or span.status))
+
+    def _price(
+        self, attrs: dict[str, Any], local: _span.LocalTrace, labels: tuple[str, str, str]
+    ) -> None:
+        if self._cost_usd is not None:
+            usd: float | None = self._cost_usd
+            attrs["cost.pricing_version"] = "provider"
+        elif self._cost_unknown is not None:
+            usd = None
+            attrs["cost.unknown"] = self._cost_unknown
+        else:
+            price = cost.estimate(self.provider, labels[1] or None, self.usage, _config().pricing)
+            usd = price.usd
+            attrs["cost.pricing_version"] = price.version
+            if usd is None:
+                attrs["cost.unknown"] = price.unknown
+        root = local.root
+        root_open = root is not self.span and not root.end_ns
+        if usd is None:
+            if root_open:
+                root.attrs["cost.unknown"] = "some AI calls have no price"
+            return
+        attrs["cost.usd"] = usd
+        if root_open:
+            root.attrs["cost.usd"] = round(root.attrs.get("cost.usd", 0.0) + usd, 10)
+        _rollup(local).add(labels, usd, root)
+
+    def __repr__(self) -> str:
+        return f"<AICall {self.provider}.{self.operation} depth={self._depth}>"
+
+
+def _privatize(span: _span.Span) -> None:
+    attrs = span.attrs
+    for key, value in list(attrs.items()):
+        if isinstance(value, str) and (key == "ai.prompt" or key.startswith("ai.input.")):
+            attrs[key] = PRIVATE
+    attrs["ai.private"] = True
+    if span.error_message:
+        span.error_message = PRIVATE
+
+
+def ai_call(
+    provider: str, operation: str, model: str | None = None, *, private: bool = False
+) -> AICall:
+    """Return the call to enter for one SDK entry point: new, or the active one of ``provider``."""
+    active = _active.get()
+    if active is not None and active.provider == provider and not active.finished:
+        if model and not active.span.attrs.get("ai.model"):
+            active.span.attrs["ai.model"] = model
+        if private:
+            active.private = True
+        return active
+    return AICall(provider, operation, model, private)
+
+
+def current_call(provider: str | None = None) -> AICall | None:
+    """Return the active call (of ``provider``, if given) in this context, or None."""
+    active = _active.get()
+    if active is None or active.finished or (provider is not None and active.provider != provider):
+        return None
+    return active
+
+
+def _reenter(call: AICall) -> tuple[Any, Any]:
+    # A lazy SDK generator does its HTTP inside next(): make the call active (entered once
+    # more, so entry points called there join it) and its span current, so client spans nest.
+    call._depth += 1
+    return _active.set(call), _span._current.set(call.span)
+
+
+def _leave(call: AICall, tokens: tuple[Any, Any]) -> None:
+    call._depth -= 1
+    _span._current.reset(tokens[1])
+    _active.reset(tokens[0])
+
+
+class _SyncStream(wrapt.ObjectProxy[Any]):
+    """A transparent proxy over a sync stream that ends its call with the stream."""
+
+    def __init__(
+        self,
+        wrapped: Any,
+        call: AICall,
+        on_item: Callable[[AICall, Any], None] | None,
+        on_end: Callable[[AICall], None] | None,
+        reenter: bool,
+    ) -> None:
+        super().__init__(wrapped)
+        self._self_call = call
+        self._self_on_item = on_item
+        self._self_on_end = on_end
+        self._self_reenter = reenter
+        self._self_it = wrapped if hasattr(type(wrapped), "__next__") else None
+
+    def __iter__(self) -> _SyncStream:
+        return self
+
+    def __next__(self) -> Any:
+        call = self._self_call
+        tokens = _reenter(call) if self._self_reenter and not call.finished else None
+        try:
+            it = self._self_it
+            if it is None:
+                it = self._self_it = iter(self.__wrapped__)
+            item = next(it)
+        except StopIteration:
+            _stream_done(self, call, None)
+            raise
+        except BaseException as exc:
+            _stream_done(self, call, exc)
+            raise
+        finally:
+            if tokens is not None:
+                _leave(call, tokens)
+        on_item = self._self_on_item
+        if on_item is not None:
+            safe(on_item, call, item)
+        return item
+
+    def close(self) -> Any:
+        """Close the underlying stream and end the call."""
+        try:
+            closer = getattr(self.__wrapped__, "close", None)
+            return closer() if closer is not None else None
+        finally:
+            _stream_done(self, self._self_call, None, "close")
+
+    def __enter__(self) -> _SyncStream:
+        enter = getattr(self.__wrapped__, "__enter__", None)
+        if enter is not None:
+            enter()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        try:
+            exit_ = getattr(self.__wrapped__, "__exit__", None)
+            return exit_(*exc_info) if exit_ is not None else None
+        finally:
+            _stream_done(self, self._self_call, None, "close")
+
+    def __del__(self) -> None:
+        call = self._self_call
+        if not call.finished:
+            _stream_done(self, call, None, "gc")
+
+
+class _AsyncStream(wrapt.ObjectProxy[Any]):
+    """A transparent proxy over an async stream that ends its call with the stream."""
+
+    def __init__(
+        self,
+        wrapped: Any,
+        call: AICall,
+        on_item: Callable[[AICall, Any], None] | None,
+        on_end: Callable[[AICall], None] | None,
+        reenter: bool,
+    ) -> None:
+        super().__init__(wrapped)
+        self._self_call = call
+        self._self_on_item = on_item
+        self._self_on_end = on_end
+        self._self_reenter = reenter
+        self._self_it = wrapped if hasattr(type(wrapped), "__anext__") else None
+
+    def __aiter__(self) -> _AsyncStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        call = self._self_call
+        tokens = _reenter(call) if self._self_reenter and not call.finished else None
+        try:
+            it = self._self_it
+            if it is None:
+                it = self._self_it = self.__wrapped__.__aiter__()
+            item = await it.__anext__()
+        except StopAsyncIteration:
+            _stream_done(self, call, None)
+            raise
+        except BaseException as exc:
+            _stream_done(self, call, exc)
+            raise
+        finally:
+            if tokens is not None:
+                _leave(call, tokens)
+        on_item = self._self_on_item
+        if on_item is not None:
+            safe(on_item, call, item)
+        return item
+
+    async def aclose(self) -> None:
+        """Close the underlying stream (``aclose`` or async ``close``) and end the call."""
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the underlying stream and end the call."""
+        try:
+            wrapped = self.__wrapped__
+            closer = getattr(wrapped, "aclose", None) or getattr(wrapped, "close", None)
+            if closer is not None:
+                result = closer()
+                if hasattr(result, "__await__"):
+                    await result
+        finally:
+            _stream_done(self, self._self_call, None, "close")
+
+    async def __aenter__(self) -> _AsyncStream:
+        enter = getattr(self.__wrapped__, "__aenter__", None)
+        if enter is not None:
+            await enter()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> Any:
+        try:
+            exit_ = getattr(self.__wrapped__, "__aexit__", None)
+            return (await exit_(*exc_info)) if exit_ is not None else None
+        finally:
+            _stream_done(self, self._self_call, None, "close")
+
+    def __del__(self) -> None:
+        call = self._self_call
+        if not call.finished:
+            _stream_done(self, call, None, "gc")
+
+
+def _stream_done(
+    proxy: _SyncStream | _AsyncStream,
+    call: AICall,
+    exc: BaseException | None,
+    how: str | None = None,
+) -> None:
+    if call.finished:
+        return
+    try:
+        if exc is not None:
+            call.span.record_exception(exc)
+            how = how or ("close" if call.span.status == "cancelled" else "error")
+        on_end = proxy._self_on_end
+        if on_end is not None:
+            safe(on_end, call)
+    except Exception:
+        _warn_once("ai stream end")
+    call._finish(how or "done")

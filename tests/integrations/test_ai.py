@@ -1,0 +1,492 @@
+"""The shared AI-call machinery: one span per logical call, joins, sanitized inputs, privacy,
+cost on the span and its root, AI metrics, and streams that end with their iteration."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import importlib
+import json
+import logging
+import sys
+import types
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+import obs_middleware as obs
+from obs_middleware._core.config import RedactionOptions
+from obs_middleware._core.span import current_span
+from obs_middleware.integrations import _ai
+from obs_middleware.integrations._ai import AICall, Patches, ai_call, clean_text, current_call, safe
+from obs_middleware.testing import Capture, capture
+
+
+def chunks(usages: list[int | None]) -> Iterator[dict[str, Any]]:
+    for i, usage in enumerate(usages):
+        yield {"i": i, "usage": usage}
+
+
+def take_usage(call: AICall, item: dict[str, Any]) -> None:
+    if item["usage"] is not None:
+        call.set_tokens(input=item["usage"], output=item["usage"])
+
+
+def test_one_call_is_one_client_span_with_provider_model_operation(obs_capture: Capture) -> None:
+    with obs.span("request"), ai_call("openai", "chat", "gpt-4o-mini") as call:
+        call.set_request_id("req_1")
+        call.set_tokens(input=20, cached=0, output=10)
+    record = obs_capture.span("ai.request")
+    assert record == {
+        "type": "span",
+        "name": "ai.request",
+        "trace_id": "00000000000000000000000000000001",
+        "span_id": "0000000000000002",
+        "parent_id": "0000000000000001",
+        "service": "app",
+        "environment": "development",
+        "start": "2026-01-01T00:00:00.002000Z",
+        "duration_ms": 1.0,
+        "status": "ok",
+        "error_type": None,
+        "error_message": None,
+        "user_id": None,
+        "tier": None,
+        "request_id": None,
+        "span.kind": "client",
+        "ai.provider": "openai",
+        "ai.operation": "chat",
+        "ai.model": "gpt-4o-mini",
+        "ai.request_id": "req_1",
+        "ai.input_tokens": 20,
+        "ai.cached_tokens": 0,
+        "ai.output_tokens": 10,
+        "cost.pricing_version": record["cost.pricing_version"],
+        "cost.usd": 9e-06,
+    }
+
+
+def test_nested_entry_point_of_same_provider_joins_and_enriches(obs_capture: Capture) -> None:
+    with ai_call("replicate", "run", "a/b") as outer:
+        with ai_call("replicate", "predictions.create") as inner:
+            assert inner is outer
+            inner.set_request_id("p1")
+        assert current_call("replicate") is outer
+        outer.set_model(None, version="v1")
+    assert current_call() is None
+    record = obs_capture.span("ai.request")
+    assert record["ai.operation"] == "run"
+    assert record["ai.request_id"] == "p1"
+    assert record["ai.model_version"] == "v1"
+
+
+def test_another_provider_inside_is_a_child_span(obs_capture: Capture) -> None:
+    with ai_call("modal", "remote", "fn"), ai_call("openai", "chat", "gpt-4o"):
+        pass
+    inner, outer = obs_capture.spans
+    assert (inner["ai.provider"], outer["ai.provider"]) == ("openai", "modal")
+    assert inner["parent_id"] == outer["span_id"]
+
+
+def test_exception_is_recorded_and_reraised_keeping_a_finer_status(obs_capture: Capture) -> None:
+    with pytest.raises(ValueError, match="refused"), ai_call("openai", "chat", "m") as call:
+        call.span.status = "content_violation"
+        raise ValueError("refused")
+    with pytest.raises(KeyError), ai_call("openai", "chat", "m"):
+        raise KeyError("x")
+    first, second = obs_capture.spans
+    assert (first["status"], first["error_type"]) == ("content_violation", "ValueError")
+    assert (second["status"], second["error_type"]) == ("error", "KeyError")
+    errors = obs_capture.metrics()["ai.errors"].points
+    assert errors == {
+        ("openai", "m", "chat", "ValueError"): 1,
+        ("openai", "m", "chat", "KeyError"): 1,
+    }
+
+
+def test_metrics_count_and_time_every_call(obs_capture: Capture) -> None:
+    for _ in range(3):
+        with ai_call("fal", "run", "fal-ai/flux/dev"):
+            pass
+    metrics = obs_capture.metrics()
+    assert metrics["ai.requests"].points == {("fal", "fal-ai/flux/dev", "run"): 3}
+    duration = metrics["ai.duration"].points[("fal", "fal-ai/flux/dev", "run")]
+    assert duration.count == 3  # type: ignore[union-attr]
+    assert metrics["ai.errors"].points == {}
+
+
+# -- inputs --------------------------------------------------------------------------------------
+def test_inputs_are_truncated_scrubbed_and_free_of_base64() -> None:
+    with capture(redaction=RedactionOptions(prompt_max_chars=40)) as cap:
+        with ai_call("replicate", "run", "a/b") as call:
+            call.set_inputs(
+                params={
+                    "prompt": "draw sk-abcdefghijklmnopqrstuvwxyz " + "a" * 60,
+                    "image": "data:image/png;base64," + "iVBORw0KGgo" * 50,
+                    "mask": "Zm9v" * 40,
+                    "steps": 30,
+                    "guidance": 7.5,
+                    "hd": True,
+                    "api_key": "r8_secretsecretsecretsecret",
+                    "webhook": "https://example.com/hook?token=abc",
+                    "loras": ["x", "y"],
+                }
+            )
+        record = cap.span("ai.request")
+    assert record["ai.prompt"] == "draw [REDACTED] " + "a" * 24 + "…"
+    assert record["ai.input.image"] == "[BASE64]"
+    assert record["ai.input.mask"] == "[BASE64]"
+    assert (record["ai.input.steps"], record["ai.input.guidance"], record["ai.input.hd"]) == (
+        30,
+        7.5,
+        True,
+    )
+    assert not any(
+        key in record for key in ("ai.input.api_key", "ai.input.webhook", "ai.input.loras")
+    )
+
+
+def test_clean_text_bounds_work_on_huge_inputs() -> None:
+    text = "describe: " + "QUJD" * 1_000_000  # 4 MB of base64
+    assert clean_text(text, 200) == "describe: [BASE64]…"
+    assert clean_text("x" * 10, 0) == ""
+    assert clean_text(b"bytes", 10) == "[bytes]"
+
+
+def test_many_params_are_capped() -> None:
+    with capture() as cap:
+        with ai_call("p", "op") as call:
+            call.set_inputs(params={f"p{i}": i for i in range(100)})
+        record = cap.span("ai.request")
+    assert sum(key.startswith("ai.input.") for key in record) == 24
+
+
+# -- privacy -------------------------------------------------------------------------------------
+SECRET_PROMPT = "my very private prompt about Alice"
+
+
+def exported_text(cap: Capture) -> str:
+    return json.dumps(cap.records, default=str)
+
+
+def test_private_call_exports_no_prompt(obs_capture: Capture) -> None:
+    with ai_call("openai", "chat", "gpt-4o", private=True) as call:
+        call.set_inputs(SECRET_PROMPT, {"style": SECRET_PROMPT, "n": 1})
+    record = obs_capture.span("ai.request")
+    assert record["ai.prompt"] == "[PRIVATE]"
+    assert record["ai.input.style"] == "[PRIVATE]"
+    assert record["ai.input.n"] == 1
+    assert record["ai.private"] is True
+    assert "Alice" not in exported_text(obs_capture)
+
+
+def test_trace_marked_private_after_inputs_still_exports_none(obs_capture: Capture) -> None:
+    with (
+        obs.span("request"),
+        pytest.raises(RuntimeError),
+        ai_call("openai", "chat", "gpt-4o") as call,
+    ):
+        call.set_inputs(SECRET_PROMPT)
+        obs.mark_private()
+        raise RuntimeError(f"provider echoed: {SECRET_PROMPT}")
+    record = obs_capture.span("ai.request")
+    assert record["ai.prompt"] == "[PRIVATE]"
+    assert record["error_message"] == "[PRIVATE]"
+    assert "Alice" not in json.dumps(record)
+
+
+def test_private_trace_before_the_call(obs_capture: Capture) -> None:
+    with obs.span("request"):
+        obs.mark_private()
+        with ai_call("fal", "run") as call:
+            call.set_inputs(params={"prompt": SECRET_PROMPT})
+    assert obs_capture.span("ai.request")["ai.prompt"] == "[PRIVATE]"
+    assert "Alice" not in exported_text(obs_capture)
+
+
+# -- cost ----------------------------------------------------------------------------------------
+def test_root_span_carries_the_summed_cost_of_its_calls(obs_capture: Capture) -> None:
+    with obs.span("request"):
+        for _ in range(2):
+            with ai_call("openai", "chat", "gpt-4o-mini") as call:
+                call.set_tokens(input=20, output=10)
+        with ai_call("replicate", "run", "black-forest-labs/flux-schnell") as call:
+            call.set_images(3)
+    root = obs_capture.span("request")
+    assert root["cost.usd"] == pytest.approx(2 * 9e-06 + 0.009)
+    assert "cost.unknown" not in root
+
+
+def test_unpriced_call_marks_root_and_carries_a_reason(obs_capture: Capture) -> None:
+    with obs.span("request"):
+        with ai_call("openai", "chat", "gpt-4o"):
+            pass  # no usage reported
+        with ai_call("openai", "chat", "gpt-4o") as call:
+            call.set_tokens(input=1000, output=0)
+    calls = [s for s in obs_capture.spans if s["name"] == "ai.request"]
+    assert calls[0]["cost.unknown"] == "usage not reported for per_token"
+    assert "cost.usd" not in calls[0]
+    root = obs_capture.span("request")
+    assert root["cost.usd"] == pytest.approx(0.0025)
+    assert root["cost.unknown"] == "some AI calls have no price"
+
+
+def test_provider_reported_cost_and_declared_unknown(obs_capture: Capture) -> None:
+    with ai_call("fal", "run", "x") as call:
+        call.set_cost(0.5)
+    with ai_call("fal", "run", "x") as call:
+        call.set_cost(None, unknown="still running")
+    first, second = obs_capture.spans
+    assert (first["cost.usd"], first["cost.pricing_version"]) == (0.5, "provider")
+    assert second["cost.unknown"] == "still running"
+
+
+def test_cost_metric_by_route_and_tier_is_recorded_when_the_root_ends(
+    obs_capture: Capture,
+) -> None:
+    with obs.span("GET") as root:
+        obs.set_user("u1", tier="pro")
+        with ai_call("openai", "chat", "gpt-4o-mini") as call:
+            call.set_tokens(input=20, output=10)
+        with ai_call("openai", "chat", "gpt-4o-mini") as call:
+            call.set_tokens(input=20, output=10)
+        assert obs_capture.metrics()["ai.cost_usd"].points == {}
+        root.attrs["http.route"] = "/images/{id}"  # the middleware names the root at its end
+    points = obs_capture.metrics()["ai.cost_usd"].points
+    assert points == {
+        ("openai", "gpt-4o-mini", "chat", "/images/{id}", "pro"): pytest.approx(1.8e-05)
+    }
+
+
+def test_cost_metric_when_the_call_is_the_root(obs_capture: Capture) -> None:
+    with ai_call("openai", "chat", "gpt-4o-mini") as call:
+        call.set_tokens(input=20, output=10)
+    points = obs_capture.metrics()["ai.cost_usd"].points
+    assert points == {("openai", "gpt-4o-mini", "chat", "", ""): pytest.approx(9e-06)}
+    assert "cost.usd" in obs_capture.span("ai.request")
+
+
+# -- streams -------------------------------------------------------------------------------------
+def test_stream_ends_when_exhausted_with_usage_of_the_last_usage_chunk(
+    obs_capture: Capture,
+) -> None:
+    with obs.span("request"):
+        with ai_call("openai", "chat", "gpt-4o-mini") as call:
+            stream = call.wrap_stream(chunks([5, None, 20, None]), take_usage)
+        assert current_span() is not None and current_span().name == "request"  # type: ignore[union-attr]
+        assert obs_capture.spans == []
+        items = list(stream)
+    assert [i["i"] for i in items] == [0, 1, 2, 3]
+    record = obs_capture.span("ai.request")
+    assert (record["ai.input_tokens"], record["ai.output_tokens"]) == (20, 20)  # not 25
+    assert record["ai.stream_end"] == "done"
+    assert record["status"] == "ok"
+
+
+def test_stream_closed_early_ends_the_span(obs_capture: Capture) -> None:
+    with ai_call("p", "op") as call:
+        stream = call.wrap_stream(chunks([1, 2, 3]))
+    next(stream)
+    stream.close()
+    assert obs_capture.span("ai.request")["ai.stream_end"] == "close"
+    with pytest.raises(StopIteration):
+        next(stream)  # a closed generator stays closed: behaviour unchanged
+    assert len(obs_capture.spans) == 1
+
+
+def test_stream_collected_unfinished_ends_the_span(obs_capture: Capture) -> None:
+    with ai_call("p", "op") as call:
+        stream = call.wrap_stream(chunks([1, 2, 3]))
+    next(stream)
+    del stream
+    gc.collect()
+    assert obs_capture.span("ai.request")["ai.stream_end"] == "gc"
+
+
+def test_stream_error_mid_way_fails_the_span(obs_capture: Capture) -> None:
+    def broken() -> Iterator[int]:
+        yield 1
+        raise ConnectionError("reset")
+
+    with ai_call("p", "op") as call:
+        stream = call.wrap_stream(broken())
+    with pytest.raises(ConnectionError):
+        list(stream)
+    record = obs_capture.span("ai.request")
+    assert (record["status"], record["error_type"], record["ai.stream_end"]) == (
+        "error",
+        "ConnectionError",
+        "error",
+    )
+
+
+def test_stream_proxy_keeps_type_attributes_and_context_manager(obs_capture: Capture) -> None:
+    class SdkStream:
+        def __init__(self) -> None:
+            self.response = "raw"
+            self.closed = False
+
+        def __next__(self) -> int:
+            raise StopIteration
+
+        def __iter__(self) -> Iterator[int]:
+            return self
+
+        def __enter__(self) -> SdkStream:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.close()
+
+        def close(self) -> None:
+            self.closed = True
+
+    raw = SdkStream()
+    with ai_call("p", "op") as call:
+        stream = call.wrap_stream(raw)
+        assert call.wrap_stream(raw) is raw  # only the first stream is wrapped
+    assert isinstance(stream, SdkStream)
+    assert stream.response == "raw"
+    with stream as entered:
+        assert entered is stream
+    assert raw.closed
+    assert obs_capture.span("ai.request")["ai.stream_end"] == "close"
+
+
+def test_reentered_stream_joins_inner_calls_and_nests_spans(obs_capture: Capture) -> None:
+    def lazy_sdk_generator() -> Iterator[str]:
+        # what replicate.stream does on its first next(): create the prediction
+        with ai_call("replicate", "predictions.create") as inner:
+            inner.set_request_id("p-42")
+            with obs.span("POST /v1/predictions"):
+                pass
+        yield "token"
+
+    with obs.span("request"):
+        with ai_call("replicate", "stream", "a/b") as call:
+            stream = call.wrap_stream(lazy_sdk_generator(), reenter=True)
+        assert list(stream) == ["token"]
+        assert current_span().name == "request"  # type: ignore[union-attr]
+    http, ai, request = obs_capture.spans
+    assert ai["ai.request_id"] == "p-42"
+    assert (ai["span_id"], ai["parent_id"]) == ("0000000000000002", request["span_id"])
+    assert http["parent_id"] == ai["span_id"]
+    assert current_call() is None
+
+
+async def test_async_stream_ends_when_exhausted(obs_capture: Capture) -> None:
+    async def agen() -> AsyncIterator[dict[str, Any]]:
+        for item in chunks([None, 7]):
+            yield item
+
+    with ai_call("p", "op", "m") as call:
+        stream = call.wrap_stream(agen(), take_usage)
+    assert [item["i"] async for item in stream] == [0, 1]
+    record = obs_capture.span("ai.request")
+    assert (record["ai.input_tokens"], record["ai.stream_end"]) == (7, "done")
+
+
+async def test_async_stream_aclose_and_gc(obs_capture: Capture) -> None:
+    async def agen() -> AsyncIterator[int]:
+        for i in range(5):
+            yield i
+            await asyncio.sleep(0)
+
+    with ai_call("p", "first") as call:
+        first = call.wrap_stream(agen())
+    with ai_call("p", "second") as call:
+        second = call.wrap_stream(agen())
+    assert await first.__anext__() == 0
+    await first.aclose()
+    assert await second.__anext__() == 0
+    del second
+    gc.collect()
+    ends = {s["ai.operation"]: s["ai.stream_end"] for s in obs_capture.spans}
+    assert ends == {"first": "close", "second": "gc"}
+
+
+def test_collection_inside_our_own_metric_update_is_deferred(obs_capture: Capture) -> None:
+    with ai_call("p", "orphan") as call:
+        stream = call.wrap_stream(chunks([1]))
+    _ai._tls.busy = True  # as if the collector ran while this thread recorded AI metrics
+    try:
+        del stream
+        gc.collect()
+        assert len(_ai._orphans) == 1
+    finally:
+        _ai._tls.busy = False
+    with ai_call("p", "next"):
+        pass
+    assert not _ai._orphans
+    assert {s["ai.operation"] for s in obs_capture.spans} == {"orphan", "next"}
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def test_safe_swallows_and_logs_once(caplog: pytest.LogCaptureFixture) -> None:
+    def extractor_bug(value: int) -> int:
+        raise AttributeError(value)
+
+    with caplog.at_level(logging.WARNING, logger="obs_middleware"):
+        assert safe(extractor_bug, 1) is None
+        assert safe(extractor_bug, 2) is None
+    assert len(caplog.records) == 1
+    assert "extractor_bug" in caplog.records[0].getMessage()
+    assert safe(lambda x: x + 1, 1) == 2
+
+
+def test_patches_wrap_set_and_undo(caplog: pytest.LogCaptureFixture) -> None:
+    module = types.ModuleType("fake_sdk")
+
+    class Client:
+        def run(self) -> str:
+            return "ran"
+
+    module.Client = Client  # type: ignore[attr-defined]
+    module.run = Client().run  # type: ignore[attr-defined]
+    sys.modules["fake_sdk"] = module
+    try:
+        patches = Patches("fake")
+        assert patches.wrap("fake_sdk", "Client.run", lambda w, i, a, k: "wrapped " + w(*a, **k))
+        patches.set(module, "run", Client().run)
+        with caplog.at_level(logging.WARNING, logger="obs_middleware"):
+            assert not patches.wrap("fake_sdk", "Client.missing", lambda w, i, a, k: None)
+        assert "fake_sdk.Client.missing not found" in caplog.text
+        assert Client().run() == "wrapped ran"
+        assert module.run() == "wrapped ran"  # type: ignore[attr-defined]
+        patches.undo()
+        assert Client().run() == "ran"
+        assert not patches
+    finally:
+        del sys.modules["fake_sdk"]
+
+
+def test_patches_of_a_module_not_imported_yet_wait_for_its_import(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    package = tmp_path / "lazy_sdk"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "res.py").write_text("class C:\n    def m(self):\n        return 'm'\n")
+    (package / "other.py").write_text("class D:\n    def m(self):\n        return 'd'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("lazy_sdk")  # the package is imported, its modules are not
+
+    patches = Patches("lazy")
+    try:
+        assert patches.wrap("lazy_sdk.res", "C.m", lambda w, i, a, k: "patched " + w(*a, **k))
+        assert patches.wrap("lazy_sdk.other", "D.m", lambda w, i, a, k: "patched")
+        assert "lazy_sdk.res" not in sys.modules and patches
+        c = importlib.import_module("lazy_sdk.res").C
+        assert c().m() == "patched m"
+        patches.undo()
+        assert c().m() == "m"
+        d = importlib.import_module("lazy_sdk.other").D
+        assert d().m() == "d"  # undone before its import: the hook lapsed
+        with caplog.at_level(logging.WARNING, logger="obs_middleware"):
+            assert not patches.wrap("lazy_sdk.gone", "X.m", lambda w, i, a, k: None)
+        assert "lazy_sdk.gone.X.m not found" in caplog.text
+    finally:
+        patches.undo()
+        for name in [m for m in sys.modules if m.startswith("lazy_sdk")]:
+            del sys.modules[name]
