@@ -15,6 +15,7 @@ from ._core.job import job
 from ._core.span import Span, current_span, emit, span, traced
 from ._setup import configure, flush, mark_private, set_user, shutdown
 from .integrations._registry import instrument_all, uninstrument_all
+from .integrations.sqlalchemy import instrument_sqlalchemy
 from .middleware import ObsMiddleware, ObsWSGIMiddleware
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "emit",
     "flush",
     "instrument_all",
+    "instrument_sqlalchemy",
     "job",
     "mark_private",
     "set_user",

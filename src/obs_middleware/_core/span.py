@@ -148,8 +148,12 @@ class Span:
         self._token: contextvars.Token[Span | None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
-    def start(self) -> Span:
-        """Start the span and make it current; returns ``self``."""
+    def start(self, activate: bool = True) -> Span:
+        """Start the span and make it current (unless ``activate`` is False); returns ``self``.
+
+        A leaf span that will have no children (a query) may skip becoming current: it saves a
+        context-variable set and reset.
+        """
         parent = _current.get()
         if parent is not None:
             self.trace_id = parent.trace_id
@@ -172,7 +176,8 @@ class Span:
             if not self.sampled:
                 self.local.buffer = []
         self.span_id = randbits(64) or 1
-        self._token = _current.set(self)
+        if activate:
+            self._token = _current.set(self)
         if events.active:
             events.dispatch(self.name + ".start", {"span": self})
         self.start_ns = clock_ns()

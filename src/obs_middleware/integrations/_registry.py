@@ -69,6 +69,7 @@ class Report(tuple[Outcome, ...]):
 # Filled as integration modules land; the order is the patch order.
 INTEGRATIONS: tuple[Integration, ...] = (
     Integration("logging", "logging", None, ""),
+    Integration("sqlalchemy", "sqlalchemy", "sqlalchemy", ">=2.0,<2.2"),
     Integration("openai", "openai", "openai", ">=1.40,<4"),
     Integration("replicate", "replicate", "replicate", ">=1.0,<2"),
     Integration("fal", "fal_client", "fal-client", ">=1.0,<2"),
