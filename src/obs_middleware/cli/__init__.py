@@ -1,0 +1,65 @@
+"""The ``obs`` command: ``demo``, ``report``, ``dashboard``, ``check``.
+
+The parser lives here; each subcommand's module (imported only when it runs, so ``obs --help``
+stays instant) has ``run(args) -> exit code``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from ..exporters.sqlite import default_path
+
+__all__ = ["main"]
+
+_STORE_HELP = "SQLite store path (default: $OBS_STORE or obs.db)"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="obs", description="obs-middleware: demo, report, dashboard, check."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="run an instrumented demo service and print a report")
+    demo.add_argument("--requests", type=int, default=3000, help="requests to drive (3000)")
+    demo.add_argument("--store", default=default_path(), help=_STORE_HELP)
+    demo.add_argument("--jsonl", default="obs-demo.jsonl", help="JSON lines copy of the records")
+    demo.add_argument("--seed", type=int, default=7, help="random seed for the request mix")
+
+    report = sub.add_parser("report", help="print tables from the SQLite store")
+    _store_options(report)
+    report.add_argument("--json", action="store_true", help="print the figures as JSON")
+
+    dashboard = sub.add_parser("dashboard", help="serve the local dashboard on 127.0.0.1")
+    dashboard.add_argument("--store", default=default_path(), help=_STORE_HELP)
+    dashboard.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    dashboard.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+
+    check = sub.add_parser("check", help="show what instrument_all() would patch here")
+    check.add_argument("--json", action="store_true", help="print the plan as JSON")
+    return parser
+
+
+def _store_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", default=default_path(), help=_STORE_HELP)
+    p.add_argument("--service", help="only this service")
+    p.add_argument("--since", help="only the last 30s, 15m, 2h, 7d…")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``obs`` command line; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    module = importlib.import_module(f"{__name__}.{args.command}")
+    try:
+        code: int = module.run(args)
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Exact statistics and plain-text tables shared by ``obs demo`` and ``obs report``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = ["percentile", "table"]
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Return the ``q``-th percentile (0 to 100) of ascending ``sorted_values``, exactly.
+
+    Linear interpolation between closest ranks (numpy's default, ``statistics.quantiles(...,
+    method="inclusive")``); 0.0 for no values.
+    """
+    n = len(sorted_values)
+    if n == 0:
+        return 0.0
+    pos = (n - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, n - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]], title: str = "") -> str:
+    """Render rows as an aligned text table (numbers right-aligned)."""
+    cells = [[_fmt(v) for v in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    numeric = [
+        bool(rows) and all(isinstance(r[i], (int, float)) or r[i] is None for r in rows)
+        for i in range(len(headers))
+    ]
+
+    def line(values: Sequence[str]) -> str:
+        out = [
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(values, widths, numeric, strict=True)
+        ]
+        return "  ".join(out).rstrip()
+
+    lines = [title] if title else []
+    lines.append(line(headers))
+    lines.append("  ".join("─" * w for w in widths))
+    lines.extend(line(row) for row in cells)
+    if not rows:
+        lines.append("(none)")
+    return "\n".join(lines)
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) < 1e6 else f"{value:,.0f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
