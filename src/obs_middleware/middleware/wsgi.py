@@ -1,4 +1,4 @@
-"""WSGI middleware: the same server span and record as the ASGI one (Flask, Django, any WSGI app)."""
+"""WSGI middleware: the same server span and record as the ASGI one (Flask, Django, any app)."""
 
 from __future__ import annotations
 
