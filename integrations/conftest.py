@@ -1,4 +1,4 @@
-"""A JSON-lines configuration undone after the test (privacy checks read the real file)."""
+"""Shared by the compat suites: a JSON-lines configuration undone after the test."""
 
 from __future__ import annotations
 
