@@ -78,6 +78,8 @@ class HttpOptions:
     ``capture_headers`` (dropped otherwise).
     ``user_id``: hook ``scope -> user id | None`` called at the end of a request when
     ``obs.set_user`` was not called.
+    ``propagate_hosts``/``no_propagate_hosts``: outbound hosts that may / may not receive a
+    ``traceparent`` (``*.example.com`` matches subdomains; empty allow list = every host).
     """
 
     exclude_paths: tuple[str, ...] = ("/health", "/healthz", "/livez", "/readyz")
@@ -85,6 +87,8 @@ class HttpOptions:
     allow_sensitive_headers: bool = False
     request_id_header: str = "x-request-id"
     user_id: Callable[[Mapping[str, Any]], str | None] | None = None
+    propagate_hosts: tuple[str, ...] = ()
+    no_propagate_hosts: tuple[str, ...] = ()
 
     @functools.cached_property
     def request_id_header_bytes(self) -> bytes:
@@ -153,6 +157,8 @@ _ENV: dict[str, tuple[str, str]] = {
     "OBS_FLUSH_ON_SIGTERM": ("pipeline", "flush_on_sigterm"),
     "OBS_EXCLUDE_PATHS": ("http", "exclude_paths"),
     "OBS_CAPTURE_HEADERS": ("http", "capture_headers"),
+    "OBS_PROPAGATE_HOSTS": ("http", "propagate_hosts"),
+    "OBS_NO_PROPAGATE_HOSTS": ("http", "no_propagate_hosts"),
     "OBS_PROMPT_MAX_CHARS": ("redaction", "prompt_max_chars"),
     "OBS_PRICING_FILE": ("pricing", "file"),
 }

@@ -70,6 +70,9 @@ class Report(tuple[Outcome, ...]):
 INTEGRATIONS: tuple[Integration, ...] = (
     Integration("logging", "logging", None, ""),
     Integration("sqlalchemy", "sqlalchemy", "sqlalchemy", ">=2.0,<2.2"),
+    Integration("httpx", "httpx", "httpx", ">=0.24,<1"),
+    Integration("requests", "requests", "requests", ">=2.28,<3"),
+    Integration("litestar", "litestar", "litestar", ">=2.8,<3"),
     Integration("openai", "openai", "openai", ">=1.40,<4"),
     Integration("replicate", "replicate", "replicate", ">=1.0,<2"),
     Integration("fal", "fal_client", "fal-client", ">=1.0,<2"),

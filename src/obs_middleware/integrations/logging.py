@@ -2,7 +2,10 @@
 
 Adds ``trace_id``, ``span_id``, ``request_id`` and ``user_id`` attributes (empty strings outside a
 span, so a format string such as ``%(trace_id)s`` never fails). Patches the log record factory,
-so it works with every handler and formatter; cost is paid per record, never per span.
+so it works with every handler and formatter; cost is paid per record, never per span. The ids
+are taken where the record is made, so a ``QueueHandler`` that formats later keeps them.
+``obs_middleware.logs`` has the JSON formatter that writes them, and ``SpanEventHandler`` to keep
+WARNING+ records as events of the current span.
 """
 
 from __future__ import annotations

@@ -13,10 +13,16 @@ are found by their endpoint, once per endpoint. Templates use the route's ``path
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
 __all__ = ["route_template"]
+
+Scope = MutableMapping[str, Any]
+
+# Set by the Litestar integration: called as ``hook(scope, attrs)`` for a routed Litestar request,
+# with the request span still current, so procedures cost no extra ASGI layer.
+litestar_hook: Callable[[Scope, dict[str, Any]], None] | None = None
 
 _MAX_CACHED = 4096  # per cache; beyond it, work is redone per request rather than remembered
 
@@ -39,6 +45,8 @@ def route_template(
     if route is None:
         template = scope.get("path_template")  # Litestar
         if isinstance(template, str):
+            if litestar_hook is not None and attrs is not None:
+                litestar_hook(scope, attrs)
             return template
         route = _route_by_endpoint(scope)
         if route is None:

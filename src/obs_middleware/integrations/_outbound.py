@@ -1,0 +1,139 @@
+"""Outbound HTTP client spans, shared by the ``httpx`` and ``requests`` integrations.
+
+One ``client`` span per request made through the client (redirects included), named
+``METHOD host``, with ``http.method``, ``server.address``, ``url.full`` (no credentials, secrets
+scrubbed from the path, query keys kept and values dropped), ``http.status_code``, request and
+response sizes; status ``error`` for 4xx/5xx answers and transport exceptions. A W3C
+``traceparent`` (and the incoming ``tracestate``) is added to the request unless the caller set one
+or the host is excluded by ``HttpOptions.propagate_hosts``/``no_propagate_hosts``. Requests made
+by our own exporters (``_delivery.EXPORTING``, or anything on the export worker thread) are never
+traced. Metrics: ``http.client.duration`` by method, host and status class.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from .. import _setup
+from .._core import span as _span
+from .._core.context import format_traceparent
+from .._core.metrics import registry
+from .._core.redact import scrub
+from .._delivery import EXPORTING
+from ..middleware._http import STATUS_CLASS
+
+__all__ = ["ClientCall", "client_duration", "query_keys", "suppressed"]
+
+client_duration = registry.histogram(
+    "http.client.duration",
+    ("http.method", "server.address", "http.status_class"),
+    "ms",
+    "Duration of outbound HTTP requests (to the response body when it is read by the call).",
+)
+registry.count_view("http.client.requests", client_duration, "Outbound HTTP requests.")
+
+_EXPORT_THREAD = "obs-export"  # the pipeline's worker (_pipeline.Pipeline) never traces itself
+_policy: tuple[object, frozenset[str], tuple[str, ...], frozenset[str], tuple[str, ...]] | None = (
+    None
+)
+
+
+def suppressed() -> bool:
+    """Tell whether our own exporters are sending (their traffic must never become spans)."""
+    return EXPORTING.get() or threading.current_thread().name == _EXPORT_THREAD
+
+
+def query_keys(query: str) -> str:
+    """``a=1&b=2`` -> ``a=&b=``: which parameters were sent, never their values."""
+    return "&".join(part.partition("=")[0] + "=" for part in query.split("&") if part)
+
+
+def _patterns(hosts: Iterable[str]) -> tuple[frozenset[str], tuple[str, ...]]:
+    exact = {h.lower() for h in hosts if not h.startswith("*.")}
+    suffixes = tuple(h[1:].lower() for h in hosts if h.startswith("*."))
+    return frozenset(exact), suffixes
+
+
+def may_propagate(host: str) -> bool:
+    """Whether ``traceparent`` may be sent to ``host`` (``*.example.com`` matches subdomains)."""
+    global _policy
+    options = (_setup._config or _setup.current_config()).http
+    policy = _policy
+    if policy is None or policy[0] is not options:
+        allow = _patterns(options.propagate_hosts)
+        deny = _patterns(options.no_propagate_hosts)
+        policy = _policy = (options, *allow, *deny)
+    _, allow_exact, allow_suffix, deny_exact, deny_suffix = policy
+    host = host.lower()
+    if host in deny_exact or host.endswith(deny_suffix):
+        return False
+    if not allow_exact and not allow_suffix:
+        return True
+    return host in allow_exact or host.endswith(allow_suffix)
+
+
+class ClientCall:
+    """One outbound request's span: ``start`` before sending, then ``finish`` or ``fail``."""
+
+    __slots__ = ("host", "method", "span")
+
+    def __init__(
+        self, method: str, scheme: str, host: str, port: int | None, *, path: str, query: str
+    ) -> None:
+        self.method = method
+        self.host = host
+        netloc = f"[{host}]" if ":" in host else host
+        if port is not None:
+            netloc = f"{netloc}:{port}"
+        url = f"{scheme}://{netloc}{scrub(path)}"
+        if query:
+            url = f"{url}?{query_keys(query)}"
+        attrs: dict[str, Any] = {
+            "http.method": method,
+            "server.address": host,
+            "url.full": url,
+        }
+        if port is not None:
+            attrs["server.port"] = port
+        self.span = _span.Span(f"{method} {host}", attrs, "client").start()
+
+    def headers(self) -> list[tuple[str, str]]:
+        """Return the trace headers to add to the request (none for an excluded host)."""
+        span = self.span
+        if not may_propagate(self.host):
+            return []
+        out = [("traceparent", format_traceparent(span.trace_id, span.span_id, span.sampled))]
+        if span.local.tracestate:
+            out.append(("tracestate", span.local.tracestate))
+        return out
+
+    def finish(self, status: int, request_size: int | None, response_size: int | None) -> None:
+        """End the span with the response's status and sizes."""
+        span = self.span
+        attrs = span.attrs
+        attrs["http.status_code"] = status
+        attrs["http.request_size"] = request_size
+        attrs["http.response_size"] = response_size
+        if status >= 400 and span.status == "ok":
+            span.status = "error"
+        self._end(status)
+
+    def fail(self, exc: BaseException) -> None:
+        """End the span with the exception that stopped the request."""
+        self.span.record_exception(exc)
+        self._end(0)
+
+    def _end(self, status: int) -> None:
+        span = self.span
+        span.end()
+        client_duration.record(
+            (self.method, self.host, STATUS_CLASS.get(status // 100, "xxx")),
+            (span.end_ns - span.start_ns) / 1e6,
+        )
+
+
+def content_length(value: str | None) -> int | None:
+    """Parse a ``Content-Length`` header (None when absent or malformed)."""
+    return int(value) if value is not None and value.isdigit() else None
