@@ -671,8 +671,10 @@ def _leave(call: AICall, tokens: tuple[Any, Any]) -> None:
     _active.reset(tokens[0])
 
 
-class _SyncStream(wrapt.ObjectProxy[Any]):
-    """A transparent proxy over a sync stream that ends its call with the stream."""
+class _StreamProxy(wrapt.ObjectProxy[Any]):
+    """A transparent proxy over a stream that ends its call with the stream."""
+
+    _next_method = "__next__"
 
     def __init__(
         self,
@@ -687,7 +689,12 @@ class _SyncStream(wrapt.ObjectProxy[Any]):
         self._self_on_item = on_item
         self._self_on_end = on_end
         self._self_reenter = reenter
-        self._self_it = wrapped if hasattr(type(wrapped), "__next__") else None
+        # Iterate the object itself when it is an iterator; else ask it for one on first use.
+        self._self_it = wrapped if hasattr(type(wrapped), self._next_method) else None
+
+
+class _SyncStream(_StreamProxy):
+    """A sync stream proxy."""
 
     def __iter__(self) -> _SyncStream:
         return self
@@ -741,23 +748,10 @@ class _SyncStream(wrapt.ObjectProxy[Any]):
             _stream_done(self, call, None, "gc")
 
 
-class _AsyncStream(wrapt.ObjectProxy[Any]):
-    """A transparent proxy over an async stream that ends its call with the stream."""
+class _AsyncStream(_StreamProxy):
+    """An async stream proxy."""
 
-    def __init__(
-        self,
-        wrapped: Any,
-        call: AICall,
-        on_item: Callable[[AICall, Any], None] | None,
-        on_end: Callable[[AICall], None] | None,
-        reenter: bool,
-    ) -> None:
-        super().__init__(wrapped)
-        self._self_call = call
-        self._self_on_item = on_item
-        self._self_on_end = on_end
-        self._self_reenter = reenter
-        self._self_it = wrapped if hasattr(type(wrapped), "__anext__") else None
+    _next_method = "__anext__"
 
     def __aiter__(self) -> _AsyncStream:
         return self
