@@ -262,6 +262,7 @@ def _worker_main(argv: Sequence[str]) -> None:
     try:
         result = worker(args, Path(tmp))
     finally:
+        _scenarios.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
     sys.stdout.write("\n@@RESULT@@" + json.dumps(result) + "\n")
     sys.stdout.flush()

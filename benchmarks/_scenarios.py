@@ -18,11 +18,14 @@ valgrind start-up short.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import importlib.util
 import json
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -50,6 +53,9 @@ SPAN_CHILDREN = 100  # child spans per root in the span scenario
 # timed like everything else, and every configuration gets the same ones).
 SPAN_CHUNK = 50
 CATEGORIES = ("books", "games", "music", "tools")
+SQL_BATCH = 100  # queries per root span (one iteration) in the sql scenario
+# Iterations between flushes in the sql scenario: 2,020 spans, far below the export queue.
+SQL_CHUNK = 20
 
 # scenario -> (description, unit of one measured item, items per iteration, configs in order)
 SCENARIOS: dict[str, tuple[str, str, int, tuple[str, ...]]] = {
@@ -71,14 +77,43 @@ SCENARIOS: dict[str, tuple[str, str, int, tuple[str, ...]]] = {
         1,
         ("bare", "obs", "otel", "ddtrace"),
     ),
+    "sql": (
+        f'SQLAlchemy conn.execute(text("SELECT 1")).scalar(), in-memory SQLite, {SQL_BATCH} '
+        "queries per root span (root charged to the queries)",
+        "us",
+        SQL_BATCH,
+        ("bare", "obs", "otel", "ddtrace"),
+    ),
+    "litestar": (
+        "Litestar GET /items/{item_id} -> small JSON, app(scope, receive, send) direct",
+        "us",
+        1,
+        ("bare", "obs", "otel"),
+    ),
+    "ai": (
+        "openai SDK chat.completions.create against the loopback emulator (other process, "
+        "latency 0)",
+        "us",
+        1,
+        ("bare", "obs", "ddtrace"),
+    ),
 }
+# What one measured item is, for the report's column heads.
+ITEM = {"span": "span", "sql": "query", "ai": "call"}
 # Diagnostic configurations: not in the comparison tables, used by the instruction counts.
 EXTRA_CONFIGS = {
     "asgi": ("obs-noexport",),
     "span": ("obs-noexport",),
     "real": ("obs-noexport", "obs-middleware-only"),
 }
-BASELINE = {"asgi": "bare", "span": "floor", "real": "bare"}
+BASELINE = {
+    "asgi": "bare",
+    "span": "floor",
+    "real": "bare",
+    "sql": "bare",
+    "litestar": "bare",
+    "ai": "bare",
+}
 
 LABELS = {
     "bare": "bare (no instrumentation)",
@@ -568,7 +603,189 @@ def _real(config: str, workdir: Path) -> Bench:
     return bench
 
 
-BUILDERS: dict[str, Callable[[str, Path], Bench]] = {"asgi": _asgi, "span": _span, "real": _real}
+# -- scenario 4: one SQLAlchemy query ----------------------------------------------------------
+def _sql(config: str, workdir: Path) -> Bench:
+    import sqlalchemy
+    from sqlalchemy.pool import StaticPool
+
+    notes: list[str] = []
+    handle: Any = None
+    root: Callable[[], Any]
+    # Instrumentation before the engine exists, as in the realistic request.
+    if config == "obs":
+        handle = _Obs(workdir)
+        notes.append(_obs_sqlalchemy())
+        root = lambda: obs.span("root")  # noqa: E731
+    elif config == "ddtrace":
+        handle = _Ddtrace()
+        import ddtrace
+
+        ddtrace.patch(sqlalchemy=True)
+        notes.append("patch(sqlalchemy=True)")
+        trace = handle.tracer.trace
+        root = lambda: trace("root")  # noqa: E731
+    elif config == "otel":
+        handle = _Otel()
+        tracer = handle.provider.get_tracer("bench")
+        root = lambda: tracer.start_as_current_span("root")  # noqa: E731
+    elif config == "bare":
+        root = contextlib.nullcontext
+    else:
+        raise ValueError(f"unknown config {config!r}")
+    engine = sqlalchemy.create_engine(
+        "sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False}
+    )
+    if config == "otel":
+        from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+        # It declares sqlalchemy<2.1 and would instrument nothing here without the override.
+        SQLAlchemyInstrumentor().instrument(
+            engine=engine, tracer_provider=handle.provider, skip_dep_check=True
+        )
+        notes.append("SQLAlchemyInstrumentor(skip_dep_check=True)")
+    conn = engine.connect()
+    stmt = sqlalchemy.text("SELECT 1")
+    batch = range(SQL_BATCH)
+
+    def run(n: int) -> None:
+        execute = conn.execute
+        for _ in range(n):
+            with root():
+                for _ in batch:
+                    execute(stmt).scalar()
+
+    def validate() -> str:
+        assert conn.execute(stmt).scalar() == 1
+        if handle is None:
+            return "ok"
+        flush = getattr(handle, "flush", lambda: None)
+        flush()
+        before = handle.emitted()
+        run(1)
+        flush()
+        if handle.emitted() - before != SQL_BATCH + 1:
+            raise AssertionError(f"{config}: {handle.emitted() - before} spans for one root")
+        return "ok"
+
+    bench = Bench(run=run, validate=validate, notes=notes, chunk=SQL_CHUNK)
+    if handle is not None:
+        bench.flush = getattr(handle, "flush", bench.flush)
+        bench.emitted = handle.emitted
+    return bench
+
+
+# -- scenario 5: small Litestar request --------------------------------------------------------
+def _litestar(config: str, workdir: Path) -> Bench:
+    from litestar import Litestar, get
+
+    @get("/items/{item_id:str}")
+    async def get_item(item_id: str) -> dict[str, Any]:
+        return {"item_id": item_id, "name": "widget", "price": 9.5, "stock": 3}
+
+    handle: Any = None
+    plugins: list[Any] = []
+    if config == "obs":
+        from obs_middleware.integrations.litestar import ObsPlugin
+
+        handle = _Obs(workdir)
+        plugins.append(ObsPlugin())
+    elif config == "otel":
+        from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
+
+        handle = _Otel()
+        plugins.append(OpenTelemetryPlugin(OpenTelemetryConfig(tracer_provider=handle.provider)))
+    elif config != "bare":
+        raise ValueError(f"unknown config {config!r}")
+    app = Litestar(route_handlers=[get_item], plugins=plugins, logging_config=None)
+
+    def check(body: bytes) -> None:
+        assert json.loads(body)["item_id"] == "42", body
+
+    return _asgi_bench(app, handle, "/items/42", check)  # type: ignore[arg-type]
+
+
+# -- scenario 6: one OpenAI chat completion ----------------------------------------------------
+# The emulator runs in its own process, so neither CPU time nor callgrind charges its work to the
+# measured one. It exits when its stdin closes, i.e. when the worker exits however it does.
+_EMULATOR = """
+import sys
+from obs_middleware.testing.emulators.openai import OpenAIEmulator
+with OpenAIEmulator(latency_s=0.0) as emu:
+    print(emu.url, flush=True)
+    sys.stdin.read()
+"""
+_children: list[subprocess.Popen[str]] = []
+
+
+def _emulator_url() -> str:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _EMULATOR],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("OBS_", "DD_"))},
+    )
+    _children.append(proc)
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip()
+    if not url.startswith("http://127.0.0.1:"):
+        raise RuntimeError(f"emulator did not start: {url!r}")
+    return url
+
+
+def _ai(config: str, workdir: Path) -> Bench:
+    notes: list[str] = []
+    handle: Any = None
+    if config == "ddtrace":
+        handle = _Ddtrace()
+        import ddtrace
+
+        ddtrace.patch(openai=True)
+        notes.append("patch(openai=True)")
+    import openai
+
+    if config == "obs":
+        handle = _Obs(workdir)
+        outcome = {o.name: o for o in obs.instrument_all(only=["openai"])}.get("openai")
+        if outcome is None or outcome.status not in ("patched", "already"):
+            raise RuntimeError(f"obs openai integration not active: {outcome}")
+    elif config not in ("bare", "ddtrace"):
+        raise ValueError(f"unknown config {config!r}")
+    client = openai.OpenAI(api_key="sk-test", base_url=_emulator_url() + "/v1", max_retries=0)
+    messages = [{"role": "user", "content": "Say hello."}]
+    create = client.chat.completions.create
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            create(model="gpt-4o-mini", messages=messages)  # type: ignore[arg-type]
+
+    def validate() -> str:
+        reply = create(model="gpt-4o-mini", messages=messages)  # type: ignore[arg-type]
+        assert reply.choices[0].message.content, reply
+        return "ok"
+
+    bench = Bench(run=run, validate=validate, notes=notes)
+    if handle is not None:
+        bench.flush = getattr(handle, "flush", bench.flush)
+        bench.emitted = handle.emitted
+    return bench
+
+
+def cleanup() -> None:
+    """Stop the helper processes this worker started."""
+    for proc in _children:
+        proc.kill()
+        proc.wait(5)
+
+
+BUILDERS: dict[str, Callable[[str, Path], Bench]] = {
+    "asgi": _asgi,
+    "span": _span,
+    "real": _real,
+    "sql": _sql,
+    "litestar": _litestar,
+    "ai": _ai,
+}
 
 
 def build(scenario: str, config: str, workdir: Path) -> Bench:

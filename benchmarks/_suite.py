@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import _harness
-from _scenarios import BASELINE, LABELS, SCENARIOS
+from _scenarios import BASELINE, ITEM, LABELS, SCENARIOS
 
 QUICK = os.environ.get("OBS_BENCH_QUICK", "") not in ("", "0")
 
@@ -27,7 +27,11 @@ QUICK = os.environ.get("OBS_BENCH_QUICK", "") not in ("", "0")
 # exported). Never loosen them to make a run pass.
 ASGI_BUDGET_US = 4.0  # Starlette request overhead over bare
 SPAN_BUDGET_NS = 1000.0  # obs.span enter+exit with 3 attributes
-REAL_BUDGET = 0.02  # realistic request, instructions over bare
+REAL_BUDGET = 0.02  # realistic request, ObsMiddleware only, instructions over bare (issue 2)
+REAL_SQL_BUDGET = 0.03  # realistic request, middleware + SQLAlchemy spans (issue 3)
+SQL_BUDGET_US = 2.0  # per SQLAlchemy query over bare (issue 3)
+LITESTAR_BUDGET_US = 1.0  # Litestar obs overhead minus Starlette obs overhead (issue 5)
+AI_BUDGET_US = 15.0  # per OpenAI SDK call over bare (issue 4)
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class Plan:
     span_repeats: int
     asgi_pairs: int  # interleaved bare/obs process pairs for the Starlette gate
     real_pairs: int  # same for the realistic request's CPU figure (reported, not gated)
+    ai_pairs: int  # same for the OpenAI call's CPU figure (reported, not gated)
     pair_repeats: int
     callgrind_n: dict[str, tuple[int, int]]  # scenario -> (N1, N2) for the instruction slope
     profile_n: dict[str, int]
@@ -52,8 +57,16 @@ FULL_PLAN = Plan(
     span_repeats=9,
     asgi_pairs=7,
     real_pairs=4,
+    ai_pairs=4,
     pair_repeats=5,
-    callgrind_n={"real": (100, 400), "asgi": (100, 500), "span": (10, 40)},
+    callgrind_n={
+        "real": (100, 400),
+        "asgi": (100, 500),
+        "span": (10, 40),
+        "sql": (4, 16),
+        "litestar": (100, 500),
+        "ai": (10, 40),
+    },
     profile_n={"asgi": 20_000, "span": 300, "real": 1_000},
 )
 QUICK_PLAN = Plan(
@@ -63,13 +76,24 @@ QUICK_PLAN = Plan(
     span_repeats=5,
     asgi_pairs=2,
     real_pairs=1,
+    ai_pairs=1,
     pair_repeats=3,
-    callgrind_n={"real": (20, 60), "asgi": (50, 150), "span": (4, 12)},
+    callgrind_n={
+        "real": (20, 60),
+        "asgi": (50, 150),
+        "span": (4, 12),
+        "sql": (2, 6),
+        "litestar": (50, 150),
+        "ai": (5, 15),
+    },
     profile_n={"asgi": 5_000, "span": 80, "real": 200},
 )
 PLAN = QUICK_PLAN if QUICK else FULL_PLAN
 
+# Longest first (see ``_harness.callgrind``): the openai SDK's import alone is ~30 s under valgrind.
 CALLGRIND_JOBS = (
+    ("ai", "bare"),
+    ("ai", "obs"),
     ("real", "bare"),
     ("real", "obs"),
     ("real", "obs-noexport"),
@@ -80,12 +104,20 @@ CALLGRIND_JOBS = (
     ("span", "floor"),
     ("span", "obs"),
     ("span", "obs-noexport"),
+    ("sql", "bare"),
+    ("sql", "obs"),
+    ("litestar", "bare"),
+    ("litestar", "obs"),
 )
 
 
-# The quick plan counts instructions for the two instruction gates only.
+# The quick plan counts instructions for the instruction gates only.
 JOBS = (
-    tuple(j for j in CALLGRIND_JOBS if j[0] in ("asgi", "real") and j[1] in ("bare", "obs"))
+    tuple(
+        j
+        for j in CALLGRIND_JOBS
+        if j[0] != "span" and (j[1] in ("bare", "obs") or j == ("real", "obs-middleware-only"))
+    )
     if QUICK
     else CALLGRIND_JOBS
 )
@@ -254,10 +286,10 @@ def _cpu_table(scenario: str) -> list[str]:
     desc, unit, per, configs = SCENARIOS[scenario]
     k = scale(scenario) / per
     base = RESULTS.measurements.get((scenario, BASELINE[scenario]))
-    what = "span" if scenario == "span" else "request"
+    what = ITEM.get(scenario, "request")
     lines = [
         f"| config | CPU {unit}/{what} median | min | max | wall {unit}/{what} | "
-        f"overhead {unit} | ratio | spans exported/{'root' if scenario == 'span' else 'req'} "
+        f"overhead {unit} | ratio | spans exported/{'root' if per > 1 else what} "
         f"| GC gen0/gen2 per 1k | N x R |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -313,7 +345,7 @@ def _instr_lines(scenario: str) -> list[str]:
     # Instructions -> time at the baseline's own rate (same interpreter-bound kind of code).
     rate = base / (m.median / per * scale(scenario)) if m else None
     n1, n2 = counts[base_key].n1, counts[base_key].n2
-    what = "span" if scenario == "span" else "request"
+    what = ITEM.get(scenario, "request")
     lines = [
         f"Instructions per {what} (callgrind, whole process incl. export thread, slope between "
         f"N={n1} and N={n2} iterations, PYTHONHASHSEED=0):",
@@ -341,7 +373,7 @@ def _hot_lines(scenario: str) -> list[str]:
     if not rows:
         return []
     _, unit, per, _ = SCENARIOS[scenario]
-    what = "span" if per > 1 else "request"
+    what = ITEM.get(scenario, "request")
     base = RESULTS.instructions.get((scenario, BASELINE[scenario]))
     full = RESULTS.instructions.get((scenario, "obs"))
     if base and full:
@@ -372,6 +404,9 @@ def report() -> str:
         "asgi": "Starlette request",
         "span": "obs.span (nested, 3 attributes)",
         "real": "Realistic request",
+        "sql": "SQLAlchemy query",
+        "litestar": "Litestar request",
+        "ai": "OpenAI SDK call",
     }
     phases = ", ".join(f"{k} {v:.0f} s" for k, v in RESULTS.phase_s.items())
     out = [
@@ -380,7 +415,7 @@ def report() -> str:
         f"{phases})",
         "",
     ]
-    for scenario in ("asgi", "span", "real"):
+    for scenario, title in titles.items():
         block = [
             *_cpu_table(scenario),
             *_pairs_lines(scenario),
@@ -388,7 +423,7 @@ def report() -> str:
             *_hot_lines(scenario),
         ]
         if any(line.startswith("|") for line in block):
-            out += [f"### {titles[scenario]}", "", *block]
+            out += [f"### {title}", "", *block]
     if RESULTS.gates:
         out += [
             "### Gates",
@@ -423,3 +458,42 @@ def save(text: str) -> Path:
     }
     (folder / "obs-bench-last.json").write_text(json.dumps(raw, indent=1))
     return folder / "obs-bench-last.md"
+
+
+@dataclass
+class InstrOverhead:
+    """obs's instruction overhead per item, and that overhead in µs at the baseline's rate."""
+
+    over: float  # instructions per item over the baseline
+    base: float  # baseline instructions per item
+    base_us: float  # baseline CPU µs per item (pairs' median if measured, else the table's)
+
+    @property
+    def us(self) -> float:
+        return self.over * self.base_us / self.base
+
+    def how(self) -> str:
+        return (
+            f"+{self.over:,.0f} instr over bare {self.base:,.0f} instr / {self.base_us:.2f} µs CPU"
+        )
+
+
+def instr_overhead(scenario: str, config: str = "obs") -> InstrOverhead:
+    """Callgrind overhead of ``config`` over the baseline, per item (query, request, call)."""
+    counts = RESULTS.instruction_counts()
+    per = items_per_iter(scenario)
+    base = counts[(scenario, BASELINE[scenario])].per_iter / per
+    over = counts[(scenario, config)].per_iter / per - base
+    pairs = RESULTS.pairs.get(scenario)
+    base_s = (
+        statistics.median(b.median for b, _ in pairs)
+        if pairs
+        else RESULTS.measurement(scenario, BASELINE[scenario]).median
+    )
+    return InstrOverhead(over, base, base_s / per * 1e6)
+
+
+def cpu_overhead_us(scenario: str, config: str = "obs") -> float:
+    """Table CPU medians: ``config`` minus the baseline, µs per item."""
+    base = RESULTS.measurement(scenario, BASELINE[scenario]).median
+    return (RESULTS.measurement(scenario, config).median - base) / items_per_iter(scenario) * 1e6

@@ -185,3 +185,21 @@ def test_our_own_failure_never_reaches_the_caller(
 
 def test_query_keys_keep_names_and_drop_values() -> None:
     assert _outbound.query_keys("a=1&b=&c&&d=x=y") == "a=&b=&c=&d="
+
+
+class _ForwardingTransport(httpx.BaseTransport):
+    """A transport that sends through a second client, as fal's transport does."""
+
+    def __init__(self) -> None:
+        self.inner = client()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.send(request)
+        response.read()
+        return httpx.Response(response.status_code, content=response.content)
+
+
+def test_a_client_sending_through_another_client_makes_one_span(obs_capture: Capture) -> None:
+    with obs.span("job"), httpx.Client(transport=_ForwardingTransport()) as c:
+        c.get("https://api.example.com/x")
+    assert obs_capture.names() == ["GET api.example.com", "job"]

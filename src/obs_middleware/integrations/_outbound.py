@@ -41,8 +41,13 @@ _policy: tuple[object, frozenset[str], tuple[str, ...], frozenset[str], tuple[st
 
 
 def suppressed() -> bool:
-    """Tell whether our own exporters are sending (their traffic must never become spans)."""
-    return EXPORTING.get() or threading.current_thread().name == _EXPORT_THREAD
+    """Tell whether this request must not become a span: our own exporters are sending, or it
+    is made inside another client span's send (a transport wrapping a second client, as fal's
+    does), which already records it."""
+    if EXPORTING.get() or threading.current_thread().name == _EXPORT_THREAD:
+        return True
+    current = _span.current_span()
+    return current is not None and current.kind == "client" and "url.full" in current.attrs
 
 
 def query_keys(query: str) -> str:
