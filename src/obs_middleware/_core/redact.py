@@ -32,8 +32,8 @@ SENSITIVE_HEADERS = frozenset(
 _SECRET_PATTERNS = (
     r"(?i:\bbearer)\s+[A-Za-z0-9._~+/=-]{8,}",
     r"(?i:\bbasic)\s+[A-Za-z0-9+/=]{8,}",
-    r"\bsk-[A-Za-z0-9_-]{16,}",  # OpenAI
-    r"\br8_[A-Za-z0-9]{20,}",  # Replicate
+    r"sk-[A-Za-z0-9_-]{16,}",  # OpenAI (no word boundary: a key glued to text still goes)
+    r"r8_[A-Za-z0-9]{20,}",  # Replicate
     r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",  # JWT
     r"\b(?:ak|as)-[A-Za-z0-9]{16,}",  # Modal token id/secret
     r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}:[0-9a-f]{32}\b",  # fal key

@@ -8,6 +8,7 @@ the export worker.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -19,7 +20,7 @@ from types import TracebackType
 from typing import Any, TypeVar, cast
 
 from . import events
-from .redact import scrub
+from .redact import PRIVATE, scrub
 
 __all__ = ["Event", "LocalTrace", "RemoteParent", "Span", "current_span", "emit", "span", "traced"]
 
@@ -36,6 +37,14 @@ wall_anchor_ns: int = time.time_ns() - time.perf_counter_ns()
 
 
 _MAX_MESSAGE = 1024
+_PRIVATE_MARK = "__obs_private__"
+
+
+def mark_private_exception(exc: BaseException) -> None:
+    """Mark an exception raised by a private call: spans recording it export ``[PRIVATE]``."""
+    # An exception type with __slots__ refuses the mark: its call span is still covered.
+    with contextlib.suppress(AttributeError, TypeError):
+        setattr(exc, _PRIVATE_MARK, True)
 
 
 def _drop_finished(item: Span | Event) -> None:
@@ -270,7 +279,12 @@ class Span:
             return
         self.status = status
         self.error_type = type(exc).__qualname__
-        self.error_message = scrub(str(exc))[:_MAX_MESSAGE]
+        local = getattr(self, "local", None)
+        if (local is not None and local.private) or getattr(exc, _PRIVATE_MARK, False):
+            # SDK errors often echo the prompt: a private request never exports the message
+            self.error_message = PRIVATE
+        else:
+            self.error_message = scrub(str(exc))[:_MAX_MESSAGE]
 
     @property
     def duration_ms(self) -> float:

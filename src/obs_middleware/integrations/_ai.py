@@ -383,6 +383,8 @@ class AICall:
             if token is not None:
                 _active.reset(token)
             if exc is not None:
+                if self.private:  # every span the exception crosses hides its message too
+                    _span.mark_private_exception(exc)
                 status = self.span.status  # an integration may have set a finer one
                 self.span.record_exception(exc, status="error" if status == "ok" else status)
                 self._finish("error" if self._stream else None)
