@@ -11,8 +11,11 @@ Worker side (``python benchmarks/_harness.py MODE SCENARIO CONFIG``, PYTHONHASHS
   ``run(N2)`` + flush (all threads). The slope between them cancels start-up and fixed costs.
 - ``profile``: cProfile of the main thread and of every thread started afterwards (the export
   worker), reduced to obs-middleware's own functions.
+- ``throughput export PATH``: spans per second of one export path (``_scenarios.EXPORT_PATHS``)
+  on the calling thread, ``time.thread_time`` per round, its stages interleaved round by round.
 
-Parent side: ``measure()``, ``callgrind()``, ``paired()`` and ``profile()`` start those workers.
+Parent side: ``measure()``, ``callgrind()``, ``paired()``, ``profile()`` and ``throughput()``
+start those workers.
 """
 
 from __future__ import annotations
@@ -176,6 +179,26 @@ def _worker_profile(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     return {"rows": _obs_rows(stats, args.n), "n": args.n}
 
 
+def _worker_throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    try:
+        path = _scenarios.export_path(args.config, workdir)
+    except ImportError as exc:  # the [otlp] extra is optional
+        return {"skipped": f"{exc.name or exc} not installed"}
+    path.check()
+    for stage in path.stages.values():  # warm-up
+        path.reset()
+        stage()
+    rates: dict[str, list[float]] = {name: [] for name in path.stages}
+    for _ in range(args.repeats):
+        for name, stage in path.stages.items():
+            path.reset()
+            _collect()
+            c0 = time.thread_time()
+            stage()
+            rates[name].append(path.spans / (time.thread_time() - c0))
+    return {"rates": rates, "spans": path.spans, "notes": path.notes}
+
+
 def _leaf() -> None:
     pass
 
@@ -243,7 +266,7 @@ def _obs_rows(stats: pstats.Stats, n: int) -> list[dict[str, Any]]:
 
 def _worker_main(argv: Sequence[str]) -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=("measure", "callgrind", "profile"))
+    parser.add_argument("mode", choices=("measure", "callgrind", "profile", "throughput"))
     parser.add_argument("scenario")
     parser.add_argument("config")
     parser.add_argument("--repeats", type=int, default=9)
@@ -257,6 +280,7 @@ def _worker_main(argv: Sequence[str]) -> None:
         "measure": _worker_measure,
         "callgrind": _worker_callgrind,
         "profile": _worker_profile,
+        "throughput": _worker_throughput,
     }[args.mode]
     tmp = tempfile.mkdtemp(prefix="obs-bench-")
     try:
@@ -309,6 +333,20 @@ class Instructions:
     @property
     def per_iter(self) -> float:
         return (self.seg2 - self.seg1) / (self.n2 - self.n1)
+
+
+@dataclass
+class Throughput:
+    """Spans per second of one export path's stages, one sample per round (one process)."""
+
+    path: str
+    rates: dict[str, list[float]] = field(default_factory=dict)
+    spans: int = 0  # spans per round
+    notes: list[str] = field(default_factory=list)
+    skipped: str = ""
+
+    def median(self, stage: str) -> float:
+        return statistics.median(self.rates[stage])
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -404,6 +442,12 @@ def profile(scenario: str, config: str, *, n: int) -> list[dict[str, Any]]:
     """obs-middleware's hot spots under cProfile (self time, both threads), per iteration."""
     data, _ = _run(_worker_cmd("profile", scenario, config, n=n), _env(), timeout=300)
     return list(data["rows"])
+
+
+def throughput(path: str, *, repeats: int) -> Throughput:
+    """Run one ``throughput`` worker: ``repeats`` rounds of every stage of ``path``."""
+    data, _ = _run(_worker_cmd("throughput", "export", path, repeats=repeats), _env(), timeout=600)
+    return Throughput(path=path, **data)
 
 
 if __name__ == "__main__":

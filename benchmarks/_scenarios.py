@@ -9,6 +9,9 @@ Every worker imports obs_middleware and its scenario's libraries before building
 baseline carries the same import footprint (GC traversal work) as the instrumented runs; a scenario
 imports only what it uses (the span scenario neither Starlette nor SQLAlchemy), which keeps the
 valgrind start-up short.
+
+``export_path(path, workdir)`` builds the export throughput stages instead (``test_throughput.py``):
+finished spans, the pipeline's drain loop and one exporter, timed on the calling thread.
 """
 
 # Peers are imported lazily, inside their configuration only: importing them is part of what a
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import gzip
 import importlib.util
 import json
 import os
@@ -28,7 +32,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -769,6 +773,213 @@ def _ai(config: str, workdir: Path) -> Bench:
         bench.flush = getattr(handle, "flush", bench.flush)
         bench.emitted = handle.emitted
     return bench
+
+
+# -- export throughput: finished spans -> records -> encoded bytes, one core --------------------
+# A round exports this many batches of the pipeline's default size (20,480 spans); OTLP, ~10x
+# slower, a quarter of that.
+EXPORT_BATCHES = 40
+EXPORT_STAGES = {
+    "full": "finished spans -> to_records -> exporter.export (the export worker's loop)",
+    "encode": "records prebuilt -> exporter.export",
+    "ndjson": "records prebuilt -> encode_rows (NDJSON bytes, no gzip)",
+    "convert": "records prebuilt -> to_otel_spans",
+    "protobuf": "records prebuilt -> to_otel_spans -> protobuf bytes",
+}
+# path -> (what it is, its stages in the order they run each round)
+EXPORT_PATHS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "jsonl": ("jsonl exporter writing to a file", ("full", "encode")),
+    "tinybird": (
+        "Tinybird exporter: NDJSON rows, gzip, delivery; the Events API answered in-process",
+        ("full", "encode", "ndjson"),
+    ),
+    "otlp": ("OTLP exporter's conversion, with and without protobuf", ("convert", "protobuf")),
+}
+
+
+def export_mix(n: int) -> list[Any]:
+    """``n`` finished spans in finish order: per request an AI client span, then its HTTP root.
+
+    The root carries 3 HTTP attributes, user, tier and request id; the AI span 7 attributes, one
+    of them uncatalogued (Tinybird's ``attributes`` column).
+    """
+    from obs_middleware._core import span as _span
+
+    finished: list[Any] = []
+    _span.on_finish = finished.append  # exporting is what the stages time, not this
+    for i in range(n // 2):
+        with _span.Span(
+            "POST /v1/images",
+            {"http.method": "POST", "http.route": "/v1/images", "http.status_code": 200},
+            "server",
+        ) as root:
+            root.local.user_id = f"user-{i % 100}"
+            root.local.tier = "pro"
+            root.local.request_id = f"req-{i}"
+            with _span.Span(
+                "ai.request",
+                {
+                    "ai.provider": "replicate",
+                    "ai.model": "black-forest-labs/flux-schnell",
+                    "ai.operation": "run",
+                    "ai.queue_ms": 120.5,
+                    "ai.image_count": 1,
+                    "cost.usd": 0.003,
+                    "cost.pricing_version": "2026-11",
+                },
+                "client",
+            ):
+                pass
+    return finished
+
+
+class _File:
+    """The jsonl exporter's output file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.touch()
+
+    def clear(self) -> None:
+        os.truncate(self.path, 0)
+
+    def lines(self) -> list[bytes]:
+        return self.path.read_bytes().splitlines()
+
+
+class _EventsApi:
+    """Stands in for Tinybird's connection: every POST is answered 200 in-process, bodies kept."""
+
+    def __init__(self) -> None:
+        self.bodies: list[tuple[bytes, Mapping[str, str]]] = []
+
+    def clear(self) -> None:
+        self.bodies.clear()
+
+    def post(self, path: str, body: bytes, headers: Mapping[str, str], timeout: float) -> Any:
+        from obs_middleware.exporters.http import Response
+
+        self.bodies.append((body, headers))
+        return Response(200, {}, b'{"successful_rows":512,"quarantined_rows":0}')
+
+    def abort(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def lines(self) -> list[bytes]:
+        return [
+            line
+            for body, headers in self.bodies
+            for line in (
+                gzip.decompress(body) if headers.get("Content-Encoding") == "gzip" else body
+            ).splitlines()
+        ]
+
+
+@dataclass
+class ExportPath:
+    """One export path: its stages (``EXPORT_STAGES`` keys), each exporting ``spans`` spans.
+
+    ``reset()`` runs before every stage, untimed: it requeues the spans, forgets the trace ids'
+    hex (``to_records`` caches it per trace, so every round formats it again) and empties the
+    exporter's output.
+    """
+
+    stages: dict[str, Callable[[], None]]
+    reset: Callable[[], None]
+    spans: int
+    check: Callable[[], None]
+    notes: list[str] = field(default_factory=list)
+
+
+def export_path(path: str, workdir: Path) -> ExportPath:
+    """Build an export path of ``EXPORT_PATHS`` (``ImportError`` if OTLP's extra is absent)."""
+    from obs_middleware._core.config import PipelineOptions
+    from obs_middleware._pipeline import Pipeline
+    from obs_middleware._record import Resource, to_records
+
+    if path not in EXPORT_PATHS:
+        raise ValueError(f"unknown export path {path!r} (known: {tuple(EXPORT_PATHS)})")
+    size = PipelineOptions().batch_size
+    n = size * (EXPORT_BATCHES // 4 if path == "otlp" else EXPORT_BATCHES)
+    spans = export_mix(n)
+    resource = Resource("bench", "production", "1.0.0")
+    batches = [to_records(spans[i : i + size], resource) for i in range(0, n, size)]
+    if path == "otlp":
+        return _otlp_path(batches, n)
+    stages: dict[str, Callable[[], None]] = {}
+    notes: list[str] = []
+    if path == "jsonl":
+        from obs_middleware.exporters.jsonl import JsonlExporter
+
+        out: Any = _File(workdir / "throughput.jsonl")
+        exporter: Any = JsonlExporter(out.path)
+        expected = batches[0][0]
+    else:
+        from obs_middleware.exporters.tinybird import TinybirdExporter, encode_rows, row
+
+        out = _EventsApi()
+        exporter = TinybirdExporter(token="bench")
+        exporter.transport = out
+        expected = row(batches[0][0])
+        notes.append(f"exporter gzip {'on' if exporter.compress else 'off'}")
+
+        def ndjson() -> None:
+            for records in batches:
+                encode_rows(records)
+
+        stages["ndjson"] = ndjson
+    pipeline = Pipeline([exporter], resource, queue_size=n, batch_size=size, interval_s=3600)
+
+    def reset() -> None:
+        for s in spans:
+            s.local.trace_hex = None
+        pipeline.queue.clear()  # the stages with prebuilt records leave it full
+        pipeline.queue.extend(spans)
+        out.clear()
+
+    def full() -> None:
+        pipeline._drain()  # the export worker's loop: batches, to_records, every exporter
+        exporter.flush()
+
+    def encode() -> None:
+        for records in batches:
+            exporter.export(records)
+        exporter.flush()
+
+    def check() -> None:
+        reset()
+        full()
+        lines = out.lines()
+        assert len(lines) == n and json.loads(lines[0]) == expected, (len(lines), lines[:1])
+
+    stages = {"full": full, "encode": encode, **stages}
+    return ExportPath(stages, reset, n, check, notes)
+
+
+def _otlp_path(batches: list[list[dict[str, Any]]], n: int) -> ExportPath:
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    from obs_middleware.exporters.otlp import OTLPExporter, _Times, to_otel_spans
+
+    otlp = OTLPExporter("http://127.0.0.1:9", metrics=False)
+    times = _Times()
+
+    def convert() -> None:
+        for records in batches:
+            to_otel_spans(records, otlp.resource, times)
+
+    def protobuf() -> None:
+        for records in batches:
+            encode_spans(to_otel_spans(records, otlp.resource, times)).SerializeToString()
+
+    def check() -> None:
+        converted = to_otel_spans(batches[0], otlp.resource, times)
+        assert len(converted) == len(batches[0]) and converted[0].name == batches[0][0]["name"]
+
+    return ExportPath({"convert": convert, "protobuf": protobuf}, lambda: None, n, check)
 
 
 def cleanup() -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import _harness
-from _scenarios import BASELINE, ITEM, LABELS, SCENARIOS
+from _scenarios import BASELINE, EXPORT_PATHS, EXPORT_STAGES, ITEM, LABELS, SCENARIOS
 
 QUICK = os.environ.get("OBS_BENCH_QUICK", "") not in ("", "0")
 
@@ -32,6 +32,8 @@ REAL_SQL_BUDGET = 0.03  # realistic request, middleware + SQLAlchemy spans (issu
 SQL_BUDGET_US = 2.0  # per SQLAlchemy query over bare (issue 3)
 LITESTAR_BUDGET_US = 1.0  # Litestar obs overhead minus Starlette obs overhead (issue 5)
 AI_BUDGET_US = 15.0  # per OpenAI SDK call over bare (issue 4)
+# A minimum: finished spans -> records -> encoded bytes on one core, jsonl and Tinybird (issue 6).
+EXPORT_BUDGET = 200_000.0  # spans/s
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ class Plan:
     real_pairs: int  # same for the realistic request's CPU figure (reported, not gated)
     ai_pairs: int  # same for the OpenAI call's CPU figure (reported, not gated)
     pair_repeats: int
+    export_procs: int  # processes pooled for the export throughput gates
+    export_rounds: int  # rounds of every stage per process
     callgrind_n: dict[str, tuple[int, int]]  # scenario -> (N1, N2) for the instruction slope
     profile_n: dict[str, int]
 
@@ -59,6 +63,8 @@ FULL_PLAN = Plan(
     real_pairs=4,
     ai_pairs=4,
     pair_repeats=5,
+    export_procs=3,
+    export_rounds=9,
     callgrind_n={
         "real": (100, 400),
         "asgi": (100, 500),
@@ -78,6 +84,8 @@ QUICK_PLAN = Plan(
     real_pairs=1,
     ai_pairs=1,
     pair_repeats=3,
+    export_procs=1,
+    export_rounds=3,
     callgrind_n={
         "real": (20, 60),
         "asgi": (50, 150),
@@ -153,6 +161,7 @@ class Results:
     )
     instructions: dict[tuple[str, str], _harness.Instructions] = field(default_factory=dict)
     hotspots: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    throughput: dict[str, list[_harness.Throughput]] = field(default_factory=dict)
     gates: dict[str, Gate] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     phase_s: dict[str, float] = field(default_factory=dict)
@@ -201,6 +210,16 @@ class Results:
                         [(s, c, *PLAN.callgrind_n[s]) for s, c in JOBS]
                     )
         return self.instructions
+
+    def export_runs(self, path: str) -> list[_harness.Throughput]:
+        """``PLAN.export_procs`` processes of one export path (a skipped path runs once)."""
+        if path not in self.throughput:
+            runs: list[_harness.Throughput] = []
+            with self.phase("throughput"):
+                while len(runs) < PLAN.export_procs and not (runs and runs[0].skipped):
+                    runs.append(_harness.throughput(path, repeats=PLAN.export_rounds))
+            self.throughput[path] = runs
+        return self.throughput[path]
 
     def hot_spots(self, scenario: str) -> list[dict[str, Any]]:
         if scenario not in self.hotspots:
@@ -275,7 +294,7 @@ def table_run(benchmark: Any, scenario: str, config: str) -> _harness.Measuremen
 
 # -- report -------------------------------------------------------------------------------------
 def _fmt(x: float, unit: str) -> str:
-    if unit in ("ns", "instr"):
+    if unit in ("ns", "instr", "spans/s"):
         return f"{x:,.0f}"
     if unit == "%":
         return f"{x:.2f}"
@@ -284,6 +303,8 @@ def _fmt(x: float, unit: str) -> str:
 
 def _cpu_table(scenario: str) -> list[str]:
     desc, unit, per, configs = SCENARIOS[scenario]
+    if not any((scenario, c) in RESULTS.measurements for c in configs):
+        return []  # not run (``-k``, or only the export throughput file)
     k = scale(scenario) / per
     base = RESULTS.measurements.get((scenario, BASELINE[scenario]))
     what = ITEM.get(scenario, "request")
@@ -399,6 +420,40 @@ def _hot_lines(scenario: str) -> list[str]:
     return [*lines, ""]
 
 
+def export_rates(path: str, stage: str) -> list[float]:
+    """Spans/s of every round of ``stage``, pooled over the path's processes."""
+    return [r for run in RESULTS.export_runs(path) for r in run.rates[stage]]
+
+
+def _export_lines() -> list[str]:
+    if not RESULTS.throughput:
+        return []
+    lines = [
+        "### Export throughput (one core)",
+        "",
+        "Spans per second on the calling thread (`time.thread_time`), the HTTP + AI mix in "
+        "batches of 512, every stage once per round in turn; gates: median of every round of "
+        "every process.",
+        "",
+        "| path | stage | spans/s median | min | max | µs/span | spans/round | rounds x processes "
+        "| notes |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for path, runs in RESULTS.throughput.items():
+        if runs[0].skipped:
+            lines.append(f"| {path} | - | skipped | | | | | | {runs[0].skipped} |")
+            continue
+        for stage in EXPORT_PATHS[path][1]:
+            rates = export_rates(path, stage)
+            med = statistics.median(rates)
+            lines.append(
+                f"| {path} | {EXPORT_STAGES[stage]} | **{med:,.0f}** | {min(rates):,.0f} | "
+                f"{max(rates):,.0f} | {1e6 / med:.2f} | {runs[0].spans:,} | "
+                f"{len(runs[0].rates[stage])} x {len(runs)} | {'; '.join(runs[0].notes)} |"
+            )
+    return [*lines, ""]
+
+
 def report() -> str:
     titles = {
         "asgi": "Starlette request",
@@ -424,6 +479,7 @@ def report() -> str:
         ]
         if any(line.startswith("|") for line in block):
             out += [f"### {title}", "", *block]
+    out += _export_lines()
     if RESULTS.gates:
         out += [
             "### Gates",
@@ -454,6 +510,7 @@ def save(text: str) -> Path:
             for (s, c), i in RESULTS.instructions.items()
         },
         "hotspots": RESULTS.hotspots,
+        "throughput": {p: [asdict(t) for t in runs] for p, runs in RESULTS.throughput.items()},
         "gates": {k: asdict(g) for k, g in RESULTS.gates.items()},
     }
     (folder / "obs-bench-last.json").write_text(json.dumps(raw, indent=1))

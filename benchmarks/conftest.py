@@ -29,7 +29,7 @@ def pytest_collection_modifyitems(items: list[Any]) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     results = _suite.RESULTS
-    if not (results.measurements or results.instructions):
+    if not (results.measurements or results.instructions or results.throughput):
         return
     text = _suite.report()
     path = _suite.save(text)
