@@ -27,6 +27,7 @@ import gzip
 import importlib.util
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -36,6 +37,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 import obs_middleware as obs
 
@@ -73,7 +76,7 @@ SCENARIOS: dict[str, tuple[str, str, int, tuple[str, ...]]] = {
         f"nested child span + 3 attributes inside a root of {SPAN_CHILDREN} children",
         "ns",
         SPAN_CHILDREN,
-        ("floor", "obs", "otel", "ddtrace"),
+        ("floor", "floor-export", "obs", "otel", "ddtrace"),
     ),
     "real": (
         "realistic request: 5 SQLAlchemy core queries (SQLite, StaticPool) + 50-item JSON list",
@@ -122,6 +125,7 @@ BASELINE = {
 LABELS = {
     "bare": "bare (no instrumentation)",
     "floor": "floor: minimal pure-Python contextvar span",
+    "floor-export": "floor + the least a jsonl record needs (15 keys, hex ids, RFC 3339, orjson)",
     "obs": "obs-middleware",
     "obs-noexport": "obs-middleware, export off (request-thread hot path only)",
     "obs-middleware-only": "obs-middleware, ObsMiddleware only (SQLAlchemy integration off)",
@@ -400,9 +404,58 @@ class MiniSpan:
         _mini_sink.append(self)
 
 
+def _floor_exporter(workdir: Path) -> tuple[Callable[[], None], Callable[[], int]]:
+    """Encode what MiniSpan queued as the least a §7 jsonl record can be; one write per flush.
+
+    The lower bound of any exporting implementation: no sampling, metrics, events, attribute
+    protection or batching thread; ids as hex, the start as RFC 3339, one orjson call per record.
+    """
+    path = workdir / "floor.jsonl"
+    out = path.open("ab")
+    count = [0]
+    anchor = time.time_ns() - time.perf_counter_ns()
+    ids = random.getrandbits
+    opts = orjson.OPT_APPEND_NEWLINE
+
+    def flush() -> None:
+        data = bytearray()
+        prefix_second, prefix = -1, ""
+        while _mini_sink:
+            span = _mini_sink.popleft()
+            second, us = divmod((anchor + span.start) // 1000, 1_000_000)
+            if second != prefix_second:
+                prefix_second = second
+                prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            parent = span.parent
+            rec = {
+                "type": "span",
+                "name": span.name,
+                "trace_id": ids(128).to_bytes(16, "big").hex(),
+                "span_id": ids(64).to_bytes(8, "big").hex(),
+                "parent_id": None if parent is None else "0" * 16,
+                "service": "bench",
+                "environment": "dev",
+                "start": "%s.%06dZ" % (prefix, us),
+                "duration_ms": (span.end - span.start) // 1000 / 1000,
+                "status": "ok",
+                "error_type": None,
+                "error_message": None,
+                "user_id": None,
+                "tier": None,
+                "request_id": None,
+            }
+            rec.update(span.attrs)
+            data += orjson.dumps(rec, None, opts)
+            count[0] += 1
+        out.write(data)
+        out.flush()
+
+    return flush, lambda: count[0]
+
+
 def _span(config: str, workdir: Path) -> Bench:
     children = range(SPAN_CHILDREN)
-    if config == "floor":
+    if config in ("floor", "floor-export"):
 
         def run(n: int) -> None:
             for _ in range(n):
@@ -411,7 +464,10 @@ def _span(config: str, workdir: Path) -> Bench:
                         with MiniSpan("child", {"k1": 1, "k2": "two", "k3": 3.0}):
                             pass
 
-        return Bench(run=run)
+        if config == "floor":
+            return Bench(run=run)
+        flush, emitted = _floor_exporter(workdir)
+        return Bench(run=run, flush=flush, emitted=emitted)
     if config in ("obs", "obs-noexport"):
         handle = _Obs(workdir, export=config == "obs")
         span = obs.span

@@ -110,6 +110,7 @@ CALLGRIND_JOBS = (
     ("asgi", "obs"),
     ("asgi", "obs-noexport"),
     ("span", "floor"),
+    ("span", "floor-export"),
     ("span", "obs"),
     ("span", "obs-noexport"),
     ("sql", "bare"),
