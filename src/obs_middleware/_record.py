@@ -83,9 +83,9 @@ def rfc3339(clock_ns: int) -> str:
 def to_records(items: Iterable[_span.Span | _span.Event], resource: Resource) -> list[Record]:
     """Convert finished spans and events to records (ids as hex, times as RFC 3339).
 
-    Runs on the export worker. Hex ids (``int.to_bytes().hex()``: cheaper than ``"%x"``
-    formatting) are formatted once: the trace id per trace (cached on the
-    trace), a span id once per batch (a child's ``parent_id`` is its parent's ``span_id``).
+    Runs on the export worker. Hex ids are formatted once (``int.to_bytes().hex()``, cheaper
+    than ``"%x"``): the trace id per trace (cached on the trace), a span id once per batch (a
+    child's ``parent_id`` is its parent's ``span_id``).
     """
     service = resource.service
     environment = resource.environment
