@@ -242,6 +242,22 @@ def test_spool_keeps_failed_batches_and_replays_them_in_order_exactly_once(tmp_p
     assert not [n for n in os.listdir(tmp_path) if not n.startswith(".")]
 
 
+def test_a_long_outage_appends_to_one_segment_instead_of_one_per_probe(tmp_path):
+    backend = Backend(*([RETRY] * 20))
+    delivery = Delivery("t", backend, spooled(tmp_path))  # cooldown 0: every batch probes
+    for i in range(8):
+        delivery.deliver(recs(i * 3, 3))
+    assert backend.calls == 8  # one probe per batch, each with the oldest batch
+    segments = [n for n in os.listdir(tmp_path) if n.endswith((".seg", ".open"))]
+    assert len(segments) == 2, segments  # the first probe's sealed segment + the open one
+    delivery.flush()
+    assert backend.received == []  # still down (12 scripted failures left)
+    backend.script.clear()
+    delivery.deliver(recs(24, 3))
+    assert backend.received == list(range(27))
+    assert not [n for n in os.listdir(tmp_path) if not n.startswith(".")]
+
+
 def test_flush_replays_the_spool(tmp_path):
     backend = Backend(RETRY)
     delivery = Delivery("t", backend, spooled(tmp_path))

@@ -478,15 +478,25 @@ class Delivery:
             return
         deadline = self.clock() + budget_s
         try:
-            spool.seal()
-            batches = spool.batches()
+            # This process's open segment is sealed only once every older one went through: a
+            # long outage keeps appending to one segment instead of sealing one per probe.
+            if self._replay_sealed(spool, deadline):
+                spool.seal()
+                self._replay_sealed(spool, deadline)
+        except OSError:
+            _log.warning("obs-middleware: %s spool replay failed", self.name, exc_info=True)
+
+    def _replay_sealed(self, spool: Spool, deadline: float) -> bool:
+        """Send the sealed segments' batches, oldest first; True when all of them went through."""
+        batches = spool.batches()
+        try:
             for records in batches:
                 pending, retry_after = self._send_once(records)
                 if pending:
                     self.breaker.failure(retry_after)
                     undelivered = [r for chunk in pending for r in chunk]
                     if len(undelivered) == len(records):
-                        break  # nothing went through: the batch stays first in line
+                        return False  # nothing went through: the batch stays first in line
                     # Part of a bisected batch went through: requeue only the rest (exactly once
                     # beats order here).
                     self._to_spool(undelivered)
@@ -494,10 +504,10 @@ class Delivery:
                     self.breaker.success()
                 spool.ack()
                 if self.clock() >= deadline or not self.breaker.allow():
-                    break
+                    return False
+            return True
+        finally:
             batches.close()
-        except OSError:
-            _log.warning("obs-middleware: %s spool replay failed", self.name, exc_info=True)
 
     def flush(self) -> None:
         """Replay what the spool holds, within ``flush_budget_s``."""
