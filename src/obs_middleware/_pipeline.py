@@ -127,10 +127,6 @@ class Pipeline:
     def _drain(self) -> None:
         queue = self.queue
         popleft = queue.popleft
-        if not self.exporters:  # "none": nothing to convert for
-            for _ in range(len(queue)):
-                popleft()
-            return
         while queue:
             n = min(len(queue), self.batch_size)
             batch = [popleft() for _ in range(n)]

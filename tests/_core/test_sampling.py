@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 import obs_middleware as obs
+from obs_middleware import _setup
 from obs_middleware._core import span as _span
 from obs_middleware._core.config import SamplingOptions
 from obs_middleware._core.context import parse_traceparent
@@ -150,3 +153,14 @@ def test_tail_buffer_overflow_is_counted_as_dropped() -> None:
             raise RuntimeError
         assert len(cap.spans) == _MAX_BUFFERED + 1
         assert cap.metrics()["obs.dropped"].points == {("tail_buffer_full",): 5}
+
+
+def test_without_exporters_nothing_is_queued_and_no_worker_starts(
+    configured: Callable[..., object],
+) -> None:
+    configured(exporters="none")
+    with obs.span("root"):
+        obs.emit("job.completed")
+    pipeline = _setup._pipeline
+    assert pipeline is not None
+    assert not pipeline.queue and not pipeline.started

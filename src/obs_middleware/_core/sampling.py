@@ -29,8 +29,18 @@ def head_threshold(ratio: float) -> int:
     return 1 << 64 if ratio >= 1.0 else int(ratio * (1 << 64))
 
 
+def _forget(item: Span | Event) -> None:
+    """The finish hook when nothing exports."""
+
+
 def make_finisher(pipeline: Pipeline, options: SamplingOptions) -> Callable[[Span | Event], None]:
-    """The hook every finished span and event goes through: export now, buffer, or forget."""
+    """The hook every finished span and event goes through: export now, buffer, or forget.
+
+    Without exporters (``"none"``) nothing would read the queue: the hook forgets everything and
+    no export worker starts. Metrics are recorded before this hook, so they stay exact.
+    """
+    if not pipeline.exporters:
+        return _forget
     slow_ns = int(options.slow_ms * 1_000_000)
     keep_errors = options.keep_errors
     submit = pipeline.submit
