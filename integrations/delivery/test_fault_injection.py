@@ -3,10 +3,11 @@ goes down, hangs, answers 500 and resets connections.
 
 Two HTTP exporters receive the same records: one with the disk spool, one without. Checked:
 with the spool every record arrives exactly once after recovery; without it, what did not arrive
-equals what ``obs.dropped`` counted for it; request p99 latency during outages stays within 5 % of
-the healthy phases (phases alternate every 5 s, so load from elsewhere on the machine hits both
-alike); memory stays bounded; and a process exiting with its backend down or hung finishes its
-shutdown within 2 s.
+equals what ``obs.dropped`` counted for it; requests wait no longer during outages (p99 of each
+request's wall time minus its thread's CPU time, within 5 % of the healthy phases; phases
+alternate every 5 s, so load from elsewhere on the machine hits both alike), and their whole p99
+latency moves no more than this machine's noise; memory stays bounded; and a process exiting with
+its backend down or hung finishes its shutdown within 2 s.
 """
 
 from __future__ import annotations
@@ -122,8 +123,12 @@ def make_app() -> obs.ObsMiddleware:
     return obs.ObsMiddleware(Starlette(routes=[Route("/work", work)]))
 
 
-async def drive(app, seconds: float, on_phase) -> tuple[list[tuple[str, list[int]]], int]:
-    """Call ``app`` at RATE per second; (phase mode, latencies in ns) per phase; requests made."""
+Phase = tuple[str, list[int], list[int]]
+
+
+async def drive(app, seconds: float, on_phase) -> tuple[list[Phase], int]:
+    """Call ``app`` at RATE per second; requests made, and per phase its mode, each request's
+    latency and its wait (latency minus the thread's CPU time for it), in ns."""
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
         "scheme": "http", "path": "/work", "raw_path": b"/work", "query_string": b"",
@@ -136,7 +141,7 @@ async def drive(app, seconds: float, on_phase) -> tuple[list[tuple[str, list[int
     async def send(message):
         pass
 
-    phases: list[tuple[str, list[int]]] = []
+    phases: list[Phase] = []
     start = time.perf_counter()
     n = 0
     while True:
@@ -146,10 +151,12 @@ async def drive(app, seconds: float, on_phase) -> tuple[list[tuple[str, list[int
         if int(now // PHASE_S) >= len(phases):
             mode = PHASES[len(phases) % len(PHASES)]
             on_phase(mode)
-            phases.append((mode, []))
-        t0 = time.perf_counter_ns()
+            phases.append((mode, [], []))
+        t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
         await app(dict(scope), receive, send)
-        phases[-1][1].append(time.perf_counter_ns() - t0)
+        wall = time.perf_counter_ns() - t0
+        phases[-1][1].append(wall)
+        phases[-1][2].append(wall - (time.thread_time_ns() - c0))
         n += 1
         delay = start + n / RATE - time.perf_counter()
         if delay > 0:
@@ -216,9 +223,11 @@ def test_outages_lose_nothing_with_the_spool_and_count_every_loss_without(tmp_pa
             "spooled_unique": len(spooled_backend.seen),
             "lossy_received": sum(lossy_backend.seen.values()),
             "lossy_dropped": lossy_dropped,
-            "p99_healthy_us": p99([x for mode, v in phases if mode == "up" for x in v]),
-            "p99_outage_us": p99([x for mode, v in phases if mode != "up" for x in v]),
-            "p99_by_phase_us": [(mode, round(p99(v), 1)) for mode, v in phases if v],
+            "p99_healthy_us": p99([x for mode, v, _ in phases if mode == "up" for x in v]),
+            "p99_outage_us": p99([x for mode, v, _ in phases if mode != "up" for x in v]),
+            "p99_wait_healthy_us": p99([x for mode, _, w in phases if mode == "up" for x in w]),
+            "p99_wait_outage_us": p99([x for mode, _, w in phases if mode != "up" for x in w]),
+            "p99_by_phase_us": [(mode, round(p99(v), 1)) for mode, v, _ in phases if v],
             "rss_mb": memory,
         }
         print(json.dumps(report))
@@ -237,10 +246,14 @@ def test_outages_lose_nothing_with_the_spool_and_count_every_loss_without(tmp_pa
     # Spool off: losses happened and every one of them is counted.
     assert max(lossy_backend.seen.values()) == 1
     assert 0 < lossy_dropped == sent - report["lossy_received"]
-    # Request latency does not feel the outages: within 5 %, plus 100 µs for this machine's own
-    # noise (2 shared cores: the p99 of healthy 5 s phases alone varies by ±30 %). Blocking the
-    # request path on the backend would cost milliseconds to seconds.
-    assert report["p99_outage_us"] <= report["p99_healthy_us"] * 1.05 + 100, report
+    # Requests do not wait on the outages. What an outage could add to a request is waiting (a
+    # blocking queue, a lock held across I/O, the GIL held by a busy worker): it costs
+    # milliseconds to seconds, so p99 waits are compared within 5 % plus 50 µs. Whole latencies
+    # are compared with a wider allowance: the request's own CPU is the same code in both phases,
+    # yet its p99 swings by ±30 % between 5 s phases here (2 shared cores; gen-0 collections land
+    # on ~1 % of requests), and 30 s pools of them gave outage/healthy ratios of 0.89-1.37.
+    assert report["p99_wait_outage_us"] <= report["p99_wait_healthy_us"] * 1.05 + 50, report
+    assert report["p99_outage_us"] <= report["p99_healthy_us"] * 1.5 + 100, report
     # Memory stays bounded: no growth with the outage count (the spool is on disk).
     assert max(memory) - min(memory) < 64, memory
 

@@ -96,6 +96,31 @@ def test_count_view_exposes_histogram_count_as_counter(reg: Registry) -> None:
     assert (snap.kind, snap.points) == ("counter", {("GET",): 2})
 
 
+def test_histogram_view_regroups_the_observations_when_read(reg: Registry) -> None:
+    h = reg.histogram("dur", ("method", "route", "class"), bounds=(1, 2, 5))
+    names = {("GET", "/a"): ("read_a",), ("POST", "/a"): ("write_a",)}
+    view = reg.histogram_view("proc", ("procedure",), h, lambda k: names.get(k[:2]), "by proc")
+    reg.count_view("proc.calls", view)
+    for labels, value in [
+        (("GET", "/a", "2xx"), 0.5),
+        (("GET", "/a", "5xx"), 3.0),
+        (("POST", "/a", "2xx"), 1.5),
+        (("GET", "/b", "2xx"), 9.0),  # no procedure: left out
+    ]:
+        h.record(labels, value)
+    snap = reg.snapshot()
+    assert (snap["proc"].kind, snap["proc"].unit, snap["proc"].label_names) == (
+        "histogram", "ms", ("procedure",),
+    )  # fmt: skip
+    assert snap["proc"].points == {
+        ("read_a",): HistogramPoint((1, 2, 5), (1, 0, 1, 0), 3.5, 2),
+        ("write_a",): HistogramPoint((1, 2, 5), (0, 1, 0, 0), 1.5, 1),
+    }
+    assert snap["proc.calls"].points == {("read_a",): 2, ("write_a",): 1}
+    reg.reset()
+    assert reg.snapshot()["proc"].points == {}
+
+
 def test_in_flight_goes_up_and_down(reg: Registry) -> None:
     g = reg.in_flight("active", ("m",))
     leave = g.enter(("GET",))

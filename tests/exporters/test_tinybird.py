@@ -9,11 +9,14 @@ from urllib.request import Request, urlopen
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import obs_middleware as obs
 from obs_middleware import _setup
 from obs_middleware._core.metrics import registry
 from obs_middleware._delivery import DeliveryOptions
+from obs_middleware.exporters import tinybird
 from obs_middleware.exporters.clickhouse import pipe_queries
 from obs_middleware.exporters.tinybird import (
     COLUMNS,
@@ -80,6 +83,29 @@ def test_row_maps_the_record_to_columns_and_keeps_the_rest_as_json():
         '"events":[{"name":"retry","time":"2026-01-01T00:00:00.002000Z"}]}',
     }
     assert encode_rows([record, record]).count(b"\n") == 2
+
+
+_KEYS = st.sampled_from([*tinybird._BY_KEY, "custom", "x'y\"z\\", "events", "attributes"])
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(1 << 63), max_value=(1 << 63) - 1),
+    st.floats(allow_nan=False),
+    st.text(max_size=5),
+    st.lists(st.integers(0, 3), max_size=2),
+)
+
+
+@given(st.dictionaries(_KEYS, _VALUES, max_size=12))
+def test_compiled_converters_equal_the_generic_conversion(record):
+    assert row(record) == tinybird._row(record)
+    assert row(dict(record)) == tinybird._row(record)  # again, through the cached converter
+
+
+def test_unusual_shapes_take_the_generic_conversion():
+    assert row({1: "x", "name": "n"}) == {"name": "n", "attributes": '{"1":"x"}'}
+    wide = {f"k{i}": i for i in range(300)}
+    assert orjson.loads(row(wide)["attributes"]) == wide
 
 
 def test_shipped_schema_datasource_and_clickhouse_ddl_have_the_encoder_columns():

@@ -12,7 +12,6 @@ import http.client
 import json
 import os
 import socket
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -30,6 +29,11 @@ from .._delivery import (
     json_default,
 )
 from .._record import Record
+
+try:  # the same deflate format, ~3.5x faster at level 1: the [tinybird] and [clickhouse] extras
+    from zlib_ng import zlib_ng as _zlib
+except ImportError:  # pragma: no cover - exercised where the extra is not installed
+    import zlib as _zlib  # type: ignore[no-redef]
 
 __all__ = ["HttpExporter", "HttpTransport", "Response", "gzip"]
 
@@ -54,8 +58,12 @@ class Response:
 
 
 def gzip(data: bytes) -> bytes:
-    """Gzip at a low level: the export thread's CPU matters more than a few percent of bytes."""
-    compressor = zlib.compressobj(1, zlib.DEFLATED, 31)
+    """Gzip at level 1: the export thread's CPU matters more than a few percent of bytes.
+
+    Uses ``zlib-ng`` when installed (the ``[tinybird]`` and ``[clickhouse]`` extras): 0.3 µs per
+    Tinybird row against stdlib zlib's 1.0 µs (benchmarks/test_throughput.py).
+    """
+    compressor = _zlib.compressobj(1, _zlib.DEFLATED, 31)
     return compressor.compress(data) + compressor.flush()
 
 

@@ -11,7 +11,7 @@ left out (the column default applies) and a value of the wrong type for its colu
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any
 from urllib.parse import urlencode
@@ -83,6 +83,17 @@ _LINE_OPTS = _OPTS | orjson.OPT_APPEND_NEWLINE
 
 def row(rec: Record) -> dict[str, Any]:
     """One record as a datasource row (see the module docstring)."""
+    keys = tuple(rec)
+    convert = _CONVERTERS.get(keys)
+    if convert is None:
+        if not keys or len(keys) > _MAX_KEYS or len(_CONVERTERS) >= _MAX_SHAPES:
+            return _row(rec)
+        convert = _CONVERTERS[keys] = _converter(keys)
+    return convert(rec)
+
+
+def _row(rec: Record) -> dict[str, Any]:
+    # The generic conversion: any record, one key at a time.
     out: dict[str, Any] = {}
     extra: dict[str, Any] | None = None
     by_key = _BY_KEY
@@ -101,6 +112,56 @@ def row(rec: Record) -> dict[str, Any]:
     if extra is not None:
         out["attributes"] = orjson.dumps(extra, default=json_default, option=_OPTS).decode()
     return out
+
+
+# A record's shape (its keys, in order) is fixed per call site, so each shape gets a converter
+# compiled once: straight-line code, one type test per value, no per-key lookups. ~27 % fewer
+# instructions per row than ``_row`` (benchmarks/test_throughput.py). Bounded: past
+# ``_MAX_SHAPES`` shapes, new ones take ``_row``.
+_CONVERTERS: dict[tuple[str, ...], Callable[[Record], dict[str, Any]]] = {}
+_MAX_SHAPES = 512
+_MAX_KEYS = 200
+_TESTS: dict[tuple[type, ...], str] = {
+    _STR: "type({v}) is str",
+    _NUM: "type({v}) is float or type({v}) is int",
+    _INT: "type({v}) is int and -_INT64 <= {v} < _INT64",
+}
+
+
+def _converter(keys: tuple[str, ...]) -> Callable[[Record], dict[str, Any]]:
+    if not all(type(k) is str for k in keys):
+        return _row
+    values = [f"v{i}" for i in range(len(keys))]
+    lines = [
+        "def convert(rec):",
+        f"    ({', '.join(values)},) = rec.values()",
+        "    out = {}",
+        "    extra = {}",
+    ]
+    for key, v in zip(keys, values, strict=True):
+        spec = _BY_KEY.get(key)
+        if spec is not None:
+            col, types = spec
+            lines.append(f"    if {_TESTS[types].format(v=v)}:")
+            lines.append(f"        out[{col!r}] = {v}")
+            lines.append(f"    elif {v} is not None:")
+        else:
+            lines.append(f"    if {v} is not None:")
+        lines.append(f"        extra[{key!r}] = {v}")
+    lines += [
+        "    if extra:",
+        "        out['attributes'] = dumps(extra, default=json_default, option=_OPTS).decode()",
+        "    return out",
+    ]
+    namespace: dict[str, Any] = {
+        "dumps": orjson.dumps,
+        "json_default": json_default,
+        "_OPTS": _OPTS,
+        "_INT64": _INT64,
+    }
+    exec("\n".join(lines), namespace)  # keys enter the code as repr() literals only
+    convert: Callable[[Record], dict[str, Any]] = namespace["convert"]
+    return convert
 
 
 def encode_rows(records: Sequence[Record]) -> bytes:

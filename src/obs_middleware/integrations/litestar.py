@@ -5,17 +5,19 @@ whole app (outside Litestar's router and exception handling, so 404s, 405s and t
 are included) and treats route handlers as tRPC-style procedures. The request span gets
 ``procedure.name`` (the handler's operation id, else its qualified name), ``procedure.router``
 (the path of the routers it is registered under), ``procedure.input`` / ``procedure.output``
-(the ``data`` and return type names) next to ``http.route``. Metrics per
-procedure: ``procedure.calls``, ``procedure.duration`` (ms, to the last response byte) and
-``procedure.errors`` (by status). A request that fails validation gets status ``invalid_input``
-and ``procedure.invalid_fields`` (field paths such as ``items.0.price``, never values); an
-unhandled exception is recorded with its type. Resolving dependencies and running guards that
-take at least ``slow_ms`` appear as child spans ``litestar.dependencies`` / ``litestar.guards``.
+(the ``data`` and return type names) next to ``http.route``. Metrics per procedure:
+``procedure.calls``, ``procedure.duration`` (ms, to the last response byte) and
+``procedure.errors`` (by status); calls and durations are the ``http.server.duration``
+observations of the procedure's method and route, regrouped when metrics are read. A request
+that fails validation gets status ``invalid_input`` and ``procedure.invalid_fields`` (field paths
+such as ``items.0.price``, never values); an unhandled exception is recorded with its type.
+Resolving dependencies and running guards that take at least ``slow_ms`` appear as child spans
+``litestar.dependencies`` / ``litestar.guards``.
 
 ``obs.instrument_all()`` adds the plugin to every Litestar app created afterwards; a Litestar
 app wrapped in ``ObsMiddleware`` by hand gets the same procedure attributes once this module is
-imported. Cost per request beyond the middleware's: a dictionary lookup, an attribute update and
-one histogram update (the middleware calls in after routing: no extra ASGI layer).
+imported. Cost per request beyond the middleware's: two dictionary lookups and an attribute
+update (the middleware calls in after routing: no extra ASGI layer).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from litestar.plugins import InitPlugin, ReceiveRoutePlugin
 from .. import _setup
 from .._core import span as _span
 from .._core.config import HttpOptions
-from .._core.metrics import registry
+from .._core.metrics import http_duration, registry
 from ..middleware import ObsMiddleware, _routes
 from ..middleware._http import internal_error
 from ._ai import Patches
@@ -52,10 +54,13 @@ supported = "litestar>=2.8,<3"
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
 
-procedure_duration = registry.histogram(
+# (method, route template) -> (procedure name,); how procedure metrics regroup HTTP ones
+_by_route: dict[tuple[str, str], tuple[str]] = {}
+procedure_duration = registry.histogram_view(
     "procedure.duration",
     ("procedure",),
-    "ms",
+    http_duration,
+    lambda labels: _by_route.get((labels[0], labels[1])),
     "Duration of procedure (route handler) calls, to the last response byte.",
 )
 registry.count_view("procedure.calls", procedure_duration, "Procedure (route handler) calls.")
@@ -72,8 +77,10 @@ _MAX_CACHED = 10_000
 
 _hooks = Patches("litestar")  # what every ObsPlugin needs; installed on first use
 _auto = Patches("litestar")  # instrument_all(): the plugin added to new apps
-# id(route handler) -> (handler, (procedure name,) as metric labels, span attributes)
-_procedures: dict[int, tuple[object, tuple[str], dict[str, str]]] = {}
+# id(route handler) -> (handler, (procedure name,) as metric labels, span attributes, templates
+# of the routes it was seen under, its HTTP methods)
+_Procedure = tuple[object, tuple[str], dict[str, str], set[str], tuple[str, ...]]
+_procedures: dict[int, _Procedure] = {}
 # id(route handler or its kwargs model) -> (that object, slow threshold in ns of its app's plugin)
 _slow: dict[int, tuple[object, int]] = {}
 
@@ -128,18 +135,20 @@ def _record(scope: Scope, attrs: dict[str, Any]) -> None:
         entry = _procedures.get(id(handler))
         if entry is None or entry[0] is not handler:
             entry = _describe(handler)
-        _, labels, described = entry
-        attrs.update(described)
-        span = _span.current_span()  # the request span: the middleware ends it after this call
-        if span is None:
-            return
+        _, labels, described, templates, methods = entry
+        attrs |= described
+        template = scope["path_template"]
+        if template not in templates and len(_by_route) < _MAX_CACHED:
+            templates.add(template)  # the procedure metrics' view of this route
+            for method in methods:
+                _by_route[(method, template)] = labels
         exc = scope.get(_EXCEPTION)
         if exc is not None:
-            _record_failure(span, exc)
-            if span.status in ("error", "invalid_input"):
-                procedure_errors.add((labels[0], span.status))
-        # The response has been sent: this is the procedure's time to its last byte.
-        procedure_duration.record(labels, (_span.clock_ns() - span.start_ns) / 1e6)
+            span = _span.current_span()  # the request span: the middleware ends it after this
+            if span is not None:
+                _record_failure(span, exc)
+                if span.status in ("error", "invalid_input"):
+                    procedure_errors.add((labels[0], span.status))
     except Exception:  # never let the request span go unended
         internal_error("litestar procedure")
 
@@ -166,7 +175,7 @@ def _invalid_fields(exc: BaseException) -> list[str]:
     return [key[:128] for key in keys[:_MAX_FIELDS]]
 
 
-def _describe(handler: Any) -> tuple[object, tuple[str], dict[str, str]]:
+def _describe(handler: Any) -> _Procedure:
     """Procedure name and attributes of a route handler, computed once per handler."""
     operation_id = getattr(handler, "operation_id", None)
     if isinstance(operation_id, str):
@@ -188,7 +197,14 @@ def _describe(handler: Any) -> tuple[object, tuple[str], dict[str, str]]:
             attrs["procedure.input"] = input_name
         if output_name:
             attrs["procedure.output"] = output_name
-    entry = (handler, (name,), attrs)
+    methods = getattr(handler, "http_methods", None) or ()
+    entry: _Procedure = (
+        handler,
+        (name,),
+        attrs,
+        set(),
+        tuple(sorted(m for m in methods if isinstance(m, str))),
+    )
     if len(_procedures) < _MAX_CACHED:
         _procedures[id(handler)] = entry
     return entry
@@ -209,9 +225,9 @@ def _type_name(annotation: Any) -> str | None:
     if origin is None:
         name = getattr(annotation, "__name__", None)
         return name if isinstance(name, str) else None
-    args = [n for n in (_type_name(a) for a in typing.get_args(annotation)) if n]
+    args = [_type_name(a) or "Any" for a in typing.get_args(annotation)]
     if origin is typing.Union or origin is types.UnionType:
-        return " | ".join(args) or None
+        return " | ".join(a for a in args if a != "Any") or None
     base = getattr(origin, "__name__", None) or str(origin)
     return f"{base}[{', '.join(args)}]" if args else base
 
