@@ -26,6 +26,7 @@ import gc
 import json
 import os
 import pstats
+import resource
 import shutil
 import statistics
 import subprocess
@@ -87,18 +88,23 @@ def _setup(scenario: str, config: str, workdir: Path) -> tuple[Any, float]:
     return bench, setup_ms
 
 
-def _timed(bench: Any, n: int) -> tuple[float, float]:
+def _user_time() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_utime
+
+
+def _timed(bench: Any, n: int) -> tuple[float, float, float]:
+    """CPU (user + system), wall and user CPU seconds of ``run(n)`` plus a flush."""
     _collect()
-    c0, w0 = time.process_time(), time.perf_counter()
+    c0, w0, u0 = time.process_time(), time.perf_counter(), _user_time()
     bench.iterate(n)
     bench.flush()
-    return time.process_time() - c0, time.perf_counter() - w0
+    return time.process_time() - c0, time.perf_counter() - w0, _user_time() - u0
 
 
 def _calibrate(bench: Any, target_s: float) -> int:
     n = 8
     while True:
-        cpu, _ = _timed(bench, n)
+        cpu, _, _ = _timed(bench, n)
         if cpu >= 0.05 or n >= 1 << 22:
             return max(1, round(n * target_s / max(cpu, 1e-9)))
         n *= 4
@@ -112,16 +118,19 @@ def _worker_measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     e0, (g0, g2) = bench.emitted(), gcs()
     cpu: list[float] = []
     wall: list[float] = []
+    user: list[float] = []
     for _ in range(args.repeats):
-        c, w = _timed(bench, n)
+        c, w, u = _timed(bench, n)
         cpu.append(c / n)
         wall.append(w / n)
+        user.append(u / n)
     e1, (g0b, g2b) = bench.emitted(), gcs()
     lost = _scenarios.dropped()
     iters = n * args.repeats
     return {
         "cpu": cpu,
         "wall": wall,
+        "user": user,
         "n": n,
         "repeats": args.repeats,
         "emitted_per_iter": (e1 - e0) / iters,
@@ -311,11 +320,16 @@ class Measurement:
     gc2_per_1k: float
     dropped: float  # records obs-middleware dropped in the whole process (should be 0)
     setup_ms: float
+    user: list[float] = field(default_factory=list)  # user CPU only: what instructions cost
     notes: list[str] = field(default_factory=list)
 
     @property
     def median(self) -> float:
         return statistics.median(self.cpu)
+
+    @property
+    def user_median(self) -> float:
+        return statistics.median(self.user)
 
 
 @dataclass
