@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from obs_middleware._core import cost
 from obs_middleware._core.config import PricingOptions
@@ -183,3 +185,15 @@ def test_every_shipped_entry_uses_a_known_pricing_model() -> None:
             assert entry and set(entry) <= kinds, (provider, model)
     for provider, entry in data["defaults"].items():
         assert set(entry) <= kinds, provider
+
+
+@given(st.floats(min_value=-1e6, max_value=1e6, allow_nan=False))
+def test_round_usd_is_round_to_10_decimals(usd: float) -> None:
+    # Equal but for halfway cases, where multiplying by 1e10 first may round the other way.
+    assert abs(cost.round_usd(usd) - round(usd, 10)) <= 1e-10 + abs(usd) * 2**-50
+
+
+def test_round_usd_removes_float_noise() -> None:
+    assert cost.round_usd(12 * 0.15 / 1e6 + 5 * 0.6 / 1e6) == 4.8e-06
+    assert cost.round_usd(0.1 + 0.2) == 0.3
+    assert cost.round_usd(1.8000000000000002e-06) == 1.8e-06

@@ -21,14 +21,14 @@ import json
 import logging
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from .config import PricingOptions
 
-__all__ = ["Price", "Usage", "estimate", "table"]
+__all__ = ["Price", "Usage", "estimate", "round_usd", "table"]
 
 _log = logging.getLogger("obs_middleware")
 _DATA = Path(__file__).with_name("pricing.json")
@@ -77,6 +77,7 @@ class Table:
         }
         self._prefixes = {p: sorted(m, key=len, reverse=True) for p, m in self.models.items()}
         self._cache: dict[tuple[str, str], Mapping[str, Any] | None] = {}
+        self._plans: dict[tuple[str, str], _Plan] = {}
 
     def entry(self, provider: str, model: str | None) -> Mapping[str, Any] | None:
         """Find the pricing entry for ``model``.
@@ -101,6 +102,42 @@ class Table:
         if len(self._cache) < _MAX_CACHED_MODELS:
             self._cache[key] = found
         return found
+
+    def quote(
+        self, provider: str, model: str | None, usage: Usage
+    ) -> tuple[float | None, str | None]:
+        """``(usd, None)``, or ``(None, reason)``; never raises on bad table data.
+
+        The pricers of a model are built once (rates as floats), so a call pays for its own
+        arithmetic only.
+        """
+        key = (provider, model or "")
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plan(provider, model)
+            if len(self._plans) < _MAX_CACHED_MODELS:
+                self._plans[key] = plan
+        if isinstance(plan, str):
+            return None, plan
+        pricers, kinds = plan
+        try:
+            for pricer in pricers:
+                usd = pricer(usage)
+                if usd is not None:
+                    return round_usd(usd), None
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            return None, f"bad price entry for {model}: {exc}"
+        return None, f"usage not reported for {kinds}"
+
+    def _plan(self, provider: str, model: str | None) -> _Plan:
+        entry = self.entry(provider, model)
+        if entry is None:
+            return f"no price for {provider} model {model or '(none)'}"
+        gpu = self.gpu.get(provider, {})
+        pricers = tuple(
+            _pricer(kind, entry[kind], gpu) for kind in _ORDER if entry.get(kind) is not None
+        )
+        return pricers, "/".join(k for k in _ORDER if k in entry) or "no pricing model"
 
 
 _lock = threading.Lock()
@@ -156,26 +193,67 @@ def table(options: PricingOptions | None = None) -> Table:
     return built
 
 
+def round_usd(usd: float) -> float:
+    """``usd`` to 10 decimals (no float noise such as 1.8000000000000002e-06), like
+    ``round(usd, 10)`` at a tenth of its cost: that goes through decimal string conversion.
+    """
+    if -1e5 < usd < 1e5:  # n below 2**53: n / 1e10 is the double nearest the decimal
+        return round(usd * 1e10) / 1e10
+    return round(usd, 10)
+
+
 def estimate(
     provider: str, model: str | None, usage: Usage, options: PricingOptions | None = None
 ) -> Price:
     """Price one call. Never raises on bad table data: that becomes ``unknown``."""
     prices = table(options)
-    entry = prices.entry(provider, model)
-    if entry is None:
-        return Price(None, f"no price for {provider} model {model or '(none)'}", prices.version)
-    try:
-        for kind in _ORDER:
-            params = entry.get(kind)
-            if params is None:
-                continue
-            usd = _PRICERS[kind](params, usage, prices.gpu.get(provider, {}))
-            if usd is not None:
-                return Price(round(usd, 10), None, prices.version)
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:
-        return Price(None, f"bad price entry for {model}: {exc}", prices.version)
-    kinds = "/".join(k for k in _ORDER if k in entry) or "no pricing model"
-    return Price(None, f"usage not reported for {kinds}", prices.version)
+    usd, unknown = prices.quote(provider, model, usage)
+    return Price(usd, unknown, prices.version)
+
+
+Pricer = Callable[[Usage], "float | None"]
+# A model's pricers in ``_ORDER`` and the names of its pricing models; or why it has no price.
+_Plan = tuple[tuple[Pricer, ...], str] | str
+
+
+def _pricer(kind: str, params: Any, gpu: Mapping[str, float]) -> Pricer:
+    """``kind``'s pricer for ``params``; per-token rates converted once when they are valid."""
+    if kind == "per_token":
+        try:
+            return _token_pricer(params)
+        except (TypeError, ValueError, AttributeError):
+            pass  # the generic pricer raises it when the call has tokens: "bad price entry"
+    generic = _PRICERS[kind]
+    return lambda usage: generic(params, usage, gpu)
+
+
+def _token_pricer(params: Mapping[str, Any]) -> Pricer:
+    rate_in = float(params.get("input", 0.0))
+    rate_cached = float(params.get("cached_input", rate_in))
+    rate_out = float(params.get("output", 0.0))
+    rate_reason = float(params.get("reasoning", rate_out))
+
+    def price(usage: Usage) -> float | None:
+        tokens_in = usage.input_tokens
+        tokens_out = usage.output_tokens
+        if tokens_in is None and tokens_out is None:
+            return None
+        tokens_in = tokens_in or 0
+        tokens_out = tokens_out or 0
+        cached = usage.cached_tokens or 0  # (no min(): ~1.5k instructions a call on 3.11)
+        if cached > tokens_in:
+            cached = tokens_in
+        reasoning = usage.reasoning_tokens or 0
+        if reasoning > tokens_out:
+            reasoning = tokens_out
+        return (
+            (tokens_in - cached) * rate_in
+            + cached * rate_cached
+            + (tokens_out - reasoning) * rate_out
+            + reasoning * rate_reason
+        ) / 1e6
+
+    return price
 
 
 def _per_unit(params: Mapping[str, Any], usage: Usage, _gpu: Mapping[str, float]) -> float | None:
@@ -187,20 +265,7 @@ def _per_unit(params: Mapping[str, Any], usage: Usage, _gpu: Mapping[str, float]
 def _per_token(params: Mapping[str, Any], usage: Usage, _gpu: Mapping[str, float]) -> float | None:
     if usage.input_tokens is None and usage.output_tokens is None:
         return None
-    rate_in = float(params.get("input", 0.0))
-    rate_cached = float(params.get("cached_input", rate_in))
-    rate_out = float(params.get("output", 0.0))
-    rate_reason = float(params.get("reasoning", rate_out))
-    tokens_in = usage.input_tokens or 0
-    cached = min(usage.cached_tokens or 0, tokens_in)
-    tokens_out = usage.output_tokens or 0
-    reasoning = min(usage.reasoning_tokens or 0, tokens_out)
-    return (
-        (tokens_in - cached) * rate_in
-        + cached * rate_cached
-        + (tokens_out - reasoning) * rate_out
-        + reasoning * rate_reason
-    ) / 1e6
+    return _token_pricer(params)(usage)
 
 
 def _per_image(params: Mapping[str, Any], usage: Usage, _gpu: Mapping[str, float]) -> float | None:

@@ -608,20 +608,25 @@ class AICall:
             usd = None
             attrs["cost.unknown"] = self._cost_unknown
         else:
-            price = cost.estimate(self.provider, labels[1] or None, self.usage, _config().pricing)
-            usd = price.usd
-            attrs["cost.pricing_version"] = price.version
+            prices = cost.table(_config().pricing)
+            usd, unknown = prices.quote(self.provider, labels[1] or None, self.usage)
+            attrs["cost.pricing_version"] = prices.version
             if usd is None:
-                attrs["cost.unknown"] = price.unknown
+                attrs["cost.unknown"] = unknown
         root = local.root
-        root_open = root is not self.span and not root.end_ns
+        if root is self.span:  # its own trace: nothing to add up, the metric is recorded now
+            if usd is not None:
+                attrs["cost.usd"] = usd
+                _record_cost(labels, usd, root)
+            return
+        root_open = not root.end_ns
         if usd is None:
             if root_open:
                 root.attrs["cost.unknown"] = "some AI calls have no price"
             return
         attrs["cost.usd"] = usd
         if root_open:
-            root.attrs["cost.usd"] = round(root.attrs.get("cost.usd", 0.0) + usd, 10)
+            root.attrs["cost.usd"] = cost.round_usd(root.attrs.get("cost.usd", 0.0) + usd)
         _rollup(local).add(labels, usd, root)
 
     def __repr__(self) -> str:
