@@ -240,12 +240,11 @@ def _token_pricer(params: Mapping[str, Any]) -> Pricer:
             return None
         tokens_in = tokens_in or 0
         tokens_out = tokens_out or 0
-        cached = usage.cached_tokens or 0  # (no min(): ~1.5k instructions a call on 3.11)
-        if cached > tokens_in:
-            cached = tokens_in
+        # Not min(): ~1.5k instructions a call on CPython 3.11, against ~100 for a comparison.
+        cached = usage.cached_tokens or 0
+        cached = cached if cached < tokens_in else tokens_in
         reasoning = usage.reasoning_tokens or 0
-        if reasoning > tokens_out:
-            reasoning = tokens_out
+        reasoning = reasoning if reasoning < tokens_out else tokens_out
         return (
             (tokens_in - cached) * rate_in
             + cached * rate_cached
