@@ -5,8 +5,8 @@ Two HTTP exporters receive the same records: one with the disk spool, one withou
 with the spool every record arrives exactly once after recovery; without it, what did not arrive
 equals what ``obs.dropped`` counted for it; requests wait no longer during outages (p99 of each
 request's wall time minus its thread's CPU time, within 5 % of the healthy phases; phases
-alternate every 5 s, so load from elsewhere on the machine hits both alike), and their whole p99
-latency moves no more than this machine's noise; memory stays bounded; and a process exiting with
+alternate every 5 s, so load from elsewhere on the machine hits both alike), and so does their
+whole p99 latency; memory stays bounded; and a process exiting with
 its backend down or hung finishes its shutdown within 2 s.
 """
 
@@ -17,14 +17,10 @@ import gc
 import json
 import os
 import socket
-import struct
 import subprocess
 import sys
 import textwrap
-import threading
 import time
-from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from starlette.applications import Starlette
@@ -44,69 +40,111 @@ RATE = 250  # requests/s, 2 spans each
 LONG = os.environ.get("OBS_FAULT_SECONDS")  # shorten locally: OBS_FAULT_SECONDS=12
 
 
+# The collector runs in its own process, as a real one would: its threads, JSON parsing and
+# garbage must not be charged to the instrumented app's GIL, GC and memory. Commands on stdin: a
+# mode (up, down, hang, error, reset), answered "ok"; "stats", answered with received, unique
+# and most repeated counts of span ids as JSON.
+_COLLECTOR = """
+import json, socket, struct, sys, threading, time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+mode = "up"
+seen = Counter()
+lock = threading.Lock()
+port = int(sys.argv[1])
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if mode == "hang":
+            deadline = time.monotonic() + 30
+            while mode == "hang" and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.close_connection = True  # the client gave up long ago
+            return
+        if mode in ("reset", "down"):
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            return
+        status = 500 if mode == "error" else 200
+        if status == 200:
+            ids = [r["span_id"] for r in json.loads(body)]
+            with lock:
+                seen.update(ids)
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def listen():
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    return server
+
+
+server = listen()
+for line in sys.stdin:
+    command = line.strip()
+    if command == "stats":
+        with lock:
+            values = list(seen.values())
+        print(json.dumps([sum(values), len(values), max(values, default=0)]), flush=True)
+        continue
+    if command == "down" and server is not None:
+        server.shutdown()
+        server.server_close()
+        server = None
+    elif command != "down" and server is None:
+        server = listen()
+    mode = command
+    print("ok", flush=True)
+"""
+
+
 class FlakyCollector:
-    """A JSON-batch collector whose behaviour the test switches: up, down, hang, error, reset."""
+    """A JSON-batch collector process whose behaviour the test switches: up, down, hang, error,
+    reset."""
 
     def __init__(self) -> None:
-        self.mode = "up"
-        self.seen: Counter[str] = Counter()
-        self.lock = threading.Lock()
         probe = socket.socket()
         probe.bind(("127.0.0.1", 0))
-        self.port = probe.getsockname()[1]
+        port = probe.getsockname()[1]
         probe.close()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server: ThreadingHTTPServer | None = None
-        self._listen()
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _COLLECTOR, str(port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.set("up")  # answered once it listens
 
-    def _listen(self) -> None:
-        collector = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                mode = collector.mode
-                if mode == "hang":
-                    deadline = time.monotonic() + 30
-                    while collector.mode == "hang" and time.monotonic() < deadline:
-                        time.sleep(0.05)
-                    self.close_connection = True  # the client gave up long ago
-                    return
-                if mode in ("reset", "down"):
-                    self.connection.setsockopt(
-                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-                    )
-                    self.close_connection = True
-                    return
-                status = 500 if mode == "error" else 200
-                if status == 200:
-                    ids = [r["span_id"] for r in json.loads(body)]
-                    with collector.lock:
-                        collector.seen.update(ids)
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+    def _ask(self, command: str) -> str:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline()
 
     def set(self, mode: str) -> None:
-        if mode == "down" and self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
-        elif mode != "down" and self.server is None:
-            self._listen()
-        self.mode = mode
+        assert self._ask(mode).strip() == "ok"
+
+    def stats(self) -> tuple[int, int, int]:
+        """Span ids received, distinct span ids, and the most times one id arrived."""
+        received, unique, most = json.loads(self._ask("stats"))
+        return received, unique, most
 
     def close(self) -> None:
-        self.set("down")
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
 
 
 def rss_mb() -> float:
@@ -206,7 +244,7 @@ def test_outages_lose_nothing_with_the_spool_and_count_every_loss_without(tmp_pa
         on_phase("up")
         sent = requests * 2
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and sum(spooled_backend.seen.values()) < sent:
+        while time.monotonic() < deadline and spooled_backend.stats()[0] < sent:
             obs.flush(10)
             time.sleep(0.5)
         obs.flush(10)
@@ -216,12 +254,13 @@ def test_outages_lose_nothing_with_the_spool_and_count_every_loss_without(tmp_pa
             if ":" not in reason
         }
         lossy_dropped = dropped_for("lossy")
+        spooled_stats, lossy_stats = spooled_backend.stats(), lossy_backend.stats()
         report = {
             "requests": requests,
             "records": sent,
-            "spooled_received": sum(spooled_backend.seen.values()),
-            "spooled_unique": len(spooled_backend.seen),
-            "lossy_received": sum(lossy_backend.seen.values()),
+            "spooled_received": spooled_stats[0],
+            "spooled_unique": spooled_stats[1],
+            "lossy_received": lossy_stats[0],
             "lossy_dropped": lossy_dropped,
             "p99_healthy_us": p99([x for mode, v, _ in phases if mode == "up" for x in v]),
             "p99_outage_us": p99([x for mode, v, _ in phases if mode != "up" for x in v]),
@@ -241,19 +280,20 @@ def test_outages_lose_nothing_with_the_spool_and_count_every_loss_without(tmp_pa
     assert pipeline_drops == {}
     # Spool on: every record exactly once.
     assert report["spooled_unique"] == sent
-    assert max(spooled_backend.seen.values()) == 1
+    assert spooled_stats[2] == 1
     assert dropped_for("spooled") == 0
     # Spool off: losses happened and every one of them is counted.
-    assert max(lossy_backend.seen.values()) == 1
+    assert lossy_stats[2] == 1
     assert 0 < lossy_dropped == sent - report["lossy_received"]
-    # Requests do not wait on the outages. What an outage could add to a request is waiting (a
-    # blocking queue, a lock held across I/O, the GIL held by a busy worker): it costs
-    # milliseconds to seconds, so p99 waits are compared within 5 % plus 50 µs. Whole latencies
-    # are compared with a wider allowance: the request's own CPU is the same code in both phases,
-    # yet its p99 swings by ±30 % between 5 s phases here (2 shared cores; gen-0 collections land
-    # on ~1 % of requests), and 30 s pools of them gave outage/healthy ratios of 0.89-1.37.
+    # Request latency does not feel the outages. What an outage could add is waiting (a blocking
+    # queue, a lock held across I/O, the GIL held by a busy worker), which would cost
+    # milliseconds to seconds: p99 waits (wall minus the thread's CPU) within 5 %. Whole p99
+    # latencies within 5 % too, plus 50 µs for this machine's noise: a healthy 5 s phase's p99
+    # alone swings by ±30 % on 2 shared cores. (With the collector in this process, its threads
+    # and JSON garbage made the request thread collect more often and the ratio read 1.02-1.19;
+    # out of process it read 0.87-1.02.)
     assert report["p99_wait_outage_us"] <= report["p99_wait_healthy_us"] * 1.05 + 50, report
-    assert report["p99_outage_us"] <= report["p99_healthy_us"] * 1.5 + 100, report
+    assert report["p99_outage_us"] <= report["p99_healthy_us"] * 1.05 + 50, report
     # Memory stays bounded: no growth with the outage count (the spool is on disk).
     assert max(memory) - min(memory) < 64, memory
 

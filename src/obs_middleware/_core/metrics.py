@@ -242,10 +242,7 @@ class Histogram(_Metric):
                 row[-1] += 1
 
     def _points(self) -> dict[Labels, float | HistogramPoint]:
-        return {
-            k: HistogramPoint(self.bounds, tuple(int(c) for c in r[:-2]), r[-2], int(r[-1]))
-            for k, r in self.rows().items()
-        }
+        return {k: _point(self.bounds, r) for k, r in self.rows().items()}
 
     def rows(self) -> dict[Labels, list[float]]:
         """Copy of each label set's bucket counts, then its sum and count."""
@@ -263,6 +260,11 @@ class Histogram(_Metric):
         with self._lock:
             self._pending.clear()
             self._data.clear()
+
+
+def _point(bounds: tuple[float, ...], row: list[float]) -> HistogramPoint:
+    """A histogram row (bucket counts, sum, count) as a point."""
+    return HistogramPoint(bounds, tuple(int(c) for c in row[:-2]), row[-2], int(row[-1]))
 
 
 class HistogramView(_Metric):
@@ -298,10 +300,7 @@ class HistogramView(_Metric):
             else:
                 rows[key] = [a + b for a, b in zip(total, row, strict=True)]
         bounds = self.of.bounds
-        return {
-            k: HistogramPoint(bounds, tuple(int(c) for c in r[:-2]), r[-2], int(r[-1]))
-            for k, r in rows.items()
-        }
+        return {k: _point(bounds, r) for k, r in rows.items()}
 
     def counts(self) -> dict[Labels, float]:
         """Observation count per label set."""
