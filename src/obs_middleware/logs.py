@@ -52,7 +52,7 @@ def _ids(span: Span | None) -> tuple[str | None, str | None, str | None, str | N
     if span is None:
         return None, None, None, None
     local = span.local
-    return f"{span.trace_id:032x}", f"{span.span_id:016x}", local.request_id, local.user_id
+    return span.trace_hex, span.span_hex, local.request_id, local.user_id
 
 
 def _default(value: Any) -> Any:

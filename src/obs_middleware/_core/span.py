@@ -292,6 +292,20 @@ class Span:
         return (self.end_ns - self.start_ns) / 1e6 if self.end_ns else 0.0
 
     @property
+    def trace_hex(self) -> str:
+        """The trace id as 32 hex digits, formatted once per trace (cached on its LocalTrace)."""
+        local = self.local
+        hexed = local.trace_hex
+        if hexed is None:
+            hexed = local.trace_hex = self.trace_id.to_bytes(16, "big").hex()
+        return hexed
+
+    @property
+    def span_hex(self) -> str:
+        """The span id as 16 hex digits."""
+        return self.span_id.to_bytes(8, "big").hex()
+
+    @property
     def is_root(self) -> bool:
         """True for the first span of the trace in this process."""
         return self.local.root is self

@@ -38,8 +38,8 @@ def patch() -> None:
                 record.trace_id = record.span_id = record.request_id = record.user_id = ""
             else:
                 local = span.local
-                record.trace_id = f"{span.trace_id:032x}"
-                record.span_id = f"{span.span_id:016x}"
+                record.trace_id = span.trace_hex
+                record.span_id = span.span_hex
                 record.request_id = local.request_id or ""
                 record.user_id = local.user_id or ""
         except Exception:  # never break logging

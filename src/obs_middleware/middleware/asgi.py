@@ -68,7 +68,7 @@ class ObsMiddleware:
             rid_name = options.request_id_header_bytes
             incoming = headers.get(rid_name)
             local = span.local
-            trace_hex = local.trace_hex = span.trace_id.to_bytes(16, "big").hex()
+            trace_hex = span.trace_hex
             local.request_id = request_id = (incoming and valid_request_id(incoming)) or trace_hex
             if options.capture_headers:
                 span.attrs.update(

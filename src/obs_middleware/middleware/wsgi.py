@@ -59,7 +59,7 @@ class ObsWSGIMiddleware:
             incoming = valid_request_id(_encoded(environ, rid_key))
             span = _span.Span(method, {"url.path": path}, "server", remote).start()
             local = span.local
-            trace_hex = local.trace_hex = span.trace_id.to_bytes(16, "big").hex()
+            trace_hex = span.trace_hex
             local.request_id = request_id = incoming or trace_hex
             if options.capture_headers:
                 span.attrs.update(
