@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import obs_middleware as obs
 from obs_middleware._core.config import RedactionOptions
@@ -152,6 +154,22 @@ def test_clean_text_bounds_work_on_huge_inputs() -> None:
     assert clean_text(text, 200) == "describe: [BASE64]…"
     assert clean_text("x" * 10, 0) == ""
     assert clean_text(b"bytes", 10) == "[bytes]"
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.text(alphabet=st.sampled_from([*"aZ09+/_-= \n"]), max_size=60),
+            st.sampled_from(["A" * 100, "data:image/png;base64,", "QUJD" * 30, " " * 100]),
+        ),
+        max_size=5,
+    ).map("".join)
+)
+def test_base64_is_searched_wherever_it_can_match(text: str) -> None:
+    # Whatever the cheap checks skip, the full search would have left unchanged.
+    assert clean_text(text, 1000) == _ai.truncate(
+        _ai.scrub(_ai._BASE64.sub("[BASE64]", text)), 1000
+    )
 
 
 def test_many_params_are_capped() -> None:
