@@ -134,7 +134,7 @@ def _converter(keys: tuple[str, ...]) -> Callable[[Record], dict[str, Any]]:
         return _row
     values = [f"v{i}" for i in range(len(keys))]
     lines = [
-        "def convert(rec):",
+        "def convert(rec, type=type, str=str, int=int, float=float):",
         f"    ({', '.join(values)},) = rec.values()",
         "    out = {}",
         "    extra = {}",
