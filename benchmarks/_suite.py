@@ -71,7 +71,7 @@ FULL_PLAN = Plan(
         "span": (10, 40),
         "sql": (4, 16),
         "litestar": (100, 500),
-        "ai": (10, 40),
+        "ai": (20, 140),  # a call is ~6.4M instructions: 30 calls left ±15k of noise per call
     },
     profile_n={"asgi": 20_000, "span": 300, "real": 1_000},
 )
