@@ -123,3 +123,14 @@ def test_case_insensitive_variants_are_still_scrubbed() -> None:
         "BEARER abcdefghij",
     ):
         assert "[REDACTED]" in scrub(text), text
+
+
+def test_text_without_any_anchor_is_not_searched(monkeypatch: pytest.MonkeyPatch) -> None:
+    class NoSearch:
+        def sub(self, *args: object) -> str:
+            raise AssertionError("searched a text no pattern can match")
+
+    monkeypatch.setattr(redact, "_compiled", NoSearch())
+    prompt = "A photorealistic portrait of an astronaut riding a horse on the moon. " * 20
+    assert scrub(prompt) == prompt
+    assert scrub("Ends at 12:30, room 4f: bring notes") == "Ends at 12:30, room 4f: bring notes"
