@@ -84,7 +84,7 @@ def to_records(items: Iterable[_span.Span | _span.Event], resource: Resource) ->
     """Convert finished spans and events to records (ids as hex, times as RFC 3339).
 
     Runs on the export worker. Hex ids are formatted once (``int.to_bytes().hex()``, cheaper
-    than ``"%x"``): the trace id per trace (cached on the trace), a span id once per batch (a
+    than ``"%x"``): the trace id per trace (``Span.trace_hex``), a span id once per batch (a
     child's ``parent_id`` is its parent's ``span_id``).
     """
     service = resource.service
@@ -98,9 +98,7 @@ def to_records(items: Iterable[_span.Span | _span.Event], resource: Resource) ->
     for item in items:
         if type(item) is Span:
             local = item.local
-            trace_hex = local.trace_hex
-            if trace_hex is None:
-                trace_hex = local.trace_hex = item.trace_id.to_bytes(16, "big").hex()
+            trace_hex = item.trace_hex
             sid = item.span_id
             own = span_hex.get(sid)
             if own is None:

@@ -64,7 +64,7 @@ class Price(NamedTuple):
 
 
 class Table:
-    """A merged pricing table with a per-model lookup cache (snapshot names → base model)."""
+    """A merged pricing table; each model's pricers are built once (``quote``)."""
 
     def __init__(self, data: Mapping[str, Any]) -> None:
         self.version = str(data.get("version", "unversioned"))
@@ -76,8 +76,7 @@ class Table:
             p: dict(r) for p, r in (data.get("gpu_per_second") or {}).items()
         }
         self._prefixes = {p: sorted(m, key=len, reverse=True) for p, m in self.models.items()}
-        self._cache: dict[tuple[str, str], Mapping[str, Any] | None] = {}
-        self._plans: dict[tuple[str, str], _Plan] = {}
+        self._plans: dict[tuple[str, str], _Plan] = {}  # per (provider, model), see quote()
 
     def entry(self, provider: str, model: str | None) -> Mapping[str, Any] | None:
         """Find the pricing entry for ``model``.
@@ -85,9 +84,6 @@ class Table:
         Exact name, else the longest ``name-…`` prefix (``gpt-4o-mini-2024-07-18`` →
         ``gpt-4o-mini``), else the provider default.
         """
-        key = (provider, model or "")
-        if key in self._cache:
-            return self._cache[key]
         found: Mapping[str, Any] | None = None
         models = self.models.get(provider, {})
         if model:
@@ -99,8 +95,6 @@ class Table:
                         break
         if found is None:
             found = self.defaults.get(provider)
-        if len(self._cache) < _MAX_CACHED_MODELS:
-            self._cache[key] = found
         return found
 
     def quote(

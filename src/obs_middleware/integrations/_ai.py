@@ -618,18 +618,16 @@ class AICall:
             if usd is None:
                 attrs["cost.unknown"] = unknown
         root = local.root
-        if root is self.span:  # its own trace: nothing to add up, the metric is recorded now
-            if usd is not None:
-                attrs["cost.usd"] = usd
-                _record_cost(labels, usd, root)
-            return
-        root_open = not root.end_ns
+        own_root = root is self.span
         if usd is None:
-            if root_open:
+            if not own_root and not root.end_ns:
                 root.attrs["cost.unknown"] = "some AI calls have no price"
             return
         attrs["cost.usd"] = usd
-        if root_open:
+        if own_root:  # its own trace: nothing to add up, the metric is recorded now
+            _record_cost(labels, usd, root)
+            return
+        if not root.end_ns:
             root.attrs["cost.usd"] = cost.round_usd(root.attrs.get("cost.usd", 0.0) + usd)
         _rollup(local).add(labels, usd, root)
 
