@@ -836,9 +836,10 @@ def _ai(config: str, workdir: Path) -> Bench:
 # slower, a quarter of that.
 EXPORT_BATCHES = 40
 EXPORT_STAGES = {
-    "full": "finished spans -> to_records -> exporter.export (the export worker's loop)",
+    "full": "finished spans -> the export worker's loop -> exporter (jsonl: to_records, export; "
+    "tinybird: export_spans)",
     "encode": "records prebuilt -> exporter.export",
-    "ndjson": "records prebuilt -> encode_rows (NDJSON bytes, no gzip)",
+    "ndjson": "finished spans -> span_rows -> encode_rows (NDJSON bytes, no gzip)",
     "convert": "records prebuilt -> to_otel_spans",
     "protobuf": "records prebuilt -> to_otel_spans -> protobuf bytes",
 }
@@ -974,7 +975,8 @@ def export_path(path: str, workdir: Path) -> ExportPath:
         exporter: Any = JsonlExporter(out.path)
         expected = batches[0][0]
     else:
-        from obs_middleware.exporters.tinybird import TinybirdExporter, encode_rows, row
+        from obs_middleware.exporters._rows import encode_rows, span_rows
+        from obs_middleware.exporters.tinybird import TinybirdExporter, row
 
         out = _EventsApi()
         exporter = TinybirdExporter(token="bench")
@@ -983,8 +985,8 @@ def export_path(path: str, workdir: Path) -> ExportPath:
         notes.append(f"exporter gzip {'on' if exporter.compress else 'off'}")
 
         def ndjson() -> None:
-            for records in batches:
-                encode_rows(records)
+            for i in range(0, n, size):
+                encode_rows(span_rows(spans[i : i + size], resource))
 
         stages["ndjson"] = ndjson
     pipeline = Pipeline([exporter], resource, queue_size=n, batch_size=size, interval_s=3600)
@@ -997,7 +999,7 @@ def export_path(path: str, workdir: Path) -> ExportPath:
         out.clear()
 
     def full() -> None:
-        pipeline._drain()  # the export worker's loop: batches, to_records, every exporter
+        pipeline._drain()  # the export worker's loop: batches, records or rows, every exporter
         exporter.flush()
 
     def encode() -> None:

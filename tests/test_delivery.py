@@ -6,6 +6,7 @@ import multiprocessing
 import os
 from collections.abc import Sequence
 
+import orjson
 import pytest
 
 from obs_middleware._core.metrics import registry
@@ -18,6 +19,7 @@ from obs_middleware._delivery import (
     Result,
     Spool,
     classify_status,
+    encode_records,
 )
 
 FAST = DeliveryOptions(
@@ -377,3 +379,29 @@ def test_invalid_options_are_refused():
         DeliveryOptions(timeout_s=0)
     with pytest.raises(ValueError):
         DeliveryOptions(max_attempts=0)
+
+
+class Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no")
+
+
+def test_encoding_never_fails_on_what_orjson_refuses() -> None:
+    cyclic: dict[str, object] = {"n": 1}
+    cyclic["self"] = cyclic
+    deep: list[object] = []
+    for _ in range(300):
+        deep = [deep]
+    records = [
+        {"big": 1 << 70, "neg": -(1 << 64), "u64": (1 << 64) - 1, "keys": {1 << 65: "k"}},
+        {"cyclic": cyclic, "deep": deep, "odd": Unprintable()},
+    ]
+    first, second = (orjson.loads(line) for line in encode_records(records).splitlines())
+    assert first == {
+        "big": str(1 << 70),
+        "neg": str(-(1 << 64)),
+        "u64": (1 << 64) - 1,
+        "keys": {str(1 << 65): "k"},
+    }
+    assert second["cyclic"]["n"] == 1 and isinstance(second["cyclic"]["self"]["self"], dict)
+    assert second["odd"] == "<unprintable Unprintable>"

@@ -128,3 +128,12 @@ def test_warnings_become_events_of_the_current_span(obs_capture: Capture) -> Non
             "exc_type": "TimeoutError",
         },
     ]
+
+
+def test_json_line_keeps_values_orjson_refuses_as_text(
+    logger: tuple[logging.Logger, io.StringIO],
+) -> None:
+    log, out = logger
+    log.info("snowflake", extra={"account": 1 << 70})
+    (line,) = lines(out)
+    assert line["message"] == "snowflake" and line["account"] == str(1 << 70)

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 import obs_middleware as obs
-from obs_middleware import _setup
+from obs_middleware import _pipeline, _setup
 from obs_middleware._core.config import Config, PipelineOptions
 from obs_middleware._core.metrics import http_duration, registry
-from obs_middleware._record import Record
+from obs_middleware._core.span import Event, Span
+from obs_middleware._record import Record, Resource
 from obs_middleware.exporters import MemoryExporter
 
 Configure = Callable[..., Config]
@@ -146,6 +147,39 @@ def test_exporter_error_counts_dropped_records_and_logs_once(
     assert len(memory.records) == 3  # one broken exporter does not starve the others
     warnings = [r for r in caplog.records if "'failing' failed to export" in r.getMessage()]
     assert len(warnings) == 1
+
+
+class SpanTaking(MemoryExporter):
+    """A column-store-like exporter: takes the finished spans, converts them itself."""
+
+    name = "span-taking"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.items: list[Span | Event] = []
+
+    def export_spans(self, items: Sequence[Span | Event], resource: Resource) -> None:
+        assert resource.service == "svc"
+        self.items.extend(items)
+
+
+def test_an_exporter_with_export_spans_gets_the_finished_spans_and_no_records(
+    configured: Configure, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[int] = []
+    real = _pipeline.to_records
+    monkeypatch.setattr(_pipeline, "to_records", lambda b, r: built.append(len(b)) or real(b, r))
+    taking = SpanTaking()
+    configured(exporters=[taking], service="svc")
+    spans(3)
+    assert obs.flush()
+    assert [type(i) for i in taking.items] == [Span] * 3
+    assert taking.records == [] and built == []  # with only span takers, no record is built
+    memory = MemoryExporter()
+    configured(exporters=[taking, memory], service="svc")
+    spans(2)
+    assert obs.flush()
+    assert len(taking.items) == 5 and len(memory.records) == 2 and built == [2]
 
 
 def test_shutdown_with_blocked_exporter_returns_false_within_its_deadline(

@@ -228,7 +228,38 @@ def json_default(value: Any) -> Any:
     """Encode what orjson cannot (sets, tuples, Decimals, objects): as lists or text."""
     if isinstance(value, (set, frozenset, tuple)):
         return list(value)
-    return str(value)
+    try:
+        return str(value)
+    except Exception:
+        return f"<unprintable {type(value).__qualname__}>"
+
+
+_JSON_DEPTH = 200  # orjson refuses nesting past 255 levels
+
+
+def jsonable(value: Any, depth: int = 0) -> Any:
+    """``value`` with what orjson refuses as text: integers past 64 bits, deeper nesting, cycles.
+
+    The second pass for the rare value ``orjson.dumps`` raised on (see ``dumps_json``).
+    """
+    kind = type(value)
+    if kind is int:
+        return value if -(1 << 63) <= value < 1 << 64 else str(value)
+    if depth >= _JSON_DEPTH and kind in (dict, list, tuple, set, frozenset):
+        return json_default(value)
+    if kind is dict:
+        return {(str(k) if type(k) is int else k): jsonable(v, depth + 1) for k, v in value.items()}
+    if kind in (list, tuple, set, frozenset):
+        return [jsonable(v, depth + 1) for v in value]
+    return value
+
+
+def dumps_json(value: Any, option: int) -> bytes:
+    """``orjson.dumps`` with ``json_default`` that never fails on odd data (``jsonable``)."""
+    try:
+        return orjson.dumps(value, json_default, option)
+    except TypeError:  # orjson.JSONEncodeError
+        return orjson.dumps(jsonable(value), json_default, option)
 
 
 _JSON_OPTS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
@@ -237,7 +268,10 @@ _JSON_OPTS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
 def encode_records(records: Sequence[Record]) -> bytes:
     """NDJSON of records as they are (the spool's format, and the JSON exporters' base)."""
     dumps = orjson.dumps
-    return b"".join([dumps(r, default=json_default, option=_JSON_OPTS) for r in records])
+    try:
+        return b"".join([dumps(r, json_default, _JSON_OPTS) for r in records])
+    except TypeError:  # a value orjson refuses: encode each record with the fallback
+        return b"".join([dumps_json(r, _JSON_OPTS) for r in records])
 
 
 def _decode_records(data: bytes) -> list[Record]:

@@ -1,10 +1,12 @@
 """Delivery pipeline: bounded queue → one worker thread → batches → exporters.
 
 The request thread only appends to a deque (drop-newest when full, counted). The worker, started
-lazily on the first record and again after ``fork()``, converts items to records and hands each
-batch to every exporter. ``flush(timeout)`` waits for what was queued before the call;
-``shutdown(timeout)`` flushes under a hard deadline and never hangs the process: the worker is a
-daemon thread, so an exporter stuck on a dead backend cannot block exit.
+lazily on the first record and again after ``fork()``, converts each batch to records once and
+hands them to every exporter; an exporter with ``export_spans`` (the column stores) gets the
+finished spans instead and builds its own rows, and with only such exporters no record is built.
+``flush(timeout)`` waits for what was queued before the call; ``shutdown(timeout)`` flushes under
+a hard deadline and never hangs the process: the worker is a daemon thread, so an exporter stuck
+on a dead backend cannot block exit.
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from ._core.metrics import dropped
 from ._core.span import Event, Span
 from ._record import Record, Resource, to_records
 
-__all__ = ["Exporter", "Pipeline"]
+__all__ = ["Exporter", "Pipeline", "SpanExporter"]
 
 _log = logging.getLogger("obs_middleware")
 
@@ -42,6 +44,16 @@ class Exporter(Protocol):
         """Release resources; no export follows."""
 
 
+class SpanExporter(Exporter, Protocol):
+    """An exporter that converts finished spans itself, skipping the shared records."""
+
+    def export_spans(self, items: Sequence[Span | Event], resource: Resource) -> None:
+        """Deliver one batch of finished spans and events (read-only)."""
+
+
+ExportSpans = Callable[[Sequence[Span | Event], Resource], None]
+
+
 class Pipeline:
     """Queue and worker for one configuration. ``submit`` is the hot path."""
 
@@ -55,6 +67,10 @@ class Pipeline:
         interval_s: float,
     ) -> None:
         self.exporters = tuple(exporters)
+        self._routes: tuple[tuple[Exporter, ExportSpans | None], ...] = tuple(
+            (exporter, getattr(exporter, "export_spans", None)) for exporter in self.exporters
+        )
+        self._records = any(export_spans is None for _, export_spans in self._routes)
         self.resource = resource
         self.queue_size = queue_size
         self.batch_size = batch_size
@@ -130,12 +146,15 @@ class Pipeline:
         while queue:
             n = min(len(queue), self.batch_size)
             batch = [popleft() for _ in range(n)]
-            records = to_records(batch, self.resource)
-            for exporter in self.exporters:
+            records = to_records(batch, self.resource) if self._records else []
+            for exporter, export_spans in self._routes:
                 try:
-                    exporter.export(records)
+                    if export_spans is None:
+                        exporter.export(records)
+                    else:
+                        export_spans(batch, self.resource)
                 except Exception:
-                    dropped.add((f"exporter_error:{exporter.name}",), len(records))
+                    dropped.add((f"exporter_error:{exporter.name}",), n)
                     self._log_once(exporter.name, "export")
 
     def _call_exporters(self, method: str) -> None:

@@ -23,6 +23,7 @@ import orjson
 
 from ._core.redact import scrub, truncate
 from ._core.span import Span, current_span
+from ._delivery import jsonable
 
 __all__ = ["JsonFormatter", "SpanEventHandler", "SpanEvents", "add_trace_context"]
 
@@ -100,7 +101,10 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _STANDARD and key not in out:
                 out[key] = value
-        return orjson.dumps(out, default=_default).decode()
+        try:
+            return orjson.dumps(out, default=_default).decode()
+        except TypeError:  # orjson.JSONEncodeError: an integer past 64 bits, a cycle...
+            return orjson.dumps(jsonable(out), default=_default).decode()
 
 
 def _rfc3339(created: float) -> str:

@@ -7,24 +7,14 @@ import re
 from pathlib import Path
 from urllib.request import Request, urlopen
 
-import orjson
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 import obs_middleware as obs
 from obs_middleware import _setup
 from obs_middleware._core.metrics import registry
 from obs_middleware._delivery import DeliveryOptions
-from obs_middleware.exporters import tinybird
 from obs_middleware.exporters.clickhouse import pipe_queries
-from obs_middleware.exporters.tinybird import (
-    COLUMNS,
-    TinybirdExporter,
-    asset_path,
-    encode_rows,
-    row,
-)
+from obs_middleware.exporters.tinybird import COLUMNS, TinybirdExporter, asset_path
 from obs_middleware.testing.emulators.tinybird import TinybirdEmulator, parse_datasource
 
 FAST = DeliveryOptions(timeout_s=5, backoff_s=0.001, backoff_max_s=0.002, retry_budget_s=3)
@@ -44,68 +34,6 @@ def _metrics():
 def datasource_columns() -> list:
     text = Path(asset_path("tinybird", "datasources", "obs_events.datasource")).read_text()
     return parse_datasource(text)
-
-
-def test_row_maps_the_record_to_columns_and_keeps_the_rest_as_json():
-    record = {
-        "type": "span",
-        "name": "ai.request",
-        "trace_id": "0" * 31 + "1",
-        "span_id": "0" * 15 + "2",
-        "parent_id": None,
-        "start": "2026-01-01T00:00:00.001000Z",
-        "duration_ms": 12.5,
-        "status": "content_violation",
-        "user_id": "u1",
-        "span.kind": "client",
-        "ai.model": "sdxl",
-        "ai.input_tokens": 12,
-        "ai.output_tokens": "many",  # wrong type: kept, but in attributes
-        "http.status_code": True,  # a bool is not an Int64
-        "cost.usd": 0.25,
-        "custom": {"a": 1},
-        "events": [{"name": "retry", "time": "2026-01-01T00:00:00.002000Z"}],
-    }
-    assert row(record) == {
-        "type": "span",
-        "name": "ai.request",
-        "trace_id": "0" * 31 + "1",
-        "span_id": "0" * 15 + "2",
-        "start": "2026-01-01T00:00:00.001000Z",
-        "duration_ms": 12.5,
-        "status": "content_violation",
-        "user_id": "u1",
-        "span_kind": "client",
-        "ai_model": "sdxl",
-        "ai_input_tokens": 12,
-        "cost_usd": 0.25,
-        "attributes": '{"ai.output_tokens":"many","http.status_code":true,"custom":{"a":1},'
-        '"events":[{"name":"retry","time":"2026-01-01T00:00:00.002000Z"}]}',
-    }
-    assert encode_rows([record, record]).count(b"\n") == 2
-
-
-_KEYS = st.sampled_from([*tinybird._BY_KEY, "custom", "x'y\"z\\", "events", "attributes"])
-_VALUES = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(1 << 63), max_value=(1 << 63) - 1),
-    st.floats(allow_nan=False),
-    st.text(max_size=5),
-    st.lists(st.integers(0, 3), max_size=2),
-)
-
-
-@given(st.dictionaries(_KEYS, _VALUES, max_size=12))
-def test_compiled_converters_equal_the_generic_conversion(record):
-    assert row(record) == tinybird._row(record)
-    assert row(dict(record)) == tinybird._row(record)  # again, through the cached converter
-
-
-def test_unusual_shapes_take_the_generic_conversion():
-    assert row({1: "x", "name": "n"}) == {"name": "n", "attributes": '{"1":"x"}'}
-    wide = {f"k{i}": i for i in range(300)}
-    assert orjson.loads(row(wide)["attributes"]) == wide
 
 
 def test_shipped_schema_datasource_and_clickhouse_ddl_have_the_encoder_columns():
@@ -251,8 +179,3 @@ def test_token_and_host_come_from_the_environment(monkeypatch, tb):
     monkeypatch.delenv("TB_TOKEN")
     with pytest.raises(ValueError, match="token"):
         TinybirdExporter()
-
-
-def test_encoding_is_the_same_bytes_as_the_row_dicts():
-    records = [{"type": "span", "name": "n", "ai.model": "m", "x": 1}]
-    assert orjson.loads(encode_rows(records)) == row(records[0])

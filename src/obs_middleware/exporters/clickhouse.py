@@ -1,22 +1,24 @@
 """ClickHouse exporter: ``INSERT … FORMAT JSONEachRow`` over ClickHouse's HTTP interface.
 
-For users who self-host what Tinybird runs: the same rows (``tinybird.row``) into a table made by
-the shipped DDL (``assets/clickhouse/obs_events.sql``); the shipped Tinybird pipes' SQL runs on it
-unchanged. Plain HTTP, no driver.
+For users who self-host what Tinybird runs: the same rows (``tinybird.row``, built from finished
+spans as for Tinybird) into a table made by the shipped DDL (``assets/clickhouse/obs_events.sql``);
+the shipped Tinybird pipes' SQL runs on it unchanged. Plain HTTP, no driver.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from urllib.parse import urlencode
 
+from .._core.span import Event, Span
 from .._delivery import Delivery, DeliveryOptions, Outcome, Result, classify_status
-from .._record import Record
+from .._record import Record, Resource
+from ._rows import Row, encode_rows, row, span_rows
 from .http import HttpTransport, gzip
-from .tinybird import asset_path, encode_rows
+from .tinybird import asset_path
 
 __all__ = ["ClickHouseExporter", "ddl", "pipe_queries"]
 
@@ -115,12 +117,12 @@ class ClickHouseExporter:
             raise RuntimeError(response.body.decode("utf-8", "replace").strip())
         return response.body
 
-    def send(self, records: Sequence[Record], timeout: float) -> Result:
-        """One insert for ``records`` (called by the delivery layer)."""
+    def send(self, rows: Sequence[Row], timeout: float) -> Result:
+        """One insert for ``rows`` (called by the delivery layer)."""
         if self._create:
             self.query(ddl(self.table), timeout)
             self._create = False
-        body = encode_rows(records)
+        body = encode_rows(rows)
         if self.compress:
             body = gzip(body)
         response = self.transport.post(self.path, body, self._headers, timeout)
@@ -136,8 +138,12 @@ class ClickHouseExporter:
         return result
 
     def export(self, records: Sequence[Record]) -> None:
-        """Deliver one batch."""
-        self.delivery.deliver(records)
+        """Deliver one batch of records."""
+        self.delivery.deliver([row(rec) for rec in records])
+
+    def export_spans(self, items: Iterable[Span | Event], resource: Resource) -> None:
+        """Deliver one batch of finished spans and events (the pipeline's column-store path)."""
+        self.delivery.deliver(span_rows(items, resource))
 
     def flush(self) -> None:
         """Replay anything spooled."""

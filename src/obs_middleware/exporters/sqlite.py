@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from .._core.metrics import registry
+from .._delivery import dumps_json
 from .._record import FIXED_KEYS, Record
 
 __all__ = [
@@ -141,13 +142,6 @@ def row_to_record(row: sqlite3.Row | Sequence[Any], columns: Sequence[str] = COL
     return rec
 
 
-def _default(value: Any) -> Any:
-    # Same fallback as the JSON lines exporter: whatever orjson cannot encode is written as text.
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    return str(value)
-
-
 class _EpochUs:
     """RFC 3339 (``…T12:00:00.123456Z``) to epoch µs, caching the per-second prefix."""
 
@@ -228,7 +222,6 @@ class SqliteExporter:
 
     def _rows(self, records: Iterable[Record]) -> Iterable[tuple[Any, ...]]:
         epoch_us = self._epoch_us
-        dumps = orjson.dumps
         extracted = EXTRACTED
         fixed = _FIXED
         for rec in records:
@@ -239,7 +232,7 @@ class SqliteExporter:
                 *(rec.get(k) for k in FIXED_KEYS),
                 epoch_us(rec.get("start")),
                 *(rec.get(k) for k in extracted),
-                dumps(attrs, default=_default, option=_JSON_OPTS).decode() if attrs else None,
+                dumps_json(attrs, _JSON_OPTS).decode() if attrs else None,
             )
 
     def _sample_metrics(self, conn: sqlite3.Connection, now: float) -> None:

@@ -1,0 +1,167 @@
+"""Column-store rows: records and finished spans as the shipped datasource's columns."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from obs_middleware._core import span as _span
+from obs_middleware._record import Resource, to_records
+from obs_middleware.exporters import _rows
+from obs_middleware.exporters._rows import encode_rows, row, span_rows
+
+RESOURCE = Resource("svc", "prod", "1.0")
+
+
+def test_row_maps_the_record_to_columns_and_keeps_the_rest_as_json():
+    record = {
+        "type": "span",
+        "name": "ai.request",
+        "trace_id": "0" * 31 + "1",
+        "span_id": "0" * 15 + "2",
+        "parent_id": None,
+        "start": "2026-01-01T00:00:00.001000Z",
+        "duration_ms": 12.5,
+        "status": "content_violation",
+        "user_id": "u1",
+        "span.kind": "client",
+        "ai.model": "sdxl",
+        "ai.input_tokens": 12,
+        "ai.output_tokens": "many",  # wrong type: kept, but in attributes
+        "http.status_code": True,  # a bool is not an Int64
+        "cost.usd": 0.25,
+        "custom": {"a": 1},
+        "events": [{"name": "retry", "time": "2026-01-01T00:00:00.002000Z"}],
+    }
+    assert row(record) == {
+        "type": "span",
+        "name": "ai.request",
+        "trace_id": "0" * 31 + "1",
+        "span_id": "0" * 15 + "2",
+        "start": "2026-01-01T00:00:00.001000Z",
+        "duration_ms": 12.5,
+        "status": "content_violation",
+        "user_id": "u1",
+        "span_kind": "client",
+        "ai_model": "sdxl",
+        "ai_input_tokens": 12,
+        "cost_usd": 0.25,
+        "attributes": '{"ai.output_tokens":"many","http.status_code":true,"custom":{"a":1},'
+        '"events":[{"name":"retry","time":"2026-01-01T00:00:00.002000Z"}]}',
+    }
+
+
+_KEYS = st.sampled_from([*_rows._BY_KEY, "custom", "x'y\"z\\", "events", "attributes"])
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),  # past 64 bits too: orjson refuses those, the row takes them as text
+    st.floats(allow_nan=False),
+    st.text(max_size=5),
+    st.lists(st.integers(0, 3), max_size=2),
+)
+
+
+@given(st.dictionaries(_KEYS, _VALUES, max_size=12))
+def test_compiled_converters_equal_the_generic_conversion(record):
+    assert row(record) == _rows._row(record)
+    assert row(dict(record)) == _rows._row(record)  # again, through the cached converter
+
+
+def test_unusual_shapes_take_the_generic_conversion():
+    assert row({1: "x", "name": "n"}) == {"name": "n", "attributes": '{"1":"x"}'}
+    wide = {f"k{i}": i for i in range(300)}
+    assert orjson.loads(row(wide)["attributes"]) == wide
+
+
+@pytest.fixture
+def finished(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
+    """Spans finished in the test, in finish order (no pipeline)."""
+    items: list[Any] = []
+    monkeypatch.setattr(_span, "on_finish", items.append)
+    yield items
+
+
+def reference(items: list[Any]) -> list[dict[str, Any]]:
+    """What the record path gives: ``row`` of each record."""
+    return [row(rec) for rec in to_records(items, RESOURCE)]
+
+
+def test_span_rows_equal_the_rows_of_the_records(finished: list[Any]) -> None:
+    with _span.Span("GET /x", {"http.method": "GET", "http.route": "/x"}, "server") as root:
+        root.local.user_id, root.local.tier, root.local.request_id = "u1", "pro", "r1"
+        with _span.Span("ai.request", {"ai.model": "m", "ai.input_tokens": 3, "k": [1]}) as ai:
+            ai.event("retry", attempt=2)
+        with pytest.raises(ValueError), _span.Span("db", {"db.rows": 1 << 70}):
+            raise ValueError("boom")
+    rows = span_rows(finished, RESOURCE)
+    assert rows == reference(finished)
+    ai_row, db_row, root_row = rows
+    assert root_row["span_kind"] == "server" and root_row["http_route"] == "/x"
+    assert "parent_id" not in root_row and ai_row["parent_id"] == root_row["span_id"]
+    assert orjson.loads(ai_row["attributes"])["events"][0]["attempt"] == 2
+    assert db_row["error_type"] == "ValueError"
+    assert orjson.loads(db_row["attributes"]) == {"db.rows": str(1 << 70)}  # past Int64: text
+
+
+def test_events_and_odd_resources_take_the_record_path(finished: list[Any]) -> None:
+    with _span.Span("s", {}) as parent:
+        event = _span.Event("job.started", {"job.id": "j1"}, parent)
+    items = [*finished, event]
+    assert span_rows(items, RESOURCE) == reference(items)
+    odd = Resource(7, "prod", None)  # type: ignore[arg-type]
+    assert span_rows(items, odd) == [row(rec) for rec in to_records(items, odd)]
+
+
+_SPAN_KEYS = st.sampled_from(
+    [*_rows._BY_KEY, "custom", "x'y\"z\\", "events", "attributes", "span.kind"]
+)
+_ODD = st.one_of(st.none(), st.integers(0, 3), st.text(max_size=3))
+
+
+@given(
+    attrs=st.dictionaries(_SPAN_KEYS, _VALUES, max_size=10),
+    name=_ODD,
+    status=_ODD,
+    kind=st.sampled_from(["internal", "server", "client", None, 3]),
+    error=_ODD,
+    local=st.tuples(_ODD, _ODD, _ODD),
+    events=st.lists(st.dictionaries(st.text(max_size=2), _VALUES, max_size=2), max_size=2),
+    child=st.booleans(),
+)
+def test_span_rows_equal_the_record_path_on_any_span(
+    attrs: dict[str, Any],
+    name: Any,
+    status: Any,
+    kind: Any,
+    error: Any,
+    local: tuple[Any, Any, Any],
+    events: list[dict[str, Any]],
+    child: bool,
+) -> None:
+    items: list[Any] = []
+    saved = _span.on_finish
+    _span.on_finish = items.append
+    try:
+        with _span.Span("root", {}) as root:
+            span = _span.Span(name, dict(attrs), kind).start() if child else root
+            span.status, span.error_type, span.error_message = status, error, error
+            root.local.user_id, root.local.tier, root.local.request_id = local
+            for fields in events:
+                span.event("e", **fields)
+            if child:
+                span.end()
+    finally:
+        _span.on_finish = saved
+    assert span_rows(items, RESOURCE) == reference(items)
+    assert span_rows(items, RESOURCE) == reference(items)  # again, through the cached converter
+
+
+def test_encoding_is_one_line_per_row() -> None:
+    rows = [{"name": "a"}, {"name": "b", "attributes": "{}"}]
+    assert encode_rows(rows) == b'{"name":"a"}\n{"name":"b","attributes":"{}"}\n'
