@@ -29,6 +29,7 @@ API for integration modules (openai, replicate, fal, modal, comfyui)::
     (Modal) see it.
 
 ``safe(fn, *args) -> Any``: run an extractor; our exceptions are logged once per function.
+``extractor_failed(fn)``: the same logging, for a ``try``/``except`` written inline on a hot path.
 
 ``Patches(integration)``: what one integration patched, undone in reverse by ``undo()``.
     ``wrap(module, "Class.method", wrapper) -> bool`` (wrapt; a module not imported yet is
@@ -43,7 +44,7 @@ API for integration modules (openai, replicate, fal, modal, comfyui)::
         truncated to ``redaction.prompt_max_chars``, secrets scrubbed, base64/data: URIs
         replaced by ``[BASE64]``, secret-named keys skipped, ``[PRIVATE]`` when the call or its
         trace is private (``obs.mark_private()``), checked again at the end.
-    set_tokens(*, input=, cached=, output=, reasoning=)  ai.input_tokens, ai.cached_tokens,
+    set_tokens(input=, cached=, output=, reasoning=)  ai.input_tokens, ai.cached_tokens,
         ai.output_tokens, ai.reasoning_tokens; input includes cached, output includes reasoning.
     set_images(count, *, width=, height=, size=, quality=)  ai.image_count, ai.width, ai.height,
         ai.image_size, ai.image_quality ("1024x1024" sizes also fill width/height).
@@ -168,14 +169,22 @@ def safe(fn: Callable[..., Any], *args: Any) -> Any:
     try:
         return fn(*args)
     except Exception:
-        _warn_once(getattr(fn, "__qualname__", repr(fn)))
+        extractor_failed(fn)
         return None
+
+
+def extractor_failed(fn: Callable[..., Any]) -> None:
+    """Log, once per function, the exception ``fn`` just raised (``safe`` written inline)."""
+    _warn_once(getattr(fn, "__qualname__", repr(fn)))
 
 
 def clean_text(text: Any, limit: int) -> str:
     """Sanitize a prompt or input for export: base64 removed, secrets scrubbed, cut to ``limit``."""
     if not isinstance(text, str):
         return f"[{type(text).__name__}]"
+    if len(text) < 100 and "base64," not in text:  # the usual prompt: nothing to cut out
+        out = scrub(text)
+        return out if len(out) <= limit else truncate(out, limit)
     if limit <= 0:
         return ""
     window = text[: limit * 2 + 512]  # bounds the work on a multi-megabyte input
@@ -314,8 +323,12 @@ class _CostRollup:
 
 
 def _record_cost(labels: tuple[str, str, str], usd: float, root: _span.Span) -> None:
-    route = root.attrs.get("http.route") or root.attrs.get("job.service_type") or ""
-    ai_cost.add((*labels, str(route), root.local.tier or ""), usd)
+    attrs = root.attrs
+    route = attrs.get("http.route") or attrs.get("job.service_type") or ""
+    if type(route) is not str:
+        route = str(route)
+    provider, model, operation = labels
+    ai_cost.add((provider, model, operation, route, root.local.tier or ""), usd)
 
 
 def _rollup(local: _span.LocalTrace) -> _CostRollup:
@@ -476,7 +489,6 @@ class AICall:
 
     def set_tokens(
         self,
-        *,
         input: int | None = None,
         cached: int | None = None,
         output: int | None = None,
@@ -485,13 +497,21 @@ class AICall:
         """Token counts of the whole call (a stream's final usage; never per-chunk sums)."""
         usage, attrs = self.usage, self.span.attrs
         if input is not None:
-            usage.input_tokens = attrs["ai.input_tokens"] = int(input)
+            usage.input_tokens = attrs["ai.input_tokens"] = (
+                input if type(input) is int else int(input)
+            )
         if cached is not None:
-            usage.cached_tokens = attrs["ai.cached_tokens"] = int(cached)
+            usage.cached_tokens = attrs["ai.cached_tokens"] = (
+                cached if type(cached) is int else int(cached)
+            )
         if output is not None:
-            usage.output_tokens = attrs["ai.output_tokens"] = int(output)
+            usage.output_tokens = attrs["ai.output_tokens"] = (
+                output if type(output) is int else int(output)
+            )
         if reasoning is not None:
-            usage.reasoning_tokens = attrs["ai.reasoning_tokens"] = int(reasoning)
+            usage.reasoning_tokens = attrs["ai.reasoning_tokens"] = (
+                reasoning if type(reasoning) is int else int(reasoning)
+            )
 
     def set_images(
         self,
@@ -595,10 +615,11 @@ class AICall:
             attrs["ai.stream_end"] = how
         if self.private or local.private:
             _privatize(span)
-        labels = (self.provider, str(attrs.get("ai.model") or ""), self.operation)
+        model = attrs.get("ai.model")
+        labels = (self.provider, model if type(model) is str else str(model or ""), self.operation)
         self._price(attrs, local, labels)
         span.end()
-        ai_duration.record(labels, span.duration_ms)
+        ai_duration.record(labels, (span.end_ns - span.start_ns) / 1e6)
         if span.status not in ("ok", "cancelled"):
             ai_errors.add((*labels, span.error_type or span.status))
 

@@ -19,7 +19,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from ._ai import AICall, Patches, ai_call, safe
+from ._ai import AICall, Patches, ai_call, extractor_failed, safe
 
 __all__ = ["patch", "supported", "unpatch"]
 
@@ -55,7 +55,9 @@ _POLICY_CODES = frozenset({"content_policy_violation", "content_filter", "modera
 
 
 # -- inputs --------------------------------------------------------------------------------------
-def _params(kwargs: dict[str, Any]) -> dict[str, Any]:
+def _params(kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    if _PARAMS.isdisjoint(kwargs):
+        return None
     return {k: v for k, v in kwargs.items() if k in _PARAMS}
 
 
@@ -76,6 +78,12 @@ def _text_of(content: Any) -> str | None:
 
 
 def _last_user_text(messages: Any) -> str | None:
+    if type(messages) is list and messages:  # the usual shape: the user's text comes last
+        last = messages[-1]
+        if type(last) is dict and last.get("role") == "user":
+            content = last.get("content")
+            if type(content) is str:
+                return content
     if isinstance(messages, str):
         return messages
     if not isinstance(messages, (list, tuple)):
@@ -113,26 +121,31 @@ def _embedding_inputs(call: AICall, kwargs: dict[str, Any]) -> None:
 
 
 # -- results -------------------------------------------------------------------------------------
-def _common(call: AICall, result: Any) -> None:
-    call.set_model(getattr(result, "model", None))
+def _common(call: AICall, result: Any) -> dict[str, Any]:
+    # Model, response id and request id; returns the span's attributes for the caller to add to.
+    attrs = call.span.attrs
+    model = getattr(result, "model", None)
+    if model:
+        attrs["ai.model"] = model
     response_id = getattr(result, "id", None)
     if isinstance(response_id, str):
-        call.attrs["ai.response_id"] = response_id
+        attrs["ai.response_id"] = response_id
     request_id = getattr(result, "_request_id", None)
     if request_id is None:  # a raw response (with_raw_response): headers only
         headers = getattr(result, "headers", None)
         request_id = headers.get("x-request-id") if headers is not None else None
     call.set_request_id(request_id)
+    return attrs
 
 
 def _chat_usage(call: AICall, usage: Any) -> None:
     prompt_details = getattr(usage, "prompt_tokens_details", None)
     completion_details = getattr(usage, "completion_tokens_details", None)
     call.set_tokens(
-        input=getattr(usage, "prompt_tokens", None),
-        cached=getattr(prompt_details, "cached_tokens", None),
-        output=getattr(usage, "completion_tokens", None),
-        reasoning=getattr(completion_details, "reasoning_tokens", None),
+        getattr(usage, "prompt_tokens", None),
+        getattr(prompt_details, "cached_tokens", None),
+        getattr(usage, "completion_tokens", None),
+        getattr(completion_details, "reasoning_tokens", None),
     )
 
 
@@ -148,16 +161,16 @@ def _responses_usage(call: AICall, usage: Any) -> None:
 
 
 def _chat_result(call: AICall, result: Any, kwargs: dict[str, Any]) -> None:
-    _common(call, result)
+    attrs = _common(call, result)
     usage = getattr(result, "usage", None)
     if usage is not None:
         _chat_usage(call, usage)
     choices = getattr(result, "choices", None)
     if choices:
-        call.attrs["ai.finish_reason"] = getattr(choices[0], "finish_reason", None)
+        attrs["ai.finish_reason"] = getattr(choices[0], "finish_reason", None)
     tier = getattr(result, "service_tier", None)
     if tier:
-        call.attrs["ai.service_tier"] = tier
+        attrs["ai.service_tier"] = tier
 
 
 def _responses_result(call: AICall, result: Any, kwargs: dict[str, Any]) -> None:
@@ -264,14 +277,20 @@ def _finish(
     if _stream_types and isinstance(result, _stream_types):
         safe(_stream_request_id, call, result)
         return call.wrap_stream(result, on_item)
-    safe(after, call, result, kwargs)
+    try:
+        after(call, result, kwargs)
+    except Exception:
+        extractor_failed(after)
     return result
 
 
 def _sync(operation: str, inputs: Inputs, after: After, on_item: OnItem) -> Any:
     def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         with ai_call("openai", operation, kwargs.get("model")) as call:
-            safe(inputs, call, kwargs)
+            try:
+                inputs(call, kwargs)
+            except Exception:
+                extractor_failed(inputs)
             try:
                 result = wrapped(*args, **kwargs)
             except Exception as exc:
@@ -285,7 +304,10 @@ def _sync(operation: str, inputs: Inputs, after: After, on_item: OnItem) -> Any:
 def _async(operation: str, inputs: Inputs, after: After, on_item: OnItem) -> Any:
     async def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         with ai_call("openai", operation, kwargs.get("model")) as call:
-            safe(inputs, call, kwargs)
+            try:
+                inputs(call, kwargs)
+            except Exception:
+                extractor_failed(inputs)
             try:
                 result = await wrapped(*args, **kwargs)
             except Exception as exc:
