@@ -98,7 +98,6 @@ import wrapt
 from .. import _setup
 from .._core import cost
 from .._core import span as _span
-from .._core.config import Config
 from .._core.metrics import registry
 from .._core.redact import PRIVATE, scrub, truncate
 
@@ -152,10 +151,6 @@ _warned: set[str] = set()
 # that (taking the same metric lock again from a finalizer would deadlock).
 _tls = threading.local()
 _orphans: deque[AICall] = deque()
-
-
-def _config() -> Config:
-    return _setup._config or _setup.current_config()
 
 
 def _warn_once(where: str) -> None:
@@ -466,7 +461,7 @@ class AICall:
         """Sanitized prompt (``params["prompt"]`` when not given) and scalar parameters."""
         attrs = self.span.attrs
         private = self.private or self.span.local.private
-        limit = _config().redaction.prompt_max_chars
+        limit = (_setup._config or _setup.current_config()).redaction.prompt_max_chars
         if prompt is None and params is not None:
             prompt = params.get("prompt")
         if prompt is not None:
@@ -633,7 +628,7 @@ class AICall:
             usd = None
             attrs["cost.unknown"] = self._cost_unknown
         else:
-            prices = cost.table(_config().pricing)
+            prices = cost.table((_setup._config or _setup.current_config()).pricing)
             usd, unknown = prices.quote(self.provider, labels[1] or None, self.usage)
             attrs["cost.pricing_version"] = prices.version
             if usd is None:
