@@ -67,16 +67,17 @@ FULL_PLAN = Plan(
     export_procs=3,
     export_rounds=9,
     callgrind_n={
-        "real": (100, 400),
+        "real": (50, 200),
         "asgi": (100, 500),
         "span": (10, 40),
         "sql": (4, 16),
         "litestar": (100, 500),
         "ai": (20, 140),  # a call is ~6.4M instructions: 30 calls left ±15k of noise per call
     },
-    # The OpenAI call's count moves by up to ±25k per call with the heap layout alone (0.4 % of
-    # the SDK's 6.4M, a quarter of our overhead); the other scenarios' counts are far smaller.
-    callgrind_layouts={"ai": 3},
+    # The OpenAI call's and the realistic request's counts move by up to ±25k per item with the
+    # heap layout alone (0.4 % of the SDK's 6.4M, of the request's 4.1M); the other scenarios'
+    # bare counts are 30-60x smaller.
+    callgrind_layouts={"ai": 3, "real": 3},
     profile_n={"asgi": 20_000, "span": 300, "real": 1_000},
 )
 QUICK_PLAN = Plan(
@@ -563,14 +564,21 @@ def instr_overhead(scenario: str, config: str = "obs") -> InstrOverhead:
     bases = [b for b, _ in pairs] if pairs else [RESULTS.measurement(scenario, BASELINE[scenario])]
     user_s = statistics.median(b.user_median for b in bases)
     cpu_s = statistics.median(b.median for b in bases)
-    layouts = ""
-    if len(full.layouts) > 1:
-        layouts = "; medians of {} heap layouts (bare {}; obs {})".format(
-            len(full.layouts),
-            " / ".join(f"{v / per:,.0f}" for v in bare.layouts),
-            " / ".join(f"{v / per:,.0f}" for v in full.layouts),
-        )
-    return InstrOverhead(over, base, user_s / per * 1e6, cpu_s / per * 1e6, layouts)
+    return InstrOverhead(
+        over, base, user_s / per * 1e6, cpu_s / per * 1e6, layouts_note(bare, full, per)
+    )
+
+
+def layouts_note(bare: _harness.Instructions, full: _harness.Instructions, per: float = 1.0) -> str:
+    """Each heap layout's count per item, where the jobs ran in several (else empty)."""
+    if len(full.layouts) < 2:
+        return ""
+    return "; medians of {} heap layouts (bare {}; {} {})".format(
+        len(full.layouts),
+        " / ".join(f"{v / per:,.0f}" for v in bare.layouts),
+        full.config,
+        " / ".join(f"{v / per:,.0f}" for v in full.layouts),
+    )
 
 
 def cpu_overhead_us(scenario: str, config: str = "obs") -> float:

@@ -31,8 +31,9 @@ def test_hot_spots_real():
 
 def _real_gate(config: str, budget: float, name: str) -> Gate:
     counts = RESULTS.instruction_counts()
+    full = counts[("real", config)]
     bare = counts[("real", "bare")].per_iter
-    over = (counts[("real", config)].per_iter - bare) / bare
+    over = (full.per_iter - bare) / bare
     return RESULTS.gate(
         Gate(
             name,
@@ -40,7 +41,8 @@ def _real_gate(config: str, budget: float, name: str) -> Gate:
             budget * 100,
             "%",
             f"callgrind slope, {config} vs bare ({bare:,.0f} instr/request bare); "
-            + "; ".join(counts[("real", config)].notes or ["ObsMiddleware only"]),
+            + "; ".join(full.notes or ["ObsMiddleware only"])
+            + _suite.layouts_note(counts[("real", "bare")], full),
             over <= budget,
         )
     )
