@@ -56,6 +56,18 @@ def test_values_json_cannot_encode_are_written_as_text(tmp_path: Path) -> None:
     assert read_lines(path) == [{"tuple": [1, 2], "set": ["x"], "decimal": "1.5", "obj": "custom!"}]
 
 
+def test_a_value_orjson_refuses_does_not_lose_the_batch(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    exporter = JsonlExporter(path)
+    exporter.export([{"name": "a"}, {"name": "b", "account": 1 << 70}, {"name": "c"}])
+    exporter.shutdown()
+    assert read_lines(path) == [
+        {"name": "a"},
+        {"name": "b", "account": str(1 << 70)},
+        {"name": "c"},
+    ]
+
+
 def test_flush_makes_written_lines_visible(tmp_path: Path) -> None:
     path = tmp_path / "out.jsonl"
     exporter = JsonlExporter(path)
