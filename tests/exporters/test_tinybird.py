@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from urllib.request import Request, urlopen
 
+import orjson
 import pytest
 
 import obs_middleware as obs
@@ -76,6 +77,24 @@ def test_export_reaches_the_datasource_gzip_with_token_and_wait_false(tb, obs_ca
         ("ai.request", "u7", "sdxl"),
         ("GET /items/{id}", "u7", None),
     ]
+    assert tb.quarantine("obs_events") == []
+
+
+def test_the_pipeline_sends_rows_built_from_finished_spans(tb, configured):
+    exporter = TinybirdExporter(token="test-token", host=tb.url, delivery=FAST)
+    configured(exporters=[exporter], service="svc")
+    with obs.span("POST /v1/images", _kind="server", **{"http.route": "/v1/images"}):
+        obs.set_user("u7", "pro")
+        with obs.span("ai.request", _kind="client", **{"ai.model": "sdxl", "seed": 42}) as ai:
+            ai.event("queued", position=3)
+    obs.emit("job.completed", **{"job.id": "j1"})
+    assert obs.flush(5)
+    ai_row, root_row, event_row = tb.rows("obs_events")
+    assert (ai_row["ai_model"], ai_row["span_kind"], ai_row["user_id"]) == ("sdxl", "client", "u7")
+    assert ai_row["parent_id"] == root_row["span_id"] and root_row["http_route"] == "/v1/images"
+    extra = orjson.loads(ai_row["attributes"])
+    assert extra["seed"] == 42 and extra["events"][0]["position"] == 3
+    assert (event_row["type"], event_row["job_id"]) == ("event", "j1")
     assert tb.quarantine("obs_events") == []
 
 
