@@ -4,6 +4,7 @@ cost on the span and its root, AI metrics, and streams that end with their itera
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import importlib
 import json
@@ -275,6 +276,22 @@ def test_cost_metric_by_route_and_tier_is_recorded_when_the_root_ends(
     assert points == {
         ("openai", "gpt-4o-mini", "chat", "/images/{id}", "pro"): pytest.approx(1.8e-05)
     }
+
+
+def test_cost_metric_of_a_call_made_after_its_root_ended(obs_capture: Capture) -> None:
+    # A background task the request started calls the provider once the response is out.
+    def background() -> None:
+        with ai_call("openai", "chat", "gpt-4o-mini") as call:
+            call.set_tokens(20, 0, 10)
+
+    with obs.span("POST") as root:
+        root.attrs["http.route"] = "/jobs"
+        obs.set_user("u1", tier="pro")
+        later = contextvars.copy_context()
+    later.run(background)
+    assert obs_capture.span("ai.request")["cost.usd"] == pytest.approx(9e-06)
+    points = obs_capture.metrics()["ai.cost_usd"].points
+    assert points == {("openai", "gpt-4o-mini", "chat", "/jobs", "pro"): pytest.approx(9e-06)}
 
 
 def test_cost_metric_when_the_call_is_the_root(obs_capture: Capture) -> None:

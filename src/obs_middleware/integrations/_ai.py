@@ -640,11 +640,10 @@ class AICall:
                 root.attrs["cost.unknown"] = "some AI calls have no price"
             return
         attrs["cost.usd"] = usd
-        if own_root:  # its own trace: nothing to add up, the metric is recorded now
+        if own_root or root.end_ns:  # its own trace, or its root has ended: recorded now
             _record_cost(labels, usd, root)
             return
-        if not root.end_ns:
-            root.attrs["cost.usd"] = cost.round_usd(root.attrs.get("cost.usd", 0.0) + usd)
+        root.attrs["cost.usd"] = cost.round_usd(root.attrs.get("cost.usd", 0.0) + usd)
         _rollup(local).add(labels, usd, root)
 
     def __repr__(self) -> str:
