@@ -254,12 +254,12 @@ def jsonable(value: Any, depth: int = 0) -> Any:
     return value
 
 
-def dumps_json(value: Any, option: int) -> bytes:
-    """``orjson.dumps`` with ``json_default`` that never fails on odd data (``jsonable``)."""
+def dumps_json(value: Any, option: int, default: Callable[[Any], Any] = json_default) -> bytes:
+    """``orjson.dumps`` that never fails on odd data (``jsonable``), ``json_default`` by default."""
     try:
-        return orjson.dumps(value, json_default, option)
+        return orjson.dumps(value, default, option)
     except TypeError:  # orjson.JSONEncodeError
-        return orjson.dumps(jsonable(value), json_default, option)
+        return orjson.dumps(jsonable(value), default, option)
 
 
 _JSON_OPTS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS

@@ -11,7 +11,7 @@ from typing import Any
 
 from ._core import span as _span
 
-__all__ = ["FIXED_KEYS", "Record", "Resource", "rfc3339", "to_records"]
+__all__ = ["FIXED_KEYS", "Record", "Resource", "event_dicts", "rfc3339", "to_records"]
 
 Record = dict[str, Any]
 
@@ -80,6 +80,11 @@ def rfc3339(clock_ns: int) -> str:
     return "%s.%06dZ" % (_second_prefix(second), us)
 
 
+def event_dicts(events: list[tuple[str, int, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """A span's events as the record's ``events`` list (name, RFC 3339 time, fields)."""
+    return [{"name": name, "time": rfc3339(t), **fields} for name, t, fields in events]
+
+
 def to_records(items: Iterable[_span.Span | _span.Event], resource: Resource) -> list[Record]:
     """Convert finished spans and events to records (ids as hex, times as RFC 3339).
 
@@ -141,9 +146,7 @@ def to_records(items: Iterable[_span.Span | _span.Event], resource: Resource) ->
             else:
                 _merge(rec, attrs, _SPAN_IDENTITY)
             if item.events:
-                rec["events"] = [
-                    {"name": name, "time": rfc3339(t), **fields} for name, t, fields in item.events
-                ]
+                rec["events"] = event_dicts(item.events)
         else:
             assert type(item) is _span.Event
             event_local = item.local

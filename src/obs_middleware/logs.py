@@ -19,11 +19,9 @@ import time
 from collections.abc import MutableMapping
 from typing import Any
 
-import orjson
-
 from ._core.redact import scrub, truncate
 from ._core.span import Span, current_span
-from ._delivery import jsonable
+from ._delivery import dumps_json
 
 __all__ = ["JsonFormatter", "SpanEventHandler", "SpanEvents", "add_trace_context"]
 
@@ -101,10 +99,7 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _STANDARD and key not in out:
                 out[key] = value
-        try:
-            return orjson.dumps(out, default=_default).decode()
-        except TypeError:  # orjson.JSONEncodeError: an integer past 64 bits, a cycle...
-            return orjson.dumps(jsonable(out), default=_default).decode()
+        return dumps_json(out, 0, _default).decode()
 
 
 def _rfc3339(created: float) -> str:

@@ -21,7 +21,7 @@ import orjson
 
 from .._core import span as _span
 from .._delivery import dumps_json, json_default
-from .._record import Record, Resource, _second_prefix, rfc3339, to_records
+from .._record import Record, Resource, _second_prefix, event_dicts, to_records
 
 __all__ = ["COLUMNS", "Row", "encode_rows", "row", "span_rows"]
 
@@ -95,16 +95,13 @@ _TESTS: dict[tuple[type, ...], str] = {
 }
 
 
-def _attributes(extra: dict[str, Any]) -> str:
-    # The ``attributes`` column: JSON text of what has no column of its own.
-    try:
-        return orjson.dumps(extra, json_default, _OPTS).decode()
-    except TypeError:  # orjson.JSONEncodeError: an integer past 64 bits, a cycle...
-        return dumps_json(extra, _OPTS).decode()
-
-
 def _compile(lines: list[str]) -> Callable[..., Any]:
-    namespace: dict[str, Any] = {"_INT64": _INT64, "_attributes": _attributes, "_events": _events}
+    namespace: dict[str, Any] = {
+        "_INT64": _INT64,
+        "_OPTS": _OPTS,
+        "dumps_json": dumps_json,
+        "event_dicts": event_dicts,
+    }
     exec("\n".join(lines), namespace)  # keys enter the code as repr() literals only
     convert: Callable[..., Any] = namespace["convert"]
     return convert
@@ -158,18 +155,18 @@ def _converter(keys: tuple[str, ...]) -> Callable[[Record], Row]:
         "    extra = {}",
     ]
     for key, v in zip(keys, values, strict=True):
-        lines += _value_lines(key, v, "extra")
+        lines += _value_lines(key, v)
     lines += [
         "    if extra:",
-        "        out['attributes'] = _attributes(extra)",
+        "        out['attributes'] = dumps_json(extra, _OPTS).decode()",
         "    return out",
     ]
     return _compile(lines)
 
 
-def _value_lines(key: str, v: str, otherwise: str) -> list[str]:
+def _value_lines(key: str, v: str, *, bail: bool = False) -> list[str]:
     # Code placing value ``v`` of ``key``: its column if it has one and the type fits; else
-    # ``attributes`` (``otherwise="extra"``) or give up (``otherwise="bail"``: return None).
+    # ``attributes``, or with ``bail`` give up (return None: the record path decides).
     spec = _BY_KEY.get(key)
     if spec is None:
         return [f"    if {v} is not None:", f"        extra[{key!r}] = {v}"]
@@ -178,7 +175,7 @@ def _value_lines(key: str, v: str, otherwise: str) -> list[str]:
         f"    if {_TESTS[types].format(v=v)}:",
         f"        out[{col!r}] = {v}",
         f"    elif {v} is not None:",
-        f"        extra[{key!r}] = {v}" if otherwise == "extra" else "        return None",
+        "        return None" if bail else f"        extra[{key!r}] = {v}",
     ]
 
 
@@ -277,16 +274,9 @@ def _span_converter(keys: tuple[str, ...]) -> Callable[..., Row | None]:
         "    if parent_id is not None:",
         "        out['parent_id'] = parent_id",
     ]
-    for field in ("error_type", "error_message"):  # usually None
-        lines += [
-            f"    v = item.{field}",
-            "    if v is not None:",
-            "        if type(v) is not str:",
-            "            return None",
-            f"        out[{field!r}] = v",
-        ]
-    for field in ("user_id", "tier", "request_id"):  # usually set
-        lines += [f"    v = local.{field}", *_value_lines(field, "v", "bail")]
+    for field in ("error_type", "error_message", "user_id", "tier", "request_id"):
+        owner = "item" if field.startswith("error") else "local"
+        lines += [f"    v = {owner}.{field}", *_value_lines(field, "v", bail=True)]
     if "span.kind" not in keys:  # else the attribute wins, as in the record
         lines += [
             "    v = item.kind",
@@ -304,28 +294,23 @@ def _span_converter(keys: tuple[str, ...]) -> Callable[..., Row | None]:
         if key in _SPAN_IDENTITY:
             continue
         if key == "events":  # the span's events replace an attribute of that name
-            lines += ["    if item.events:", f"        {v} = _events(item.events)"]
-        lines += _value_lines(key, v, "bail")
+            lines += ["    if item.events:", f"        {v} = event_dicts(item.events)"]
+        lines += _value_lines(key, v, bail=True)
     if "events" not in keys:
         lines.append("    if item.events:")
         if extra:
-            lines.append("        extra['events'] = _events(item.events)")
+            lines.append("        extra['events'] = event_dicts(item.events)")
         else:
-            lines.append(
-                "        out['attributes'] = _attributes({'events': _events(item.events)})"
-            )
+            lines.append("        extra = {'events': event_dicts(item.events)}")
+            lines.append("        out['attributes'] = dumps_json(extra, _OPTS).decode()")
     if extra:
         lines += [
             "    if extra:",
-            "        out['attributes'] = _attributes(extra)",
+            "        out['attributes'] = dumps_json(extra, _OPTS).decode()",
         ]
     lines.append("    return out")
     convert = _SPAN_CONVERTERS[keys] = _compile(lines)
     return convert
-
-
-def _events(events: list[tuple[str, int, dict[str, Any]]]) -> list[dict[str, Any]]:
-    return [{"name": name, "time": rfc3339(t), **fields} for name, t, fields in events]
 
 
 def encode_rows(rows: Sequence[Row]) -> bytes:

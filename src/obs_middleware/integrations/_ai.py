@@ -318,12 +318,8 @@ class _CostRollup:
 
 
 def _record_cost(labels: tuple[str, str, str], usd: float, root: _span.Span) -> None:
-    attrs = root.attrs
-    route = attrs.get("http.route") or attrs.get("job.service_type") or ""
-    if type(route) is not str:
-        route = str(route)
-    provider, model, operation = labels
-    ai_cost.add((provider, model, operation, route, root.local.tier or ""), usd)
+    route = root.attrs.get("http.route") or root.attrs.get("job.service_type") or ""
+    ai_cost.add((*labels, str(route), root.local.tier or ""), usd)
 
 
 def _rollup(local: _span.LocalTrace) -> _CostRollup:
@@ -461,7 +457,7 @@ class AICall:
         """Sanitized prompt (``params["prompt"]`` when not given) and scalar parameters."""
         attrs = self.span.attrs
         private = self.private or self.span.local.private
-        limit = (_setup._config or _setup.current_config()).redaction.prompt_max_chars
+        limit = _setup.current_config().redaction.prompt_max_chars
         if prompt is None and params is not None:
             prompt = params.get("prompt")
         if prompt is not None:
@@ -492,21 +488,13 @@ class AICall:
         """Token counts of the whole call (a stream's final usage; never per-chunk sums)."""
         usage, attrs = self.usage, self.span.attrs
         if input is not None:
-            usage.input_tokens = attrs["ai.input_tokens"] = (
-                input if type(input) is int else int(input)
-            )
+            usage.input_tokens = attrs["ai.input_tokens"] = int(input)
         if cached is not None:
-            usage.cached_tokens = attrs["ai.cached_tokens"] = (
-                cached if type(cached) is int else int(cached)
-            )
+            usage.cached_tokens = attrs["ai.cached_tokens"] = int(cached)
         if output is not None:
-            usage.output_tokens = attrs["ai.output_tokens"] = (
-                output if type(output) is int else int(output)
-            )
+            usage.output_tokens = attrs["ai.output_tokens"] = int(output)
         if reasoning is not None:
-            usage.reasoning_tokens = attrs["ai.reasoning_tokens"] = (
-                reasoning if type(reasoning) is int else int(reasoning)
-            )
+            usage.reasoning_tokens = attrs["ai.reasoning_tokens"] = int(reasoning)
 
     def set_images(
         self,
@@ -610,11 +598,10 @@ class AICall:
             attrs["ai.stream_end"] = how
         if self.private or local.private:
             _privatize(span)
-        model = attrs.get("ai.model")
-        labels = (self.provider, model if type(model) is str else str(model or ""), self.operation)
+        labels = (self.provider, str(attrs.get("ai.model") or ""), self.operation)
         self._price(attrs, local, labels)
         span.end()
-        ai_duration.record(labels, (span.end_ns - span.start_ns) / 1e6)
+        ai_duration.record(labels, span.duration_ms)
         if span.status not in ("ok", "cancelled"):
             ai_errors.add((*labels, span.error_type or span.status))
 
@@ -628,7 +615,7 @@ class AICall:
             usd = None
             attrs["cost.unknown"] = self._cost_unknown
         else:
-            prices = cost.table((_setup._config or _setup.current_config()).pricing)
+            prices = cost.table(_setup.current_config().pricing)
             usd, unknown = prices.quote(self.provider, labels[1] or None, self.usage)
             attrs["cost.pricing_version"] = prices.version
             if usd is None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import types
 import typing
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from litestar.exceptions import (
     ClientException,
@@ -77,10 +77,19 @@ _MAX_CACHED = 10_000
 
 _hooks = Patches("litestar")  # what every ObsPlugin needs; installed on first use
 _auto = Patches("litestar")  # instrument_all(): the plugin added to new apps
-# id(route handler) -> (handler, (procedure name,) as metric labels, span attributes, templates
-# of the routes it was seen under, its HTTP methods)
-_Procedure = tuple[object, tuple[str], dict[str, str], set[str], tuple[str, ...]]
-_procedures: dict[int, _Procedure] = {}
+
+
+class _Procedure(NamedTuple):
+    """What is known of one route handler (computed once per handler)."""
+
+    handler: object
+    labels: tuple[str]  # (procedure name,): the procedure metrics' labels
+    attrs: dict[str, str]  # span attributes
+    templates: set[str]  # the route templates it was seen under
+    methods: tuple[str, ...]  # its HTTP methods
+
+
+_procedures: dict[int, _Procedure] = {}  # id(route handler) -> what is known of it
 # id(route handler or its kwargs model) -> (that object, slow threshold in ns of its app's plugin)
 _slow: dict[int, tuple[object, int]] = {}
 
@@ -133,7 +142,7 @@ def _record(scope: Scope, attrs: dict[str, Any]) -> None:
         return
     try:
         entry = _procedures.get(id(handler))
-        if entry is None or entry[0] is not handler:
+        if entry is None or entry.handler is not handler:
             entry = _describe(handler)
         _, labels, described, templates, methods = entry
         attrs |= described
@@ -198,12 +207,8 @@ def _describe(handler: Any) -> _Procedure:
         if output_name:
             attrs["procedure.output"] = output_name
     methods = getattr(handler, "http_methods", None) or ()
-    entry: _Procedure = (
-        handler,
-        (name,),
-        attrs,
-        set(),
-        tuple(sorted(m for m in methods if isinstance(m, str))),
+    entry = _Procedure(
+        handler, (name,), attrs, set(), tuple(sorted(m for m in methods if isinstance(m, str)))
     )
     if len(_procedures) < _MAX_CACHED:
         _procedures[id(handler)] = entry
