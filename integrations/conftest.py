@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +17,18 @@ from obs_middleware._core.metrics import registry
 @pytest.fixture
 def jsonl_config(tmp_path: Path) -> Iterator[Callable[..., Path]]:
     """``jsonl_config(**configure_kw)`` exports to a fresh jsonl file and returns its path."""
-    saved = (_setup._config, _setup._pipeline)
     registry.reset()
     path = tmp_path / "records.jsonl"
+    with ExitStack() as stack:
 
-    def configure(**kw: Any) -> Path:
-        config = _setup.build_config(
-            exporters=[f"jsonl:{path}"],
-            pipeline=PipelineOptions(interval_s=0.05, flush_on_sigterm=False),
-            **kw,
-        )
-        _setup.activate(config)
-        return path
+        def configure(**kw: Any) -> Path:
+            config = _setup.build_config(
+                exporters=[f"jsonl:{path}"],
+                pipeline=PipelineOptions(interval_s=0.05, flush_on_sigterm=False),
+                **kw,
+            )
+            stack.enter_context(_setup.scoped(config))
+            return path
 
-    yield configure
-    if _setup._pipeline is not None and _setup._pipeline is not saved[1]:
-        _setup._pipeline.shutdown(2.0)
-    _setup.restore(*saved)
+        yield configure
     registry.reset()

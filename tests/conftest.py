@@ -37,24 +37,19 @@ def configured(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Config
     """
     for var in [v for v in os.environ if v.startswith("OBS_")]:
         monkeypatch.delenv(var)
-    saved = (_setup._config, _setup._pipeline)
-    made: list[Pipeline] = []
     registry.reset()
+    made: list[Pipeline] = []
+    with contextlib.ExitStack() as stack:
 
-    def configure(**kw: Any) -> Config:
-        kw.setdefault("pipeline", PipelineOptions(interval_s=0.05, flush_on_sigterm=False))
-        config = _setup.build_config(**kw)
-        old = _setup.activate(config)
-        assert _setup._pipeline is not None
-        made.append(_setup._pipeline)
-        if old is not None and old in made:
-            old.shutdown(2.0)
-        return config
+        def configure(**kw: Any) -> Config:
+            kw.setdefault("pipeline", PipelineOptions(interval_s=0.05, flush_on_sigterm=False))
+            config = _setup.build_config(**kw)
+            made.append(stack.enter_context(_setup.scoped(config)))
+            if len(made) > 1:  # as configure() does: the replaced pipeline flushes and stops
+                made[-2].shutdown(2.0)
+            return config
 
-    yield configure
-    for pipeline in made:
-        pipeline.shutdown(2.0)
-    _setup.restore(*saved)
+        yield configure
     registry.reset()
 
 

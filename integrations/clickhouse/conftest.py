@@ -32,14 +32,8 @@ def clickhouse_url() -> str:
 @contextmanager
 def exporting_to(*exporters: Exporter) -> Iterator[None]:
     """Configure ``exporters`` (real clock and ids) for a block; restore the previous setup."""
-    saved = (_setup._config, _setup._pipeline)
     registry.reset()
     options = PipelineOptions(interval_s=0.05, flush_on_sigterm=False)
-    _setup.activate(_setup.build_config(exporters=list(exporters), pipeline=options))
-    own = _setup._pipeline
-    try:
+    config = _setup.build_config(exporters=list(exporters), pipeline=options)
+    with _setup.scoped(config, shutdown_timeout=5.0):
         yield
-    finally:
-        if own is not None:
-            own.shutdown(5.0)
-        _setup.restore(*saved)

@@ -225,11 +225,9 @@ def test_outages_lose_nothing_with_the_spool_and_count_every_loss_without(tmp_pa
         delivery=DeliveryOptions(**delivery, spool_dir=str(tmp_path / "spool")),
     )
     lossy = HttpExporter(lossy_backend.url, name="lossy", delivery=DeliveryOptions(**delivery))
-    saved = (_setup._config, _setup._pipeline)
     registry.reset()
     options = PipelineOptions(queue_size=100_000, interval_s=0.2, flush_on_sigterm=False)
-    _setup.activate(_setup.build_config(exporters=[spooled, lossy], pipeline=options))
-    pipeline = _setup._pipeline
+    config = _setup.build_config(exporters=[spooled, lossy], pipeline=options)
     app = make_app()
     seconds = float(LONG) if LONG else PHASE_S * len(PHASES)
     memory: list[float] = []
@@ -240,41 +238,39 @@ def test_outages_lose_nothing_with_the_spool_and_count_every_loss_without(tmp_pa
         lossy_backend.set(mode)
 
     try:
-        gc.collect()
-        phases, requests = asyncio.run(drive(app, seconds, on_phase))
-        on_phase("up")
-        sent = requests * 2
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and spooled_backend.stats()[0] < sent:
+        with _setup.scoped(config, shutdown_timeout=5):
+            gc.collect()
+            phases, requests = asyncio.run(drive(app, seconds, on_phase))
+            on_phase("up")
+            sent = requests * 2
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and spooled_backend.stats()[0] < sent:
+                obs.flush(10)
+                time.sleep(0.5)
             obs.flush(10)
-            time.sleep(0.5)
-        obs.flush(10)
-        pipeline_drops = {
-            reason: v
-            for (reason,), v in registry.snapshot()["obs.dropped"].points.items()
-            if ":" not in reason
-        }
-        lossy_dropped = dropped_for("lossy")
-        spooled_stats, lossy_stats = spooled_backend.stats(), lossy_backend.stats()
-        report = {
-            "requests": requests,
-            "records": sent,
-            "spooled_received": spooled_stats[0],
-            "spooled_unique": spooled_stats[1],
-            "lossy_received": lossy_stats[0],
-            "lossy_dropped": lossy_dropped,
-            "p99_healthy_us": p99([x for mode, v, _ in phases if mode == "up" for x in v]),
-            "p99_outage_us": p99([x for mode, v, _ in phases if mode != "up" for x in v]),
-            "p99_wait_healthy_us": p99([x for mode, _, w in phases if mode == "up" for x in w]),
-            "p99_wait_outage_us": p99([x for mode, _, w in phases if mode != "up" for x in w]),
-            "p99_by_phase_us": [(mode, round(p99(v), 1)) for mode, v, _ in phases if v],
-            "rss_mb": memory,
-        }
-        print(json.dumps(report))
+            pipeline_drops = {
+                reason: v
+                for (reason,), v in registry.snapshot()["obs.dropped"].points.items()
+                if ":" not in reason
+            }
+            lossy_dropped = dropped_for("lossy")
+            spooled_stats, lossy_stats = spooled_backend.stats(), lossy_backend.stats()
+            report = {
+                "requests": requests,
+                "records": sent,
+                "spooled_received": spooled_stats[0],
+                "spooled_unique": spooled_stats[1],
+                "lossy_received": lossy_stats[0],
+                "lossy_dropped": lossy_dropped,
+                "p99_healthy_us": p99([x for mode, v, _ in phases if mode == "up" for x in v]),
+                "p99_outage_us": p99([x for mode, v, _ in phases if mode != "up" for x in v]),
+                "p99_wait_healthy_us": p99([x for mode, _, w in phases if mode == "up" for x in w]),
+                "p99_wait_outage_us": p99([x for mode, _, w in phases if mode != "up" for x in w]),
+                "p99_by_phase_us": [(mode, round(p99(v), 1)) for mode, v, _ in phases if v],
+                "rss_mb": memory,
+            }
+            print(json.dumps(report))
     finally:
-        if pipeline is not None:
-            pipeline.shutdown(5)
-        _setup.restore(*saved)
         spooled_backend.close()
         lossy_backend.close()
 

@@ -80,7 +80,6 @@ def downstream(tmp_path: Path) -> Iterator[Downstream]:
 @pytest.fixture
 def upstream_jsonl(tmp_path: Path) -> Iterator[Callable[[], list[dict[str, Any]]]]:
     """Export this process's spans as service "upstream" to jsonl; returns a reader (flushes)."""
-    saved = (_setup._config, _setup._pipeline)
     registry.reset()
     path = tmp_path / "upstream.jsonl"
     config = _setup.build_config(
@@ -88,15 +87,11 @@ def upstream_jsonl(tmp_path: Path) -> Iterator[Callable[[], list[dict[str, Any]]
         exporters=[f"jsonl:{path}"],
         pipeline=PipelineOptions(interval_s=0.05, flush_on_sigterm=False),
     )
-    _setup.activate(config)
-    own = _setup._pipeline
 
     def records() -> list[dict[str, Any]]:
         _setup.flush(5.0)
         return read_jsonl(path)
 
-    yield records
-    if own is not None:
-        own.shutdown(2.0)
-    _setup.restore(*saved)
+    with _setup.scoped(config):
+        yield records
     registry.reset()

@@ -138,22 +138,14 @@ class HttpxExporter:
 async def test_exporter_traffic_is_never_traced(downstream: Downstream) -> None:
     shipping = HttpxExporter(downstream.url)
     memory = MemoryExporter()
-    saved = (_setup._config, _setup._pipeline)
-    _setup.activate(
-        _setup.build_config(
-            exporters=[shipping, memory],
-            pipeline=PipelineOptions(interval_s=0.05, flush_on_sigterm=False),
-        )
+    config = _setup.build_config(
+        exporters=[shipping, memory],
+        pipeline=PipelineOptions(interval_s=0.05, flush_on_sigterm=False),
     )
-    own = _setup._pipeline
-    try:
+    with _setup.scoped(config):
         with obs.span("job"):
             pass
         _setup.flush(5.0)  # the exporter posts from the export worker thread
-    finally:
-        if own is not None:
-            own.shutdown(2.0)
-        _setup.restore(*saved)
     assert shipping.batches >= 1
     assert [r["name"] for r in memory.records] == ["job"]  # no client span for the shipping
     ingest = [r for r in downstream.records() if r["name"] == "POST /ingest"]

@@ -33,14 +33,8 @@ def otlp_peers() -> dict[str, str]:
 @contextmanager
 def exporting_to(*exporters: Exporter, **options: object) -> Iterator[None]:
     """Configure ``exporters`` (real clock and ids) for a block; restore the previous setup."""
-    saved = (_setup._config, _setup._pipeline)
     registry.reset()
     pipeline = PipelineOptions(interval_s=0.05, flush_on_sigterm=False)
-    _setup.activate(_setup.build_config(exporters=list(exporters), pipeline=pipeline, **options))
-    own = _setup._pipeline
-    try:
+    config = _setup.build_config(exporters=list(exporters), pipeline=pipeline, **options)
+    with _setup.scoped(config, shutdown_timeout=5.0):
         yield
-    finally:
-        if own is not None:
-            own.shutdown(5.0)
-        _setup.restore(*saved)

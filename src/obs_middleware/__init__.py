@@ -14,6 +14,7 @@ from ._core.events import attach, detach
 from ._core.job import job
 from ._core.span import Span, current_span, emit, span, traced
 from ._setup import configure, flush, mark_private, set_user, shutdown
+from ._version import __version__ as __version__
 from .integrations._registry import instrument_all, uninstrument_all
 from .integrations.sqlalchemy import instrument_sqlalchemy
 from .middleware import ObsMiddleware, ObsWSGIMiddleware
@@ -38,5 +39,3 @@ __all__ = [
     "traced",
     "uninstrument_all",
 ]
-
-__version__ = "0.1.0"

@@ -43,6 +43,9 @@ class Exporter(Protocol):
     def shutdown(self) -> None:
         """Release resources; no export follows."""
 
+    # Optional: ``bind(resource: Resource) -> None``, called when a pipeline is built with the
+    # service identity its records carry (an exporter that needs it beyond the records).
+
 
 class SpanExporter(Exporter, Protocol):
     """An exporter that converts finished spans itself, skipping the shared records."""
@@ -72,6 +75,10 @@ class Pipeline:
         )
         self._records = any(export_spans is None for _, export_spans in self._routes)
         self.resource = resource
+        for exporter in self.exporters:
+            bind = getattr(exporter, "bind", None)
+            if bind is not None:
+                bind(resource)
         self.queue_size = queue_size
         self.batch_size = batch_size
         self.interval_s = interval_s
@@ -107,6 +114,30 @@ class Pipeline:
             self._start()
         elif len(queue) == self.batch_size:
             self._wake.set()
+
+    def submitter(self) -> Callable[[Span | Event], None] | None:
+        """``submit`` with the common case inlined (the finish hook's fast path); None without
+        exporters, when nothing would ever read the queue.
+        """
+        if not self.exporters:
+            return None
+        submit = self.submit
+        queue = self.queue
+        append = queue.append
+        capacity = self.queue_size
+        batch_size = self.batch_size
+        wake = self.wake  # the event is replaced after fork: look it up each time
+
+        def fast_submit(item: Span | Event) -> None:
+            # accepting: the worker runs and the pipeline is open; submit() handles the rest.
+            if self.accepting and len(queue) < capacity:
+                append(item)
+                if len(queue) == batch_size:
+                    wake()
+            else:
+                submit(item)
+
+        return fast_submit
 
     def wake(self) -> None:
         """Ask the worker to export now rather than at its next interval."""

@@ -14,7 +14,8 @@ import signal
 import sys
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
@@ -157,7 +158,7 @@ def activate(config: Config) -> Pipeline | None:
         _config, _pipeline = config, new
         compile_secret_patterns(config.redaction.extra_patterns)
         _span.sample_threshold = head_threshold(config.sampling.ratio)
-        _span.on_finish = make_finisher(new, config.sampling)
+        _span.on_finish = make_finisher(new.submitter(), config.sampling)
         _install_process_hooks(opts.flush_on_sigterm)
     return old
 
@@ -173,17 +174,43 @@ def restore(config: Config | None, pipeline: Pipeline | None) -> None:
         else:
             compile_secret_patterns(config.redaction.extra_patterns)
             _span.sample_threshold = head_threshold(config.sampling.ratio)
-            _span.on_finish = make_finisher(pipeline, config.sampling)
+            _span.on_finish = make_finisher(pipeline.submitter(), config.sampling)
+
+
+@contextmanager
+def scoped(config: Config, shutdown_timeout: float = 2.0) -> Iterator[Pipeline]:
+    """Make ``config`` current with its own pipeline for a block, then shut that pipeline down
+    and reinstate the previous configuration (``testing.capture`` and test fixtures).
+
+    Unlike ``configure`` it installs no process hooks of its own beyond what ``config`` asks for.
+    """
+    with _lock:
+        saved = (_config, _pipeline)
+        activate(config)
+        own = _pipeline
+    assert own is not None
+    try:
+        yield own
+    finally:
+        own.shutdown(shutdown_timeout)
+        restore(*saved)
 
 
 def current_config() -> Config:
     """The effective configuration (configuring from the environment on first use)."""
-    if _config is None:
+    config = _config
+    if config is None:
         with _lock:
             if _config is None:
                 configure()
-    assert _config is not None
-    return _config
+            config = _config
+    assert config is not None
+    return config
+
+
+def current_pipeline() -> Pipeline | None:
+    """The pipeline of the current configuration (None before the first use)."""
+    return _pipeline
 
 
 def _first_use(item: _span.Span | _span.Event) -> None:

@@ -123,7 +123,7 @@ def test_first_span_with_bad_env_never_raises_into_user_code(
         warnings.simplefilter("ignore")
         with obs.span("first"):
             pass
-    made = _setup._pipeline
+    made = _setup.current_pipeline()
     assert made is not None
     made.shutdown(1)  # its default exporter writes to stdout: now, not into a later test's output
 

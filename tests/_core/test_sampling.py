@@ -161,6 +161,6 @@ def test_without_exporters_nothing_is_queued_and_no_worker_starts(
     configured(exporters="none")
     with obs.span("root"):
         obs.emit("job.completed")
-    pipeline = _setup._pipeline
+    pipeline = _setup.current_pipeline()
     assert pipeline is not None
     assert not pipeline.queue and not pipeline.started

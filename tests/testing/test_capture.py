@@ -84,7 +84,7 @@ def test_clear_forgets_records_and_metrics(obs_capture: Capture) -> None:
 
 
 def test_capture_restores_the_previous_configuration_and_clock() -> None:
-    saved = (_setup._config, _setup._pipeline, _span.clock_ns, _span.randbits)
+    saved = (_setup.current_pipeline(), _span.clock_ns, _span.randbits)
     with capture() as outer:
         with capture() as inner, obs.span("inner"):
             pass
@@ -92,7 +92,7 @@ def test_capture_restores_the_previous_configuration_and_clock() -> None:
             pass
         assert inner.names() == ["inner"]
         assert outer.names() == ["outer"]
-    assert (_setup._config, _setup._pipeline, _span.clock_ns, _span.randbits) == saved
+    assert (_setup.current_pipeline(), _span.clock_ns, _span.randbits) == saved
 
 
 def test_capture_resets_metrics_on_entry() -> None:

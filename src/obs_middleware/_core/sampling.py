@@ -8,14 +8,10 @@ exports the whole buffer if any span failed or was slow, and forgets it otherwis
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from .config import SamplingOptions
 from .metrics import dropped
 from .span import Event, Span
-
-if TYPE_CHECKING:  # the core never imports the pipeline at run time
-    from .._pipeline import Pipeline
 
 __all__ = ["head_threshold", "make_finisher"]
 
@@ -33,32 +29,23 @@ def _forget(item: Span | Event) -> None:
     """The finish hook when nothing exports."""
 
 
-def make_finisher(pipeline: Pipeline, options: SamplingOptions) -> Callable[[Span | Event], None]:
+def make_finisher(
+    submit: Callable[[Span | Event], None] | None, options: SamplingOptions
+) -> Callable[[Span | Event], None]:
     """The hook every finished span and event goes through: export now, buffer, or forget.
 
-    Without exporters (``"none"``) nothing would read the queue: the hook forgets everything and
-    no export worker starts. Metrics are recorded before this hook, so they stay exact.
+    ``submit`` queues one item for export (the delivery side's fast path); ``None`` means nothing
+    exports (``"none"``): the hook forgets everything and no export worker starts. Metrics are
+    recorded before this hook, so they stay exact.
     """
-    if not pipeline.exporters:
+    if submit is None:
         return _forget
     slow_ns = int(options.slow_ms * 1_000_000)
     keep_errors = options.keep_errors
-    submit = pipeline.submit
-    queue = pipeline.queue
-    append = queue.append
-    capacity = pipeline.queue_size
-    batch_size = pipeline.batch_size
-    wake = pipeline.wake
 
     def on_finish(item: Span | Event) -> None:
         if item.sampled:
-            # Fast path inline (the common case); submit() handles start, close and overflow.
-            if pipeline.accepting and len(queue) < capacity:
-                append(item)
-                if len(queue) == batch_size:
-                    wake()
-            else:
-                submit(item)
+            submit(item)
             return
         local = item.local
         assert local is not None  # only spans and in-trace events can be unsampled

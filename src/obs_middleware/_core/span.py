@@ -22,7 +22,18 @@ from typing import Any, TypeVar, cast
 from . import events
 from .redact import PRIVATE, scrub
 
-__all__ = ["Event", "LocalTrace", "RemoteParent", "Span", "current_span", "emit", "span", "traced"]
+__all__ = [
+    "Event",
+    "LocalTrace",
+    "RemoteParent",
+    "Span",
+    "current_span",
+    "emit",
+    "reset_current",
+    "set_current",
+    "span",
+    "traced",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -263,6 +274,11 @@ class Span:
         self.attrs.update(attrs)
         return self
 
+    def keep(self) -> None:
+        """Export this span's trace even if head sampling left it out (the tail rule's override)."""
+        if self.local is not None:
+            self.local.keep = True
+
     def event(self, name: str, **fields: Any) -> None:
         """Record a timestamped event inside this span."""
         if self.events is None:
@@ -340,15 +356,19 @@ class Event:
             self.local = parent.local
 
 
-def emit(event: str, /, **fields: Any) -> None:
+_CURRENT: Any = object()
+
+
+def emit(event: str, /, *, _parent: Any = _CURRENT, **fields: Any) -> None:
     """Emit a point event (``job.completed``, ``db.slow_query``…) in the current span's trace.
 
     Handlers attached to a matching prefix receive ``(event, fields)``; exporters receive one
-    ``type="event"`` record with ``fields`` as attributes.
+    ``type="event"`` record with ``fields`` as attributes. ``_parent`` ties the event to another
+    span than the current one (None: an event outside any trace).
     """
     if events.active:
         events.dispatch(event, fields)
-    on_finish(Event(event, fields, _current.get()))
+    on_finish(Event(event, fields, _current.get() if _parent is _CURRENT else _parent))
 
 
 def _run_deferred(root: Span, callbacks: list[Callable[[Span], None]]) -> None:
@@ -373,6 +393,20 @@ def span(name: str, /, *, _kind: str = "internal", **attrs: Any) -> Span:
 def current_span() -> Span | None:
     """The span current in this context, or None."""
     return _current.get()
+
+
+def set_current(span: Span | None) -> contextvars.Token[Span | None]:
+    """Make an already started ``span`` current in this context; undo with ``reset_current``.
+
+    For integrations running SDK code on a span's behalf after it was entered (a lazy stream's
+    ``next()``), so the spans that code starts nest under it.
+    """
+    return _current.set(span)
+
+
+def reset_current(token: contextvars.Token[Span | None]) -> None:
+    """Undo ``set_current``."""
+    _current.reset(token)
 
 
 def traced(

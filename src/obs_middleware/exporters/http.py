@@ -19,7 +19,6 @@ from urllib.parse import quote, urlsplit
 
 import orjson
 
-from .. import __version__
 from .._delivery import (
     Delivery,
     DeliveryOptions,
@@ -29,6 +28,7 @@ from .._delivery import (
     encode_records,
 )
 from .._record import Record
+from .._version import __version__
 
 try:  # the same gzip format, ~5x faster at level 1: the [tinybird] and [clickhouse] extras
     from isal import isal_zlib as _zlib

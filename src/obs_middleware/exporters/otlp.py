@@ -58,10 +58,11 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "the OTLP exporter needs the OpenTelemetry SDK: pip install 'obs-middleware[otlp]'"
     ) from exc
 
-from .. import __version__
 from .._core.metrics import HistogramPoint, MetricSnapshot, registry
 from .._delivery import Delivery, DeliveryOptions, Outcome, Result, classify_status
 from .._record import Record
+from .._record import Resource as RecordResource
+from .._version import __version__
 
 __all__ = ["OTLPExporter", "to_otel_spans"]
 
@@ -280,6 +281,7 @@ class OTLPExporter:
         self.extra_resource = dict(resource_attributes or {})
         self._instance_id = str(uuid.uuid4())
         self._resources: dict[tuple[str | None, str | None], Resource] = {}
+        self._bound: RecordResource | None = None
         self._times = _Times()
         self._start_ns = time.time_ns()
         self._metrics_sent = time.monotonic()
@@ -289,6 +291,11 @@ class OTLPExporter:
         self.delivery = Delivery(self.name, self.send, options)
 
     # -- resource --------------------------------------------------------------------------------
+    def bind(self, resource: RecordResource) -> None:
+        """Take the pipeline's service identity (the metrics' resource, ``service.version``)."""
+        self._bound = resource
+        self._resources.clear()
+
     def resource(self, service: str | None, environment: str | None) -> Resource:
         """Return the ``Resource`` of records of ``service`` in ``environment`` (cached)."""
         key = (service, environment)
@@ -301,7 +308,7 @@ class OTLPExporter:
                 "host.name": socket.gethostname(),
                 "process.pid": os.getpid(),
             }
-            version = _configured_version()
+            version = self._bound.version if self._bound is not None else None
             if version:
                 attrs["service.version"] = version
             attrs.update(self.extra_resource)
@@ -342,7 +349,8 @@ class OTLPExporter:
     def metrics_data(self) -> MetricsData:
         """Convert the metrics core's current values to SDK ``MetricsData`` (cumulative)."""
         now = time.time_ns()
-        resource = self.resource(*_configured_service())
+        bound = self._bound
+        resource = self.resource(*((bound.service, bound.environment) if bound else (None, None)))
         metrics = [
             m
             for snap in registry.snapshot().values()
@@ -416,20 +424,6 @@ def _metric(snap: MetricSnapshot, start: int, now: int) -> Metric | None:
         else:
             data = Sum(numbers, AggregationTemporality.CUMULATIVE, snap.kind == "counter")
     return Metric(snap.name, snap.description, snap.unit, data)
-
-
-def _configured_version() -> str | None:
-    from .. import _setup  # noqa: PLC0415 - the exporter is built while _setup is importing
-
-    config = _setup._config
-    return config.version if config is not None else None
-
-
-def _configured_service() -> tuple[str | None, str | None]:
-    from .. import _setup  # noqa: PLC0415
-
-    config = _setup._config
-    return (config.service, config.environment) if config is not None else (None, None)
 
 
 def from_spec(arg: str) -> OTLPExporter:

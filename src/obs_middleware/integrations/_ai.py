@@ -673,12 +673,12 @@ def _reenter(call: AICall) -> tuple[Any, Any]:
     # A lazy SDK generator does its HTTP inside next(): make the call active (entered once
     # more, so entry points called there join it) and its span current, so client spans nest.
     call._depth += 1
-    return _active.set(call), _span._current.set(call.span)
+    return _active.set(call), _span.set_current(call.span)
 
 
 def _leave(call: AICall, tokens: tuple[Any, Any]) -> None:
     call._depth -= 1
-    _span._current.reset(tokens[1])
+    _span.reset_current(tokens[1])
     _active.reset(tokens[0])
 
 

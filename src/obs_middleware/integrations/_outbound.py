@@ -64,7 +64,7 @@ def _patterns(hosts: Iterable[str]) -> tuple[frozenset[str], tuple[str, ...]]:
 def may_propagate(host: str) -> bool:
     """Whether ``traceparent`` may be sent to ``host`` (``*.example.com`` matches subdomains)."""
     global _policy
-    options = (_setup._config or _setup.current_config()).http
+    options = _setup.current_config().http
     policy = _policy
     if policy is None or policy[0] is not options:
         allow = _patterns(options.propagate_hosts)

@@ -245,7 +245,7 @@ async def _remember_exception(exc: Exception, scope: Scope) -> None:
 def _flush() -> None:
     """Litestar shutdown hook: deliver what is queued (lifespan bypasses the middleware)."""
     try:
-        _setup.flush((_setup._config or _setup.current_config()).pipeline.shutdown_timeout_s)
+        _setup.flush(_setup.current_config().pipeline.shutdown_timeout_s)
     except Exception:
         internal_error("litestar shutdown flush")
 
@@ -330,4 +330,4 @@ def unpatch() -> None:
     _hooks.undo()
 
 
-_routes.litestar_hook = _record
+_routes.on_path_template(_record)

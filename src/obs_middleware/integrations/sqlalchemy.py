@@ -59,7 +59,6 @@ from typing import TYPE_CHECKING, Any
 
 import wrapt
 
-from .._core import events
 from .._core import span as _span
 from .._core.context import format_traceparent
 from .._core.metrics import Counter, dropped, registry
@@ -519,7 +518,7 @@ def _slow(  # noqa: PLR0917 - one call site, on the rare slow path
         if where is not None:
             span.attrs["code.filepath"], span.attrs["code.lineno"] = where[0], where[1]
             span.attrs["code.function"] = where[2]
-        span.local.keep = True  # tail sampling exports the trace of a slow query
+        span.keep()  # tail sampling exports the trace of a slow query
         span.end(end)
     duration_ms = (end - start) / 1e6
     metrics.slow.add(labels)
@@ -535,10 +534,8 @@ def _slow(  # noqa: PLR0917 - one call site, on the rare slow path
     }
     if where is not None:
         fields["code.function"] = where[2]
-    if events.active:
-        events.dispatch("db.slow_query", fields)
     # Tied to the query span when there is one (outside a trace: a trace-less event).
-    _span.on_finish(_span.Event("db.slow_query", fields, span))
+    _span.emit("db.slow_query", _parent=span, **fields)
     _log.warning(
         "slow query: %.1f ms (threshold %g ms) at %s: %s",
         duration_ms,

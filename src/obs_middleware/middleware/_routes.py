@@ -16,13 +16,12 @@ import sys
 from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
-__all__ = ["route_template"]
+__all__ = ["on_path_template", "route_template"]
 
 Scope = MutableMapping[str, Any]
 
-# Set by the Litestar integration: called as ``hook(scope, attrs)`` for a routed Litestar request,
-# with the request span still current, so procedures cost no extra ASGI layer.
-litestar_hook: Callable[[Scope, dict[str, Any]], None] | None = None
+TemplateHook = Callable[[Scope, dict[str, Any]], None]
+_template_hook: TemplateHook | None = None
 
 _MAX_CACHED = 4096  # per cache; beyond it, work is redone per request rather than remembered
 
@@ -32,6 +31,15 @@ _leaves: dict[int, tuple[object, str | None, str | None, bool]] = {}
 _prefixes: dict[tuple[int, str], tuple[object, str | None, object]] = {}
 # id(object owning routes) -> (owner, {id(endpoint): (endpoint, route)})
 _endpoints: dict[int, tuple[object, dict[int, tuple[object, object]]]] = {}
+
+
+def on_path_template(hook: TemplateHook | None) -> None:
+    """Register ``hook(scope, attrs)``, called for each request whose framework reported its own
+    ``path_template`` (Litestar), with the request span still current: the Litestar integration
+    records its procedures there at no extra ASGI layer.
+    """
+    global _template_hook
+    _template_hook = hook
 
 
 def route_template(
@@ -45,8 +53,8 @@ def route_template(
     if route is None:
         template = scope.get("path_template")  # Litestar
         if isinstance(template, str):
-            if litestar_hook is not None and attrs is not None:
-                litestar_hook(scope, attrs)
+            if _template_hook is not None and attrs is not None:
+                _template_hook(scope, attrs)
             return template
         route = _route_by_endpoint(scope)
         if route is None:

@@ -48,7 +48,7 @@ class ObsMiddleware:
             return
         span = None
         try:
-            options = self.options or (_setup._config or _setup.current_config()).http
+            options = self.options or _setup.current_config().http
             path = scope["path"]
             if path in options.exclude_paths:
                 await self.app(scope, receive, send)
@@ -134,9 +134,7 @@ def _flush_on_shutdown(send: Send) -> Send:
     async def lifespan_send(message: Message) -> None:
         if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
             try:
-                _setup.flush(
-                    (_setup._config or _setup.current_config()).pipeline.shutdown_timeout_s
-                )
+                _setup.flush(_setup.current_config().pipeline.shutdown_timeout_s)
             except Exception:
                 internal_error("lifespan flush")
         await send(message)

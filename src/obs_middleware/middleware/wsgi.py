@@ -46,7 +46,7 @@ class ObsWSGIMiddleware:
         """Handle one WSGI request."""
         span = None
         try:
-            options = self.options or (_setup._config or _setup.current_config()).http
+            options = self.options or _setup.current_config().http
             path = environ.get("PATH_INFO", "")
             if path in options.exclude_paths:
                 return self.app(environ, start_response)

@@ -95,7 +95,6 @@ def capture(
 
     Metrics are reset on entry. The previous configuration is restored on exit.
     """
-    saved = (_setup._config, _setup._pipeline)
     exporter = MemoryExporter()
     registry.reset()
     config = _setup.build_config(
@@ -105,15 +104,9 @@ def capture(
         pipeline=PipelineOptions(interval_s=0.05, flush_on_sigterm=False),
         **configure_kw,
     )
-    _setup.activate(config)
-    own = _setup._pipeline
-    try:
+    with _setup.scoped(config):
         if fixed:
             with deterministic():
                 yield Capture(exporter)
         else:
             yield Capture(exporter)
-    finally:
-        if own is not None:
-            own.shutdown(2.0)
-        _setup.restore(*saved)
