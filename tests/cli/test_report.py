@@ -14,10 +14,10 @@ import pytest
 import obs_middleware as obs
 from obs_middleware._core import span as _span
 from obs_middleware.cli import main
-from obs_middleware.cli._store import Filters, Store
 from obs_middleware.cli.report import figures, parse_since, render, report
 from obs_middleware.exporters.memory import MemoryExporter
 from obs_middleware.exporters.sqlite import SqliteExporter
+from obs_middleware.exporters.sqlite_store import Filters, Store
 
 ROUTES = [("GET", "/v1/images/{image_id}"), ("POST", "/v1/images"), ("POST", "/v1/chat")]
 MODELS = [("openai", "gpt-4o-mini"), ("replicate", "stability-ai/sdxl"), ("fal", "fal-ai/flux")]

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from obs_middleware.cli._store import Filters, Store
 from obs_middleware.dashboard import create_app
 from obs_middleware.exporters.sqlite import SqliteExporter
+from obs_middleware.exporters.sqlite_store import Filters, Store
 
 
 def stamp(offset_s: float) -> str:

@@ -1,25 +1,10 @@
-"""Exact statistics and plain-text tables shared by ``obs demo`` and ``obs report``."""
+"""Plain-text tables shared by ``obs check`` and ``obs report``."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["percentile", "table"]
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Return the ``q``-th percentile (0 to 100) of ascending ``sorted_values``, exactly.
-
-    Linear interpolation between closest ranks (numpy's default, ``statistics.quantiles(...,
-    method="inclusive")``); 0.0 for no values.
-    """
-    n = len(sorted_values)
-    if n == 0:
-        return 0.0
-    pos = (n - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, n - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+__all__ = ["table"]
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]], title: str = "") -> str:

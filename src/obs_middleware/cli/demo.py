@@ -26,11 +26,11 @@ from .._core.config import PipelineOptions
 from .._record import FIXED_KEYS, Record
 from ..exporters import ConsoleExporter, JsonlExporter
 from ..exporters.sqlite import SqliteExporter, delete_service
+from ..exporters.sqlite_store import Filters
 from . import _asgi as asgi
 from ._demo_ai import Providers
 from ._demo_app import USERS, DemoService
 from ._progress import Progress
-from ._store import Filters
 from .report import report
 
 __all__ = ["SERVICE", "run"]

@@ -16,8 +16,8 @@ from typing import Any, TextIO
 
 import orjson
 
+from ..exporters.sqlite_store import Filters, Row, Store
 from ._stats import table
-from ._store import Filters, Row, Store
 
 __all__ = ["figures", "render", "run"]
 

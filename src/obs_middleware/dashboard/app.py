@@ -19,7 +19,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..cli._store import Filters, Store
+from ..exporters.sqlite_store import Filters, Store
 
 __all__ = ["create_app", "serve"]
 

@@ -9,10 +9,10 @@ import pytest
 
 import obs_middleware as obs
 from obs_middleware._core.metrics import Registry
-from obs_middleware.cli._store import Filters, Store
 from obs_middleware.exporters import sqlite as sqlite_exporter
 from obs_middleware.exporters.memory import MemoryExporter
 from obs_middleware.exporters.sqlite import SqliteExporter
+from obs_middleware.exporters.sqlite_store import Filters, Store
 
 
 def test_jobs_are_counted_once_per_job_by_their_last_state(tmp_path: Path, configured) -> None:

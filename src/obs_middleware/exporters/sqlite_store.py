@@ -1,6 +1,7 @@
-"""Figures over the SQLite store, shared by ``obs report`` and ``obs dashboard``.
+"""The SQLite store's read side: figures over what ``SqliteExporter`` wrote, for ``obs report``
+and ``obs dashboard``.
 
-Every percentile is exact: computed from the stored rows (``_stats.percentile``), never from
+Every percentile is exact: computed from the stored rows (``percentile``), never from
 histogram buckets. Rows are read sorted by the database and grouped here, so memory stays at one
 group's durations.
 """
@@ -15,10 +16,9 @@ from typing import Any
 
 import orjson
 
-from ..exporters.sqlite import COLUMNS, connect, row_to_record
-from ._stats import percentile
+from .sqlite import COLUMNS, connect, row_to_record
 
-__all__ = ["Filters", "Row", "Store"]
+__all__ = ["Filters", "Row", "Store", "percentile"]
 
 Row = dict[str, Any]
 
@@ -52,6 +52,21 @@ class Filters:
             clauses.append("start_us < ?")
             params.append(self.until_us)
         return "".join(f" AND {c}" for c in clauses)
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Return the ``q``-th percentile (0 to 100) of ascending ``sorted_values``, exactly.
+
+    Linear interpolation between closest ranks (numpy's default, ``statistics.quantiles(...,
+    method="inclusive")``); 0.0 for no values.
+    """
+    n = len(sorted_values)
+    if n == 0:
+        return 0.0
+    pos = (n - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, n - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
 def _summary(durations: Sequence[float]) -> dict[str, float]:
