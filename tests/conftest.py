@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
 
 from obs_middleware import _setup
 from obs_middleware._core import events
@@ -16,10 +15,6 @@ from obs_middleware._core import span as _span
 from obs_middleware._core.config import Config, PipelineOptions
 from obs_middleware._core.metrics import registry
 from obs_middleware._pipeline import Pipeline
-
-# Property tests check behaviour, not speed: on a loaded 2-core CI machine generation can be slow.
-settings.register_profile("obs", deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile("obs")
 
 
 @pytest.fixture(autouse=True)
