@@ -130,6 +130,31 @@ def test_warnings_become_events_of_the_current_span(obs_capture: Capture) -> Non
     ]
 
 
+def test_a_private_requests_logs_keep_level_and_logger_but_not_the_message(
+    obs_capture: Capture,
+) -> None:
+    log = logging.getLogger("test.obs.private")
+    handler = SpanEventHandler()
+    log.addHandler(handler)
+    try:
+        with obs.span("request"):
+            obs.mark_private()
+            try:
+                raise ValueError
+            except ValueError:
+                log.exception("moderation rejected prompt %r", "my diary entry")
+    finally:
+        log.removeHandler(handler)
+    (event,) = obs_capture.span("request")["events"]
+    assert {k: v for k, v in event.items() if k != "time"} == {
+        "name": "log",
+        "level": "ERROR",
+        "logger": "test.obs.private",
+        "message": "[PRIVATE]",
+        "exc_type": "ValueError",
+    }
+
+
 def test_json_line_keeps_values_orjson_refuses_as_text(
     logger: tuple[logging.Logger, io.StringIO],
 ) -> None:
