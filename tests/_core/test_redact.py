@@ -247,6 +247,16 @@ def test_sqlite_messages_lose_the_values_they_echo() -> None:
     assert error_message(raw.value) == "near ?: syntax error"
 
 
+def test_an_echoed_statement_line_and_its_caret_are_dropped_inside_sqlalchemys_layout() -> None:
+    orig = "syntax error at or near \"AND\"\nLINE 1: ...ERE email = 'dave@x' AND AND\n          ^"
+    exc = _db_error("SELECT * FROM t WHERE email = 'dave@x' AND AND", {}, orig)
+    assert error_message(exc) == (
+        "(sqlite3.IntegrityError) syntax error at or near ?\n"
+        "[SQL: SELECT * FROM t WHERE email = ? AND AND]\n"
+        "(Background on this error at: https://sqlalche.me/e/21/gkpj)"
+    )
+
+
 def test_hidden_parameters_and_executemany_parameters() -> None:
     hidden = sa.exc.IntegrityError("INSERT INTO t VALUES (?)", ("x",), sqlite3.IntegrityError("e"))
     hidden.hide_parameters = True

@@ -193,7 +193,7 @@ def _driver_message(text: str) -> str:
     lines: list[str] = []
     skip_caret = False
     for line in text.split("\n"):
-        if skip_caret and not line.strip(" ^"):
+        if skip_caret and "^" in line and not line.strip(" ^"):
             continue  # the caret under an echoed statement line
         # PostgreSQL echoes the statement line, cut anywhere (inside a literal too): drop it.
         skip_caret = line.startswith("LINE ") and ":" in line
