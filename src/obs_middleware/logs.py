@@ -20,7 +20,7 @@ import time
 from collections.abc import MutableMapping
 from typing import Any
 
-from ._core.redact import PRIVATE, scrub, truncate
+from ._core.redact import PRIVATE, scrub_error, truncate
 from ._core.span import Span, current_span
 from ._delivery import dumps_json
 
@@ -111,8 +111,9 @@ def _rfc3339(created: float) -> str:
 
 
 def _to_span(span: Span, level: str, logger: str | None, message: str, exc: str | None) -> None:
-    # A private request's logs often echo its prompt: only level, logger and type are kept.
-    text = PRIVATE if span.local.private else scrub(truncate(message, _MAX_MESSAGE))
+    # Logged text often holds an exception's message: cleaned the same way. A private request's
+    # logs often echo its prompt: only level, logger and type are kept.
+    text = PRIVATE if span.local.private else truncate(scrub_error(message), _MAX_MESSAGE)
     fields: dict[str, Any] = {"level": level, "message": text}
     if logger:
         fields["logger"] = logger

@@ -22,6 +22,9 @@ __all__ = [
 PRIVATE = "[PRIVATE]"
 REDACTED = "[REDACTED]"
 MAX_MESSAGE = 1024  # characters of an error message kept
+# Characters of a message the cleaner reads: bounds its cost. What is kept is the start of the
+# result, far from that cut (a secret cut in half there stays out of it).
+_READ_LIMIT = 16 * MAX_MESSAGE
 
 # Never exported unless the user opts in explicitly (HttpOptions.allow_sensitive_headers).
 SENSITIVE_HEADERS = frozenset(
@@ -173,8 +176,9 @@ def scrub_error(text: str, *, database: bool = False) -> str:
     ``[REDACTED]``; the driver's message (``database=True``, or inside SQLAlchemy's) loses quoted
     text, numbers and the echoed statement line (``LINE 1: …``); PostgreSQL's ``Key (…)=(…)`` and
     ``Failing row contains (…)`` lose the row; Pydantic's ``input_value=…`` goes; URL queries
-    keep their keys only; then ``scrub``.
+    keep their keys only; then ``scrub``. Reads the first 16 kB of ``text`` at most.
     """
+    text = text[:_READ_LIMIT]
     if "[SQL: " in text:
         text = _sqlalchemy_message(text)
     elif database:
