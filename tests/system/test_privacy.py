@@ -45,6 +45,7 @@ from obs_middleware.integrations import httpx as obs_httpx
 from obs_middleware.integrations import logging as obs_logging
 from obs_middleware.integrations import openai as obs_openai
 from obs_middleware.integrations import requests as obs_requests
+from obs_middleware.integrations import sqlalchemy as obs_sqlalchemy
 from obs_middleware.logs import SpanEventHandler
 from obs_middleware.middleware import ObsMiddleware, ObsWSGIMiddleware
 from obs_middleware.testing.emulators.openai import OpenAIEmulator, error_body
@@ -293,8 +294,11 @@ async def test_no_planted_secret_reaches_any_exporter(
             ]
         )
         engine = _database()
-        await _drive(engine, url, ai)
-        engine.dispose()
+        try:
+            await _drive(engine, url, ai)
+        finally:
+            obs_sqlalchemy.uninstrument_sqlalchemy(engine)
+            engine.dispose()
         assert obs.flush(15.0)
         assert obs.shutdown(15.0)
         tinybird_rows = tinybird.rows("obs_events") + tinybird.quarantine("obs_events")
