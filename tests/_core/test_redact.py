@@ -160,7 +160,7 @@ def test_text_without_any_anchor_is_not_searched(monkeypatch: pytest.MonkeyPatch
         def sub(self, *args: object) -> str:
             raise AssertionError("searched a text no pattern can match")
 
-    monkeypatch.setattr(redact, "_subset", lambda mask: NoSearch())
+    monkeypatch.setattr(redact, "_subset", lambda mask, extra: NoSearch())
     prompt = "A photorealistic portrait of an astronaut riding a horse on the moon. " * 20
     assert scrub(prompt) == prompt
     assert scrub("Ends at 12:30, room 4f: bring notes") == "Ends at 12:30, room 4f: bring notes"

@@ -133,7 +133,6 @@ def compile_secret_patterns(extra: Iterable[str] = ()) -> None:
     extra = tuple(extra)
     re.compile("|".join(extra))  # an invalid pattern fails here, in configure
     _extra = extra
-    _subset.cache_clear()
 
 
 def _any_in(anchors: tuple[str, ...], text: str) -> bool:
@@ -195,21 +194,25 @@ def _present(text: str, lowered: str) -> int:
 
 
 @functools.lru_cache(maxsize=64)
-def _subset(mask: int) -> re.Pattern[str]:
-    """The alternation of the patterns in ``mask`` and the user's, in order. On a text that holds
+def _subset(mask: int, extra: tuple[str, ...]) -> re.Pattern[str]:
+    """The alternation of the patterns in ``mask`` and ``extra``, in order. On a text that holds
     no anchor of the others it finds exactly what the whole alternation finds, faster: a single
     pattern is searched for its literal prefix, not tried at every position."""
     chosen = (p for i, p in enumerate(_SECRET_PATTERNS) if mask >> i & 1)
-    return re.compile("|".join((*chosen, *_extra)))
+    return re.compile("|".join((*chosen, *extra)))
 
 
 def scrub(text: str) -> str:
-    """Replace API keys, bearer tokens, JWTs and ``key=value`` secrets with ``[REDACTED]``."""
+    """Replace secrets of known shapes with ``[REDACTED]``: provider API keys (OpenAI, Anthropic,
+    Replicate, fal, Modal, AWS, GitHub, Stripe, Slack, Google), bearer/basic/token credentials,
+    JWTs, URL credentials, ``key=value`` and quoted-key secrets, Authorization and Cookie values,
+    and the user's ``extra_patterns``."""
     lowered = _lowered(text)
     mask = _present(text, lowered) if _may_hold_secret(text, lowered) else 0
-    if not mask and not _extra:
+    extra = _extra
+    if not mask and not extra:
         return text
-    return _subset(mask).sub(REDACTED, text)
+    return _subset(mask, extra).sub(REDACTED, text)
 
 
 def truncate(text: str, limit: int) -> str:
