@@ -130,6 +130,52 @@ def test_warnings_become_events_of_the_current_span(obs_capture: Capture) -> Non
     ]
 
 
+def test_logged_error_text_is_cleaned_like_an_exception_message(obs_capture: Capture) -> None:
+    log = logging.getLogger("test.obs.cleaned")
+    handler = SpanEventHandler()
+    log.addHandler(handler)
+    try:
+        with obs.span("request"):
+            log.warning(
+                "callback failed: %s",
+                "(sqlite3.IntegrityError) UNIQUE constraint failed: users.email\n"
+                "[SQL: INSERT INTO users VALUES (?)]\n[parameters: ('bob@example.com',)]",
+            )
+            log.warning("fetching https://cb.example/done?code=abc123&state=1")
+    finally:
+        log.removeHandler(handler)
+    assert [e["message"] for e in obs_capture.span("request")["events"]] == [
+        "callback failed: (sqlite3.IntegrityError) UNIQUE constraint failed: users.email\n"
+        "[SQL: INSERT INTO users VALUES (?)]\n[parameters: [REDACTED]]",
+        "fetching https://cb.example/done?code=&state=",
+    ]
+
+
+def test_a_private_requests_logs_keep_level_and_logger_but_not_the_message(
+    obs_capture: Capture,
+) -> None:
+    log = logging.getLogger("test.obs.private")
+    handler = SpanEventHandler()
+    log.addHandler(handler)
+    try:
+        with obs.span("request"):
+            obs.mark_private()
+            try:
+                raise ValueError
+            except ValueError:
+                log.exception("moderation rejected prompt %r", "my diary entry")
+    finally:
+        log.removeHandler(handler)
+    (event,) = obs_capture.span("request")["events"]
+    assert {k: v for k, v in event.items() if k != "time"} == {
+        "name": "log",
+        "level": "ERROR",
+        "logger": "test.obs.private",
+        "message": "[PRIVATE]",
+        "exc_type": "ValueError",
+    }
+
+
 def test_json_line_keeps_values_orjson_refuses_as_text(
     logger: tuple[logging.Logger, io.StringIO],
 ) -> None:

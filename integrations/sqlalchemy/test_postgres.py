@@ -101,11 +101,62 @@ def test_psycopg_error_type_without_values(
             conn.execute(sa.text("INSERT INTO users VALUES (:e)"), {"e": "ann@example.com"})
     failed = obs_capture.spans[-2]  # then the request span
     assert (failed["status"], failed["error_type"]) == ("error", "UniqueViolation")
-    assert failed["error_message"] == "duplicate key value violates unique constraint ?"
+    assert failed["error_message"] == (
+        "duplicate key value violates unique constraint ?\nDETAIL:  Key (email)=(?) already exists."
+    )
     assert "ann@example.com" not in repr(obs_capture.records)
     assert obs_capture.metrics()["db.client.errors"].points == {
         ("INSERT", "pg", "UniqueViolation"): 1
     }
+
+
+def test_psycopg_errors_export_no_value_on_any_span_they_cross(
+    obs_capture: Capture, engines: Engines, pg_url: str
+) -> None:
+    engine = engines(sa.create_engine, with_driver(pg_url, "psycopg"))
+    setup = "CREATE TEMPORARY TABLE users (email text UNIQUE, pw text NOT NULL, n int)"
+    failing = [
+        ("INSERT INTO users VALUES (:e, 'pw-SECRET', 2)", {"e": "ann@SECRET.example"}),
+        ("INSERT INTO users VALUES ('bob@SECRET.example', NULL, 3)", {}),
+        ("SELECT * FROM users WHERE email = 'carl@SECRET.example' AND n = 'n-SECRET'", {}),
+    ]
+    with engine.connect() as conn:
+        conn.execute(sa.text(setup))
+        conn.execute(sa.text("INSERT INTO users VALUES ('ann@SECRET.example', 'x', 1)"))
+        conn.commit()
+        for n, (statement, params) in enumerate(failing):
+            with pytest.raises(sa.exc.DBAPIError), obs.span(f"request {n}"):
+                conn.execute(sa.text(statement), params)
+            conn.rollback()
+    assert "SECRET" not in repr(obs_capture.records)
+    unique, not_null, invalid = (obs_capture.span(f"request {n}") for n in range(3))
+    assert unique["error_message"] == (
+        "(psycopg.errors.UniqueViolation) duplicate key value violates unique constraint ?\n"
+        "DETAIL:  Key (email)=(?) already exists.\n"
+        "[SQL: INSERT INTO users VALUES (?, ?, ?)]\n"
+        "[parameters: [REDACTED]]\n"
+        "(Background on this error at: https://sqlalche.me/e/21/gkpj)"
+    )
+    assert "DETAIL:  Failing row contains (?).\n" in not_null["error_message"]
+    assert invalid["error_message"].startswith(
+        "(psycopg.errors.InvalidTextRepresentation) invalid input syntax for type integer: ?\n"
+        "[SQL: SELECT * FROM users WHERE email = ? AND n = ?]\n"
+    )
+
+
+async def test_asyncpg_errors_export_no_value_on_any_span_they_cross(
+    obs_capture: Capture, engines: Engines, pg_url: str
+) -> None:
+    engine = engines(create_async_engine, with_driver(pg_url, "asyncpg"))
+    async with engine.connect() as conn:
+        await conn.execute(sa.text("CREATE TEMPORARY TABLE users (email text UNIQUE)"))
+        await conn.execute(sa.text("INSERT INTO users VALUES ('ann@SECRET.example')"))
+        with pytest.raises(sa.exc.IntegrityError), obs.span("request"):
+            insert = sa.text("INSERT INTO users VALUES (:e)")
+            await conn.execute(insert, {"e": "ann@SECRET.example"})
+    await engine.dispose()
+    assert "SECRET" not in repr(obs_capture.records)
+    assert "[parameters: [REDACTED]]" in obs_capture.span("request")["error_message"]
 
 
 async def test_asyncpg_engine_yields_exactly_one_span_per_statement(

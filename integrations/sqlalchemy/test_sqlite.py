@@ -113,6 +113,33 @@ def test_no_literal_or_parameter_is_exported(obs_capture: Capture, engines: Engi
     assert "SECRET" not in repr(obs_capture.records)
 
 
+def test_spans_a_failed_statement_crosses_export_no_literal_or_parameter(
+    obs_capture: Capture, engines: Engines
+) -> None:
+    engine = engines(sa.create_engine, "sqlite://")
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE users (email TEXT UNIQUE, pw TEXT)"))
+        conn.execute(sa.text("INSERT INTO users VALUES ('bob@x', 'a')"))
+    with pytest.raises(sa.exc.IntegrityError), obs.span("req"), engine.begin() as conn:
+        insert = sa.text("INSERT INTO users VALUES (:e, :p)")
+        conn.execute(insert, {"e": "bob@x", "p": "hunter2"})
+    with pytest.raises(sa.exc.OperationalError), obs.span("req2"), engine.begin() as conn:
+        conn.execute(sa.text("SELECT * FROM nope WHERE email = 'alice@example.com'"))
+    exported = repr(obs_capture.records)
+    assert "bob@x" not in exported
+    assert "hunter2" not in exported
+    assert "alice@" not in exported
+    assert obs_capture.span("req")["error_message"] == (
+        "(sqlite3.IntegrityError) UNIQUE constraint failed: users.email\n"
+        "[SQL: INSERT INTO users VALUES (?, ?)]\n"
+        "[parameters: [REDACTED]]\n"
+        "(Background on this error at: https://sqlalche.me/e/21/gkpj)"
+    )
+    assert obs_capture.span("req2")["error_message"].startswith(
+        "(sqlite3.OperationalError) no such table: nope\n[SQL: SELECT * FROM nope WHERE email = ?]"
+    )
+
+
 def test_failed_statement_has_error_type_and_the_app_gets_its_exception(
     obs_capture: Capture, engines: Engines
 ) -> None:

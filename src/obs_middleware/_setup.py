@@ -258,7 +258,8 @@ def set_user(user_id: object, tier: str | None = None) -> None:
 
 
 def mark_private() -> None:
-    """Mark the current trace private: prompts and inputs of its AI calls export as ``[PRIVATE]``.
+    """Mark the current trace private: prompts and inputs of its AI calls, its error messages,
+    captured log messages and job progress messages export as ``[PRIVATE]``.
 
     Outside any span this does nothing.
     """

@@ -3,7 +3,8 @@
 Each log line carries the ``trace_id``, ``span_id``, ``request_id`` and ``user_id`` of the span
 current where it was logged (null outside a span), so logs and traces join on ``trace_id``.
 Optionally, records at WARNING or above are also kept as events of that span (``log``, with
-level, logger and the scrubbed message), so they travel with the trace::
+level, logger and the scrubbed message, ``[PRIVATE]`` once the request is marked private), so
+they travel with the trace::
 
     handler.setFormatter(JsonFormatter())                      # stdlib logging
     logging.getLogger().addHandler(SpanEventHandler())          # WARNING+ as span events
@@ -19,7 +20,7 @@ import time
 from collections.abc import MutableMapping
 from typing import Any
 
-from ._core.redact import scrub, truncate
+from ._core.redact import PRIVATE, scrub_error, truncate
 from ._core.span import Span, current_span
 from ._delivery import dumps_json
 
@@ -110,7 +111,10 @@ def _rfc3339(created: float) -> str:
 
 
 def _to_span(span: Span, level: str, logger: str | None, message: str, exc: str | None) -> None:
-    fields: dict[str, Any] = {"level": level, "message": scrub(truncate(message, _MAX_MESSAGE))}
+    # Logged text often holds an exception's message: cleaned the same way. A private request's
+    # logs often echo its prompt: only level, logger and type are kept.
+    text = PRIVATE if span.local.private else truncate(scrub_error(message), _MAX_MESSAGE)
+    fields: dict[str, Any] = {"level": level, "message": text}
     if logger:
         fields["logger"] = logger
     if exc:
@@ -122,7 +126,8 @@ class SpanEventHandler(logging.Handler):
     """A logging handler that adds each record (WARNING and above by default) to the current span.
 
     The span gets an event ``log`` with ``level``, ``logger``, ``message`` (secrets scrubbed, cut
-    to 1,024 characters) and ``exc_type``. Outside a span it does nothing. Add it to the loggers
+    to 1,024 characters; ``[PRIVATE]`` in a private trace) and ``exc_type``. Outside a span it
+    does nothing. Add it to the loggers
     whose warnings belong with traces: ``logging.getLogger().addHandler(SpanEventHandler())``.
     """
 
@@ -162,8 +167,8 @@ class SpanEvents:
     """A structlog processor that adds events at ``level`` or above to the current span.
 
     The span gets an event ``log`` with ``level``, ``logger`` (when a processor set one),
-    ``message`` (the ``event``, secrets scrubbed, cut to 1,024 characters) and ``exc_type``. The
-    event dict passes through unchanged.
+    ``message`` (the ``event``, secrets scrubbed, cut to 1,024 characters; ``[PRIVATE]`` in a
+    private trace) and ``exc_type``. The event dict passes through unchanged.
     """
 
     def __init__(self, level: int | str = logging.WARNING) -> None:

@@ -149,3 +149,11 @@ async def test_async_job_with_an_ai_call_costs_by_service_type(obs_capture: Capt
     assert points == {("openai", "gpt-4o-mini", "chat", "caption", ""): pytest.approx(9e-06)}
     metrics = obs_capture.metrics()
     assert metrics["job.runs"].points == {("caption", "ok"): 1}
+
+
+def test_a_private_jobs_progress_messages_are_not_exported(obs_capture: Capture) -> None:
+    with obs.job("j-private", service_type="render") as j:
+        obs.mark_private()
+        j.progress(0.5, message="rendering 'my diary entry'")
+    (progress,) = [r for r in obs_capture.events if r["name"] == "job.progress"]
+    assert progress["job.message"] == "[PRIVATE]"

@@ -9,6 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 import obs_middleware as obs
 from obs_middleware._core.config import HttpOptions
@@ -16,6 +20,7 @@ from obs_middleware._core.context import parse_traceparent
 from obs_middleware._delivery import EXPORTING
 from obs_middleware.integrations import _outbound
 from obs_middleware.integrations import httpx as obs_httpx
+from obs_middleware.middleware import ObsMiddleware
 from obs_middleware.testing import Capture, capture
 
 
@@ -183,10 +188,6 @@ def test_our_own_failure_never_reaches_the_caller(
     assert obs_capture.spans == []
 
 
-def test_query_keys_keep_names_and_drop_values() -> None:
-    assert _outbound.query_keys("a=1&b=&c&&d=x=y") == "a=&b=&c=&d="
-
-
 class _ForwardingTransport(httpx.BaseTransport):
     """A transport that sends through a second client, as fal's transport does."""
 
@@ -203,3 +204,24 @@ def test_a_client_sending_through_another_client_makes_one_span(obs_capture: Cap
     with obs.span("job"), httpx.Client(transport=_ForwardingTransport()) as c:
         c.get("https://api.example.com/x")
     assert obs_capture.names() == ["GET api.example.com", "job"]
+
+
+async def test_no_span_exports_query_values_of_a_failed_request(
+    obs_capture: Capture, failing_server: str, closed_port: int
+) -> None:
+    async def profile(request: Request) -> Response:
+        async with httpx.AsyncClient() as upstream:
+            answer = await upstream.get(f"{failing_server}/x", params={"email": "bob@example.com"})
+            answer.raise_for_status()  # the server span records HTTPStatusError
+        return Response("unreachable")
+
+    app = ObsMiddleware(Starlette(routes=[Route("/profile", profile)]))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as c:
+        assert (await c.get("/profile")).status_code == 500
+    with pytest.raises(httpx.ConnectError), obs.span("refused"):
+        httpx.get(f"http://127.0.0.1:{closed_port}/x?email=bob%40example.com")
+    assert "bob" not in repr(obs_capture.records)
+    server = obs_capture.span("GET /profile")
+    assert server["error_type"] == "HTTPStatusError"
+    assert f"for url '{failing_server}/x?email='" in server["error_message"]

@@ -134,3 +134,18 @@ def test_unpatch_stops_tracing(
     obs_requests.unpatch()
     s.get("https://api.example.com/b")
     assert obs_capture.names() == ["GET api.example.com"]
+
+
+def test_no_span_exports_query_values_of_a_failed_request(
+    obs_capture: Capture, closed_port: int, failing_server: str
+) -> None:
+    query = {"email": "bob@example.com"}
+    with pytest.raises(requests.ConnectionError), obs.span("refused"):
+        requests.get(f"http://127.0.0.1:{closed_port}/x", params=query, timeout=5)
+    with pytest.raises(requests.HTTPError), obs.span("failed"):
+        requests.get(f"{failing_server}/x", params=query, timeout=5).raise_for_status()
+    assert "bob" not in repr(obs_capture.records)
+    messages = {r["name"]: r["error_message"] for r in obs_capture.spans if r["error_message"]}
+    assert set(messages) == {"GET 127.0.0.1", "refused", "failed"}
+    assert "url: /x?email= " in messages["refused"]
+    assert messages["failed"].endswith(f"for url: {failing_server}/x?email=")

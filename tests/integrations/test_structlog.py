@@ -71,3 +71,18 @@ def test_exception_type_is_kept_and_secrets_are_scrubbed(obs_capture: Capture) -
 def test_outside_a_span_events_are_dropped_silently(obs_capture: Capture) -> None:
     SpanEvents()(None, "error", {"event": "no span"})
     assert obs_capture.records == []
+
+
+def test_a_private_requests_events_keep_their_level_but_not_the_message(
+    obs_capture: Capture,
+) -> None:
+    with obs.span("request"):
+        obs.mark_private()
+        SpanEvents()(None, "warning", {"event": "prompt was: my diary entry", "logger": "svc"})
+    (event,) = obs_capture.spans[0]["events"]
+    assert {k: v for k, v in event.items() if k != "time"} == {
+        "name": "log",
+        "level": "WARNING",
+        "logger": "svc",
+        "message": "[PRIVATE]",
+    }

@@ -430,6 +430,13 @@ async def test_captured_headers_skip_sensitive_ones_unless_allowed() -> None:
         assert cap.spans[0]["http.request.header.cookie"] == "session=abcdef"
 
 
+async def test_secrets_in_captured_headers_are_scrubbed() -> None:
+    headers = [(b"x-debug", b"retry with key sk-0123456789abcdefghij")]
+    with capture(http=HttpOptions(capture_headers=("X-Debug",))) as cap:
+        await call(ObsMiddleware(routed("/")), scope_for(headers=headers))
+        assert cap.spans[0]["http.request.header.x-debug"] == "retry with key [REDACTED]"
+
+
 async def test_user_id_hook_sets_user_when_app_did_not(obs_capture: Capture) -> None:
     app = ObsMiddleware(routed("/"), options=HttpOptions(user_id=lambda scope: 7))
     await call(app, scope_for())

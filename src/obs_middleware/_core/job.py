@@ -14,7 +14,7 @@ from typing import Any
 from . import span as _span
 from .context import parse_traceparent
 from .metrics import registry
-from .redact import scrub
+from .redact import PRIVATE, scrub
 
 __all__ = ["Job", "job"]
 
@@ -200,7 +200,9 @@ class Job:
         if total is not None:
             fields["job.total"] = total
         if message:
-            fields["job.message"] = scrub(message)[:_MAX_MESSAGE]
+            local = getattr(self.span, "local", None)  # None before the job is entered
+            private = local is not None and local.private  # its messages may echo its input
+            fields["job.message"] = PRIVATE if private else scrub(message)[:_MAX_MESSAGE]
         _span.emit("job.progress", **fields)
 
     def set(self, **attrs: Any) -> Job:

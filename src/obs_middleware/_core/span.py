@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import Any, TypeVar, cast
 
 from . import events
-from .redact import PRIVATE, scrub
+from .redact import PRIVATE, error_message
 
 __all__ = [
     "Event",
@@ -47,7 +47,6 @@ clock_ns: Callable[[], int] = time.perf_counter_ns
 wall_anchor_ns: int = time.time_ns() - time.perf_counter_ns()
 
 
-_MAX_MESSAGE = 1024
 _PRIVATE_MARK = "__obs_private__"
 
 
@@ -286,7 +285,8 @@ class Span:
         self.events.append((name, clock_ns(), fields))
 
     def record_exception(self, exc: BaseException, *, status: str = "error") -> None:
-        """Mark the span failed with ``exc`` (type and message; the message is scrubbed on export).
+        """Mark the span failed with ``exc``: its type and its message, cleaned of secrets and of
+        the values it echoes (``redact.error_message``).
 
         ``GeneratorExit`` and ``asyncio.CancelledError`` are recorded as ``cancelled``, not errors.
         """
@@ -300,7 +300,7 @@ class Span:
             # SDK errors often echo the prompt: a private request never exports the message
             self.error_message = PRIVATE
         else:
-            self.error_message = scrub(str(exc))[:_MAX_MESSAGE]
+            self.error_message = error_message(exc)
 
     @property
     def duration_ms(self) -> float:

@@ -99,7 +99,7 @@ from .. import _setup
 from .._core import cost
 from .._core import span as _span
 from .._core.metrics import registry
-from .._core.redact import PRIVATE, scrub, truncate
+from .._core.redact import MAX_MESSAGE, PRIVATE, scrub, scrub_error, truncate
 
 __all__ = ["AICall", "Patches", "ai_call", "clean_text", "current_call", "safe"]
 
@@ -561,7 +561,7 @@ class AICall:
         if error_type is not None:
             span.error_type = error_type
         if message is not None:
-            span.error_message = scrub(message)[:1024]
+            span.error_message = scrub_error(message)[:MAX_MESSAGE]
 
     def fail(self, exc: BaseException, *, status: str = "error") -> None:
         """Record an exception the SDK handled (or reported) as this call's failure."""

@@ -20,11 +20,11 @@ from .. import _setup
 from .._core import span as _span
 from .._core.context import format_traceparent
 from .._core.metrics import registry
-from .._core.redact import scrub
+from .._core.redact import query_keys, scrub
 from .._delivery import EXPORTING
 from ..middleware._http import STATUS_CLASS
 
-__all__ = ["ClientCall", "client_duration", "query_keys", "suppressed"]
+__all__ = ["ClientCall", "client_duration", "suppressed"]
 
 client_duration = registry.histogram(
     "http.client.duration",
@@ -48,11 +48,6 @@ def suppressed() -> bool:
         return True
     current = _span.current_span()
     return current is not None and current.kind == "client" and "url.full" in current.attrs
-
-
-def query_keys(query: str) -> str:
-    """``a=1&b=2`` -> ``a=&b=``: which parameters were sent, never their values."""
-    return "&".join(part.partition("=")[0] + "=" for part in query.split("&") if part)
 
 
 def _patterns(hosts: Iterable[str]) -> tuple[frozenset[str], tuple[str, ...]]:

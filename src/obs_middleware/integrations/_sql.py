@@ -1,21 +1,19 @@
 """SQL text analysis for database spans: operation, tables, and the statement without literals.
 
-One pass of a tokenizer over the statement: string, dollar-quoted, numeric and hex literals and bind
-placeholders become ``?``, comments are dropped (they can carry anything), whitespace collapses to
-one space, and runs of ``?`` lists (``IN (?, ?, ?)``, multi-row ``VALUES``) collapse to one, so the
-text stays low-cardinality. Pure functions; callers cache the result per distinct statement string,
-so the cost (tens of µs for a long statement) is paid once per statement, not per execution.
+The literal stripping is the core's (``_core.sqltext``: privacy rules live in one place); this
+module reads the statement's structure from the same token stream. Pure functions; callers cache
+the result per distinct statement string, so the cost (tens of µs for a long statement) is paid
+once per statement, not per execution.
 """
 
 from __future__ import annotations
 
-import functools
-import re
 from typing import NamedTuple
 
-__all__ = ["Analysis", "analyze", "sanitize_message"]
+from .._core.sqltext import MAX_STATEMENT, scan
 
-MAX_STATEMENT = 2000  # characters of sanitized text kept on a span
+__all__ = ["MAX_STATEMENT", "Analysis", "analyze"]
+
 MAX_TABLES = 8
 
 # Known statement verbs: the operation is a metric label, so anything else is "OTHER".
@@ -46,37 +44,6 @@ _NOT_NAME = frozenset(
 # Words that open a query inside parentheses (a subquery, not a function call).
 _QUERY_START = frozenset({"SELECT", "WITH", "VALUES", "INSERT", "UPDATE", "DELETE", "TABLE"})
 
-_STRING_BODY = r"'(?:[^']|'')*'"
-_STRING_BODY_BS = r"'(?:[^'\\]|''|\\.)*'"  # backslash escapes: MySQL strings, PostgreSQL E''
-_COMMON = r"""
-  (?P<comment>--[^\n]*|/\*.*?(?:\*/|\Z))
-| (?P<dollar>\$(?P<tag>[A-Za-z_]\w*|)\$.*?\$(?P=tag)\$)
-| (?P<estring>[Ee]{bs})
-| (?P<string>(?:[NnBbXx]|[Uu]&)?{body})
-| (?P<ident>"(?:[^"]|"")*"|`(?:[^`]|``)*`)
-| (?P<param>%\(\w+\)s|%s|\$\d+|(?<![:\w]):[A-Za-z_]\w*|\?)
-| (?P<word>[A-Za-z_][\w$]*)
-| (?P<number>0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
-| (?P<open>\()
-| (?P<close>\))
-| (?P<dot>\.)
-| (?P<stray>(?:['"`]|\$(?:[A-Za-z_]\w*)?\$).*)
-| (?P<space>\s+)
-"""
-_IN_LIST = r"\b(IN\s*)\(\s*\?(?:\s*,\s*\?)+\s*\)"
-_ROWS = r"(\(\s*\?(?:\s*,\s*\?)*\s*\))(?:\s*,\s*\1)+"
-_MESSAGE_LITERAL = r"'(?:[^']|'')*'?|\"(?:[^\"]|\"\")*\"?|\b\d+(?:\.\d+)?\b"
-
-
-@functools.cache
-def _pattern(name: str) -> re.Pattern[str]:
-    """Compile on first use: ``re`` compiles in Python, ~20 ms for these at import time."""
-    if name in ("token", "token_bs"):
-        strings = _STRING_BODY_BS if name == "token_bs" else _STRING_BODY
-        source = _COMMON.replace("{bs}", _STRING_BODY_BS).replace("{body}", strings)
-        return re.compile(source, re.X | re.S)
-    return re.compile({"in": _IN_LIST, "rows": _ROWS, "message": _MESSAGE_LITERAL}[name], re.I)
-
 
 class Analysis(NamedTuple):
     """What a span records about one statement."""
@@ -88,54 +55,10 @@ class Analysis(NamedTuple):
 
 
 def analyze(statement: str, *, backslash_escapes: bool = False) -> Analysis:
-    r"""Analyze one SQL statement.
-
-    ``backslash_escapes``: ``'…'`` strings treat ``\\`` as an escape (MySQL/MariaDB); PostgreSQL
-    ``E'…'`` strings always do. A quote that never closes hides the rest of the statement, so a
-    tokenizer mismatch can only over-redact, never leak.
-    """
-    out: list[str] = []
-    words: list[str] = []  # uppercase keywords and identifiers, with parens, for structure
-    idents: list[str] = []  # the original spelling of each entry in ``words``
-    has_comment = False
-    pos = 0
-    token = _pattern("token_bs" if backslash_escapes else "token")
-    for m in token.finditer(statement):
-        if m.start() != pos:  # operators and punctuation pass through unchanged
-            out.append(statement[pos : m.start()])
-        pos = m.end()
-        kind = m.lastgroup
-        if kind == "tag":  # the dollar group's inner name: report the outer group
-            kind = "dollar"
-        text = m.group()
-        if kind == "space":
-            out.append(" ")
-        elif kind == "comment":
-            has_comment = True
-            out.append(" ")
-        elif kind in ("string", "estring", "dollar", "number", "param", "stray"):
-            out.append("?")
-            words.append("?")
-            idents.append("?")
-        elif kind == "word":
-            out.append(text)
-            words.append(text.upper())
-            idents.append(text)
-        elif kind == "ident":
-            out.append(text)
-            words.append("\0")  # a quoted identifier: never a keyword
-            idents.append(text[1:-1].replace(text[0] * 2, text[0]))
-        else:  # open, close, dot
-            out.append(text)
-            words.append(text)
-            idents.append(text)
-    out.append(statement[pos:])
-    text = " ".join("".join(out).split())
-    text = _pattern("rows").sub(r"\1", _pattern("in").sub(r"\1(?)", text))
-    if len(text) > MAX_STATEMENT:
-        text = text[:MAX_STATEMENT] + "…"
-    operation, tables = _structure(words, idents)
-    return Analysis(operation, tables, text, has_comment)
+    """Analyze one SQL statement (``backslash_escapes``: see ``_core.sqltext.scan``)."""
+    found = scan(statement, backslash_escapes=backslash_escapes)
+    operation, tables = _structure(found.words, found.idents)
+    return Analysis(operation, tables, found.text, found.has_comment)
 
 
 def _structure(words: list[str], idents: list[str]) -> tuple[str, str | None]:
@@ -182,14 +105,3 @@ def _name_at(words: list[str], idents: list[str], i: int) -> str | None:
         else:
             break
     return ".".join(parts) or None
-
-
-def sanitize_message(message: str, limit: int = 300) -> str:
-    """First line of a database error message with quoted text and numbers replaced by ``?``.
-
-    Drivers echo values in messages (``Duplicate entry 'bob@x' …``, PostgreSQL ``DETAIL: Key
-    (email)=(…)``, ``invalid input syntax for type integer: "abc"``): only the first line is kept
-    and both quote styles are treated as values, since messages mix identifiers and data freely.
-    """
-    first = message.strip().split("\n", 1)[0]
-    return _pattern("message").sub("?", first)[:limit]

@@ -62,8 +62,9 @@ import wrapt
 from .._core import span as _span
 from .._core.context import format_traceparent
 from .._core.metrics import Counter, dropped, registry
+from .._core.redact import PRIVATE, error_message
 from ._registry import version_in_range
-from ._sql import analyze, sanitize_message
+from ._sql import analyze
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Dialect, Engine
@@ -496,8 +497,9 @@ def _failed(
             metrics.errors.add((*labels, error_type))
         if span is not None:
             span.record_exception(exc)
-            if error_type is not None:
-                span.error_message = sanitize_message(str(exc))
+            if error_type is not None and span.error_message != PRIVATE:
+                # whatever the driver: its messages echo values
+                span.error_message = error_message(exc, database=True)
             span.end(end)
     except Exception:
         _internal_error("statement error")

@@ -8,7 +8,7 @@ from typing import Any
 
 from .._core.config import HttpOptions
 from .._core.metrics import http_duration
-from .._core.redact import SENSITIVE_HEADERS
+from .._core.redact import SENSITIVE_HEADERS, scrub
 from .._core.span import Span
 
 __all__ = [
@@ -39,15 +39,17 @@ def span_name(method: str, template: str | None) -> str:
 
 
 def captured_headers(options: HttpOptions, get: Callable[[str], str | None]) -> dict[str, str]:
-    """Request headers the user asked for, without sensitive ones unless explicitly allowed."""
+    """Request headers the user asked for, without sensitive ones unless explicitly allowed
+    (then as sent); secrets in the values of the others are scrubbed."""
     out: dict[str, str] = {}
     for name in options.capture_headers:
         lower = name.lower()
-        if lower in SENSITIVE_HEADERS and not options.allow_sensitive_headers:
+        sensitive = lower in SENSITIVE_HEADERS
+        if sensitive and not options.allow_sensitive_headers:
             continue
         value = get(lower)
         if value is not None:
-            out[f"http.request.header.{lower}"] = value
+            out[f"http.request.header.{lower}"] = value if sensitive else scrub(value)
     return out
 
 
