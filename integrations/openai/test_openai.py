@@ -406,3 +406,68 @@ def test_instrument_all_registers_openai(client: openai.OpenAI, obs_capture: Cap
         assert len(ai_spans(obs_capture)) == 1
     finally:
         obs.uninstrument_all()
+
+
+# -- a hostile provider's usage ------------------------------------------------------------------
+# What the SDK hands over for each reported value (it coerces "12"), and whether it is a count.
+HOSTILE_USAGE = [
+    pytest.param(10**400, False, id="10**400"),
+    pytest.param(-5, False, id="negative"),
+    pytest.param("12", True, id="numeric-string"),
+    pytest.param(1e308, False, id="1e308"),
+    pytest.param(None, None, id="null"),
+]
+
+
+@pytest.mark.parametrize(("reported", "valid"), HOSTILE_USAGE)
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+def test_hostile_usage_never_breaks_the_trace_nor_prices_negative(
+    emu: OpenAIEmulator,
+    client: openai.OpenAI,
+    obs_capture: Capture,
+    reported: Any,
+    valid: bool | None,
+    stream: bool,
+) -> None:
+    emu.prompt_tokens = emu.completion_tokens = reported
+    emu.cached_tokens = emu.reasoning_tokens = reported
+
+    def call() -> Any:
+        if not stream:
+            return client.chat.completions.create(model="gpt-4o-mini", messages=HI).usage
+        chunks = list(
+            client.chat.completions.create(
+                model="gpt-4o-mini", messages=HI, stream=True, stream_options=USAGE
+            )
+        )
+        return chunks[-1].usage
+
+    obs_openai.unpatch()
+    expected = call()  # what the SDK alone returns
+    obs_openai.patch()
+    with obs.span("request"):
+        usage = call()
+        with obs.span("after"):
+            pass
+    assert usage == expected
+    assert obs.current_span() is None
+    request = obs_capture.span("request")
+    record = only_ai_span(obs_capture)
+    assert record["parent_id"] == obs_capture.span("after")["parent_id"] == request["span_id"]
+    assert record["status"] == "ok"
+    tokens = pick(record, "ai.input_tokens", "ai.cached_tokens", "ai.output_tokens")
+    if valid:
+        assert tokens == {"ai.input_tokens": 12, "ai.cached_tokens": 12, "ai.output_tokens": 12}
+        assert record["cost.usd"] > 0
+    else:
+        assert tokens == dict.fromkeys(tokens)
+        assert "cost.usd" not in record and record["cost.unknown"]
+    if valid is False:
+        assert (
+            record["ai.usage.invalid"]
+            == "input_tokens,cached_tokens,output_tokens,reasoning_tokens"
+        )
+        assert obs_capture.metrics()["obs.dropped"].points == {("invalid_usage:openai",): 4}
+    costs = [s["cost.usd"] for s in obs_capture.spans if s.get("cost.usd") is not None]
+    costs += obs_capture.metrics()["ai.cost_usd"].points.values()
+    assert all(0 <= usd < 1 for usd in costs), costs

@@ -126,6 +126,12 @@ def test_unknown_provider_and_model() -> None:
     assert estimate("acme", None, Usage(units=1)).unknown == "no price for acme model (none)"
 
 
+def test_usage_too_large_for_a_float_is_unknown_not_an_exception() -> None:
+    price = estimate("openai", "gpt-4o", Usage(input_tokens=10**400))
+    assert price.usd is None
+    assert price.unknown is not None and price.unknown.startswith("usage out of range")
+
+
 def test_zero_usage_is_a_known_zero() -> None:
     assert estimate("openai", "gpt-4o", Usage(input_tokens=0, output_tokens=0)).usd == 0.0
 

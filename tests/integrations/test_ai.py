@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import obs_middleware as obs
-from obs_middleware._core.config import RedactionOptions
+from obs_middleware._core.config import PricingOptions, RedactionOptions
 from obs_middleware._core.span import current_span
 from obs_middleware.integrations import _ai
 from obs_middleware.integrations._ai import AICall, Patches, ai_call, clean_text, current_call, safe
@@ -300,6 +300,94 @@ def test_cost_metric_when_the_call_is_the_root(obs_capture: Capture) -> None:
     points = obs_capture.metrics()["ai.cost_usd"].points
     assert points == {("openai", "gpt-4o-mini", "chat", "", ""): pytest.approx(9e-06)}
     assert "cost.usd" in obs_capture.span("ai.request")
+
+
+# -- usage a provider reports is checked where it enters ------------------------------------------
+@pytest.mark.parametrize(
+    "bad",
+    [-1, 10**12 + 1, 10**400, 1.5, float("nan"), float("inf"), True, "12", [3]],
+    ids=lambda value: repr(value)[:12],
+)
+def test_a_usage_value_that_is_no_count_is_dropped_counted_and_not_priced(
+    obs_capture: Capture, bad: Any
+) -> None:
+    with obs.span("request"), ai_call("openai", "chat", "gpt-4o-mini") as call:
+        call.set_tokens(input=20, output=bad)
+        call.set_images(bad)
+    record = obs_capture.span("ai.request")
+    assert record["ai.input_tokens"] == 20
+    assert "ai.output_tokens" not in record and "ai.image_count" not in record
+    assert record["ai.usage.invalid"] == "output_tokens,image_count"
+    assert record["cost.unknown"] == "invalid usage reported: output_tokens,image_count"
+    assert "cost.usd" not in record and "cost.usd" not in obs_capture.span("request")
+    assert obs_capture.metrics()["obs.dropped"].points == {("invalid_usage:openai",): 2}
+    assert obs_capture.metrics()["ai.cost_usd"].points == {}
+
+
+def test_integral_floats_and_int_subclasses_are_counts(obs_capture: Capture) -> None:
+    class Tokens(int):
+        pass
+
+    with ai_call("openai", "chat", "gpt-4o-mini") as call:
+        call.set_tokens(input=20.0, output=Tokens(10))
+    record = obs_capture.span("ai.request")
+    assert (record["ai.input_tokens"], record["ai.output_tokens"]) == (20, 10)
+    assert type(record["ai.input_tokens"]) is type(record["ai.output_tokens"]) is int
+    assert record["cost.usd"] == 9e-06
+
+
+@pytest.mark.parametrize(
+    "bad", [-0.5, float("nan"), float("inf"), 10**400, 1e13, "3"], ids=lambda v: repr(v)[:12]
+)
+def test_seconds_units_pixels_and_provider_cost_must_be_finite_and_non_negative(
+    obs_capture: Capture, bad: Any
+) -> None:
+    with ai_call("modal", "remote", "fn") as call:
+        call.set_compute(bad, gpu="A100-80GB", gpu_count=bad)
+    with ai_call("fal", "run", "fal-ai/flux/dev") as call:
+        call.set_units(bad)
+        call.set_images(1, width=bad, height=1024)
+    with ai_call("fal", "run", "x") as call:
+        call.set_cost(bad)
+    compute, units, reported = obs_capture.spans
+    assert compute["ai.usage.invalid"] == "gpu_seconds,gpu_count"
+    assert units["ai.usage.invalid"] == "billable_units,width"
+    assert reported["ai.usage.invalid"] == "cost.usd"
+    assert reported["cost.unknown"] == "invalid cost reported"
+    for record in (compute, units, reported):
+        assert "cost.usd" not in record
+    assert obs_capture.metrics()["ai.cost_usd"].points == {}
+
+
+def test_a_negative_price_in_the_table_is_never_added_to_the_cost() -> None:
+    prices = {"models": {"openai": {"m": {"per_token": {"input": -1.0, "output": 1.0}}}}}
+    with capture(pricing=PricingOptions(prices=prices)) as cap:
+        with obs.span("request"), ai_call("openai", "chat", "m") as call:
+            call.set_tokens(input=1000, output=0)
+        record = cap.span("ai.request")
+        assert record["cost.unknown"] == "invalid cost computed: -0.001"
+        assert "cost.usd" not in record and "cost.usd" not in cap.span("request")
+        assert cap.metrics()["ai.cost_usd"].points == {}
+
+
+def test_pricing_that_raises_still_ends_the_span_and_later_spans_nest_right(
+    obs_capture: Capture, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(_options: object) -> None:
+        raise RuntimeError("pricing bug")
+
+    monkeypatch.setattr(_ai.cost, "table", broken)
+    with obs.span("request") as root:
+        for _ in range(2):
+            with ai_call("openai", "chat", "gpt-4o-mini") as call:
+                call.set_tokens(input=20, output=10)
+            assert current_span() is root
+        with obs.span("after"):
+            pass
+    calls = [s for s in obs_capture.spans if s["name"] == "ai.request"]
+    assert [c["cost.unknown"] for c in calls] == ["pricing failed"] * 2
+    assert obs_capture.span("after")["parent_id"] == obs_capture.span("request")["span_id"]
+    assert sum("ai pricing" in r.getMessage() for r in caplog.records) == 1
 
 
 # -- streams -------------------------------------------------------------------------------------

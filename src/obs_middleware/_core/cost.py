@@ -100,7 +100,7 @@ class Table:
     def quote(
         self, provider: str, model: str | None, usage: Usage
     ) -> tuple[float | None, str | None]:
-        """``(usd, None)``, or ``(None, reason)``; never raises on bad table data.
+        """``(usd, None)``, or ``(None, reason)``; never raises on bad table data or usage.
 
         The pricers of a model are built once (rates as floats), so a call pays for its own
         arithmetic only.
@@ -121,6 +121,8 @@ class Table:
                     return round_usd(usd), None
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             return None, f"bad price entry for {model}: {exc}"
+        except ArithmeticError as exc:  # usage too large for a float
+            return None, f"usage out of range: {exc}"
         return None, f"usage not reported for {kinds}"
 
     def _plan(self, provider: str, model: str | None) -> _Plan:

@@ -46,12 +46,17 @@ API for integration modules (openai, replicate, fal, modal, comfyui)::
         trace is private (``obs.mark_private()``), checked again at the end.
     set_tokens(input=, cached=, output=, reasoning=)  ai.input_tokens, ai.cached_tokens,
         ai.output_tokens, ai.reasoning_tokens; input includes cached, output includes reasoning.
+        Usage values are checked where they enter (counts: non-negative ints up to 10**12,
+        integral floats accepted, bools not; seconds and units: finite, non-negative, bounded).
+        A value that is none of these is dropped: its name goes to ``ai.usage.invalid``, it is
+        counted in ``obs.dropped`` (``invalid_usage:<provider>``), and the call is not priced.
     set_images(count, *, width=, height=, size=, quality=)  ai.image_count, ai.width, ai.height,
         ai.image_size, ai.image_quality ("1024x1024" sizes also fill width/height).
     set_compute(seconds, *, gpu=None, gpu_count=1)    ai.gpu_seconds, ai.gpu, ai.gpu_count
     set_units(units)                                  ai.billable_units (fal)
     set_cost(usd, *, unknown=None)                    a provider-reported cost (skips the
-                                                      table), or None + the reason it is unknown
+                                                      table), or None + the reason it is unknown;
+                                                      a negative or non-finite one is dropped
     set_queue_ms(ms)                                  ai.queue_ms
     set_status(status, *, error_type=None, message=None)  a failure reported, not raised
     fail(exc, *, status="error")                      an exception the SDK handled
@@ -71,9 +76,10 @@ API for integration modules (openai, replicate, fal, modal, comfyui)::
                                                       (an SDK context manager's ``__exit__``)
 
 At the end: ``cost.usd`` (or ``cost.unknown`` with the reason) and ``cost.pricing_version`` on
-the span, the cost added to the local root span's ``cost.usd``; metrics ``ai.duration``
-(histogram; ``ai.requests`` is its count) and ``ai.errors`` (any status but ok/cancelled) by
-provider, model, operation (+ error type); ``ai.cost_usd`` by provider, model, operation, route
+the span, the cost added to the local root span's ``cost.usd`` (pricing never keeps the span
+from ending; a negative or non-finite cost is never used); metrics ``ai.duration`` (histogram;
+``ai.requests`` is its count) and ``ai.errors`` (any status but ok/cancelled) by provider, model,
+operation (+ error type); ``ai.cost_usd`` by provider, model, operation, route
 (the root's ``http.route``, or ``job.service_type``) and tier, recorded when the root ends.
 """
 
@@ -85,6 +91,7 @@ import importlib
 import importlib.machinery
 import importlib.util
 import logging
+import math
 import re
 import sys
 import threading
@@ -98,7 +105,7 @@ import wrapt
 from .. import _setup
 from .._core import cost
 from .._core import span as _span
-from .._core.metrics import registry
+from .._core.metrics import dropped, registry
 from .._core.redact import MAX_MESSAGE, PRIVATE, scrub, scrub_error, truncate
 
 __all__ = ["AICall", "Patches", "ai_call", "clean_text", "current_call", "safe"]
@@ -146,6 +153,9 @@ _SECRET_KEYS = frozenset(
     }
 )
 _MAX_PARAMS = 24
+# The largest usage quantity believed (tokens, images, pixels, seconds, units): beyond it a
+# provider's number is garbage, and pricing it would overflow or dwarf every real cost.
+_MAX_USAGE = 10**12
 _warned: set[str] = set()
 # Calls ended by garbage collection while this thread was recording AI metrics: finished after
 # that (taking the same metric lock again from a finalizer would deadlock).
@@ -199,6 +209,28 @@ def _size_pair(size: str) -> tuple[int, int] | None:
     width, sep, height = size.partition("x")
     if sep and width.isdigit() and height.isdigit():
         return int(width), int(height)
+    return None
+
+
+def _count(value: Any) -> int | None:
+    """``value`` as a usage count, or None when it is not one."""
+    if type(value) is int:  # what every SDK reports: one comparison
+        return value if 0 <= value <= _MAX_USAGE else None
+    if isinstance(value, float) and value.is_integer() and 0 <= value <= _MAX_USAGE:
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_USAGE:
+        return int(value)
+    return None
+
+
+def _amount(value: Any) -> float | None:
+    """``value`` as a usage amount (seconds, billable units), or None when it is not one."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            amount = float(value)
+        except OverflowError:
+            return None
+        return amount if 0 <= amount <= _MAX_USAGE else None  # NaN fails both comparisons
     return None
 
 
@@ -486,15 +518,14 @@ class AICall:
         reasoning: int | None = None,
     ) -> None:
         """Token counts of the whole call (a stream's final usage; never per-chunk sums)."""
-        usage, attrs = self.usage, self.span.attrs
         if input is not None:
-            usage.input_tokens = attrs["ai.input_tokens"] = int(input)
+            self._usage("input_tokens", input, _count)
         if cached is not None:
-            usage.cached_tokens = attrs["ai.cached_tokens"] = int(cached)
+            self._usage("cached_tokens", cached, _count)
         if output is not None:
-            usage.output_tokens = attrs["ai.output_tokens"] = int(output)
+            self._usage("output_tokens", output, _count)
         if reasoning is not None:
-            usage.reasoning_tokens = attrs["ai.reasoning_tokens"] = int(reasoning)
+            self._usage("reasoning_tokens", reasoning, _count)
 
     def set_images(
         self,
@@ -508,15 +539,15 @@ class AICall:
         """Images produced: count, pixel size (or a ``"WxH"`` size label), quality."""
         usage, attrs = self.usage, self.span.attrs
         if count is not None:
-            usage.images = attrs["ai.image_count"] = int(count)
+            self._usage("images", count, _count, "ai.image_count")
         if size:
             usage.size = attrs["ai.image_size"] = size
             pair = _size_pair(size)
             if pair is not None and width is None and height is None:
                 width, height = pair
         if width and height:
-            usage.width = attrs["ai.width"] = int(width)
-            usage.height = attrs["ai.height"] = int(height)
+            self._usage("width", width, _count)
+            self._usage("height", height, _count)
         if quality:
             usage.quality = attrs["ai.image_quality"] = quality
 
@@ -526,17 +557,21 @@ class AICall:
         """Billed compute time (Replicate ``predict_time``, Modal run time) and its hardware."""
         usage, attrs = self.usage, self.span.attrs
         if seconds is not None:
-            usage.gpu_seconds = attrs["ai.gpu_seconds"] = float(seconds)
+            self._usage("gpu_seconds", seconds, _amount)
         if gpu:
             usage.gpu = attrs["ai.gpu"] = gpu
-        usage.gpu_count = gpu_count
-        if gpu_count != 1:
-            attrs["ai.gpu_count"] = gpu_count
+        count = _count(gpu_count)
+        if count is None:
+            self._invalid("ai.gpu_count", gpu_count)
+        else:
+            usage.gpu_count = count
+            if count != 1:
+                attrs["ai.gpu_count"] = count
 
     def set_units(self, units: float | None) -> None:
         """Billable units reported by the provider (fal ``x-fal-billable-units``)."""
         if units is not None:
-            self.usage.units = self.span.attrs["ai.billable_units"] = float(units)
+            self._usage("units", units, _amount, "ai.billable_units")
 
     def set_cost(self, usd: float | None, *, unknown: str | None = None) -> None:
         """Use a cost the provider reported instead of the pricing table.
@@ -544,13 +579,58 @@ class AICall:
         ``usd=None`` with ``unknown``: the cost is unknown for that reason; ``set_cost(None)``
         goes back to the pricing table.
         """
+        if usd is not None and _amount(usd) is None:
+            self._invalid("cost.usd", usd)
+            usd, unknown = None, "invalid cost reported"
         self._cost_usd = None if usd is None else float(usd)
         self._cost_unknown = unknown if usd is None else None
 
     def set_queue_ms(self, ms: float | None) -> None:
         """Time the request waited in the provider's queue before running."""
-        if ms is not None:
+        if ms is not None and -_MAX_USAGE < ms < _MAX_USAGE:  # not NaN, infinite, or absurd
             self.span.attrs["ai.queue_ms"] = round(max(float(ms), 0.0), 3)
+
+    def _usage(
+        self,
+        field: str,
+        value: Any,
+        check: Callable[[Any], float | None],
+        attr: str | None = None,
+    ) -> None:
+        # One usage quantity: kept on the usage and the span, or dropped from both.
+        attr = attr or "ai." + field
+        checked = check(value)
+        if checked is None:
+            setattr(self.usage, field, None)
+            self.span.attrs.pop(attr, None)
+            self._invalid(attr, value)
+        else:
+            setattr(self.usage, field, checked)
+            self.span.attrs[attr] = checked
+
+    def _invalid(self, attr: str, value: Any) -> None:
+        attrs = self.span.attrs
+        name = attr.removeprefix("ai.")
+        seen = attrs.get("ai.usage.invalid")
+        if not seen:
+            attrs["ai.usage.invalid"] = name
+        elif name not in seen.split(","):
+            attrs["ai.usage.invalid"] = f"{seen},{name}"
+        dropped.add((f"invalid_usage:{self.provider}",))
+        where = f"usage:{self.provider}"
+        if where not in _warned:
+            _warned.add(where)
+            try:
+                shown = repr(value)[:40]
+            except Exception:  # an int too long for repr(), a hostile __repr__
+                shown = type(value).__name__
+            _log.warning(
+                "obs-middleware: %s reported an invalid %s (%s): dropped, and the call is "
+                "not priced (further invalid usage is counted in obs.dropped)",
+                self.provider,
+                name,
+                shown,
+            )
 
     def set_status(
         self, status: str, *, error_type: str | None = None, message: str | None = None
@@ -599,8 +679,14 @@ class AICall:
         if self.private or local.private:
             _privatize(span)
         labels = (self.provider, str(attrs.get("ai.model") or ""), self.operation)
-        self._price(attrs, local, labels)
-        span.end()
+        try:
+            self._price(attrs, local, labels)
+        except Exception:
+            attrs.pop("cost.usd", None)
+            attrs["cost.unknown"] = "pricing failed"
+            _warn_once("ai pricing")
+        finally:
+            span.end()  # whatever pricing did: a span left open stays current for later spans
         ai_duration.record(labels, span.duration_ms)
         if span.status not in ("ok", "cancelled"):
             ai_errors.add((*labels, span.error_type or span.status))
@@ -614,10 +700,15 @@ class AICall:
         elif self._cost_unknown is not None:
             usd = None
             attrs["cost.unknown"] = self._cost_unknown
+        elif "ai.usage.invalid" in attrs:
+            usd = None
+            attrs["cost.unknown"] = "invalid usage reported: " + attrs["ai.usage.invalid"]
         else:
             prices = cost.table(_setup.current_config().pricing)
             usd, unknown = prices.quote(self.provider, labels[1] or None, self.usage)
             attrs["cost.pricing_version"] = prices.version
+            if usd is not None and not 0 <= usd < math.inf:  # a negative price in the table
+                usd, unknown = None, f"invalid cost computed: {usd}"
             if usd is None:
                 attrs["cost.unknown"] = unknown
         root = local.root

@@ -2,6 +2,8 @@
 
 ``OpenAIEmulator(prompt_tokens=20, completion_tokens=10, cached_tokens=0, reasoning_tokens=0,
 reply="Hello from the emulator.")``: every call reports this usage, so costs are predictable.
+A token knob may be any JSON value (``10**400``, ``-5``, ``"12"``, ``None``): a hostile provider's
+usage, reported as is (``total_tokens`` is then the prompt value).
 Streams send one chunk per word and, with ``stream_options={"include_usage": True}``, a final
 usage chunk (chat) or the usage in ``response.completed`` (responses). Models in ``snapshots``
 answer with their dated snapshot name, as the real API does. Every reply carries
@@ -43,10 +45,10 @@ class OpenAIEmulator(Emulator):
     def __init__(
         self,
         *,
-        prompt_tokens: int = 20,
-        completion_tokens: int = 10,
-        cached_tokens: int = 0,
-        reasoning_tokens: int = 0,
+        prompt_tokens: Any = 20,
+        completion_tokens: Any = 10,
+        cached_tokens: Any = 0,
+        reasoning_tokens: Any = 0,
         reply: str = "Hello from the emulator.",
         snapshots: dict[str, str] | None = None,
         **knobs: Any,
@@ -90,11 +92,17 @@ class OpenAIEmulator(Emulator):
         model = str(body.get("model") or "gpt-4o-mini")
         return self.snapshots.get(model, model)
 
+    def _total(self) -> Any:
+        counts = (self.prompt_tokens, self.completion_tokens)
+        if all(type(n) is int for n in counts):
+            return sum(counts)
+        return self.prompt_tokens
+
     def _chat_usage(self) -> dict[str, Any]:
         return {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "total_tokens": self._total(),
             "prompt_tokens_details": {"cached_tokens": self.cached_tokens, "audio_tokens": 0},
             "completion_tokens_details": {
                 "reasoning_tokens": self.reasoning_tokens,
@@ -175,7 +183,7 @@ class OpenAIEmulator(Emulator):
                 "input_tokens_details": {"cached_tokens": self.cached_tokens},
                 "output_tokens": self.completion_tokens,
                 "output_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
-                "total_tokens": self.prompt_tokens + self.completion_tokens,
+                "total_tokens": self._total(),
             }
             if done
             else None,
@@ -284,7 +292,7 @@ class OpenAIEmulator(Emulator):
                 usage={
                     "input_tokens": self.prompt_tokens,
                     "output_tokens": self.completion_tokens,
-                    "total_tokens": self.prompt_tokens + self.completion_tokens,
+                    "total_tokens": self._total(),
                     "input_tokens_details": {"text_tokens": self.prompt_tokens, "image_tokens": 0},
                 },
             )
