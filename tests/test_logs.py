@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import logging.handlers
+import os
 import queue
 from collections.abc import Iterator
 
@@ -183,3 +184,14 @@ def test_json_line_keeps_values_orjson_refuses_as_text(
     log.info("snowflake", extra={"account": 1 << 70})
     (line,) = lines(out)
     assert line["message"] == "snowflake" and line["account"] == str(1 << 70)
+
+
+def test_json_line_replaces_lone_surrogates_in_message_and_fields(
+    logger: tuple[logging.Logger, io.StringIO],
+) -> None:
+    log, out = logger
+    name = os.fsdecode(b"photo-\xe9.jpg")  # a Latin-1 name listed on a UTF-8 system
+    log.warning("cannot read %s", name, extra={"file": name, "files": {name: 1}})
+    (line,) = lines(out)
+    assert line["message"] == "cannot read photo-\ufffd.jpg"
+    assert (line["file"], line["files"]) == ("photo-\ufffd.jpg", {"photo-\ufffd.jpg": 1})

@@ -60,6 +60,7 @@ __all__ = [
     "classify_status",
     "encode_records",
     "json_default",
+    "valid_text",
 ]
 
 _log = logging.getLogger("obs_middleware")
@@ -237,21 +238,50 @@ def json_default(value: Any) -> Any:
 _JSON_DEPTH = 200  # orjson refuses nesting past 255 levels
 
 
-def jsonable(value: Any, depth: int = 0) -> Any:
-    """``value`` with what orjson refuses as text: integers past 64 bits, deeper nesting, cycles.
+def valid_text(text: str) -> str:
+    """``text``, with each lone surrogate (an undecodable byte of an ``os.fsdecode`` name, a JSON
+    escape of one) replaced by U+FFFD: what every UTF-8 encoder accepts."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # UTF-16 joins a well-formed surrogate pair back into its character.
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text
+
+
+def jsonable(value: Any, depth: int = 0, *, strict: bool = False) -> Any:
+    """``value`` with what orjson refuses made encodable: integers past 64 bits and keys that
+    are not text as text, lone surrogates replaced (``valid_text``), nesting past
+    ``_JSON_DEPTH`` and cycles as text. ``strict``: every value that is not a JSON type goes
+    through ``json_default`` too (else orjson's own encoding, e.g. of dates, is kept).
 
     The second pass for the rare value ``orjson.dumps`` raised on (see ``dumps_json``).
     """
     kind = type(value)
+    if isinstance(value, str):
+        return valid_text(str(value))
     if kind is int:
         return value if -(1 << 63) <= value < 1 << 64 else str(value)
-    if depth >= _JSON_DEPTH and kind in (dict, list, tuple, set, frozenset):
-        return json_default(value)
-    if kind is dict:
-        return {(str(k) if type(k) is int else k): jsonable(v, depth + 1) for k, v in value.items()}
-    if kind in (list, tuple, set, frozenset):
-        return [jsonable(v, depth + 1) for v in value]
+    if isinstance(value, (dict, list, tuple, set, frozenset)):
+        return _container(value, depth, strict)
+    if strict and not (kind is float or kind is bool or value is None):
+        return jsonable(json_default(value), depth + 1, strict=True)
     return value
+
+
+def _container(value: Any, depth: int, strict: bool) -> Any:
+    if depth >= _JSON_DEPTH:
+        return _as_text(value)
+    if isinstance(value, dict):
+        return {_as_text(k): jsonable(v, depth + 1, strict=strict) for k, v in value.items()}
+    return [jsonable(v, depth + 1, strict=strict) for v in value]
+
+
+def _as_text(value: Any) -> str:
+    if type(value) is str:
+        return valid_text(value)
+    text = json_default(value)
+    return valid_text(text if isinstance(text, str) else str(text))
 
 
 def dumps_json(value: Any, option: int, default: Callable[[Any], Any] = json_default) -> bytes:
@@ -259,7 +289,15 @@ def dumps_json(value: Any, option: int, default: Callable[[Any], Any] = json_def
     try:
         return orjson.dumps(value, default, option)
     except TypeError:  # orjson.JSONEncodeError
-        return orjson.dumps(jsonable(value), default, option)
+        pass
+
+    def clean_default(obj: Any) -> Any:  # what ``default`` returns may hold bad text too
+        return jsonable(default(obj), strict=True)
+
+    try:
+        return orjson.dumps(jsonable(value), clean_default, option)
+    except TypeError:  # bad text inside an object orjson encodes itself (dataclass, enum)
+        return orjson.dumps(jsonable(value, strict=True), clean_default, option)
 
 
 _JSON_OPTS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS

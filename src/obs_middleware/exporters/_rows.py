@@ -320,6 +320,11 @@ def encode_rows(rows: Sequence[Row]) -> bytes:
     # every batch (~2 page faults per row; benchmarks/test_throughput.py).
     dumps = orjson.dumps
     data = bytearray()
-    for r in rows:
-        data += dumps(r, json_default, _LINE_OPTS)
+    try:
+        for r in rows:
+            data += dumps(r, json_default, _LINE_OPTS)
+    except TypeError:  # orjson.JSONEncodeError: bad text in a column, a cycle...
+        data = bytearray()
+        for r in rows:
+            data += dumps_json(r, _LINE_OPTS)
     return bytes(data)

@@ -6,6 +6,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+from .._delivery import valid_text
 from .._record import FIXED_KEYS, Record
 
 __all__ = ["ConsoleExporter"]
@@ -46,8 +47,7 @@ class ConsoleExporter:
             else:
                 self._age[trace_id] = age + 1
         if lines:
-            stream = self.stream or sys.stdout
-            stream.write("\n".join(lines) + "\n")
+            _write(self.stream or sys.stdout, "\n".join(lines) + "\n")
 
     def flush(self) -> None:
         """Print whatever is held and flush the stream."""
@@ -58,7 +58,7 @@ class ConsoleExporter:
         self._age.clear()
         stream = self.stream or sys.stdout
         if lines:
-            stream.write("\n".join(lines) + "\n")
+            _write(stream, "\n".join(lines) + "\n")
         stream.flush()
 
     def shutdown(self) -> None:
@@ -106,6 +106,14 @@ class ConsoleExporter:
             if attrs:
                 text += "  " + " ".join(attrs)
         return text
+
+
+def _write(stream: TextIO, text: str) -> None:
+    try:
+        stream.write(text)
+    except UnicodeEncodeError:  # lone surrogates, or a narrower encoding: nothing was written
+        encoding = getattr(stream, "encoding", None) or "utf-8"
+        stream.write(valid_text(text).encode(encoding, "replace").decode(encoding))
 
 
 def _has_root(group: list[Record]) -> bool:

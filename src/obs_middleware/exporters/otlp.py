@@ -59,7 +59,16 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from .._core.metrics import HistogramPoint, MetricSnapshot, registry
-from .._delivery import Delivery, DeliveryOptions, Outcome, Result, classify_status
+from .._delivery import (
+    Delivery,
+    DeliveryOptions,
+    Outcome,
+    Result,
+    classify_status,
+    json_default,
+    jsonable,
+    valid_text,
+)
 from .._record import Record
 from .._record import Resource as RecordResource
 from .._version import __version__
@@ -318,7 +327,7 @@ class OTLPExporter:
     # -- spans -----------------------------------------------------------------------------------
     def send(self, records: Sequence[Record], timeout: float) -> Result:
         """Convert and export one batch (called by the delivery layer)."""
-        spans = to_otel_spans(records, self.resource, self._times)
+        spans = to_otel_spans(_encodable(records), self.resource, self._times)
         if not spans:
             return Result(Outcome.OK)
         self._response.status = None
@@ -392,6 +401,23 @@ class OTLPExporter:
             self._metrics.shutdown()
 
 
+def _encodable(records: Sequence[Record]) -> Sequence[Record]:
+    """``records``, or copies where protobuf would refuse a value (text with lone surrogates,
+    integers past 64 bits: the SDK drops the attribute, or the whole batch): made valid."""
+    try:  # one C call per batch finds them
+        orjson.dumps(records, json_default)
+    except TypeError:
+        return [jsonable(rec, strict=True) for rec in records]
+    return records
+
+
+def _labels(names: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:
+    return {
+        name: valid_text(v) if isinstance(v, str) else v
+        for name, v in zip(names, values, strict=False)
+    }
+
+
 def _metric(snap: MetricSnapshot, start: int, now: int) -> Metric | None:
     names = snap.label_names
     if not snap.points:
@@ -399,7 +425,7 @@ def _metric(snap: MetricSnapshot, start: int, now: int) -> Metric | None:
     if snap.kind == "histogram":
         points = [
             HistogramDataPoint(
-                dict(zip(names, labels, strict=False)),
+                _labels(names, labels),
                 start,
                 now,
                 p.count,
@@ -415,7 +441,7 @@ def _metric(snap: MetricSnapshot, start: int, now: int) -> Metric | None:
         data: Any = Histogram(points, AggregationTemporality.CUMULATIVE)
     else:
         numbers = [
-            NumberDataPoint(dict(zip(names, labels, strict=False)), start, now, value)
+            NumberDataPoint(_labels(names, labels), start, now, value)
             for labels, value in snap.points.items()
             if not isinstance(value, HistogramPoint)
         ]

@@ -36,6 +36,7 @@ from prometheus_client.core import (
 from prometheus_client.utils import floatToGoString
 
 from .._core.metrics import HistogramPoint, MetricSnapshot, registry
+from .._delivery import dumps_json, valid_text
 from .._record import Record
 
 __all__ = ["ObsCollector", "PrometheusExporter", "metrics_app", "prometheus_name"]
@@ -84,7 +85,7 @@ def _dump(snapshot: Snapshot) -> bytes:
             (list(p.bounds) for p in m.points.values() if isinstance(p, HistogramPoint)), []
         )
         out[name] = [m.kind, m.unit, m.description, list(m.label_names), bounds, points]
-    return orjson.dumps({"pid": os.getpid(), "metrics": out})
+    return dumps_json({"pid": os.getpid(), "metrics": out}, 0)
 
 
 def _load(data: bytes) -> tuple[int, Snapshot]:
@@ -223,7 +224,7 @@ def _family(m: MetricSnapshot) -> Metric | None:
                 seen += n
                 buckets.append((floatToGoString(float(f"{bound * factor:.12g}")), seen))  # type: ignore[no-untyped-call]
             buckets.append(("+Inf", point.count))
-            hist.add_metric(list(values), buckets, point.sum * factor)
+            hist.add_metric(_values(values), buckets, point.sum * factor)
         return hist
     family: CounterMetricFamily | GaugeMetricFamily
     if m.kind == "counter":
@@ -232,8 +233,14 @@ def _family(m: MetricSnapshot) -> Metric | None:
         family = GaugeMetricFamily(name, doc, labels=labels)
     for values, value in m.points.items():
         if not isinstance(value, HistogramPoint):
-            family.add_metric(list(values), value * factor)
+            family.add_metric(_values(values), value * factor)
     return family
+
+
+def _values(values: Sequence[Any]) -> list[Any]:
+    # Label values from outside (a provider's model name) may hold lone surrogates: the
+    # exposition encodes UTF-8 strictly, and one would fail every scrape.
+    return [valid_text(v) if isinstance(v, str) else v for v in values]
 
 
 def _registry(multiprocess_dir: str | None) -> tuple[CollectorRegistry, ObsCollector]:

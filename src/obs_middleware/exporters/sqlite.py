@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from .._core.metrics import registry
-from .._delivery import dumps_json
+from .._delivery import dumps_json, valid_text
 from .._record import FIXED_KEYS, Record
 
 __all__ = [
@@ -161,6 +161,10 @@ class _EpochUs:
         return self.seconds * 1_000_000 + int(stamp[20:26] or 0)
 
 
+def _valid_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(valid_text(v) if isinstance(v, str) else v for v in row)
+
+
 class SqliteExporter:
     """Write records to a SQLite file in WAL mode, one transaction per batch.
 
@@ -212,8 +216,12 @@ class SqliteExporter:
         if not records:
             return
         conn = self._db()
-        with conn:
-            conn.executemany(_INSERT, self._rows(records))
+        try:
+            with conn:
+                conn.executemany(_INSERT, self._rows(records))
+        except UnicodeEncodeError:  # text SQLite cannot take as UTF-8 (lone surrogates)
+            with conn:  # the first try was rolled back
+                conn.executemany(_INSERT, map(_valid_row, self._rows(records)))
         self._service = records[-1].get("service")
         now = time.monotonic()
         if now - self._last_metrics >= self.metrics_interval_s:
@@ -244,7 +252,7 @@ class SqliteExporter:
                 continue
             for labels, value in snap.points.items():
                 assert isinstance(value, float | int)
-                labels_json = orjson.dumps(dict(zip(snap.label_names, labels, strict=False)))
+                labels_json = dumps_json(dict(zip(snap.label_names, labels, strict=False)), 0)
                 rows.append(
                     (ts_us, self._service, snap.name, snap.kind, labels_json.decode(), value)
                 )
