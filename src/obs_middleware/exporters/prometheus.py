@@ -5,17 +5,31 @@ Names follow Prometheus conventions: dots become underscores, base units with th
 seconds), counters end in ``_total`` (``http_server_requests_total``, ``obs_dropped_total``),
 gauges as they are. Label names are sanitised the same way (``http.route`` → ``http_route``).
 
-Serve it with ``metrics_app()`` (an ASGI app to mount at ``/metrics``) or a standalone port
-(``PrometheusExporter(port=9464)``, exporter name ``"prometheus:9464"``). For gunicorn or uvicorn
-workers, give every process the same ``multiprocess_dir`` (or ``OBS_PROMETHEUS_MULTIPROC_DIR``):
-each one writes its values there from its export thread and any of them answers a scrape with the
-sum over all (gauges only from live processes). Empty the directory when the server starts, as
-with ``prometheus_client``'s own multiprocess mode.
+Where metrics are served (each start logs it once at INFO):
+
+- ``metrics_app()``: an ASGI app to mount at ``/metrics`` in the application itself.
+- A port of their own: exporter ``"prometheus"`` (port 9464, Prometheus' usual exporter port),
+  ``"prometheus:PORT"``, or ``"prometheus:ADDR:PORT"``; ``PrometheusExporter(port=...)`` in code.
+  The server binds 127.0.0.1 unless an address is given (``prometheus:0.0.0.0:9464``) or
+  ``OBS_PROMETHEUS_HOST`` says otherwise: metrics name routes and models, and a port open to the
+  network is a choice to make explicitly. A port that cannot be bound (already in use) never
+  fails the application: a warning says which port and what to do, and this process serves none.
+
+Several worker processes (gunicorn, ``uvicorn --workers N``): without a shared directory the
+first worker binds the port and serves its own metrics only; the others warn once. Give every
+worker the same directory (``PROMETHEUS_MULTIPROC_DIR``, as for ``prometheus_client``'s own
+multiprocess mode, or ``OBS_PROMETHEUS_MULTIPROC_DIR``, or ``multiprocess_dir=``) and each one
+writes its values there from its export thread (at most every ``write_interval_s``), while the
+worker holding the port, or any worker answering through ``metrics_app()``, serves the sum over
+all (gauges only from live processes). Another worker takes the port over when its holder exits.
+Our files (``obs-<pid>-*.json``) sit beside ``prometheus_client``'s own ``*.db`` files without
+mixing; empty the directory when the server starts, as ``prometheus_client`` asks.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -250,20 +264,47 @@ def _registry(multiprocess_dir: str | None) -> tuple[CollectorRegistry, ObsColle
     return reg, collector
 
 
+def _directory(multiprocess_dir: str | None) -> str | None:
+    return (
+        multiprocess_dir
+        or os.environ.get("OBS_PROMETHEUS_MULTIPROC_DIR")
+        or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        or None
+    )
+
+
 def metrics_app(multiprocess_dir: str | None = None) -> Callable[..., Any]:
     """Return an ASGI app answering Prometheus scrapes (mount it at ``/metrics``)."""
-    directory = multiprocess_dir or os.environ.get("OBS_PROMETHEUS_MULTIPROC_DIR") or None
+    directory = _directory(multiprocess_dir)
     reg, _ = _registry(directory)
+    _log.info(
+        "obs-middleware: Prometheus metrics of %s served where metrics_app() is mounted",
+        f"every process writing to {directory}" if directory else "this process",
+    )
     return make_asgi_app(reg)
+
+
+DEFAULT_PORT = 9464
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+_REBIND_S = 5.0  # how often a worker without the shared port tries to take it over
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str, *args: Any) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        _log.warning(message, *args)
 
 
 class PrometheusExporter:
     """Expose the metrics core to Prometheus; optionally serve them on a port of their own.
 
-    ``port``/``addr``: start ``prometheus_client``'s HTTP server there (``addr`` defaults to all
-    interfaces, as Prometheus scrapes from another host; in multiprocess mode the first worker to
-    bind serves everyone's sum and the others skip it). ``multiprocess_dir``: see the module
-    docstring; values are written at most every ``write_interval_s`` and at flush and shutdown.
+    ``port``: start ``prometheus_client``'s HTTP server there (0: any free port; None: none,
+    mount ``metrics_app()`` instead). ``addr``: the address to bind, by default
+    ``OBS_PROMETHEUS_HOST`` or 127.0.0.1. A port that cannot be bound is warned about, never
+    raised: ``url`` is then None and ``error`` says why. ``multiprocess_dir``: see the module
+    docstring; values are written at most every ``write_interval_s`` (a burst's last values
+    once that is due), and at flush and shutdown.
     Records themselves are not exported: metrics count every span, sampled or not.
     """
 
@@ -273,46 +314,158 @@ class PrometheusExporter:
         self,
         port: int | None = None,
         *,
-        addr: str = "0.0.0.0",
+        addr: str | None = None,
         multiprocess_dir: str | None = None,
         write_interval_s: float = 1.0,
     ) -> None:
-        directory = multiprocess_dir or os.environ.get("OBS_PROMETHEUS_MULTIPROC_DIR") or None
+        directory = _directory(multiprocess_dir)
         self.registry, self.collector = _registry(directory)
+        self.directory = directory
         self.write_interval_s = write_interval_s
+        self.addr = addr or os.environ.get("OBS_PROMETHEUS_HOST") or "127.0.0.1"
+        self.wanted_port = port
+        self.port: int | None = None
+        self.url: str | None = None  # what this process serves, when it serves
+        self.error: str | None = None  # why it does not
         self._written = 0.0
         self._server: Any = None
-        self.port: int | None = None
-        if port is not None:
-            try:
-                self._server, _thread = start_http_server(port, addr, self.registry)
-                self.port = self._server.server_port
-            except OSError as exc:
-                if directory is None:
-                    raise
-                _log.info(
-                    "obs-middleware: metrics port %s served by another worker (%s)", port, exc
-                )
+        self._server_pid = 0
+        self._next_bind = 0.0
+        self._lock = threading.Lock()  # one writer of this process's file at a time
+        self._timer: threading.Timer | None = None
+        self._pid = os.getpid()
+        self._closed = False
+        if port is None:
+            _log.info(
+                "obs-middleware: Prometheus exporter without a port: metrics are served only "
+                "where metrics_app() is mounted"
+            )
+        else:
+            self._bind(first=True)
+
+    def _bind(self, *, first: bool) -> None:
+        port, addr = self.wanted_port, self.addr
+        assert port is not None
+        self._next_bind = time.monotonic() + _REBIND_S
+        try:
+            server, _thread = start_http_server(port, addr, self.registry)
+        except OSError as exc:
+            self.error = f"{addr}:{port}: {exc.strerror or exc}"
+            if first:
+                self._not_served(exc)
+            return
+        self._server, self._server_pid = server, os.getpid()
+        self.port = server.server_port
+        host = f"[{addr}]" if ":" in addr else addr
+        self.url = f"http://{host}:{self.port}/metrics"
+        self.error = None
+        whose = f"every process writing to {self.directory}" if self.directory else "this process"
+        exposed = "" if addr in _LOOPBACK else " (reachable from the network)"
+        _log.info(
+            "obs-middleware: Prometheus metrics of %s served at %s%s", whose, self.url, exposed
+        )
+
+    def _not_served(self, exc: OSError) -> None:
+        port, addr = self.wanted_port, self.addr
+        if exc.errno != errno.EADDRINUSE:
+            _warn_once(
+                f"{addr}:{port}",
+                "obs-middleware: cannot serve Prometheus metrics on %s:%s (%s): this process "
+                "serves none; choose another address or port (prometheus:ADDR:PORT)",
+                addr,
+                port,
+                exc,
+            )
+        elif self.directory:
+            _log.info(
+                "obs-middleware: Prometheus port %s:%s is held by another process (a worker "
+                "serving the sum over %s); this process writes its values there and takes the "
+                "port over if it frees",
+                addr,
+                port,
+                self.directory,
+            )
+        else:
+            _warn_once(
+                f"{addr}:{port}",
+                "obs-middleware: Prometheus port %s:%s is already in use: this process serves no "
+                "metrics. If another worker of this application holds it, only that worker's "
+                "metrics are served: set PROMETHEUS_MULTIPROC_DIR (or OBS_PROMETHEUS_MULTIPROC_DIR)"
+                " to a directory shared by every worker and emptied at start, to serve the sum "
+                "of all. Otherwise choose a free port (prometheus:PORT).",
+                addr,
+                port,
+            )
+
+    def _tick(self) -> None:
+        # A worker without the shared port takes it over once its holder has exited.
+        if (
+            self._server is None
+            and not self._closed
+            and self.directory
+            and self.wanted_port
+            and time.monotonic() >= self._next_bind
+        ):
+            self._bind(first=False)
 
     def export(self, records: Sequence[Record]) -> None:
         """Publish this process's values when due (multiprocess mode); records are not needed."""
-        now = time.monotonic()
-        if now - self._written >= self.write_interval_s:
-            self._written = now
-            self.collector.write()
+        if self.directory is None:
+            return
+        self._own()
+        wait = self._written + self.write_interval_s - time.monotonic()
+        if wait <= 0:
+            self.flush()
+        elif self._timer is None:  # the last values of a burst are written once it is due
+            timer = self._timer = threading.Timer(wait, self._late_write)
+            timer.daemon = True
+            timer.start()
+
+    def _late_write(self) -> None:
+        self._timer = None
+        if self._closed:
+            return
+        try:
+            self.flush()
+        except Exception:
+            _warn_once(
+                f"write:{self.directory}",
+                "obs-middleware: Prometheus: cannot write this process's values to %s",
+                self.directory,
+            )
+
+    def _own(self) -> None:
+        if self._pid != os.getpid():  # forked: the parent's timer and lock state are not ours
+            self._pid = os.getpid()
+            self._timer = None
+            self._lock = threading.Lock()
 
     def flush(self) -> None:
         """Publish this process's values now (multiprocess mode)."""
-        self._written = time.monotonic()
-        self.collector.write()
+        self._own()
+        with self._lock:
+            self._written = time.monotonic()
+            self.collector.write()
+            self._tick()
 
     def shutdown(self) -> None:
         """Publish the final values and stop the port's server."""
-        self.flush()
+        self._closed = True
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        with self._lock:
+            self.collector.write()
         server, self._server = self._server, None
-        if server is not None:
-            # ``shutdown`` waits for the serving loop's next poll: not on the export thread.
-            threading.Thread(target=_stop_server, args=(server,), daemon=True).start()
+        self.url = None
+        if server is None:
+            return
+        if self._server_pid != os.getpid():  # a forked child: the serving thread is the parent's
+            with contextlib.suppress(OSError):
+                server.socket.close()
+            return
+        # ``shutdown`` waits for the serving loop's next poll: not on the export thread.
+        threading.Thread(target=_stop_server, args=(server,), daemon=True).start()
 
 
 def _stop_server(server: Any) -> None:
@@ -322,10 +475,8 @@ def _stop_server(server: Any) -> None:
 
 
 def from_spec(arg: str) -> PrometheusExporter:
-    """``prometheus``, ``prometheus:PORT`` or ``prometheus:ADDR:PORT``."""
+    """``prometheus`` (port 9464), ``prometheus:PORT`` or ``prometheus:ADDR:PORT``."""
     if not arg:
-        return PrometheusExporter()
+        return PrometheusExporter(DEFAULT_PORT)
     addr, _, port = arg.rpartition(":")
-    if addr:
-        return PrometheusExporter(int(port), addr=addr.strip("[]"))
-    return PrometheusExporter(int(port))
+    return PrometheusExporter(int(port), addr=addr.strip("[]") or None)
