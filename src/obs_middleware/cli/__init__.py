@@ -38,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--store", default=default_path(), help=_STORE_HELP)
     dashboard.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     dashboard.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    dashboard.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="let --host be an address beyond loopback (serves prompts and user ids to the "
+        "network, unauthenticated)",
+    )
 
     check = sub.add_parser("check", help="show what instrument_all() would patch here")
     check.add_argument("--json", action="store_true", help="print the plan as JSON")

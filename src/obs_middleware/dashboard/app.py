@@ -8,7 +8,9 @@ polls.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from starlette.staticfiles import StaticFiles
 
 from ..exporters.sqlite_store import Filters, Store
 
-__all__ = ["create_app", "serve"]
+__all__ = ["create_app", "is_loopback", "serve"]
 
 _STATIC = Path(__file__).parent / "static"
 _MAX_TRACES = 500
@@ -151,8 +153,31 @@ def create_app(store_path: str | os.PathLike[str]) -> Starlette:
     )
 
 
-def serve(store_path: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 8765) -> None:
-    """Serve the dashboard with uvicorn until interrupted."""
+def is_loopback(host: str) -> bool:
+    """Whether every address ``host`` names is this machine's loopback (127.0.0.0/8, ::1)."""
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError):  # unresolvable, or "" (every interface)
+        return False
+    return bool(infos) and all(
+        ipaddress.ip_address(str(info[4][0]).partition("%")[0]).is_loopback for info in infos
+    )
+
+
+def serve(
+    store_path: str | os.PathLike[str],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    allow_remote: bool = False,
+) -> None:
+    """Serve the dashboard with uvicorn until interrupted.
+
+    Raises ``ValueError`` for a ``host`` beyond loopback unless ``allow_remote``: the page serves
+    the store's prompts, user ids and errors to anyone who reaches it, unauthenticated.
+    """
+    if not allow_remote and not is_loopback(host):
+        raise ValueError(f"dashboard: {host!r} is not a loopback address (allow_remote=False)")
     import uvicorn  # noqa: PLC0415 - the [dashboard] extra; imported only to serve
 
     uvicorn.run(create_app(store_path), host=host, port=port, log_level="warning")
