@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import fal_client
+import pytest
 import wrapt
 from fal_client import client as fal_client_module
 
@@ -65,6 +66,18 @@ def test_headers_give_request_id_and_billable_units_priced_per_unit(obs_capture:
         3.0,
         0.009,
     )
+
+
+@pytest.mark.parametrize("units", ["lots", "-2", "inf", "nan"])
+def test_billable_units_that_are_no_amount_are_dropped_and_the_call_unpriced(
+    obs_capture: Capture, units: str
+) -> None:
+    with ai_call("fal", "run", "fal-ai/flux/schnell") as call:
+        obs_fal._on_headers(call, {"x-fal-request-id": "req-1", "x-fal-billable-units": units})
+    record = obs_capture.span("ai.request")
+    assert record["ai.request_id"] == "req-1"
+    assert "ai.billable_units" not in record and "cost.usd" not in record
+    assert record["ai.usage.invalid"] == "billable_units"
 
 
 def test_results_give_image_count_size_and_flags(obs_capture: Capture) -> None:

@@ -238,7 +238,11 @@ def _on_headers(call: AICall, headers: Any) -> None:
         call.set_request_id(request_id)
     units = headers.get("x-fal-billable-units")
     if units:
-        call.set_units(float(units))
+        try:
+            units = float(units)
+        except ValueError:
+            pass  # not a number: set_units drops it, counted
+        call.set_units(units)
 
 
 def _on_response(call: AICall, method: str, url: Any, response: Any) -> None:
