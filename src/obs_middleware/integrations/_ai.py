@@ -518,14 +518,28 @@ class AICall:
         reasoning: int | None = None,
     ) -> None:
         """Token counts of the whole call (a stream's final usage; never per-chunk sums)."""
+        # Inline checks for what SDKs report (a plain int): this runs on every call.
+        usage, attrs = self.usage, self.span.attrs
         if input is not None:
-            self._usage("input_tokens", input, _count)
+            if type(input) is int and 0 <= input <= _MAX_USAGE:
+                usage.input_tokens = attrs["ai.input_tokens"] = input
+            else:
+                self._usage("input_tokens", input, _count)
         if cached is not None:
-            self._usage("cached_tokens", cached, _count)
+            if type(cached) is int and 0 <= cached <= _MAX_USAGE:
+                usage.cached_tokens = attrs["ai.cached_tokens"] = cached
+            else:
+                self._usage("cached_tokens", cached, _count)
         if output is not None:
-            self._usage("output_tokens", output, _count)
+            if type(output) is int and 0 <= output <= _MAX_USAGE:
+                usage.output_tokens = attrs["ai.output_tokens"] = output
+            else:
+                self._usage("output_tokens", output, _count)
         if reasoning is not None:
-            self._usage("reasoning_tokens", reasoning, _count)
+            if type(reasoning) is int and 0 <= reasoning <= _MAX_USAGE:
+                usage.reasoning_tokens = attrs["ai.reasoning_tokens"] = reasoning
+            else:
+                self._usage("reasoning_tokens", reasoning, _count)
 
     def set_images(
         self,

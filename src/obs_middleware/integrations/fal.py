@@ -20,6 +20,7 @@ price (``ai.model`` is the endpoint id, e.g. ``fal-ai/flux/dev``). Inputs: the a
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import threading
 import time
@@ -238,10 +239,8 @@ def _on_headers(call: AICall, headers: Any) -> None:
         call.set_request_id(request_id)
     units = headers.get("x-fal-billable-units")
     if units:
-        try:
+        with contextlib.suppress(ValueError):  # not a number: set_units drops it, counted
             units = float(units)
-        except ValueError:
-            pass  # not a number: set_units drops it, counted
         call.set_units(units)
 
 
