@@ -306,6 +306,28 @@ def test_a_worker_takes_the_shared_port_over_when_its_holder_exits(
     assert 'obs_dropped_total{reason="x"} 2.0' in scrape(other.url)
 
 
+_FORKED = """
+import os, sys, urllib.request
+from obs_middleware.exporters.prometheus import PrometheusExporter
+exporter = PrometheusExporter(0)
+pid = os.fork()
+if pid == 0:  # a pre-forked worker: the serving thread stayed in the parent
+    exporter.shutdown()
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+with urllib.request.urlopen(exporter.url, timeout=10) as r:
+    print(os.waitstatus_to_exitcode(status), r.status)
+exporter.shutdown()
+"""
+
+
+def test_a_forked_child_shutting_down_leaves_the_parent_serving():
+    done = subprocess.run(
+        [sys.executable, "-c", _FORKED], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split() == ["0", "200"]
+
+
 # -- several uvicorn workers -----------------------------------------------------------------------
 class Workers:
     """``uvicorn --workers 2`` serving prometheus_workers_app with ``exporter``."""
