@@ -1,7 +1,7 @@
 """obs-middleware: unified telemetry for Python services that call AI providers.
 
 HTTP request, database query, AI provider call and worker job spans nested in one trace, with
-metrics and cost, at an overhead too small to measure. Start with::
+metrics and cost per user and model (measured overhead per workload: BENCHMARKS.md). Start with::
 
     import obs_middleware as obs
 
@@ -10,18 +10,36 @@ metrics and cost, at an overhead too small to measure. Start with::
     obs.instrument_all()
 """
 
+from ._core.config import (
+    Config,
+    HttpOptions,
+    PipelineOptions,
+    PricingOptions,
+    RedactionOptions,
+    SamplingOptions,
+)
 from ._core.events import attach, detach
-from ._core.job import job
+from ._core.job import Job, job
 from ._core.span import Span, current_span, emit, span, traced
+from ._pipeline import Exporter
 from ._setup import configure, flush, mark_private, set_user, shutdown
 from ._version import __version__ as __version__
-from .integrations._registry import instrument_all, uninstrument_all
-from .integrations.sqlalchemy import instrument_sqlalchemy
+from .integrations._registry import Report, instrument_all, uninstrument_all
+from .integrations.sqlalchemy import instrument_sqlalchemy, uninstrument_sqlalchemy
 from .middleware import ObsMiddleware, ObsWSGIMiddleware
 
 __all__ = [
+    "Config",
+    "Exporter",
+    "HttpOptions",
+    "Job",
     "ObsMiddleware",
     "ObsWSGIMiddleware",
+    "PipelineOptions",
+    "PricingOptions",
+    "RedactionOptions",
+    "Report",
+    "SamplingOptions",
     "Span",
     "attach",
     "configure",
@@ -38,4 +56,5 @@ __all__ = [
     "span",
     "traced",
     "uninstrument_all",
+    "uninstrument_sqlalchemy",
 ]
