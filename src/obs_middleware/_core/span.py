@@ -188,7 +188,14 @@ class Span:
         if activate:
             self._token = _current.set(self)
         if events.active:
-            events.dispatch(self.name + ".start", {"span": self})
+            try:
+                events.dispatch(self.name + ".start", {"span": self})
+            except BaseException:
+                # A handler interrupted (KeyboardInterrupt, SystemExit, cancellation; handlers
+                # raising an Exception are detached by dispatch): the caller's ``with`` never
+                # entered, so the span must not stay current for what runs next.
+                self.deactivate()
+                raise
         self.start_ns = clock_ns()
         return self
 
@@ -205,14 +212,16 @@ class Span:
             except ValueError:  # ended in another context (generator, callback)
                 self._restore(token)
         local = self.local
-        if local.deferred is not None and local.root is self:
-            _run_deferred(self, local.deferred)
-        if events.active:
-            events.dispatch(
-                self.name + (".exception" if self.status == "error" else ".stop"),
-                {"span": self, "duration_ms": (self.end_ns - self.start_ns) / 1e6},
-            )
-        on_finish(self)
+        try:
+            if local.deferred is not None and local.root is self:
+                _run_deferred(self, local.deferred)
+            if events.active:
+                events.dispatch(
+                    self.name + (".exception" if self.status == "error" else ".stop"),
+                    {"span": self, "duration_ms": (self.end_ns - self.start_ns) / 1e6},
+                )
+        finally:  # a handler's KeyboardInterrupt or SystemExit goes on, after the span is handed over
+            on_finish(self)
 
     def reactivate(self) -> None:
         """Make a started, deactivated span current again (until ``deactivate`` or ``end``)."""
@@ -346,9 +355,11 @@ def emit(event: str, /, **fields: Any) -> None:
     Handlers attached to a matching prefix receive ``(event, fields)``; exporters receive one
     ``type="event"`` record with ``fields`` as attributes.
     """
-    if events.active:
-        events.dispatch(event, fields)
-    on_finish(Event(event, fields, _current.get()))
+    try:
+        if events.active:
+            events.dispatch(event, fields)
+    finally:  # as in Span.end: an interrupted handler does not lose the event
+        on_finish(Event(event, fields, _current.get()))
 
 
 def _run_deferred(root: Span, callbacks: list[Callable[[Span], None]]) -> None:
