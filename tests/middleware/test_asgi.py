@@ -339,6 +339,33 @@ async def test_invalid_traceparent_starts_a_fresh_trace(obs_capture: Capture) ->
     assert (record["trace_id"], record["parent_id"]) == ("00000000000000000000000000000001", None)
 
 
+async def test_two_traceparent_fields_start_a_fresh_trace(obs_capture: Capture) -> None:
+    other = b"00-4bf92f3577b34da6a3ce929d0e0e4737-00f067aa0ba902b7-01"
+    headers = [(b"traceparent", TRACEPARENT), (b"accept", b"*/*"), (b"traceparent", other)]
+    await call(ObsMiddleware(routed("/")), scope_for(headers=headers))
+    record = obs_capture.spans[0]
+    assert (record["trace_id"], record["parent_id"]) == ("00000000000000000000000000000001", None)
+
+
+async def test_tracestate_split_over_fields_is_combined_in_order(obs_capture: Capture) -> None:
+    headers = [
+        (b"tracestate", b"foo=1,bar=2"),
+        (b"traceparent", TRACEPARENT),
+        (b"tracestate", b"rojo=1"),
+        (b"tracestate", b""),
+        (b"tracestate", b"congo=2"),
+    ]
+    seen: list[Any] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(obs.current_span())
+        await routed("/")(scope, receive, send)
+
+    await call(ObsMiddleware(app), scope_for(headers=headers))
+    assert obs_capture.spans[0]["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert seen[0].local.tracestate == "foo=1,bar=2,rojo=1,congo=2"
+
+
 TRACE_HEADERS = (b"traceparent", b"tracestate", b"x-request-id")
 
 
@@ -385,7 +412,12 @@ def test_arbitrary_trace_headers_through_the_middleware_never_raise() -> None:
         sent = loop.run_until_complete(call(middleware, scope_for("/r", headers=values)))
         headers = dict(values)
         (server,) = seen
-        remote = parse_traceparent(headers.get(b"traceparent"), headers.get(b"tracestate"))
+        # W3C: a repeated traceparent is invalid; repeated tracestates are one list, in order.
+        parents = [v for n, v in values if n == b"traceparent"]
+        states = [v for n, v in values if n == b"tracestate"]
+        remote = parse_traceparent(
+            parents[0] if len(parents) == 1 else None, b",".join(states) if states else None
+        )
         if remote is None:
             assert server.parent_id == 0  # a fresh trace
         else:

@@ -256,6 +256,28 @@ def test_invalid_traceparent_starts_a_fresh_trace(obs_capture: Capture, value: s
     assert obs_capture.spans[0]["parent_id"] is None
 
 
+@pytest.mark.parametrize("first", [TRACEPARENT, "cc" + TRACEPARENT[2:] + "-future-field"])
+def test_repeated_traceparent_joined_by_the_server_starts_a_fresh_trace(
+    obs_capture: Capture, first: str
+) -> None:
+    # WSGI servers (wsgiref, werkzeug, gunicorn) join a repeated header's values with commas.
+    joined = f"{first},{TRACEPARENT[:-4]}7-01"
+    call(ObsWSGIMiddleware(routed("/")), environ_for(HTTP_TRACEPARENT=joined))
+    assert obs_capture.spans[0]["parent_id"] is None
+
+
+def test_tracestate_joined_by_the_server_is_kept_whole(obs_capture: Capture) -> None:
+    seen: list[Any] = []
+
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        seen.append(obs.current_span())
+        return routed("/")(environ, start_response)  # type: ignore[no-any-return]
+
+    environ = environ_for(HTTP_TRACEPARENT=TRACEPARENT, HTTP_TRACESTATE="foo=1,bar=2, rojo=1")
+    call(ObsWSGIMiddleware(app), environ)
+    assert seen[0].local.tracestate == "foo=1,bar=2,rojo=1"
+
+
 def test_request_size_from_content_length(obs_capture: Capture) -> None:
     call(ObsWSGIMiddleware(routed("/")), environ_for(method="POST", data=b"hello"))
     assert obs_capture.spans[0]["http.request_size"] == 5

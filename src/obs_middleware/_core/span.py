@@ -220,7 +220,7 @@ class Span:
                     self.name + (".exception" if self.status == "error" else ".stop"),
                     {"span": self, "duration_ms": (self.end_ns - self.start_ns) / 1e6},
                 )
-        finally:  # a handler's KeyboardInterrupt or SystemExit goes on, after the span is handed over
+        finally:  # a handler's KeyboardInterrupt or SystemExit goes on once the span is handed over
             on_finish(self)
 
     def reactivate(self) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from .. import _setup
 from .._core import span as _span
 from .._core.config import HttpOptions
-from .._core.context import parse_traceparent, valid_request_id
+from .._core.context import parse_trace_fields, parse_traceparent, valid_request_id
 from .._core.metrics import http_active
 from ._http import captured_headers, content_length, finish_request, internal_error
 from ._routes import route_template
@@ -53,18 +53,18 @@ class ObsMiddleware:
             if path in options.exclude_paths:
                 await self.app(scope, receive, send)
                 return
-            headers = dict(scope["headers"])
+            raw = scope["headers"]
+            headers = dict(raw)
             method = scope["method"]
             traceparent = headers.get(b"traceparent")
+            if traceparent is None:
+                remote = None
+            elif len(headers) == len(raw):  # no field repeated: the one-pass usual case
+                remote = parse_traceparent(traceparent, headers.get(b"tracestate"))
+            else:  # a repeated traceparent is invalid; repeated tracestates are combined
+                remote = parse_trace_fields(raw)
             request_size = content_length(headers.get(b"content-length"))
-            span = _span.Span(
-                method,
-                {"url.path": path},
-                "server",
-                None
-                if traceparent is None
-                else parse_traceparent(traceparent, headers.get(b"tracestate")),
-            ).start()
+            span = _span.Span(method, {"url.path": path}, "server", remote).start()
             rid_name = options.request_id_header_bytes
             incoming = headers.get(rid_name)
             local = span.local
