@@ -527,6 +527,47 @@ async def test_http_metrics_by_method_route_and_status_class(obs_capture: Captur
     assert http_points(obs_capture, "http.server.active") == {("GET",): 0.0, ("POST",): 0.0}
 
 
+async def test_unknown_methods_share_one_other_series_and_keep_the_original_on_the_span(
+    obs_capture: Capture,
+) -> None:
+    app = ObsMiddleware(routed("/r"))
+    for i in range(300):  # each a new method a client made up
+        await call(app, scope_for("/r", method=f"M{i}"))
+    await call(app, scope_for("/r", method="get"))  # methods are case-sensitive
+    await call(app, scope_for("/r", method="QUERY"))
+    assert http_points(obs_capture, "http.server.requests") == {
+        ("_OTHER", "/r", "2xx"): 301,
+        ("QUERY", "/r", "2xx"): 1,
+    }
+    assert http_points(obs_capture, "http.server.active") == {("_OTHER",): 0.0, ("QUERY",): 0.0}
+    first = obs_capture.spans[0]
+    assert (first["name"], first["http.method"], first["http.request.method_original"]) == (
+        "HTTP /r",
+        "_OTHER",
+        "M0",
+    )
+    assert "http.request.method_original" not in obs_capture.spans[-1]
+
+
+async def test_original_method_is_scrubbed_and_bounded(obs_capture: Capture) -> None:
+    app = ObsMiddleware(routed(None))
+    await call(app, scope_for(method="TOKEN=s3cr3t-value"))
+    await call(app, scope_for(method="X" * 100_000))
+    secret, huge = obs_capture.spans
+    assert (secret["name"], secret["http.request.method_original"]) == ("HTTP", "[REDACTED]")
+    assert huge["http.request.method_original"] == "X" * _http.MAX_TEXT + "…"
+
+
+async def test_known_methods_can_be_overridden(obs_capture: Capture) -> None:
+    options = HttpOptions(known_methods=("GET", "PROPFIND"))
+    for method in ("PROPFIND", "POST"):
+        await call(ObsMiddleware(routed("/dav"), options=options), scope_for("/dav", method))
+    assert http_points(obs_capture, "http.server.requests") == {
+        ("PROPFIND", "/dav", "2xx"): 1,
+        ("_OTHER", "/dav", "2xx"): 1,
+    }
+
+
 async def test_active_requests_gauge_is_one_during_the_request(obs_capture: Capture) -> None:
     during: list[Any] = []
 

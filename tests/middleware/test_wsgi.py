@@ -329,6 +329,23 @@ def test_http_metrics_by_method_route_and_status_class(obs_capture: Capture) -> 
     assert statuses == ["ok", "error", "ok"]
 
 
+def test_unknown_methods_share_one_other_series_and_keep_the_original_on_the_span(
+    obs_capture: Capture,
+) -> None:
+    app = ObsWSGIMiddleware(routed("/r"))
+    for i in range(50):
+        call(app, environ_for("/r", REQUEST_METHOD=f"M{i}"))
+    call(app, environ_for("/r", method="PATCH"))
+    counts = obs_capture.metrics()["http.server.requests"].points
+    assert counts == {("_OTHER", "/r", "2xx"): 50, ("PATCH", "/r", "2xx"): 1}
+    first = obs_capture.spans[0]
+    assert (first["name"], first["http.method"], first["http.request.method_original"]) == (
+        "HTTP /r",
+        "_OTHER",
+        "M0",
+    )
+
+
 def test_http_metrics_are_exact_under_many_server_threads(obs_capture: Capture) -> None:
     app = ObsWSGIMiddleware(routed("/t"))
     barrier = threading.Barrier(8)

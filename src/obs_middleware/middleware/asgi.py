@@ -10,7 +10,7 @@ from .._core import span as _span
 from .._core.config import HttpOptions
 from .._core.context import parse_trace_fields, parse_traceparent, valid_request_id
 from .._core.metrics import http_active
-from ._http import captured_headers, content_length, finish_request, internal_error
+from ._http import captured_headers, content_length, finish_request, internal_error, other_method
 from ._routes import route_template
 
 __all__ = ["ObsMiddleware"]
@@ -30,8 +30,9 @@ class ObsMiddleware:
     (incoming ``X-Request-ID`` if valid, else the trace id) is echoed on the response; a W3C
     ``traceparent`` continues the caller's trace. Exceptions are recorded (status 500) and
     re-raised. Websocket scopes pass through; on lifespan shutdown the pipeline is flushed. No
-    client IP, query string or credential header is recorded. ``options`` overrides the
-    configured ``HttpOptions`` for this app. Cost: a few µs per request.
+    client IP, query string or credential header is recorded; a method outside
+    ``HttpOptions.known_methods`` is recorded as ``_OTHER``. ``options`` overrides the configured
+    ``HttpOptions`` for this app. Cost: a few µs per request.
     """
 
     def __init__(self, app: ASGIApp, *, options: HttpOptions | None = None) -> None:
@@ -64,7 +65,10 @@ class ObsMiddleware:
             else:  # a repeated traceparent is invalid; repeated tracestates are combined
                 remote = parse_trace_fields(raw)
             request_size = content_length(headers.get(b"content-length"))
-            span = _span.Span(method, {"url.path": path}, "server", remote).start()
+            attrs: dict[str, Any] = {"url.path": path}
+            if method not in options.known_method_set:
+                method = other_method(method, attrs)
+            span = _span.Span(method, attrs, "server", remote).start()
             rid_name = options.request_id_header_bytes
             incoming = headers.get(rid_name)
             local = span.local
