@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 import obs_middleware as obs
 from obs_middleware import _setup
 from obs_middleware._core import span as _span
-from obs_middleware._core.config import HttpOptions, SamplingOptions
+from obs_middleware._core.config import HttpOptions, RedactionOptions, SamplingOptions
 from obs_middleware._core.context import parse_traceparent, valid_request_id
 from obs_middleware._core.metrics import HistogramPoint
+from obs_middleware._core.redact import compile_secret_patterns, scrub
 from obs_middleware.middleware import ObsMiddleware, _http
 from obs_middleware.testing import Capture, capture
 
@@ -132,6 +133,57 @@ async def test_raw_path_and_query_only_as_url_path(obs_capture: Capture) -> None
     text = repr(obs_capture.records)
     assert text.count("/items/42") == 1
     assert "s3cret" not in text
+
+
+@pytest.mark.parametrize(
+    ("path", "recorded"),
+    [
+        ("/reset/sk-abcdefghijklmnopqrstuvwx", "/reset/[REDACTED]"),
+        ("/api/token=s3cr3t-value", "/api/[REDACTED]"),
+        ("/items/42", "/items/42"),
+        ("/v1/Chat-Completions/7.json", "/v1/Chat-Completions/7.json"),
+    ],
+)
+async def test_url_path_is_scrubbed(obs_capture: Capture, path: str, recorded: str) -> None:
+    await call(ObsMiddleware(routed(None)), scope_for(path))
+    assert obs_capture.spans[0]["url.path"] == recorded
+
+
+@given(st.text(alphabet=_http._PLAIN, max_size=200))
+@settings(database=None)
+def test_a_plain_path_left_unsearched_holds_nothing_the_scrubber_would_remove(path: str) -> None:
+    # The fast path's premise: text of lower-case letters, digits and "/" never matches a secret
+    # pattern (a new pattern that could match such text must change _http._PLAIN).
+    assert scrub(path) == path
+    assert scrub(path.replace("/", "")) == path.replace("/", "")
+
+
+async def test_url_path_is_bounded_with_a_marker(obs_capture: Capture) -> None:
+    await call(ObsMiddleware(routed(None)), scope_for("/a" * 50_000))
+    recorded = obs_capture.spans[0]["url.path"]
+    assert recorded == ("/a" * 50_000)[: _http.MAX_TEXT] + "…"
+
+
+async def test_a_secret_across_the_cut_is_scrubbed_before_cutting(obs_capture: Capture) -> None:
+    path = "/" + "a" * (_http.MAX_TEXT - 10) + "/sk-" + "k" * 40
+    await call(ObsMiddleware(routed(None)), scope_for(path))
+    recorded = obs_capture.spans[0]["url.path"]
+    assert "kkk" not in recorded and len(recorded) == _http.MAX_TEXT + 1
+
+
+async def test_user_secret_patterns_apply_to_plain_paths() -> None:
+    try:
+        with capture(redaction=RedactionOptions(extra_patterns=(r"cust[0-9]{6}",))) as cap:
+            await call(ObsMiddleware(routed(None)), scope_for("/customers/cust123456"))
+            assert cap.spans[0]["url.path"] == "/customers/[REDACTED]"
+    finally:
+        compile_secret_patterns()
+
+
+async def test_a_static_route_path_is_recorded_as_is(obs_capture: Capture) -> None:
+    # The template is exported as http.route anyway: the path equal to it is not searched.
+    await call(ObsMiddleware(routed("/api/token=static")), scope_for("/api/token=static"))
+    assert obs_capture.spans[0]["url.path"] == "/api/token=static"
 
 
 async def test_spans_in_the_app_are_children_of_the_server_span(obs_capture: Capture) -> None:

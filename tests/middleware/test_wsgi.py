@@ -278,6 +278,15 @@ def test_tracestate_joined_by_the_server_is_kept_whole(obs_capture: Capture) -> 
     assert seen[0].local.tracestate == "foo=1,bar=2,rojo=1"
 
 
+def test_url_path_is_scrubbed_and_bounded(obs_capture: Capture) -> None:
+    app = ObsWSGIMiddleware(routed(None))
+    call(app, environ_for(PATH_INFO="/reset/sk-abcdefghijklmnopqrstuvwx"))
+    call(app, environ_for(PATH_INFO="/x" * 50_000))
+    scrubbed, bounded = obs_capture.spans
+    assert scrubbed["url.path"] == "/reset/[REDACTED]"
+    assert len(bounded["url.path"]) == 1025 and bounded["url.path"].endswith("…")
+
+
 def test_request_size_from_content_length(obs_capture: Capture) -> None:
     call(ObsWSGIMiddleware(routed("/")), environ_for(method="POST", data=b"hello"))
     assert obs_capture.spans[0]["http.request_size"] == 5

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .._core import redact as _redact
 from .._core.config import HttpOptions
 from .._core.metrics import http_duration
 from .._core.redact import SENSITIVE_HEADERS, scrub
@@ -31,6 +32,9 @@ _warned: set[str] = set()
 OTHER_METHOD = "_OTHER"  # OTel's name for a method not in HttpOptions.known_methods
 MAX_TEXT = 1024  # characters kept of a string the client sent, as of an error message
 _SCRUB_MARGIN = 256  # scrubbed past the cut, so a secret across it is still recognised
+# A path of only these cannot hold a secret: every secret pattern needs a separator ("-", "_",
+# "=", ":", "."), an upper-case letter or whitespace. Checking costs less than one anchor search.
+_PLAIN = "/0123456789abcdefghijklmnopqrstuvwxyz"
 
 
 def span_name(method: str, template: str | None) -> str:
@@ -94,12 +98,23 @@ def finish_request(  # noqa: PLR0917 - positional on purpose: called once per re
 ) -> None:
     """Name the span after its route, record attributes and metrics, end it (at ``end_ns``: the
     last body chunk, when seen). The span's provisional name is the request method.
+
+    ``url.path`` is bounded and scrubbed unless it is the matched route's own (static) template
+    or plain lower-case letters, digits and slashes.
     """
     method = span.name
     key = (method, template)
     name = _names.get(key)
     span.name = name if name is not None else span_name(method, template)
     attrs = span.attrs
+    path = attrs.get("url.path")
+    if (
+        path is not None
+        and path != template
+        # with user patterns (redact._extra) any text may match: every path is searched
+        and (len(path) > MAX_TEXT or path.lstrip(_PLAIN) or _redact._extra)
+    ):
+        attrs["url.path"] = client_text(path)
     attrs["http.method"] = method
     attrs["http.route"] = template
     attrs["http.status_code"] = status

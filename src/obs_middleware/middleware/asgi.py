@@ -30,9 +30,9 @@ class ObsMiddleware:
     (incoming ``X-Request-ID`` if valid, else the trace id) is echoed on the response; a W3C
     ``traceparent`` continues the caller's trace. Exceptions are recorded (status 500) and
     re-raised. Websocket scopes pass through; on lifespan shutdown the pipeline is flushed. No
-    client IP, query string or credential header is recorded; a method outside
-    ``HttpOptions.known_methods`` is recorded as ``_OTHER``. ``options`` overrides the configured
-    ``HttpOptions`` for this app. Cost: a few µs per request.
+    client IP, query string or credential header is recorded; ``url.path`` is bounded and
+    scrubbed of secrets; a method outside ``HttpOptions.known_methods`` is recorded as ``_OTHER``.
+    ``options`` overrides the configured ``HttpOptions`` for this app. Cost: a few µs per request.
     """
 
     def __init__(self, app: ASGIApp, *, options: HttpOptions | None = None) -> None:
