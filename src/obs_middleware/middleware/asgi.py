@@ -25,6 +25,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 class ObsMiddleware:
     """Trace every HTTP request: ``app.add_middleware(ObsMiddleware)`` (Starlette, FastAPI).
 
+    With ``obs.instrument_all()`` (its Starlette integration) the middleware added so runs outside
+    Starlette's error handling, and the 500 responses that builds carry the correlation id too;
+    without it, wrap the app instead (``app = ObsMiddleware(app)``) for the same.
+
     The span is named ``METHOD <route template>`` once routing has run and records method, route,
     status, request/response body sizes and duration to the last body chunk; the correlation id
     (incoming ``X-Request-ID`` if valid, else the trace id) is echoed on the response; a W3C
