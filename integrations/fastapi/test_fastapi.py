@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, WebSocket
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request, WebSocket
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 import obs_middleware as obs
 from obs_middleware._core.config import HttpOptions, SamplingOptions
+from obs_middleware.integrations import starlette as obs_starlette
 from obs_middleware.testing import Capture, capture
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -241,3 +242,50 @@ async def test_no_ip_cookie_or_authorization_value_in_exported_jsonl(
     assert all(json.loads(line)["type"] in ("span", "event") for line in text.splitlines())
     for secret in (*SECRETS.values(), "SECRET", CLIENT_IP, "198.51.100", "t0k3n"):
         assert secret not in text
+
+
+# -- 500 responses built by Starlette's error handling (ServerErrorMiddleware) --------------------
+
+
+async def on_error(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"detail": f"custom failure: {type(exc).__name__}"}, status_code=500)
+
+
+def failing_app(handlers: dict, *, obs_middleware: bool = True) -> FastAPI:
+    app = FastAPI(exception_handlers=handlers)
+
+    @app.get("/fail")
+    async def fail() -> dict:
+        raise RuntimeError("boom")
+
+    if obs_middleware:
+        app.add_middleware(obs.ObsMiddleware)
+    return app
+
+
+@pytest.fixture
+def placed() -> Iterator[None]:
+    """What ``obs.instrument_all()`` does for FastAPI (its Starlette integration)."""
+    obs_starlette.patch()
+    yield
+    obs_starlette.unpatch()
+
+
+@pytest.mark.parametrize(
+    "handlers", [{}, {500: on_error}, {Exception: on_error}], ids=["default", "500", "Exception"]
+)
+async def test_500_built_by_starlette_error_handling_carries_the_request_id(
+    obs_capture: Capture, placed: None, handlers: dict
+) -> None:
+    async with client(failing_app(handlers, obs_middleware=False), raise_app_exceptions=False) as c:
+        plain = await c.get("/fail")
+    async with client(failing_app(handlers), raise_app_exceptions=False) as c:
+        traced = await c.get("/fail")
+    assert (traced.status_code, traced.content) == (plain.status_code, plain.content)
+    server = obs_capture.span("GET /fail")
+    assert traced.headers["x-request-id"] == server["trace_id"]
+    assert (server["status"], server["http.status_code"], server["error_type"]) == (
+        "error",
+        500,
+        "RuntimeError",
+    )

@@ -138,6 +138,31 @@ def test_exception_is_recorded_500_reraised_and_scrubbed(obs_capture: Capture) -
     assert record["error_message"] == "upstream refused [REDACTED]"
 
 
+@pytest.mark.parametrize("handler", [False, True], ids=["default", "errorhandler"])
+def test_500_responses_carry_the_request_id_and_keep_their_body(
+    obs_capture: Capture, handler: bool
+) -> None:
+    def app(traced: bool) -> Flask:
+        flask_app = Flask(__name__)
+
+        @flask_app.get("/fail")
+        def fail() -> dict:
+            raise RuntimeError("boom")
+
+        if handler:
+            flask_app.register_error_handler(500, lambda e: ("custom failure", 500))
+        if traced:
+            flask_app.wsgi_app = ObsWSGIMiddleware(flask_app.wsgi_app)  # type: ignore[method-assign]
+        return flask_app
+
+    plain = get(app(False), "/fail")
+    traced = get(app(True), "/fail", headers={"X-Request-ID": "req-500"})
+    assert (traced.status_code, traced.data) == (plain.status_code, plain.data)
+    assert traced.status_code == 500
+    assert traced.headers["x-request-id"] == "req-500"
+    assert obs_capture.span("GET /fail")["error_type"] == "RuntimeError"
+
+
 def test_exception_handled_by_flask_still_records_error_type(obs_capture: Capture) -> None:
     response = get(make_app(testing=False), "/fail")
     assert response.status_code == 500

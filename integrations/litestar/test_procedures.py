@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import uvicorn
-from litestar import Litestar, Router, get, post
+from litestar import Litestar, Request, Response, Router, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody
 from litestar.testing import AsyncTestClient
@@ -131,6 +131,37 @@ async def test_two_routers_with_pydantic_models(obs_capture: Capture) -> None:
     assert metrics["procedure.errors"].points == {("images.create", "invalid_input"): 1}
     duration = metrics["procedure.duration"].points[("get_user",)]
     assert duration.count == 1  # type: ignore[union-attr]
+
+
+@get("/fail")
+async def fail() -> None:
+    raise RuntimeError("boom")
+
+
+def on_error(request: Request[Any, Any, Any], exc: Exception) -> Response[str]:
+    return Response(f"custom failure: {type(exc).__name__}", status_code=500)
+
+
+@pytest.mark.parametrize("handlers", [{}, {500: on_error}, {Exception: on_error}])
+async def test_500_responses_carry_the_request_id_and_keep_their_body(
+    obs_capture: Capture, handlers: dict[Any, Any]
+) -> None:
+    def app(plugins: list[Any]) -> Litestar:
+        return Litestar([fail], plugins=plugins, exception_handlers=handlers, logging_config=None)
+
+    async with AsyncTestClient(app([])) as client:
+        plain = await client.get("/fail")
+    async with AsyncTestClient(app([ObsPlugin()])) as client:
+        traced = await client.get("/fail", headers={"X-Request-ID": "req-500"})
+    assert (traced.status_code, traced.content) == (plain.status_code, plain.content)
+    assert traced.status_code == 500
+    assert traced.headers["x-request-id"] == "req-500"
+    server = obs_capture.span("GET /fail")
+    assert (server["status"], server["http.status_code"], server["error_type"]) == (
+        "error",
+        500,
+        "RuntimeError",
+    )
 
 
 def free_port() -> int:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
+from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -22,6 +24,7 @@ import obs_middleware as obs
 from obs_middleware import _setup
 from obs_middleware._core import span as _span
 from obs_middleware._core.config import HttpOptions, SamplingOptions
+from obs_middleware.integrations import starlette as obs_starlette
 from obs_middleware.testing import Capture, capture
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -387,3 +390,95 @@ async def test_http_metrics_by_method_route_and_status_class(obs_capture: Captur
         ("GET", "/fail", "5xx"): 1,
     }
     assert set(obs_capture.metrics()["http.server.active"].points.values()) == {0.0}
+
+
+# -- 500 responses built by Starlette's error handling (ServerErrorMiddleware) --------------------
+
+
+async def on_error(request: Request, exc: Exception) -> Response:
+    return PlainTextResponse(f"custom failure: {type(exc).__name__}", status_code=500)
+
+
+def failing_app(handlers: dict, *, obs_middleware: bool = True) -> Starlette:
+    class Tag:  # a user middleware of its own, added before and after ours
+        def __init__(self, app: Any, name: str) -> None:
+            self.app, self.name = app, name
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            scope.setdefault("tags", []).append(self.name)
+            await self.app(scope, receive, send)
+
+    app = Starlette(routes=[Route("/fail", fail)], exception_handlers=handlers)
+    app.add_middleware(Tag, name="inner")
+    if obs_middleware:
+        app.add_middleware(obs.ObsMiddleware)
+    app.add_middleware(Tag, name="outer")
+    return app
+
+
+@pytest.fixture
+def placed() -> Iterator[None]:
+    """What ``obs.instrument_all()`` does for Starlette."""
+    obs_starlette.patch()
+    yield
+    obs_starlette.unpatch()
+
+
+@pytest.mark.parametrize(
+    "handlers", [{}, {500: on_error}, {Exception: on_error}], ids=["default", "500", "Exception"]
+)
+async def test_500_built_by_starlette_error_handling_carries_the_request_id(
+    obs_capture: Capture, placed: None, handlers: dict
+) -> None:
+    async with client(failing_app(handlers, obs_middleware=False), raise_app_exceptions=False) as c:
+        plain = await c.get("/fail")
+    async with client(failing_app(handlers), raise_app_exceptions=False) as c:
+        traced = await c.get("/fail", headers={"X-Request-ID": "req-500"})
+    assert (traced.status_code, traced.text) == (plain.status_code, plain.text)  # untouched
+    assert traced.headers["x-request-id"] == "req-500"
+    server = obs_capture.span("GET /fail")
+    assert (server["status"], server["http.status_code"], server["error_type"]) == (
+        "error",
+        500,
+        "RuntimeError",
+    )
+    assert server["request_id"] == "req-500"
+
+
+async def test_other_user_middleware_keep_their_order_and_see_the_request_span(
+    obs_capture: Capture, placed: None
+) -> None:
+    seen: list[Any] = []
+
+    async def tags(request: Request) -> Response:
+        seen.append((request.scope["tags"], obs.current_span()))
+        return PlainTextResponse("ok")
+
+    app = failing_app({})
+    app.router.routes.append(Route("/tags", tags))
+    async with client(app) as c:
+        assert (await c.get("/tags")).headers["x-request-id"]
+    ((order, span),) = seen
+    assert order == ["outer", "inner"]
+    assert span is not None and span.kind == "server"
+
+
+def test_an_app_without_the_middleware_keeps_starlette_s_stack(placed: None) -> None:
+    app = failing_app({}, obs_middleware=False)
+    with TestClient(app) as c:
+        c.get("/tags")
+    assert type(app.middleware_stack) is ServerErrorMiddleware
+
+
+def test_instrument_all_places_the_middleware_outside_starlette_s_error_handling(
+    obs_capture: Capture,
+) -> None:
+    try:
+        report = obs.instrument_all(only=["starlette"])
+        assert report.patched == ["starlette"]
+        app = failing_app({})
+        with TestClient(app, raise_server_exceptions=False) as c:
+            assert c.get("/fail").headers["x-request-id"]
+        assert type(app.middleware_stack) is obs.ObsMiddleware
+    finally:
+        obs.uninstrument_all()

@@ -72,6 +72,12 @@ def test_every_option_group_is_read_from_obs_env_vars() -> None:
     assert config.redaction == RedactionOptions(prompt_max_chars=50)
 
 
+def test_known_http_methods_are_a_full_override_from_the_environment() -> None:
+    config = from_env({"OBS_HTTP_KNOWN_METHODS": "GET, PROPFIND"})
+    assert config.http.known_method_set == {"GET", "PROPFIND"}
+    assert "QUERY" in from_env({}).http.known_method_set
+
+
 def test_env_vars_of_one_group_are_validated_together() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")

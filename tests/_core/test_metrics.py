@@ -7,10 +7,12 @@ from collections.abc import Callable
 
 import pytest
 
+from obs_middleware._core import metrics
 from obs_middleware._core.metrics import (
     DURATION_BUCKETS_MS,
     HistogramPoint,
     Registry,
+    dropped,
     registry,
 )
 
@@ -175,3 +177,75 @@ def test_in_flight_is_exact_under_many_threads(reg: Registry) -> None:
 
     run_threads(8, churn)
     assert reg.snapshot()["g"].points == {("0",): 0.0, ("1",): 0.0, ("2",): 0.0}
+
+
+# -- series cap ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def overflow_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(metrics, "_full", set())
+    dropped.reset()
+
+
+def test_counter_folds_new_label_sets_beyond_its_cap_into_other(
+    reg: Registry, overflow_log: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    c = reg.counter("calls", ("model", "status"))
+    c.max_series = 3
+    for i in range(10):
+        c.add((f"m{i}", "ok"))
+    c.add(("m0", "ok"), 5)  # a kept label set goes on counting where it is
+    assert c.snapshot().points == {
+        ("m0", "ok"): 6,
+        ("m1", "ok"): 1,
+        ("m2", "ok"): 1,
+        ("_OTHER", "_OTHER"): 7,
+    }
+    assert dropped.snapshot().points == {("series_limit:calls",): 7}
+    assert [r.getMessage() for r in caplog.records] == [
+        "obs-middleware: metric 'calls' has 3 label sets; new ones are counted under '_OTHER'"
+    ]
+
+
+def test_histogram_folds_new_label_sets_beyond_its_cap_into_other(
+    reg: Registry, overflow_log: None
+) -> None:
+    h = reg.histogram("latency", ("route",))
+    h.max_series = 2
+    for i in range(6):
+        h.record((f"/raw/{i}",), 1.0)
+    h.record(("/raw/0",), 3.0)
+    counts = {k: p.count for k, p in h.snapshot().points.items()}  # type: ignore[union-attr]
+    assert counts == {("/raw/0",): 2, ("/raw/1",): 1, ("_OTHER",): 4}
+    assert dropped.snapshot().points == {("series_limit:latency",): 4}
+
+
+def test_in_flight_folds_new_label_sets_beyond_its_cap_into_other(
+    reg: Registry, overflow_log: None
+) -> None:
+    g = reg.in_flight("active", ("method",))
+    g.max_series = 1
+    leave = [g.enter((m,)) for m in ("GET", "M1", "M2")]
+    assert g.snapshot().points == {("GET",): 1.0, ("_OTHER",): 2.0}
+    for done in leave:
+        next(done)
+    assert g.snapshot().points == {("GET",): 0.0, ("_OTHER",): 0.0}
+    assert dropped.snapshot().points == {("series_limit:active",): 2}
+
+
+def test_the_dropped_counter_caps_itself_without_recursing(
+    overflow_log: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dropped, "max_series", 1)
+    for reason in ("a", "b", "c"):
+        dropped.add((reason,))
+    assert dropped.snapshot().points == {("a",): 1, ("_OTHER",): 2}
+    dropped.reset()
+
+
+def test_a_client_controlled_label_keeps_memory_bounded(reg: Registry, overflow_log: None) -> None:
+    h = reg.histogram("http.server.duration", ("http.route",))
+    for i in range(3 * h.max_series):
+        h.record((f"/raw/path/{i}",), 1.0)
+    assert len(h.rows()) == h.max_series + 1

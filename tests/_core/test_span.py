@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -337,3 +339,67 @@ async def test_span_as_decorator_on_async_function(obs_capture: Capture) -> None
 
     assert await step() == 1
     assert obs_capture.names() == ["step"]
+
+
+# -- handlers raising BaseException ----------------------------------------------------------------
+
+
+class Abort(BaseException):
+    """A BaseException of the application's own (gevent's Timeout and trio's Cancelled are too)."""
+
+
+CONTROL_FLOW = [KeyboardInterrupt, SystemExit, Abort, GeneratorExit, asyncio.CancelledError]
+
+
+@pytest.mark.parametrize("exc_type", CONTROL_FLOW)
+def test_base_exception_from_start_handler_propagates_and_leaves_no_span_current(
+    obs_capture: Capture, handlers: Callable[..., None], exc_type: type[BaseException]
+) -> None:
+    seen: list[str] = []
+
+    def interrupt(event: str, fields: dict[str, Any]) -> None:
+        seen.append(event)
+        raise exc_type
+
+    handlers("interrupt", "work.start", interrupt)
+    with obs.span("request") as request:
+        with pytest.raises(exc_type), obs.span("work"):
+            pytest.fail("the body runs only if the span started")
+        assert obs.current_span() is request
+        with obs.span("next"):
+            pass
+    assert obs.current_span() is None
+    spans = by_name(obs_capture)
+    assert spans["next"]["parent_id"] == spans["request"]["span_id"]
+    assert "work" not in spans  # it never started for the caller: nothing to export
+    with pytest.raises(exc_type):  # control flow, not a handler failure: still attached
+        obs.span("work").start()
+    assert seen == ["work.start", "work.start"]
+    assert obs.current_span() is None
+
+
+@pytest.mark.parametrize("exc_type", CONTROL_FLOW)
+def test_base_exception_from_stop_handler_propagates_after_the_span_is_exported(
+    obs_capture: Capture, handlers: Callable[..., None], exc_type: type[BaseException]
+) -> None:
+    def interrupt(event: str, fields: dict[str, Any]) -> None:
+        raise exc_type
+
+    handlers("interrupt", "work.stop", interrupt)
+    with obs.span("request") as request:
+        with pytest.raises(exc_type), obs.span("work"):
+            pass
+        assert obs.current_span() is request
+    assert obs_capture.names() == ["work", "request"]
+
+
+def test_base_exception_from_emit_handler_propagates_after_the_event_is_exported(
+    obs_capture: Capture, handlers: Callable[..., None]
+) -> None:
+    def interrupt(event: str, fields: dict[str, Any]) -> None:
+        raise KeyboardInterrupt
+
+    handlers("interrupt", "job.", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        obs.emit("job.queued")
+    assert obs_capture.names() == ["job.queued"]

@@ -91,6 +91,23 @@ def test_secrets_in_the_path_are_scrubbed(obs_capture: Capture) -> None:
     assert obs_capture.spans[0]["url.full"] == "https://api.example.com/keys/[REDACTED]/info"
 
 
+def test_a_made_up_method_is_other_on_the_span_and_the_metric(obs_capture: Capture) -> None:
+    with client() as c:
+        for i in range(20):
+            c.request(f"CUSTOM{i}", "https://api.example.com/x")
+        c.request("PATCH", "https://api.example.com/x")
+    first = obs_capture.spans[0]
+    assert (first["name"], first["http.method"], first["http.request.method_original"]) == (
+        "HTTP api.example.com",
+        "_OTHER",
+        "CUSTOM0",
+    )
+    assert obs_capture.metrics()["http.client.requests"].points == {
+        ("_OTHER", "api.example.com", "2xx"): 20,
+        ("PATCH", "api.example.com", "2xx"): 1,
+    }
+
+
 def test_error_status_and_transport_failure_mark_the_span_failed(obs_capture: Capture) -> None:
     with client() as c:
         c.get("http://svc.internal:8080/missing")

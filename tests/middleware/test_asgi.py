@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 import obs_middleware as obs
 from obs_middleware import _setup
 from obs_middleware._core import span as _span
-from obs_middleware._core.config import HttpOptions, SamplingOptions
+from obs_middleware._core.config import HttpOptions, RedactionOptions, SamplingOptions
 from obs_middleware._core.context import parse_traceparent, valid_request_id
 from obs_middleware._core.metrics import HistogramPoint
+from obs_middleware._core.redact import compile_secret_patterns, scrub
 from obs_middleware.middleware import ObsMiddleware, _http
 from obs_middleware.testing import Capture, capture
 
@@ -132,6 +133,57 @@ async def test_raw_path_and_query_only_as_url_path(obs_capture: Capture) -> None
     text = repr(obs_capture.records)
     assert text.count("/items/42") == 1
     assert "s3cret" not in text
+
+
+@pytest.mark.parametrize(
+    ("path", "recorded"),
+    [
+        ("/reset/sk-abcdefghijklmnopqrstuvwx", "/reset/[REDACTED]"),
+        ("/api/token=s3cr3t-value", "/api/[REDACTED]"),
+        ("/items/42", "/items/42"),
+        ("/v1/Chat-Completions/7.json", "/v1/Chat-Completions/7.json"),
+    ],
+)
+async def test_url_path_is_scrubbed(obs_capture: Capture, path: str, recorded: str) -> None:
+    await call(ObsMiddleware(routed(None)), scope_for(path))
+    assert obs_capture.spans[0]["url.path"] == recorded
+
+
+@given(st.text(alphabet=_http._PLAIN, max_size=200))
+@settings(database=None)
+def test_a_plain_path_left_unsearched_holds_nothing_the_scrubber_would_remove(path: str) -> None:
+    # The fast path's premise: text of lower-case letters, digits and "/" never matches a secret
+    # pattern (a new pattern that could match such text must change _http._PLAIN).
+    assert scrub(path) == path
+    assert scrub(path.replace("/", "")) == path.replace("/", "")
+
+
+async def test_url_path_is_bounded_with_a_marker(obs_capture: Capture) -> None:
+    await call(ObsMiddleware(routed(None)), scope_for("/a" * 50_000))
+    recorded = obs_capture.spans[0]["url.path"]
+    assert recorded == ("/a" * 50_000)[: _http.MAX_TEXT] + "…"
+
+
+async def test_a_secret_across_the_cut_is_scrubbed_before_cutting(obs_capture: Capture) -> None:
+    path = "/" + "a" * (_http.MAX_TEXT - 10) + "/sk-" + "k" * 40
+    await call(ObsMiddleware(routed(None)), scope_for(path))
+    recorded = obs_capture.spans[0]["url.path"]
+    assert "kkk" not in recorded and len(recorded) == _http.MAX_TEXT + 1
+
+
+async def test_user_secret_patterns_apply_to_plain_paths() -> None:
+    try:
+        with capture(redaction=RedactionOptions(extra_patterns=(r"cust[0-9]{6}",))) as cap:
+            await call(ObsMiddleware(routed(None)), scope_for("/customers/cust123456"))
+            assert cap.spans[0]["url.path"] == "/customers/[REDACTED]"
+    finally:
+        compile_secret_patterns()
+
+
+async def test_a_static_route_path_is_recorded_as_is(obs_capture: Capture) -> None:
+    # The template is exported as http.route anyway: the path equal to it is not searched.
+    await call(ObsMiddleware(routed("/api/token=static")), scope_for("/api/token=static"))
+    assert obs_capture.spans[0]["url.path"] == "/api/token=static"
 
 
 async def test_spans_in_the_app_are_children_of_the_server_span(obs_capture: Capture) -> None:
@@ -339,6 +391,33 @@ async def test_invalid_traceparent_starts_a_fresh_trace(obs_capture: Capture) ->
     assert (record["trace_id"], record["parent_id"]) == ("00000000000000000000000000000001", None)
 
 
+async def test_two_traceparent_fields_start_a_fresh_trace(obs_capture: Capture) -> None:
+    other = b"00-4bf92f3577b34da6a3ce929d0e0e4737-00f067aa0ba902b7-01"
+    headers = [(b"traceparent", TRACEPARENT), (b"accept", b"*/*"), (b"traceparent", other)]
+    await call(ObsMiddleware(routed("/")), scope_for(headers=headers))
+    record = obs_capture.spans[0]
+    assert (record["trace_id"], record["parent_id"]) == ("00000000000000000000000000000001", None)
+
+
+async def test_tracestate_split_over_fields_is_combined_in_order(obs_capture: Capture) -> None:
+    headers = [
+        (b"tracestate", b"foo=1,bar=2"),
+        (b"traceparent", TRACEPARENT),
+        (b"tracestate", b"rojo=1"),
+        (b"tracestate", b""),
+        (b"tracestate", b"congo=2"),
+    ]
+    seen: list[Any] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(obs.current_span())
+        await routed("/")(scope, receive, send)
+
+    await call(ObsMiddleware(app), scope_for(headers=headers))
+    assert obs_capture.spans[0]["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert seen[0].local.tracestate == "foo=1,bar=2,rojo=1,congo=2"
+
+
 TRACE_HEADERS = (b"traceparent", b"tracestate", b"x-request-id")
 
 
@@ -385,7 +464,12 @@ def test_arbitrary_trace_headers_through_the_middleware_never_raise() -> None:
         sent = loop.run_until_complete(call(middleware, scope_for("/r", headers=values)))
         headers = dict(values)
         (server,) = seen
-        remote = parse_traceparent(headers.get(b"traceparent"), headers.get(b"tracestate"))
+        # W3C: a repeated traceparent is invalid; repeated tracestates are one list, in order.
+        parents = [v for n, v in values if n == b"traceparent"]
+        states = [v for n, v in values if n == b"tracestate"]
+        remote = parse_traceparent(
+            parents[0] if len(parents) == 1 else None, b",".join(states) if states else None
+        )
         if remote is None:
             assert server.parent_id == 0  # a fresh trace
         else:
@@ -500,6 +584,47 @@ async def test_http_metrics_by_method_route_and_status_class(obs_capture: Captur
     assert isinstance(point, HistogramPoint)
     assert (point.count, point.sum) == (2, 2.0)  # one deterministic 1 ms tick each
     assert http_points(obs_capture, "http.server.active") == {("GET",): 0.0, ("POST",): 0.0}
+
+
+async def test_unknown_methods_share_one_other_series_and_keep_the_original_on_the_span(
+    obs_capture: Capture,
+) -> None:
+    app = ObsMiddleware(routed("/r"))
+    for i in range(300):  # each a new method a client made up
+        await call(app, scope_for("/r", method=f"M{i}"))
+    await call(app, scope_for("/r", method="get"))  # methods are case-sensitive
+    await call(app, scope_for("/r", method="QUERY"))
+    assert http_points(obs_capture, "http.server.requests") == {
+        ("_OTHER", "/r", "2xx"): 301,
+        ("QUERY", "/r", "2xx"): 1,
+    }
+    assert http_points(obs_capture, "http.server.active") == {("_OTHER",): 0.0, ("QUERY",): 0.0}
+    first = obs_capture.spans[0]
+    assert (first["name"], first["http.method"], first["http.request.method_original"]) == (
+        "HTTP /r",
+        "_OTHER",
+        "M0",
+    )
+    assert "http.request.method_original" not in obs_capture.spans[-1]
+
+
+async def test_original_method_is_scrubbed_and_bounded(obs_capture: Capture) -> None:
+    app = ObsMiddleware(routed(None))
+    await call(app, scope_for(method="TOKEN=s3cr3t-value"))
+    await call(app, scope_for(method="X" * 100_000))
+    secret, huge = obs_capture.spans
+    assert (secret["name"], secret["http.request.method_original"]) == ("HTTP", "[REDACTED]")
+    assert huge["http.request.method_original"] == "X" * _http.MAX_TEXT + "…"
+
+
+async def test_known_methods_can_be_overridden(obs_capture: Capture) -> None:
+    options = HttpOptions(known_methods=("GET", "PROPFIND"))
+    for method in ("PROPFIND", "POST"):
+        await call(ObsMiddleware(routed("/dav"), options=options), scope_for("/dav", method))
+    assert http_points(obs_capture, "http.server.requests") == {
+        ("PROPFIND", "/dav", "2xx"): 1,
+        ("_OTHER", "/dav", "2xx"): 1,
+    }
 
 
 async def test_active_requests_gauge_is_one_during_the_request(obs_capture: Capture) -> None:

@@ -256,6 +256,37 @@ def test_invalid_traceparent_starts_a_fresh_trace(obs_capture: Capture, value: s
     assert obs_capture.spans[0]["parent_id"] is None
 
 
+@pytest.mark.parametrize("first", [TRACEPARENT, "cc" + TRACEPARENT[2:] + "-future-field"])
+def test_repeated_traceparent_joined_by_the_server_starts_a_fresh_trace(
+    obs_capture: Capture, first: str
+) -> None:
+    # WSGI servers (wsgiref, werkzeug, gunicorn) join a repeated header's values with commas.
+    joined = f"{first},{TRACEPARENT[:-4]}7-01"
+    call(ObsWSGIMiddleware(routed("/")), environ_for(HTTP_TRACEPARENT=joined))
+    assert obs_capture.spans[0]["parent_id"] is None
+
+
+def test_tracestate_joined_by_the_server_is_kept_whole(obs_capture: Capture) -> None:
+    seen: list[Any] = []
+
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        seen.append(obs.current_span())
+        return routed("/")(environ, start_response)  # type: ignore[no-any-return]
+
+    environ = environ_for(HTTP_TRACEPARENT=TRACEPARENT, HTTP_TRACESTATE="foo=1,bar=2, rojo=1")
+    call(ObsWSGIMiddleware(app), environ)
+    assert seen[0].local.tracestate == "foo=1,bar=2,rojo=1"
+
+
+def test_url_path_is_scrubbed_and_bounded(obs_capture: Capture) -> None:
+    app = ObsWSGIMiddleware(routed(None))
+    call(app, environ_for(PATH_INFO="/reset/sk-abcdefghijklmnopqrstuvwx"))
+    call(app, environ_for(PATH_INFO="/x" * 50_000))
+    scrubbed, bounded = obs_capture.spans
+    assert scrubbed["url.path"] == "/reset/[REDACTED]"
+    assert len(bounded["url.path"]) == 1025 and bounded["url.path"].endswith("…")
+
+
 def test_request_size_from_content_length(obs_capture: Capture) -> None:
     call(ObsWSGIMiddleware(routed("/")), environ_for(method="POST", data=b"hello"))
     assert obs_capture.spans[0]["http.request_size"] == 5
@@ -305,6 +336,23 @@ def test_http_metrics_by_method_route_and_status_class(obs_capture: Capture) -> 
     assert obs_capture.metrics()["http.server.active"].points == {("GET",): 0, ("DELETE",): 0}
     statuses = [r["status"] for r in obs_capture.spans]
     assert statuses == ["ok", "error", "ok"]
+
+
+def test_unknown_methods_share_one_other_series_and_keep_the_original_on_the_span(
+    obs_capture: Capture,
+) -> None:
+    app = ObsWSGIMiddleware(routed("/r"))
+    for i in range(50):
+        call(app, environ_for("/r", REQUEST_METHOD=f"M{i}"))
+    call(app, environ_for("/r", method="PATCH"))
+    counts = obs_capture.metrics()["http.server.requests"].points
+    assert counts == {("_OTHER", "/r", "2xx"): 50, ("PATCH", "/r", "2xx"): 1}
+    first = obs_capture.spans[0]
+    assert (first["name"], first["http.method"], first["http.request.method_original"]) == (
+        "HTTP /r",
+        "_OTHER",
+        "M0",
+    )
 
 
 def test_http_metrics_are_exact_under_many_server_threads(obs_capture: Capture) -> None:

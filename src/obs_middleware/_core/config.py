@@ -80,6 +80,10 @@ class HttpOptions:
     ``obs.set_user`` was not called.
     ``propagate_hosts``/``no_propagate_hosts``: outbound hosts that may / may not receive a
     ``traceparent`` (``*.example.com`` matches subdomains; empty allow list = every host).
+    ``known_methods``: request methods recorded as sent (case-sensitive, a full override: OTel's
+    HTTP semantic conventions); any other method is recorded as ``_OTHER`` on spans and metrics,
+    so clients cannot grow the metric label sets, and the original goes to
+    ``http.request.method_original`` on the span.
     """
 
     exclude_paths: tuple[str, ...] = ("/health", "/healthz", "/livez", "/readyz")
@@ -89,6 +93,14 @@ class HttpOptions:
     user_id: Callable[[Mapping[str, Any]], str | None] | None = None
     propagate_hosts: tuple[str, ...] = ()
     no_propagate_hosts: tuple[str, ...] = ()
+    known_methods: tuple[str, ...] = (
+        "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE",
+    )  # fmt: skip
+
+    @functools.cached_property
+    def known_method_set(self) -> frozenset[str]:
+        """``known_methods`` as a set (one lookup per request)."""
+        return frozenset(self.known_methods)
 
     @functools.cached_property
     def request_id_header_bytes(self) -> bytes:
@@ -159,6 +171,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "OBS_CAPTURE_HEADERS": ("http", "capture_headers"),
     "OBS_PROPAGATE_HOSTS": ("http", "propagate_hosts"),
     "OBS_NO_PROPAGATE_HOSTS": ("http", "no_propagate_hosts"),
+    "OBS_HTTP_KNOWN_METHODS": ("http", "known_methods"),
     "OBS_PROMPT_MAX_CHARS": ("redaction", "prompt_max_chars"),
     "OBS_PRICING_FILE": ("pricing", "file"),
 }

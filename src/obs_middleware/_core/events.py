@@ -1,8 +1,11 @@
 """Event handlers attached by name prefix (beam-telemetry semantics).
 
 ``attach(handler_id, prefix, fn)`` calls ``fn(event_name, fields)`` for every event whose name
-starts with ``prefix``. A handler that raises is detached and logged once. With no handler attached,
-emitters pay one module attribute read (``events.active``).
+starts with ``prefix``. A handler that raises an ``Exception`` is detached and logged once; a
+``BaseException`` that is not one (``KeyboardInterrupt``, ``SystemExit``, a cancellation) is control
+flow and propagates to the code that started or ended the span, which is by then no longer current
+(``.start``) or already handed to export (``.stop``, events). With no handler attached, emitters pay
+one module attribute read (``events.active``).
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@
 Updated on the request thread from every finished span (before sampling), so counts, latency
 percentiles and error rates are exact at any sample rate. Exporters read ``registry.snapshot()``.
 Gauges cost nothing on the hot path: a callback reads the observed state at snapshot time.
+A metric keeps at most ``max_series`` label sets: observations of a new one beyond that go to the
+``_OTHER`` series (every label ``_OTHER``) and are counted in ``obs.dropped`` (reason
+``series_limit:<metric>``), so a label a client controls cannot grow memory without bound; the
+check runs only when a label set is new.
 Thread-safe: histograms and counters update under a per-metric lock; in-flight gauges use
 ``itertools.count`` (atomic under the GIL) so entering and leaving a request takes no lock.
 """
@@ -20,6 +24,7 @@ from typing import Literal
 
 __all__ = [
     "DURATION_BUCKETS_MS",
+    "OVERFLOW",
     "Counter",
     "Gauge",
     "Histogram",
@@ -83,6 +88,7 @@ class MetricSnapshot:
 
 class _Metric:
     kind: Kind
+    max_series = 2_000  # label sets kept; observations of further new ones go to OVERFLOW
 
     def __init__(self, name: str, label_names: Sequence[str], unit: str, description: str) -> None:
         self.name = name
@@ -119,7 +125,17 @@ class Counter(_Metric):
     def add(self, labels: Labels, value: float = 1) -> None:
         """Add ``value`` to the label set ``labels``."""
         with self._lock:
-            self._values[labels] = self._values.get(labels, 0) + value
+            values = self._values
+            total = values.get(labels)
+            if total is not None:
+                values[labels] = total + value
+                return
+            if len(values) < self.max_series:
+                values[labels] = value
+                return
+            labels = _overflow(self)
+            values[labels] = values.get(labels, 0) + value
+        _folded(self, 1)
 
     def _points(self) -> dict[Labels, float | HistogramPoint]:
         with self._lock:
@@ -145,8 +161,13 @@ class InFlight(_Metric):
         """One more in progress; call ``next()`` on the returned iterator when it leaves."""
         pair = self._pairs.get(labels)
         if pair is None:
+            folded = False
             with self._lock:
+                if labels not in self._pairs and len(self._pairs) >= self.max_series:
+                    labels, folded = _overflow(self), True
                 pair = self._pairs.setdefault(labels, (itertools.count(1), itertools.count(1)))
+            if folded:
+                _folded(self, 1)
         next(pair[0])
         return pair[1]
 
@@ -230,16 +251,24 @@ class Histogram(_Metric):
         width = len(bounds) + 3
         pending = self._pending
         popleft = pending.popleft
+        folded = 0
         with self._lock:
             data = self._data
             for _ in range(len(pending)):
                 labels, value = popleft()
                 row = data.get(labels)
                 if row is None:
-                    row = data[labels] = [0.0] * width
+                    if len(data) >= self.max_series:
+                        labels = _overflow(self)
+                        folded += 1
+                        row = data.get(labels)
+                    if row is None:
+                        row = data[labels] = [0.0] * width
                 row[bisect_left(bounds, value)] += 1
                 row[-2] += value
                 row[-1] += 1
+        if folded:
+            _folded(self, folded)
 
     def _points(self) -> dict[Labels, float | HistogramPoint]:
         return {k: _point(self.bounds, r) for k, r in self.rows().items()}
@@ -260,6 +289,29 @@ class Histogram(_Metric):
         with self._lock:
             self._pending.clear()
             self._data.clear()
+
+
+OVERFLOW = "_OTHER"  # every label of the series that takes a full metric's new label sets
+_full: set[str] = set()  # metrics whose overflow was logged
+
+
+def _overflow(metric: _Metric) -> Labels:
+    return (OVERFLOW,) * len(metric.label_names)
+
+
+def _folded(metric: _Metric, n: int) -> None:
+    """Count ``n`` observations folded into ``metric``'s overflow series; log it once."""
+    if metric is dropped:  # its reasons are ours, and its own overflow must not recurse
+        return
+    dropped.add((f"series_limit:{metric.name}",), n)
+    if metric.name not in _full:
+        _full.add(metric.name)
+        logging.getLogger("obs_middleware").warning(
+            "obs-middleware: metric %r has %d label sets; new ones are counted under %r",
+            metric.name,
+            metric.max_series,
+            OVERFLOW,
+        )
 
 
 def _point(bounds: tuple[float, ...], row: list[float]) -> HistogramPoint:

@@ -198,7 +198,14 @@ class Span:
         if activate:
             self._token = _current.set(self)
         if events.active:
-            events.dispatch(self.name + ".start", {"span": self})
+            try:
+                events.dispatch(self.name + ".start", {"span": self})
+            except BaseException:
+                # A handler interrupted (KeyboardInterrupt, SystemExit, cancellation; handlers
+                # raising an Exception are detached by dispatch): the caller's ``with`` never
+                # entered, so the span must not stay current for what runs next.
+                self.deactivate()
+                raise
         self.start_ns = clock_ns()
         return self
 
@@ -215,14 +222,16 @@ class Span:
             except ValueError:  # ended in another context (generator, callback)
                 self._restore(token)
         local = self.local
-        if local.deferred is not None and local.root is self:
-            _run_deferred(self, local.deferred)
-        if events.active:
-            events.dispatch(
-                self.name + (".exception" if self.status == "error" else ".stop"),
-                {"span": self, "duration_ms": (self.end_ns - self.start_ns) / 1e6},
-            )
-        on_finish(self)
+        try:
+            if local.deferred is not None and local.root is self:
+                _run_deferred(self, local.deferred)
+            if events.active:
+                events.dispatch(
+                    self.name + (".exception" if self.status == "error" else ".stop"),
+                    {"span": self, "duration_ms": (self.end_ns - self.start_ns) / 1e6},
+                )
+        finally:  # a handler's KeyboardInterrupt or SystemExit goes on once the span is handed over
+            on_finish(self)
 
     def reactivate(self) -> None:
         """Make a started, deactivated span current again (until ``deactivate`` or ``end``)."""
@@ -366,9 +375,11 @@ def emit(event: str, /, *, _parent: Any = _CURRENT, **fields: Any) -> None:
     ``type="event"`` record with ``fields`` as attributes. ``_parent`` ties the event to another
     span than the current one (None: an event outside any trace).
     """
-    if events.active:
-        events.dispatch(event, fields)
-    on_finish(Event(event, fields, _current.get() if _parent is _CURRENT else _parent))
+    try:
+        if events.active:
+            events.dispatch(event, fields)
+    finally:  # as in Span.end: an interrupted handler does not lose the event
+        on_finish(Event(event, fields, _current.get() if _parent is _CURRENT else _parent))
 
 
 def _run_deferred(root: Span, callbacks: list[Callable[[Span], None]]) -> None:

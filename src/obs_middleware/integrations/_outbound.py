@@ -22,7 +22,7 @@ from .._core.context import format_traceparent
 from .._core.metrics import registry
 from .._core.redact import query_keys, scrub
 from .._delivery import EXPORTING
-from ..middleware._http import STATUS_CLASS
+from ..middleware._http import OTHER_METHOD, STATUS_CLASS, other_method
 
 __all__ = ["ClientCall", "client_duration", "suppressed"]
 
@@ -82,7 +82,6 @@ class ClientCall:
     def __init__(
         self, method: str, scheme: str, host: str, port: int | None, *, path: str, query: str
     ) -> None:
-        self.method = method
         self.host = host
         netloc = f"[{host}]" if ":" in host else host
         if port is not None:
@@ -90,14 +89,14 @@ class ClientCall:
         url = f"{scheme}://{netloc}{scrub(path)}"
         if query:
             url = f"{url}?{query_keys(query)}"
-        attrs: dict[str, Any] = {
-            "http.method": method,
-            "server.address": host,
-            "url.full": url,
-        }
+        attrs: dict[str, Any] = {"server.address": host, "url.full": url}
+        if method not in (_setup._config or _setup.current_config()).http.known_method_set:
+            method = other_method(method, attrs)  # a method the caller made up: not a label
+        self.method = attrs["http.method"] = method
         if port is not None:
             attrs["server.port"] = port
-        self.span = _span.Span(f"{method} {host}", attrs, "client").start()
+        verb = "HTTP" if method == OTHER_METHOD else method
+        self.span = _span.Span(f"{verb} {host}", attrs, "client").start()
 
     def headers(self) -> list[tuple[str, str]]:
         """Return the trace headers to add to the request (none for an excluded host)."""

@@ -72,6 +72,7 @@ INTEGRATIONS: tuple[Integration, ...] = (
     Integration("sqlalchemy", "sqlalchemy", "sqlalchemy", ">=2.0,<2.2"),
     Integration("httpx", "httpx", "httpx", ">=0.24,<1"),
     Integration("requests", "requests", "requests", ">=2.28,<3"),
+    Integration("starlette", "starlette", "starlette", ">=0.37,<2"),
     Integration("litestar", "litestar", "litestar", ">=2.8,<3"),
     Integration("openai", "openai", "openai", ">=1.40,<4"),
     Integration("replicate", "replicate", "replicate", ">=1.0,<2"),

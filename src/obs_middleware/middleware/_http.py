@@ -6,17 +6,21 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .._core import redact as _redact
 from .._core.config import HttpOptions
 from .._core.metrics import http_duration
 from .._core.redact import SENSITIVE_HEADERS, scrub
 from .._core.span import Span
 
 __all__ = [
+    "OTHER_METHOD",
     "STATUS_CLASS",
     "captured_headers",
+    "client_text",
     "content_length",
     "finish_request",
     "internal_error",
+    "other_method",
     "span_name",
 ]
 
@@ -25,17 +29,41 @@ STATUS_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 _names: dict[tuple[str, str | None], str] = {}
 _MAX_NAMES = 10_000
 _warned: set[str] = set()
+OTHER_METHOD = "_OTHER"  # OTel's name for a method not in HttpOptions.known_methods
+MAX_TEXT = 1024  # characters kept of a string the client sent, as of an error message
+_SCRUB_MARGIN = 256  # scrubbed past the cut, so a secret across it is still recognised
+# A path of only these cannot hold a secret: every secret pattern needs a separator ("-", "_",
+# "=", ":", "."), an upper-case letter or whitespace. Checking costs less than one anchor search.
+_PLAIN = "/0123456789abcdefghijklmnopqrstuvwxyz"
 
 
 def span_name(method: str, template: str | None) -> str:
-    """``"GET /items/{id}"`` (or ``"GET"`` when no route matched), interned per pair."""
+    """``"GET /items/{id}"`` (or ``"GET"`` when no route matched), interned per pair.
+
+    An unknown method (``_OTHER``) is named ``HTTP``, as OTel names it.
+    """
     key = (method, template)
     name = _names.get(key)
     if name is None:
-        name = f"{method} {template}" if template else method
+        verb = "HTTP" if method == OTHER_METHOD else method
+        name = f"{verb} {template}" if template else verb
         if len(_names) < _MAX_NAMES:  # a framework that reports raw paths must not grow us
             _names[key] = name
     return name
+
+
+def other_method(method: str, attrs: dict[str, Any]) -> str:
+    """Return ``_OTHER`` for an unknown method; its original goes to ``attrs``, bounded."""
+    attrs["http.request.method_original"] = client_text(method)
+    return OTHER_METHOD
+
+
+def client_text(text: str) -> str:
+    """A string the client chose (a method, a path) as recorded: secrets scrubbed, and cut to
+    ``MAX_TEXT`` characters with a marker (the work bounded whatever its length)."""
+    if len(text) <= MAX_TEXT:
+        return scrub(text)
+    return scrub(text[: MAX_TEXT + _SCRUB_MARGIN])[:MAX_TEXT] + "…"
 
 
 def captured_headers(options: HttpOptions, get: Callable[[str], str | None]) -> dict[str, str]:
@@ -72,12 +100,23 @@ def finish_request(  # noqa: PLR0917 - positional on purpose: called once per re
 ) -> None:
     """Name the span after its route, record attributes and metrics, end it (at ``end_ns``: the
     last body chunk, when seen). The span's provisional name is the request method.
+
+    ``url.path`` is bounded and scrubbed unless it is the matched route's own (static) template
+    or plain lower-case letters, digits and slashes.
     """
     method = span.name
     key = (method, template)
     name = _names.get(key)
     span.name = name if name is not None else span_name(method, template)
     attrs = span.attrs
+    path = attrs.get("url.path")
+    if (
+        path is not None
+        and path != template
+        # with user patterns (redact._extra) any text may match: every path is searched
+        and (len(path) > MAX_TEXT or path.lstrip(_PLAIN) or _redact._extra)
+    ):
+        attrs["url.path"] = client_text(path)
     attrs["http.method"] = method
     attrs["http.route"] = template
     attrs["http.status_code"] = status

@@ -8,9 +8,9 @@ from typing import Any
 from .. import _setup
 from .._core import span as _span
 from .._core.config import HttpOptions
-from .._core.context import parse_traceparent, valid_request_id
+from .._core.context import parse_trace_fields, parse_traceparent, valid_request_id
 from .._core.metrics import http_active
-from ._http import captured_headers, content_length, finish_request, internal_error
+from ._http import captured_headers, content_length, finish_request, internal_error, other_method
 from ._routes import route_template
 
 __all__ = ["ObsMiddleware"]
@@ -25,13 +25,18 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 class ObsMiddleware:
     """Trace every HTTP request: ``app.add_middleware(ObsMiddleware)`` (Starlette, FastAPI).
 
+    With ``obs.instrument_all()`` (its Starlette integration) the middleware added so runs outside
+    Starlette's error handling, and the 500 responses that builds carry the correlation id too;
+    without it, wrap the app instead (``app = ObsMiddleware(app)``) for the same.
+
     The span is named ``METHOD <route template>`` once routing has run and records method, route,
     status, request/response body sizes and duration to the last body chunk; the correlation id
     (incoming ``X-Request-ID`` if valid, else the trace id) is echoed on the response; a W3C
     ``traceparent`` continues the caller's trace. Exceptions are recorded (status 500) and
     re-raised. Websocket scopes pass through; on lifespan shutdown the pipeline is flushed. No
-    client IP, query string or credential header is recorded. ``options`` overrides the
-    configured ``HttpOptions`` for this app. Cost: a few µs per request.
+    client IP, query string or credential header is recorded; ``url.path`` is bounded and
+    scrubbed of secrets; a method outside ``HttpOptions.known_methods`` is recorded as ``_OTHER``.
+    ``options`` overrides the configured ``HttpOptions`` for this app. Cost: a few µs per request.
     """
 
     def __init__(self, app: ASGIApp, *, options: HttpOptions | None = None) -> None:
@@ -53,18 +58,21 @@ class ObsMiddleware:
             if path in options.exclude_paths:
                 await self.app(scope, receive, send)
                 return
-            headers = dict(scope["headers"])
+            raw = scope["headers"]
+            headers = dict(raw)
             method = scope["method"]
             traceparent = headers.get(b"traceparent")
+            if traceparent is None:
+                remote = None
+            elif len(headers) == len(raw):  # no field repeated: the one-pass usual case
+                remote = parse_traceparent(traceparent, headers.get(b"tracestate"))
+            else:  # a repeated traceparent is invalid; repeated tracestates are combined
+                remote = parse_trace_fields(raw)
             request_size = content_length(headers.get(b"content-length"))
-            span = _span.Span(
-                method,
-                {"url.path": path},
-                "server",
-                None
-                if traceparent is None
-                else parse_traceparent(traceparent, headers.get(b"tracestate")),
-            ).start()
+            attrs: dict[str, Any] = {"url.path": path}
+            if method not in options.known_method_set:
+                method = other_method(method, attrs)
+            span = _span.Span(method, attrs, "server", remote).start()
             rid_name = options.request_id_header_bytes
             incoming = headers.get(rid_name)
             local = span.local

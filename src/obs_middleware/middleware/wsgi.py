@@ -12,7 +12,7 @@ from .._core import span as _span
 from .._core.config import HttpOptions
 from .._core.context import parse_traceparent, valid_request_id
 from .._core.metrics import http_active
-from ._http import captured_headers, content_length, finish_request, internal_error
+from ._http import captured_headers, content_length, finish_request, internal_error, other_method
 
 __all__ = ["ObsWSGIMiddleware"]
 
@@ -57,7 +57,10 @@ class ObsWSGIMiddleware:
             request_size = content_length(environ.get("CONTENT_LENGTH"))
             rid_key = "HTTP_" + options.request_id_header.upper().replace("-", "_")
             incoming = valid_request_id(_encoded(environ, rid_key))
-            span = _span.Span(method, {"url.path": path}, "server", remote).start()
+            attrs: dict[str, Any] = {"url.path": path}
+            if method not in options.known_method_set:
+                method = other_method(method, attrs)
+            span = _span.Span(method, attrs, "server", remote).start()
             local = span.local
             trace_hex = span.trace_hex
             local.request_id = request_id = incoming or trace_hex
