@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import obs_middleware as obs
 from obs_middleware import _setup
+from obs_middleware._core import redact
 from obs_middleware._core import span as _span
 from obs_middleware._core.config import HttpOptions, RedactionOptions, SamplingOptions
 from obs_middleware._core.context import parse_traceparent, valid_request_id
@@ -149,11 +150,11 @@ async def test_url_path_is_scrubbed(obs_capture: Capture, path: str, recorded: s
     assert obs_capture.spans[0]["url.path"] == recorded
 
 
-@given(st.text(alphabet=_http._PLAIN, max_size=200))
+@given(st.text(alphabet=redact.PLAIN_PATH, max_size=200))
 @settings(database=None)
 def test_a_plain_path_left_unsearched_holds_nothing_the_scrubber_would_remove(path: str) -> None:
     # The fast path's premise: text of lower-case letters, digits and "/" never matches a secret
-    # pattern (a new pattern that could match such text must change _http._PLAIN).
+    # pattern (a new pattern that could match such text must change redact.PLAIN_PATH).
     assert scrub(path) == path
     assert scrub(path.replace("/", "")) == path.replace("/", "")
 
@@ -161,14 +162,14 @@ def test_a_plain_path_left_unsearched_holds_nothing_the_scrubber_would_remove(pa
 async def test_url_path_is_bounded_with_a_marker(obs_capture: Capture) -> None:
     await call(ObsMiddleware(routed(None)), scope_for("/a" * 50_000))
     recorded = obs_capture.spans[0]["url.path"]
-    assert recorded == ("/a" * 50_000)[: _http.MAX_TEXT] + "…"
+    assert recorded == ("/a" * 50_000)[: redact.MAX_MESSAGE] + "…"
 
 
 async def test_a_secret_across_the_cut_is_scrubbed_before_cutting(obs_capture: Capture) -> None:
-    path = "/" + "a" * (_http.MAX_TEXT - 10) + "/sk-" + "k" * 40
+    path = "/" + "a" * (redact.MAX_MESSAGE - 10) + "/sk-" + "k" * 40
     await call(ObsMiddleware(routed(None)), scope_for(path))
     recorded = obs_capture.spans[0]["url.path"]
-    assert "kkk" not in recorded and len(recorded) == _http.MAX_TEXT + 1
+    assert "kkk" not in recorded and len(recorded) == redact.MAX_MESSAGE + 1
 
 
 async def test_user_secret_patterns_apply_to_plain_paths() -> None:
@@ -614,7 +615,7 @@ async def test_original_method_is_scrubbed_and_bounded(obs_capture: Capture) -> 
     await call(app, scope_for(method="X" * 100_000))
     secret, huge = obs_capture.spans
     assert (secret["name"], secret["http.request.method_original"]) == ("HTTP", "[REDACTED]")
-    assert huge["http.request.method_original"] == "X" * _http.MAX_TEXT + "…"
+    assert huge["http.request.method_original"] == "X" * redact.MAX_MESSAGE + "…"
 
 
 async def test_known_methods_can_be_overridden(obs_capture: Capture) -> None:

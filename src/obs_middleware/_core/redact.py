@@ -10,8 +10,11 @@ from .sqltext import strip_literals, strip_message_literals
 
 __all__ = [
     "MAX_MESSAGE",
+    "PLAIN_PATH",
     "PRIVATE",
     "SENSITIVE_HEADERS",
+    "clean_path",
+    "client_text",
     "compile_secret_patterns",
     "error_message",
     "query_keys",
@@ -22,7 +25,11 @@ __all__ = [
 
 PRIVATE = "[PRIVATE]"
 REDACTED = "[REDACTED]"
-MAX_MESSAGE = 1024  # characters of an error message kept
+MAX_MESSAGE = 1024  # characters of an error message (or of other text a client chose) kept
+_SCRUB_MARGIN = 256  # scrubbed past the cut, so a secret across it is still recognised
+# A path of only these cannot hold a secret: every secret pattern needs a separator ("-", "_",
+# "=", ":", "."), an upper-case letter or whitespace. Checking costs less than one anchor search.
+PLAIN_PATH = "/0123456789abcdefghijklmnopqrstuvwxyz"
 # Characters of a message the cleaner reads: bounds its cost. What is kept is the start of the
 # result, far from that cut (a secret cut in half there stays out of it).
 _READ_LIMIT = 16 * MAX_MESSAGE
@@ -319,3 +326,21 @@ def _sqlalchemy_message(text: str) -> str:
     if link is not None and link.start() >= end:
         out += link.group()
     return out
+
+
+def client_text(text: str) -> str:
+    """A string the client chose (a method, a path) as recorded: secrets scrubbed, and cut to
+    ``MAX_MESSAGE`` characters with a marker (the work bounded whatever its length).
+    """
+    if len(text) <= MAX_MESSAGE:
+        return scrub(text)
+    return scrub(text[: MAX_MESSAGE + _SCRUB_MARGIN])[:MAX_MESSAGE] + "…"
+
+
+def clean_path(path: str) -> str:
+    """A URL path as recorded: a plain one (``PLAIN_PATH`` characters) as it is, else as
+    ``client_text``. With user patterns installed any text may match: every path is searched.
+    """
+    if len(path) <= MAX_MESSAGE and not path.lstrip(PLAIN_PATH) and not _extra:
+        return path
+    return client_text(path)

@@ -90,7 +90,7 @@ class ClientCall:
         if query:
             url = f"{url}?{query_keys(query)}"
         attrs: dict[str, Any] = {"server.address": host, "url.full": url}
-        if method not in (_setup._config or _setup.current_config()).http.known_method_set:
+        if method not in _setup.current_config().http.known_method_set:
             method = other_method(method, attrs)  # a method the caller made up: not a label
         self.method = attrs["http.method"] = method
         if port is not None:

@@ -6,17 +6,15 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .._core import redact as _redact
 from .._core.config import HttpOptions
 from .._core.metrics import http_duration
-from .._core.redact import SENSITIVE_HEADERS, scrub
+from .._core.redact import SENSITIVE_HEADERS, clean_path, client_text, scrub
 from .._core.span import Span
 
 __all__ = [
     "OTHER_METHOD",
     "STATUS_CLASS",
     "captured_headers",
-    "client_text",
     "content_length",
     "finish_request",
     "internal_error",
@@ -30,11 +28,6 @@ _names: dict[tuple[str, str | None], str] = {}
 _MAX_NAMES = 10_000
 _warned: set[str] = set()
 OTHER_METHOD = "_OTHER"  # OTel's name for a method not in HttpOptions.known_methods
-MAX_TEXT = 1024  # characters kept of a string the client sent, as of an error message
-_SCRUB_MARGIN = 256  # scrubbed past the cut, so a secret across it is still recognised
-# A path of only these cannot hold a secret: every secret pattern needs a separator ("-", "_",
-# "=", ":", "."), an upper-case letter or whitespace. Checking costs less than one anchor search.
-_PLAIN = "/0123456789abcdefghijklmnopqrstuvwxyz"
 
 
 def span_name(method: str, template: str | None) -> str:
@@ -56,14 +49,6 @@ def other_method(method: str, attrs: dict[str, Any]) -> str:
     """Return ``_OTHER`` for an unknown method; its original goes to ``attrs``, bounded."""
     attrs["http.request.method_original"] = client_text(method)
     return OTHER_METHOD
-
-
-def client_text(text: str) -> str:
-    """A string the client chose (a method, a path) as recorded: secrets scrubbed, and cut to
-    ``MAX_TEXT`` characters with a marker (the work bounded whatever its length)."""
-    if len(text) <= MAX_TEXT:
-        return scrub(text)
-    return scrub(text[: MAX_TEXT + _SCRUB_MARGIN])[:MAX_TEXT] + "…"
 
 
 def captured_headers(options: HttpOptions, get: Callable[[str], str | None]) -> dict[str, str]:
@@ -110,13 +95,8 @@ def finish_request(  # noqa: PLR0917 - positional on purpose: called once per re
     span.name = name if name is not None else span_name(method, template)
     attrs = span.attrs
     path = attrs.get("url.path")
-    if (
-        path is not None
-        and path != template
-        # with user patterns (redact._extra) any text may match: every path is searched
-        and (len(path) > MAX_TEXT or path.lstrip(_PLAIN) or _redact._extra)
-    ):
-        attrs["url.path"] = client_text(path)
+    if path is not None and path != template:
+        attrs["url.path"] = clean_path(path)
     attrs["http.method"] = method
     attrs["http.route"] = template
     attrs["http.status_code"] = status
