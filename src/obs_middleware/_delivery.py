@@ -479,7 +479,8 @@ class Delivery:
             if options.spool_dir
             else None
         )
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # no more waiting on the backend: closed, or exiting
+        self._closed = False
         self._warned = False
         self._exit_failed = False
         _live.add(self)
@@ -502,6 +503,9 @@ class Delivery:
         if failed:
             if spool is not None:
                 self._to_spool(failed)
+            elif _exiting.is_set():  # the batch in flight when the process stopped waiting
+                self._exit_failed = True
+                self._drop("shutdown", failed)
             else:
                 self._drop("breaker_open" if self.breaker.state else "retries_exhausted", failed)
 
@@ -551,6 +555,7 @@ class Delivery:
 
     def close(self) -> None:
         """Stop retrying and seal the spool; no delivery follows."""
+        self._closed = True
         self._stop.set()
         if self.spool is not None:
             self.spool.close()
@@ -569,7 +574,8 @@ class Delivery:
                 self._exit_failed = True
                 self._drop("shutdown", [r for chunk in failed for r in chunk])
 
-    def _timeout(self) -> float:
+    def timeout(self) -> float:
+        """The timeout for a request now: ``timeout_s``, or at most 0.5 s once exiting."""
         if _exiting.is_set() or not threading.main_thread().is_alive():
             return min(self.options.timeout_s, _EXIT_TIMEOUT_S)
         return self.options.timeout_s
@@ -610,7 +616,7 @@ class Delivery:
         """One request (bisecting on "too large"); returns the chunks to retry and Retry-After."""
         token = EXPORTING.set(True)
         try:
-            result = self.send(records, self._timeout())
+            result = self.send(records, self.timeout())
         except (OSError, HTTPException) as exc:  # refused, reset, timed out, malformed reply
             result = Result(Outcome.RETRY, None, f"{type(exc).__name__}: {exc}")
         except Exception:  # our own bug (encoding): retrying or spooling would loop forever
@@ -684,14 +690,20 @@ registry.gauge(
 )
 
 
-def _on_interpreter_exit() -> None:
-    """Stop waiting on backends: runs before ``atexit``, so before the final flush.
+def stop_waiting() -> None:
+    """Stop waiting on backends: the process is shutting down (exit, SIGTERM, ``obs.shutdown()``).
 
-    A request in flight on a hung backend is cut (``interrupt``) so the final flush starts at
-    once, spooling (or counting) instead of waiting out a 5 s timeout.
+    From then on every delivery hands its batches to the spool, or without one makes a single
+    short attempt and counts the rest (``shutdown:<exporter>``). A request in flight on a hung
+    backend is cut (``interrupt``) and a retry backoff is woken, so the batch the worker holds
+    reaches the spool at once instead of after a 5 s timeout. Only the first call interrupts: a
+    short attempt made since must not be cut.
     """
+    if _exiting.is_set():
+        return
     _exiting.set()
     for delivery in list(_live):
+        delivery._stop.set()  # wakes a retry backoff; no further retry of the batch in flight
         if delivery.interrupt is not None:
             try:
                 delivery.interrupt()
@@ -699,7 +711,23 @@ def _on_interpreter_exit() -> None:
                 _log.debug("obs-middleware: interrupting %s failed", delivery.name, exc_info=True)
 
 
-# ``threading`` runs these before the interpreter waits for threads and before ``atexit``.
+def exiting() -> bool:
+    """Tell whether ``stop_waiting()`` was called (and no new configuration followed)."""
+    return _exiting.is_set()
+
+
+def resume() -> None:
+    """Wait on backends again: a new configuration after ``obs.shutdown()`` (tests, restarts)."""
+    if not _exiting.is_set():
+        return
+    _exiting.clear()
+    for delivery in list(_live):
+        if not delivery._closed:
+            delivery._stop.clear()
+
+
+# ``threading`` runs these before the interpreter waits for threads and before ``atexit``, so
+# the final flush starts without waiting on a hung backend.
 _register_atexit = getattr(threading, "_register_atexit", None)
 if _register_atexit is not None:
-    _register_atexit(_on_interpreter_exit)
+    _register_atexit(stop_waiting)
