@@ -313,6 +313,26 @@ def test_stop_waiting_cuts_the_request_in_flight_and_spools_it_and_what_follows(
     assert found == [0, 1, 2, 3, 4]
 
 
+def test_stop_waiting_lets_a_request_being_answered_finish_rather_than_duplicate_it(tmp_path):
+    entered, cut = threading.Event(), threading.Event()
+    received: list[int] = []
+
+    def send(records: Sequence[dict], timeout: float) -> Result:
+        entered.set()
+        time.sleep(0.1)  # a healthy backend answering
+        received.extend(r["i"] for r in records)
+        return Result(Outcome.OK)
+
+    delivery = Delivery("t", send, DeliveryOptions(spool_dir=str(tmp_path)), interrupt=cut.set)
+    worker = deliver_in_worker(delivery, recs(0, 3))
+    assert entered.wait(10)
+    stop_waiting()  # waits for the answer: cut, the batch would be delivered and spooled
+    worker.join(10)
+    assert not cut.is_set()
+    assert received == [0, 1, 2]
+    assert not Spool(str(tmp_path), 1 << 20, 1.0).has_data()
+
+
 def test_stop_waiting_without_spool_counts_the_batch_in_flight_as_shutdown():
     send = Stuck()
     delivery = Delivery("t", send, DeliveryOptions(), interrupt=send.cut.set)

@@ -481,6 +481,9 @@ class Delivery:
         )
         self._stop = threading.Event()  # no more waiting on the backend: closed, or exiting
         self._closed = False
+        self._idle = threading.Event()  # clear while a request is in flight
+        self._idle.set()
+        self._sent_at = 0.0  # when the request in flight started (monotonic)
         self._warned = False
         self._exit_failed = False
         _live.add(self)
@@ -615,6 +618,8 @@ class Delivery:
     def _send_once(self, records: Sequence[Record]) -> tuple[list[Sequence[Record]], float | None]:
         """One request (bisecting on "too large"); returns the chunks to retry and Retry-After."""
         token = EXPORTING.set(True)
+        self._sent_at = time.monotonic()
+        self._idle.clear()
         try:
             result = self.send(records, self.timeout())
         except (OSError, HTTPException) as exc:  # refused, reset, timed out, malformed reply
@@ -625,6 +630,7 @@ class Delivery:
             self._drop("exporter_error", records)
             return [], None
         finally:
+            self._idle.set()
             EXPORTING.reset(token)
         outcome = result.outcome
         if outcome is Outcome.OK:
@@ -694,21 +700,28 @@ def stop_waiting() -> None:
     """Stop waiting on backends: the process is shutting down (exit, SIGTERM, ``obs.shutdown()``).
 
     From then on every delivery hands its batches to the spool, or without one makes a single
-    short attempt and counts the rest (``shutdown:<exporter>``). A request in flight on a hung
-    backend is cut (``interrupt``) and a retry backoff is woken, so the batch the worker holds
-    reaches the spool at once instead of after a 5 s timeout. Only the first call interrupts: a
-    short attempt made since must not be cut.
+    short attempt (0.5 s at most) and counts the rest (``shutdown:<exporter>``). A retry backoff
+    is woken, and a request in flight gets what a short attempt gets: once in flight that long,
+    it is cut (``interrupt``), so the batch the worker holds reaches the spool instead of waiting
+    out a 5 s timeout on a hung backend (cut at once, a request a healthy backend was answering
+    would be delivered and spooled, or counted, too). Only the first call acts.
     """
     if _exiting.is_set():
         return
     _exiting.set()
-    for delivery in list(_live):
+    deliveries = list(_live)
+    for delivery in deliveries:
         delivery._stop.set()  # wakes a retry backoff; no further retry of the batch in flight
-        if delivery.interrupt is not None:
-            try:
-                delivery.interrupt()
-            except Exception:  # never turn a clean exit into a traceback
-                _log.debug("obs-middleware: interrupting %s failed", delivery.name, exc_info=True)
+    for delivery in deliveries:
+        if delivery.interrupt is None or delivery._idle.is_set():
+            continue
+        grace = delivery._sent_at + _EXIT_TIMEOUT_S - time.monotonic()
+        if delivery._idle.wait(max(grace, 0.0)):
+            continue  # answered in time (a request started since is capped at 0.5 s)
+        try:
+            delivery.interrupt()
+        except Exception:  # never turn a clean exit into a traceback
+            _log.debug("obs-middleware: interrupting %s failed", delivery.name, exc_info=True)
 
 
 def exiting() -> bool:

@@ -254,9 +254,9 @@ def shutdown(timeout: float | None = None) -> bool:
     pipeline = _pipeline
     if pipeline is None:
         return True
-    left = _time_left(_shutdown_deadline(timeout))
+    deadline = _shutdown_deadline(timeout)
     _delivery.stop_waiting()
-    return pipeline.shutdown(left)
+    return pipeline.shutdown(_time_left(deadline))
 
 
 def _shutdown_deadline(timeout: float | None = None) -> float:
@@ -376,6 +376,6 @@ def _sigterm_handler(previous: Any) -> Any:
 def _drain_for_exit() -> None:
     pipeline = _pipeline
     if pipeline is not None:
-        left = _time_left(_shutdown_deadline())
+        deadline = _shutdown_deadline()
         _delivery.stop_waiting()
-        pipeline.drain(left)
+        pipeline.drain(_time_left(deadline))
