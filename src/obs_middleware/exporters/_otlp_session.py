@@ -7,7 +7,7 @@ failure (no answer, or an HTTP error status) is raised to it as final, and our d
 retries, opens its breaker, spools, and stops waiting at shutdown. ``quiet_sdk_logs`` keeps the
 SDK's loggers silent about our own exports (failures are counted, and warned about once, by us).
 
-Each request's timeout is capped at ``limit`` (the delivery layer's timeout, shorter at exit), and
+Each request's timeout is capped by the exporter's (the delivery layer's, shorter at exit), and
 ``abort_all()`` cuts the requests in flight from another thread.
 """
 
@@ -18,6 +18,7 @@ import logging
 import os
 import socket
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -64,18 +65,18 @@ class _Adapter(HTTPAdapter):
 
 
 class OtlpSession(requests.Session):
-    """One request per SDK export call, its timeout capped at ``limit`` seconds."""
+    """One request per SDK export call, its timeout capped at ``limit()`` seconds."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: Callable[[], float]) -> None:
         super().__init__()
-        self.limit = float("inf")
+        self.limit = limit
         adapter = _Adapter()
         self.mount("http://", adapter)
         self.mount("https://", adapter)
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         """Send ``request``; raise ``Unanswered`` on any failure, so the SDK does not retry."""
-        limit = self.limit
+        limit = self.limit()
         timeout = kwargs.get("timeout")
         kwargs["timeout"] = limit if not isinstance(timeout, (int, float)) else min(timeout, limit)
         try:

@@ -25,7 +25,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -226,8 +226,8 @@ class _LastResponse:
         self.retry_after = response.headers.get("retry-after")
 
 
-def _session(hook: _LastResponse) -> OtlpSession:
-    session = OtlpSession()
+def _session(hook: _LastResponse, timeout: Callable[[], float]) -> OtlpSession:
+    session = OtlpSession(timeout)
     session.hooks["response"].append(hook)
     session.headers["User-Agent"] = f"obs-middleware/{__version__}"
     return session
@@ -266,20 +266,18 @@ class OTLPExporter:
         ).rstrip("/")
         self.endpoint = base
         self._response = _LastResponse()
-        self._span_session = _session(self._response)
         self._spans = OTLPSpanExporter(
             endpoint=f"{base}/v1/traces",
             headers=dict(headers or {}),
             timeout=timeout_s,
-            session=self._span_session,
+            session=_session(self._response, self._request_timeout),
         )
-        self._metric_session = _session(_LastResponse())
         self._metrics = (
             OTLPMetricExporter(
                 endpoint=f"{base}/v1/metrics",
                 headers=dict(headers or {}),
                 timeout=timeout_s,
-                session=self._metric_session,
+                session=_session(_LastResponse(), self._request_timeout),
             )
             if metrics
             else None
@@ -330,7 +328,6 @@ class OTLPExporter:
         if not spans:
             return Result(Outcome.OK)
         self._response.status = None
-        self._span_session.limit = timeout
         token = otel_context.attach(
             otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True)
         )
@@ -374,13 +371,12 @@ class OTLPExporter:
         if self._metrics is None or not self.delivery.breaker.allow():
             return False
         data = self.metrics_data()
-        self._metric_session.limit = timeout = self.delivery.timeout()
         token = otel_context.attach(
             otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True)
         )
         exporting = EXPORTING.set(True)
         try:
-            ok = self._metrics.export(data, timeout_millis=timeout * 1000)
+            ok = self._metrics.export(data, timeout_millis=self.timeout_s * 1000)
         except Exception:  # metrics are cumulative: the next export carries them
             ok = MetricExportResult.FAILURE
         finally:
@@ -390,6 +386,10 @@ class OTLPExporter:
             self._metrics_warned = True
             _log.warning("obs-middleware: OTLP metrics export to %s failed", self.endpoint)
         return ok is MetricExportResult.SUCCESS
+
+    def _request_timeout(self) -> float:
+        # Shorter once the process stops waiting on backends (see ``Delivery.timeout``).
+        return min(self.timeout_s, self.delivery.timeout())
 
     def flush(self) -> None:
         """Replay the spool, send the metrics."""
