@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from obs_middleware import _setup
+from obs_middleware import _delivery, _setup
 from obs_middleware._core import events
 from obs_middleware._core import span as _span
 from obs_middleware._core.config import Config, PipelineOptions
@@ -61,3 +63,60 @@ def handlers() -> Iterator[Callable[..., None]]:
     for handler_id in ids:
         with contextlib.suppress(Exception):
             events.detach(handler_id)
+
+
+class HungBackend:
+    """A loopback HTTP backend that reads every request and never answers (a hung collector)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.received = threading.Event()  # set once a request's first bytes arrived
+        self._connections: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            self._connections.append(conn)
+            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while conn.recv(65536):
+                self.received.set()
+
+    def close(self) -> None:
+        self.listener.close()
+        for conn in self._connections:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+
+@pytest.fixture
+def hung_backend() -> Iterator[HungBackend]:
+    """A backend that accepts requests and never answers; closed at teardown."""
+    backend = HungBackend()
+    yield backend
+    backend.close()
+
+
+@pytest.fixture
+def closed_port() -> Iterator[str]:
+    """The URL of a loopback port where nothing listens (connections are refused at once).
+
+    The port stays bound, without listening, for the test: no other process can take it.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.fixture(autouse=True)
+def _backends_waited_on_again() -> Iterator[None]:
+    """A test that stopped waiting on backends (``obs.shutdown()``) does not leak it."""
+    yield
+    _delivery.resume()

@@ -6,6 +6,8 @@ import dataclasses
 import enum
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Sequence
 
 import orjson
@@ -23,6 +25,7 @@ from obs_middleware._delivery import (
     classify_status,
     dumps_json,
     encode_records,
+    stop_waiting,
     valid_text,
 )
 
@@ -271,6 +274,95 @@ def test_flush_replays_the_spool(tmp_path):
     assert backend.received == []
     delivery.flush()
     assert backend.received == [0, 1, 2, 3, 4]
+
+
+class Stuck:
+    """A ``send`` that hangs until interrupted (a request on a hung backend), then fails."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.cut = threading.Event()
+        self.calls = 0
+
+    def __call__(self, records: Sequence[dict], timeout: float) -> Result:
+        self.calls += 1
+        self.entered.set()
+        if not self.cut.wait(30):
+            raise AssertionError("never interrupted")
+        raise ConnectionResetError("cut")
+
+
+def deliver_in_worker(delivery: Delivery, records: list[dict]) -> threading.Thread:
+    thread = threading.Thread(target=delivery.deliver, args=(records,), daemon=True)
+    thread.start()
+    return thread
+
+
+def test_stop_waiting_cuts_the_request_in_flight_and_spools_it_and_what_follows(tmp_path):
+    send = Stuck()
+    delivery = Delivery("t", send, DeliveryOptions(spool_dir=str(tmp_path)), interrupt=send.cut.set)
+    worker = deliver_in_worker(delivery, recs(0, 3))
+    assert send.entered.wait(10)
+    stop_waiting()
+    worker.join(10)
+    assert not worker.is_alive()
+    delivery.deliver(recs(3, 2))  # after the stop: straight to disk, no request
+    delivery.close()
+    assert send.calls == 1
+    assert metric("obs.dropped") == {}
+    spool, found = Spool(str(tmp_path), 1 << 20, 1.0), []
+    for batch in spool.batches():
+        found.extend(r["i"] for r in batch)
+        spool.ack()
+    assert found == [0, 1, 2, 3, 4]
+
+
+def test_stop_waiting_lets_a_request_being_answered_finish_rather_than_duplicate_it(tmp_path):
+    entered, cut = threading.Event(), threading.Event()
+    received: list[int] = []
+
+    def send(records: Sequence[dict], timeout: float) -> Result:
+        entered.set()
+        time.sleep(0.1)  # a healthy backend answering
+        received.extend(r["i"] for r in records)
+        return Result(Outcome.OK)
+
+    delivery = Delivery("t", send, DeliveryOptions(spool_dir=str(tmp_path)), interrupt=cut.set)
+    worker = deliver_in_worker(delivery, recs(0, 3))
+    assert entered.wait(10)
+    stop_waiting()  # waits for the answer: cut, the batch would be delivered and spooled
+    worker.join(10)
+    assert not cut.is_set()
+    assert received == [0, 1, 2]
+    assert not Spool(str(tmp_path), 1 << 20, 1.0).has_data()
+
+
+def test_stop_waiting_without_spool_counts_the_batch_in_flight_as_shutdown():
+    send = Stuck()
+    delivery = Delivery("t", send, DeliveryOptions(), interrupt=send.cut.set)
+    worker = deliver_in_worker(delivery, recs(0, 3))
+    assert send.entered.wait(10)
+    stop_waiting()
+    worker.join(10)
+    delivery.deliver(recs(3, 2))  # the backend failed at exit: no second attempt
+    assert send.calls == 1
+    assert metric("obs.dropped") == {("shutdown:t",): 5}
+
+
+def test_stop_waiting_wakes_a_retry_backoff():
+    backend = Backend(*([Result(Outcome.RETRY, 3.0, "HTTP 503")] * 5))  # Retry-After: 3 s
+    options = DeliveryOptions(retry_budget_s=30, breaker_failures=10)
+    delivery = Delivery("t", backend, options)
+    worker = deliver_in_worker(delivery, recs(0, 2))
+    deadline = time.monotonic() + 10
+    while not metric("obs.exporter.retries") and time.monotonic() < deadline:
+        time.sleep(0.01)  # the worker now sleeps before its retry
+    started = time.monotonic()
+    stop_waiting()
+    worker.join(10)
+    assert time.monotonic() - started < 2.0  # not the 3 s Retry-After
+    assert backend.calls == 1
+    assert metric("obs.dropped") == {("shutdown:t",): 2}
 
 
 def test_spool_survives_a_restart(tmp_path):

@@ -182,7 +182,7 @@ def test_an_exporter_with_export_spans_gets_the_finished_spans_and_no_records(
     assert len(taking.items) == 5 and len(memory.records) == 2 and built == [2]
 
 
-def test_shutdown_with_blocked_exporter_returns_false_within_its_deadline(
+def test_shutdown_with_blocked_exporter_returns_at_its_deadline_counting_queue_and_batch(
     configured: Configure, blocking: BlockingExporter
 ) -> None:
     configured(exporters=[blocking])
@@ -194,7 +194,26 @@ def test_shutdown_with_blocked_exporter_returns_false_within_its_deadline(
     assert obs.shutdown(deadline) is False
     elapsed = time.monotonic() - started
     assert elapsed < deadline + 1.0  # a correctness bound (never hangs), not a benchmark
-    assert dropped() == {("shutdown_timeout",): 2}
+    # The two queued and the one stuck in export(): the process may end before it returns.
+    assert dropped() == {("shutdown_timeout",): 3}
+    assert not _setup._pipeline or not _setup._pipeline.queue
+
+
+def test_drain_counts_what_its_deadline_leaves_and_keeps_the_pipeline_open(
+    configured: Configure, blocking: BlockingExporter
+) -> None:
+    configured(exporters=[blocking])
+    spans(1)
+    assert blocking.entered.wait(5)
+    spans(2)
+    pipeline = _setup._pipeline
+    assert pipeline is not None
+    assert pipeline.drain(0.2) is False
+    assert pipeline.drain(0.2) is False  # the stuck batch is counted once
+    assert dropped() == {("shutdown_timeout",): 3}
+    spans(1)  # a server still finishing requests: accepted, not "closed"
+    assert dropped() == {("shutdown_timeout",): 3}
+    assert len(pipeline.queue) == 1
 
 
 def test_flush_with_blocked_exporter_returns_false_at_timeout(

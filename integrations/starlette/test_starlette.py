@@ -317,9 +317,9 @@ def test_lifespan_passes_through_and_flushes_on_shutdown(
     obs_capture: Capture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     events: list[str] = []
-    flushes: list[float] = []
-    real_flush = _setup.flush
-    monkeypatch.setattr(_setup, "flush", lambda t: flushes.append(t) or real_flush(t))
+    flushes: list[bool] = []
+    real_stopping = _setup.server_stopping
+    monkeypatch.setattr(_setup, "server_stopping", lambda: flushes.append(real_stopping()))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict]:
@@ -335,7 +335,7 @@ def test_lifespan_passes_through_and_flushes_on_shutdown(
     with TestClient(app) as tc:
         assert tc.get("/state").text == "True"
     assert events == ["startup", "shutdown"]
-    assert flushes == [2.0]
+    assert flushes == [True]  # flushed, within the shutdown deadline
     assert obs_capture.names() == ["GET /state"]
 
 

@@ -517,7 +517,11 @@ class Delivery:
             if options.spool_dir
             else None
         )
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # no more waiting on the backend: closed, or exiting
+        self._closed = False
+        self._idle = threading.Event()  # clear while a request is in flight
+        self._idle.set()
+        self._sent_at = 0.0  # when the request in flight started (monotonic)
         self._warned = False
         self._exit_failed = False
         _live.add(self)
@@ -540,6 +544,9 @@ class Delivery:
         if failed:
             if spool is not None:
                 self._to_spool(failed)
+            elif _exiting.is_set():  # the batch in flight when the process stopped waiting
+                self._exit_failed = True
+                self._drop("shutdown", failed)
             else:
                 self._drop("breaker_open" if self.breaker.state else "retries_exhausted", failed)
 
@@ -589,6 +596,7 @@ class Delivery:
 
     def close(self) -> None:
         """Stop retrying and seal the spool; no delivery follows."""
+        self._closed = True
         self._stop.set()
         if self.spool is not None:
             self.spool.close()
@@ -607,7 +615,8 @@ class Delivery:
                 self._exit_failed = True
                 self._drop("shutdown", [r for chunk in failed for r in chunk])
 
-    def _timeout(self) -> float:
+    def timeout(self) -> float:
+        """The timeout for a request now: ``timeout_s``, or at most 0.5 s once exiting."""
         if _exiting.is_set() or not threading.main_thread().is_alive():
             return min(self.options.timeout_s, _EXIT_TIMEOUT_S)
         return self.options.timeout_s
@@ -647,8 +656,10 @@ class Delivery:
     def _send_once(self, records: Sequence[Record]) -> tuple[list[Sequence[Record]], float | None]:
         """One request (bisecting on "too large"); returns the chunks to retry and Retry-After."""
         token = EXPORTING.set(True)
+        self._sent_at = time.monotonic()
+        self._idle.clear()
         try:
-            result = self.send(records, self._timeout())
+            result = self.send(records, self.timeout())
         except (OSError, HTTPException) as exc:  # refused, reset, timed out, malformed reply
             result = Result(Outcome.RETRY, None, f"{type(exc).__name__}: {exc}")
         except Exception:  # our own bug (encoding): retrying or spooling would loop forever
@@ -657,6 +668,7 @@ class Delivery:
             self._drop("exporter_error", records)
             return [], None
         finally:
+            self._idle.set()
             EXPORTING.reset(token)
         outcome = result.outcome
         if outcome is Outcome.OK:
@@ -722,22 +734,51 @@ registry.gauge(
 )
 
 
-def _on_interpreter_exit() -> None:
-    """Stop waiting on backends: runs before ``atexit``, so before the final flush.
+def stop_waiting() -> None:
+    """Stop waiting on backends: the process is shutting down (exit, SIGTERM, ``obs.shutdown()``).
 
-    A request in flight on a hung backend is cut (``interrupt``) so the final flush starts at
-    once, spooling (or counting) instead of waiting out a 5 s timeout.
+    From then on every delivery hands its batches to the spool, or without one makes a single
+    short attempt (0.5 s at most) and counts the rest (``shutdown:<exporter>``). A retry backoff
+    is woken, and a request in flight gets what a short attempt gets: once in flight that long,
+    it is cut (``interrupt``), so the batch the worker holds reaches the spool instead of waiting
+    out a 5 s timeout on a hung backend (cut at once, a request a healthy backend was answering
+    would be delivered and spooled, or counted, too). Only the first call acts.
     """
+    if _exiting.is_set():
+        return
     _exiting.set()
+    deliveries = list(_live)
+    for delivery in deliveries:
+        delivery._stop.set()  # wakes a retry backoff; no further retry of the batch in flight
+    for delivery in deliveries:
+        if delivery.interrupt is None or delivery._idle.is_set():
+            continue
+        grace = delivery._sent_at + _EXIT_TIMEOUT_S - time.monotonic()
+        if delivery._idle.wait(max(grace, 0.0)):
+            continue  # answered in time (a request started since is capped at 0.5 s)
+        try:
+            delivery.interrupt()
+        except Exception:  # never turn a clean exit into a traceback
+            _log.debug("obs-middleware: interrupting %s failed", delivery.name, exc_info=True)
+
+
+def exiting() -> bool:
+    """Tell whether ``stop_waiting()`` was called (and no new configuration followed)."""
+    return _exiting.is_set()
+
+
+def resume() -> None:
+    """Wait on backends again: a new configuration after ``obs.shutdown()`` (tests, restarts)."""
+    if not _exiting.is_set():
+        return
+    _exiting.clear()
     for delivery in list(_live):
-        if delivery.interrupt is not None:
-            try:
-                delivery.interrupt()
-            except Exception:  # never turn a clean exit into a traceback
-                _log.debug("obs-middleware: interrupting %s failed", delivery.name, exc_info=True)
+        if not delivery._closed:
+            delivery._stop.clear()
 
 
-# ``threading`` runs these before the interpreter waits for threads and before ``atexit``.
+# ``threading`` runs these before the interpreter waits for threads and before ``atexit``, so
+# the final flush starts without waiting on a hung backend.
 _register_atexit = getattr(threading, "_register_atexit", None)
 if _register_atexit is not None:
-    _register_atexit(_on_interpreter_exit)
+    _register_atexit(stop_waiting)

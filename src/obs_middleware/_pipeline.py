@@ -4,9 +4,10 @@ The request thread only appends to a deque (drop-newest when full, counted). The
 lazily on the first record and again after ``fork()``, converts each batch to records once and
 hands them to every exporter; an exporter with ``export_spans`` (the column stores) gets the
 finished spans instead and builds its own rows, and with only such exporters no record is built.
-``flush(timeout)`` waits for what was queued before the call; ``shutdown(timeout)`` flushes under
-a hard deadline and never hangs the process: the worker is a daemon thread, so an exporter stuck
-on a dead backend cannot block exit.
+``flush(timeout)`` waits for what was queued before the call; ``drain(timeout)`` and
+``shutdown(timeout)`` flush under a hard deadline and never hang the process: the worker is a
+daemon thread, so an exporter stuck on a dead backend cannot block exit, and what is still queued
+or in flight at the deadline is counted (``shutdown_timeout``), never lost silently.
 """
 
 from __future__ import annotations
@@ -84,6 +85,9 @@ class Pipeline:
         self.interval_s = interval_s
         self._failed_once: set[str] = set()
         self._closed = False
+        # The batch the worker is exporting, and the last one counted as lost at a deadline.
+        self._inflight: list[Span | Event] | None = None
+        self._counted: list[Span | Event] | None = None
         # Cleared in place after fork (never replaced): the sampling hook holds a reference.
         self.queue: deque[Span | Event] = deque()
         self._reset_threading()
@@ -177,6 +181,7 @@ class Pipeline:
         while queue:
             n = min(len(queue), self.batch_size)
             batch = [popleft() for _ in range(n)]
+            self._inflight = batch
             records = to_records(batch, self.resource) if self._records else []
             for exporter, export_spans in self._routes:
                 try:
@@ -187,6 +192,7 @@ class Pipeline:
                 except Exception:
                     dropped.add((f"exporter_error:{exporter.name}",), n)
                     self._log_once(exporter.name, "export")
+            self._inflight = None
 
     def _call_exporters(self, method: str) -> None:
         for exporter in self.exporters:
@@ -225,8 +231,22 @@ class Pipeline:
                 self._cond.wait(left)
         return True
 
+    def drain(self, timeout: float) -> bool:
+        """Flush within ``timeout`` (s); then count and drop what is still queued or in flight.
+
+        For a process about to end that keeps its pipeline open (a server finishing requests after
+        SIGTERM): nothing is left behind uncounted, whichever hook turns out to be the last.
+        """
+        if self.flush(timeout):
+            return True
+        self._count_leftovers()
+        return False
+
     def shutdown(self, timeout: float = 2.0) -> bool:
-        """Flush, then shut the exporters down, within ``timeout`` seconds. Idempotent."""
+        """Flush, then shut the exporters down, within ``timeout`` seconds. Idempotent.
+
+        What is still queued or in flight at the deadline is counted as ``shutdown_timeout``.
+        """
         if self._closed:
             return True
         deadline = time.monotonic() + timeout
@@ -242,12 +262,29 @@ class Pipeline:
         if thread is not None and thread is not threading.current_thread():
             thread.join(max(deadline - time.monotonic(), 0))
             if thread.is_alive():
-                left = len(self.queue)
-                if left:
-                    dropped.add(("shutdown_timeout",), left)
+                self._count_leftovers()
                 _log.warning("obs-middleware: export did not finish within %.1fs", timeout)
                 return False
         return True
+
+    def _count_leftovers(self) -> None:
+        # Taken out of the queue one by one: the worker may still be taking its own; each record
+        # is either exported by it or counted here. A batch stuck in an exporter is counted once
+        # (the process may end before it returns).
+        left = 0
+        queue = self.queue
+        while queue:
+            try:
+                queue.popleft()
+            except IndexError:
+                break
+            left += 1
+        batch = self._inflight
+        if batch is not None and batch is not self._counted:
+            self._counted = batch
+            left += len(batch)
+        if left:
+            dropped.add(("shutdown_timeout",), left)
 
     def _alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()

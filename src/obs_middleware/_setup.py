@@ -2,6 +2,12 @@
 
 Until ``configure()`` is called, the first finished span configures from ``OBS_*`` variables and
 defaults (console exporter on a TTY, JSON lines on stdout otherwise).
+
+Shutdown has one deadline (``PipelineOptions.shutdown_timeout_s``), however many hooks run: the
+first to start (ASGI lifespan shutdown, ``shutdown()``, SIGTERM, interpreter exit) fixes it, the
+later ones get what is left. Each stops waiting on backends (``_delivery.stop_waiting``: requests
+in flight are cut, batches go to the spool, or get one short attempt) and counts what the deadline
+leaves (``shutdown_timeout``).
 """
 
 from __future__ import annotations
@@ -13,12 +19,14 @@ import os
 import signal
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
+from . import _delivery
 from ._core import span as _span
 from ._core.config import (
     Config,
@@ -44,6 +52,7 @@ _lock = threading.RLock()
 _config: Config | None = None
 _pipeline: Pipeline | None = None
 _hooks_installed = False
+_deadline: float | None = None  # monotonic; fixed by the first shutdown hook to run
 
 
 def _exporter_from_spec(spec: Any) -> Exporter:
@@ -156,6 +165,7 @@ def activate(config: Config) -> Pipeline | None:
     with _lock:
         old = _pipeline
         _config, _pipeline = config, new
+        _running()
         compile_secret_patterns(config.redaction.extra_patterns)
         _span.sample_threshold = head_threshold(config.sampling.ratio)
         _span.on_finish = make_finisher(new.submitter(), config.sampling)
@@ -168,6 +178,7 @@ def restore(config: Config | None, pipeline: Pipeline | None) -> None:
     global _config, _pipeline
     with _lock:
         _config, _pipeline = config, pipeline
+        _running()
         if config is None or pipeline is None:
             _span.on_finish = _first_use
             _span.sample_threshold = head_threshold(1.0)
@@ -232,15 +243,70 @@ def flush(timeout: float = 5.0) -> bool:
 
 
 def shutdown(timeout: float | None = None) -> bool:
-    """Flush and close the exporters within ``timeout`` (default: the configured deadline).
+    """Export what is queued and close the exporters within ``timeout`` (default: the configured
+    deadline, or what is left of it when shutdown already began).
 
-    Called at exit and on SIGTERM; later spans are dropped and counted as ``closed``.
+    Backends are no longer waited on: a request in flight is cut, and what is queued goes to the
+    exporters' disk spool when they have one, else gets one short attempt; what remains at the
+    deadline is counted in ``obs.dropped``. Called at exit and on SIGTERM; later spans are dropped
+    and counted as ``closed``.
     """
     pipeline = _pipeline
     if pipeline is None:
         return True
-    deadline = timeout if timeout is not None else current_config().pipeline.shutdown_timeout_s
-    return pipeline.shutdown(deadline)
+    deadline = _shutdown_deadline(timeout)
+    _delivery.stop_waiting()
+    return pipeline.shutdown(_time_left(deadline))
+
+
+def _shutdown_deadline(timeout: float | None = None) -> float:
+    """The shutdown deadline, fixed by the first hook to ask; an explicit ``timeout`` may shorten
+    it for its caller."""
+    global _deadline
+    now = time.monotonic()
+    with _lock:
+        if _deadline is None:
+            limit = current_config().pipeline.shutdown_timeout_s if timeout is None else timeout
+            _deadline = now + limit
+        deadline = _deadline
+    return deadline if timeout is None else min(deadline, now + timeout)
+
+
+def _time_left(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 0.0)
+
+
+def _running() -> None:
+    """The process serves again (a new configuration, a server starting): no shutdown under way."""
+    global _deadline
+    _deadline = None
+    _delivery.resume()
+
+
+def server_started() -> None:
+    """An ASGI server started this app (lifespan startup): an earlier lifespan shutdown did not
+    end the process (a test client, a restarted server), so its deadline no longer applies."""
+    global _deadline
+    if not _delivery.exiting():
+        _deadline = None
+
+
+def server_stopping() -> bool:
+    """The ASGI lifespan shutdown's flush, within the shutdown deadline; False if it ran out.
+
+    After SIGTERM reached us this may be the last hook (uvicorn then re-raises SIGTERM with the
+    default action): what the deadline leaves is counted. Otherwise a later hook follows (exit,
+    or SIGTERM re-raised to our handler) and finishes the job: the flush stops early enough to
+    leave it a quarter of the deadline, time to cut a stuck request and spool the rest.
+    """
+    pipeline = _pipeline
+    if pipeline is None:
+        return True
+    left = _time_left(_shutdown_deadline())
+    if _delivery.exiting():
+        return pipeline.drain(left)
+    reserve = current_config().pipeline.shutdown_timeout_s / 4
+    return pipeline.flush(max(left - reserve, 0.0))
 
 
 def set_user(user_id: object, tier: str | None = None) -> None:
@@ -291,15 +357,25 @@ def _at_exit() -> None:
 
 def _sigterm_handler(previous: Any) -> Any:
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        if callable(previous):
-            # The server (gunicorn, uvicorn) stops gracefully and may still finish requests.
+        if previous == signal.SIG_IGN:  # the process keeps running: a flush, no shutdown
             flush(current_config().pipeline.shutdown_timeout_s)
+        elif callable(previous):
+            # The server (gunicorn, uvicorn) stops gracefully and may still finish requests: the
+            # pipeline stays open, and this drain may be the last chance (uvicorn re-raises
+            # SIGTERM with the default action after its lifespan shutdown, skipping ``atexit``).
+            _drain_for_exit()
             previous(signum, frame)
-        elif previous == signal.SIG_IGN:
-            flush(current_config().pipeline.shutdown_timeout_s)
         else:
             shutdown()
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
 
     return on_sigterm
+
+
+def _drain_for_exit() -> None:
+    pipeline = _pipeline
+    if pipeline is not None:
+        deadline = _shutdown_deadline()
+        _delivery.stop_waiting()
+        pipeline.drain(_time_left(deadline))

@@ -6,10 +6,13 @@ classes; the real peer (rotel → Phoenix) is in integrations/otlp.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
@@ -19,7 +22,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 import obs_middleware as obs
 from obs_middleware import _setup
 from obs_middleware._core.metrics import http_duration, registry
-from obs_middleware._delivery import DeliveryOptions
+from obs_middleware._delivery import DeliveryOptions, Spool, stop_waiting
 from obs_middleware.exporters.otlp import OTLPExporter, to_otel_spans
 
 
@@ -181,3 +184,58 @@ def test_spec_resolution():
     exporter = _setup.build_config(exporters=["otlp:http://127.0.0.1:4318/"]).exporters[0]
     assert isinstance(exporter, OTLPExporter)
     assert exporter.endpoint == "http://127.0.0.1:4318"
+
+
+def test_flush_with_the_collector_down_returns_promptly_and_counts_every_span(
+    configured, closed_port
+):
+    configured(exporters=[OTLPExporter(closed_port)])
+    for _ in range(3):
+        with obs.span("s"):
+            pass
+        started = time.monotonic()
+        assert obs.flush(10)
+        # Promptly (see OTLPExporter): one round of our retries, never the SDK's 1 s, 2 s, 4 s
+        # backoffs nor a 5 s timeout. The bound is loose for a loaded machine.
+        assert time.monotonic() - started < 1.5
+    drops = registry.snapshot()["obs.dropped"].points
+    assert sum(v for (reason,), v in drops.items() if reason.endswith(":otlp")) == 3
+
+
+def test_the_sdk_logs_nothing_about_our_failed_exports_but_still_about_its_own(
+    closed_port, caplog, obs_capture
+):
+    records = trace(obs_capture)
+    caplog.set_level(logging.DEBUG)
+    exporter = OTLPExporter(closed_port)
+    exporter.export(records)
+    exporter.flush()
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("opentelemetry")] == []
+    ours = [r for r in caplog.records if r.name == "obs_middleware"]
+    assert len([r for r in ours if "further failures counted" in r.getMessage()]) == 1
+    # Someone else's use of the SDK exporter logs as the SDK means it to.
+    OTLPSpanExporter(endpoint=closed_port + "/v1/traces", timeout=0.2).export([])
+    assert any(r.name.startswith("opentelemetry") for r in caplog.records)
+
+
+def test_stop_waiting_cuts_a_request_in_flight_on_a_hung_collector_and_spools_it(
+    hung_backend, tmp_path, obs_capture
+):
+    records = trace(obs_capture)
+    exporter = OTLPExporter(
+        hung_backend.url, metrics=False, delivery=DeliveryOptions(spool_dir=str(tmp_path))
+    )
+    worker = threading.Thread(target=exporter.export, args=(records,), daemon=True)
+    worker.start()
+    assert hung_backend.received.wait(10)
+    started = time.monotonic()
+    stop_waiting()
+    worker.join(10)
+    assert time.monotonic() - started < 1.0  # cut, not the 5 s request timeout waited out
+    exporter.shutdown()
+    spool = Spool(str(tmp_path), 1 << 20, 1.0)
+    found = []
+    for batch in spool.batches():
+        found.extend(batch)
+        spool.ack()
+    assert found == records

@@ -304,8 +304,9 @@ async def test_websocket_scope_passes_through_untouched(obs_capture: Capture) ->
 async def test_lifespan_messages_pass_through_unchanged_and_flush_on_shutdown(
     obs_capture: Capture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    flushed: list[float] = []
-    monkeypatch.setattr(_setup, "flush", lambda timeout: flushed.append(timeout) or True)
+    calls: list[str] = []
+    monkeypatch.setattr(_setup, "server_started", lambda: calls.append("started"))
+    monkeypatch.setattr(_setup, "server_stopping", lambda: calls.append("stopping") or True)
     incoming = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
     sent: list[Message] = []
 
@@ -313,8 +314,9 @@ async def test_lifespan_messages_pass_through_unchanged_and_flush_on_shutdown(
         assert scope == {"type": "lifespan", "asgi": {"version": "3.0"}}
         await receive()
         await send({"type": "lifespan.startup.complete"})
+        assert calls == ["started"]
         await receive()
-        assert flushed == []
+        assert calls == ["started"]
         await send({"type": "lifespan.shutdown.complete"})
 
     async def receive() -> Message:
@@ -325,7 +327,7 @@ async def test_lifespan_messages_pass_through_unchanged_and_flush_on_shutdown(
 
     await ObsMiddleware(app)({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send)
     assert sent == [{"type": "lifespan.startup.complete"}, {"type": "lifespan.shutdown.complete"}]
-    assert flushed == [2.0]
+    assert calls == ["started", "stopping"]
     assert obs_capture.records == []
 
 

@@ -51,8 +51,10 @@ class PipelineOptions:
 
     ``queue_size``: records buffered before new ones are dropped (counted in ``obs.dropped``).
     ``batch_size``/``interval_s``: a batch is exported when this many are queued or this often.
-    ``shutdown_timeout_s``: hard deadline for the final flush at exit or SIGTERM.
-    ``flush_on_sigterm``: chain a SIGTERM handler that flushes before the previous handler runs.
+    ``shutdown_timeout_s``: one hard deadline for the whole shutdown, however many hooks run
+    (ASGI lifespan shutdown, SIGTERM, ``obs.shutdown()``, exit): the first fixes it.
+    ``flush_on_sigterm``: chain a SIGTERM handler that hands what is queued to the exporters (their
+    spool, or one short attempt) before the previous handler runs.
     """
 
     queue_size: int = 20_000

@@ -137,6 +137,7 @@ class HttpTransport:
         Used when the process exits: the final flush must not wait on a hung backend.
         """
         self._cap = _ABORTED_TIMEOUT_S
+        self._reused = False  # the cut request must not look like a stale keep-alive: no retry
         conn = self._conn
         sock = conn.sock if conn is not None else None
         if sock is not None:

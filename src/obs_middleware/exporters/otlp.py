@@ -3,8 +3,10 @@
 Records are converted, on the export thread, into the OpenTelemetry SDK's own ``ReadableSpan``
 objects and handed to the official ``OTLPSpanExporter`` (protobuf encoding and HTTP are the SDK's);
 the metrics core's snapshot becomes SDK ``MetricsData`` for ``OTLPMetricExporter`` (cumulative
-sums, gauges and explicit-bucket histograms, names and units as in the core). Our delivery layer
-adds the circuit breaker and the optional disk spool; the SDK exporter retries within its timeout.
+sums, gauges and explicit-bucket histograms, names and units as in the core). The SDK exporters
+post through our session (``_otlp_session``): one request per export, its timeout ours; our
+delivery layer retries, adds the circuit breaker and the optional disk spool, and stops waiting at
+shutdown.
 
 Mapping: ids, parent links, kind, start/end, ``ok``/``error`` status (other statuses, such as
 ``content_violation``, are UNSET with ``obs.status``), span events, the error as an ``exception``
@@ -23,8 +25,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -60,6 +61,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from .._core.metrics import HistogramPoint, MetricSnapshot, registry
 from .._delivery import (
+    EXPORTING,
     Delivery,
     DeliveryOptions,
     Outcome,
@@ -72,6 +74,7 @@ from .._delivery import (
 from .._record import Record
 from .._record import Resource as RecordResource
 from .._version import __version__
+from ._otlp_session import OtlpSession, Unanswered, abort_all, quiet_sdk_logs
 
 __all__ = ["OTLPExporter", "to_otel_spans"]
 
@@ -233,8 +236,8 @@ class _LastResponse:
         self.retry_after = response.headers.get("retry-after")
 
 
-def _session(hook: _LastResponse) -> requests.Session:
-    session = requests.Session()
+def _session(hook: _LastResponse, timeout: Callable[[], float]) -> OtlpSession:
+    session = OtlpSession(timeout)
     session.hooks["response"].append(hook)
     session.headers["User-Agent"] = f"obs-middleware/{__version__}"
     return session
@@ -246,9 +249,13 @@ class OTLPExporter:
     ``endpoint``: the collector's base URL (default ``OTEL_EXPORTER_OTLP_ENDPOINT``, else
     ``http://localhost:4318``); ``/v1/traces`` and ``/v1/metrics`` are appended. ``headers``:
     e.g. an API key for a hosted backend. ``resource_attributes``: added to the resource (a
-    worker or machine id, …). ``metrics=False`` sends spans only. ``timeout_s``: per export call,
-    SDK retries included. Delivery (breaker, spool) follows ``delivery`` or the ``OBS_*``
-    variables.
+    worker or machine id, …). ``metrics=False`` sends spans only. ``timeout_s``: per request.
+    Delivery (retry, breaker, spool) follows ``delivery`` or the ``OBS_*`` variables.
+
+    With the collector down (connections refused), ``obs.flush()`` returns promptly: a batch
+    costs one round of delivery retries (``backoff_s``, doubling, ``max_attempts``), and nothing
+    once the breaker is open; never a request timeout. Failures are counted in ``obs.dropped``
+    and warned about once; the SDK's own loggers stay quiet about our exports.
     """
 
     name = "otlp"
@@ -273,18 +280,19 @@ class OTLPExporter:
             endpoint=f"{base}/v1/traces",
             headers=dict(headers or {}),
             timeout=timeout_s,
-            session=_session(self._response),
+            session=_session(self._response, self._request_timeout),
         )
         self._metrics = (
             OTLPMetricExporter(
                 endpoint=f"{base}/v1/metrics",
                 headers=dict(headers or {}),
                 timeout=timeout_s,
-                session=_session(_LastResponse()),
+                session=_session(_LastResponse(), self._request_timeout),
             )
             if metrics
             else None
         )
+        quiet_sdk_logs(OTLPSpanExporter, OTLPMetricExporter)
         self.metrics_interval_s = metrics_interval_s
         self.timeout_s = timeout_s
         self.extra_resource = dict(resource_attributes or {})
@@ -295,9 +303,8 @@ class OTLPExporter:
         self._start_ns = time.time_ns()
         self._metrics_sent = time.monotonic()
         self._metrics_warned = False
-        # The SDK exporter retries within ``timeout_s`` itself: one attempt per batch from us.
-        options = delivery or replace(DeliveryOptions.from_env(self.name), max_attempts=1)
-        self.delivery = Delivery(self.name, self.send, options)
+        options = delivery or DeliveryOptions.from_env(self.name)
+        self.delivery = Delivery(self.name, self.send, options, interrupt=abort_all)
 
     # -- resource --------------------------------------------------------------------------------
     def bind(self, resource: RecordResource) -> None:
@@ -336,6 +343,8 @@ class OTLPExporter:
         )
         try:
             result = self._spans.export(spans)
+        except Unanswered:  # older SDKs let the session's error through: the status says more
+            result = SpanExportResult.FAILURE
         finally:
             otel_context.detach(token)
         if result is SpanExportResult.SUCCESS:
@@ -375,16 +384,22 @@ class OTLPExporter:
         token = otel_context.attach(
             otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True)
         )
+        exporting = EXPORTING.set(True)
         try:
             ok = self._metrics.export(data, timeout_millis=self.timeout_s * 1000)
         except Exception:  # metrics are cumulative: the next export carries them
             ok = MetricExportResult.FAILURE
         finally:
+            EXPORTING.reset(exporting)
             otel_context.detach(token)
         if ok is not MetricExportResult.SUCCESS and not self._metrics_warned:
             self._metrics_warned = True
             _log.warning("obs-middleware: OTLP metrics export to %s failed", self.endpoint)
         return ok is MetricExportResult.SUCCESS
+
+    def _request_timeout(self) -> float:
+        # Shorter once the process stops waiting on backends (see ``Delivery.timeout``).
+        return min(self.timeout_s, self.delivery.timeout())
 
     def flush(self) -> None:
         """Replay the spool, send the metrics."""

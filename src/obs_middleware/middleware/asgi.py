@@ -137,14 +137,18 @@ def _latin1(value: bytes | None) -> str | None:
 
 
 def _flush_on_shutdown(send: Send) -> Send:
-    """Forward lifespan messages unchanged; flush telemetry before shutdown completes."""
+    """Forward lifespan messages unchanged; flush telemetry before shutdown completes (within the
+    process's one shutdown deadline, see ``_setup``)."""
 
     async def lifespan_send(message: Message) -> None:
-        if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-            try:
-                _setup.flush(_setup.current_config().pipeline.shutdown_timeout_s)
-            except Exception:
-                internal_error("lifespan flush")
+        kind = message["type"]
+        try:
+            if kind in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                _setup.server_stopping()
+            elif kind == "lifespan.startup.complete":
+                _setup.server_started()
+        except Exception:
+            internal_error("lifespan flush")
         await send(message)
 
     return lifespan_send

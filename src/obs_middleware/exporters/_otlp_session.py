@@ -1,0 +1,131 @@
+"""The ``requests`` session the OTel SDK's OTLP exporters post through (``session=``, their seam).
+
+Left to itself the SDK retries a refused or unanswered request with 1 s, 2 s, 4 s backoffs until
+its timeout, blind to our breaker and to shutdown, and logs every retry: ``obs.flush()`` against a
+closed port took 5 s per call. Through this session it makes exactly one request per export: any
+failure (no answer, or an HTTP error status) is raised to it as final, and our delivery layer
+retries, opens its breaker, spools, and stops waiting at shutdown. ``quiet_sdk_logs`` keeps the
+SDK's loggers silent about our own exports (failures are counted, and warned about once, by us).
+
+Each request's timeout is capped by the exporter's (the delivery layer's, shorter at exit), and
+``abort_all()`` cuts the requests in flight from another thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from .._delivery import EXPORTING
+
+__all__ = ["OtlpSession", "Unanswered", "abort_all", "quiet_sdk_logs"]
+
+# Every connection our sessions opened in this process: ``abort_all`` shuts their sockets down.
+_open: weakref.WeakSet[HTTPConnection] = weakref.WeakSet()
+
+
+class Unanswered(OSError):
+    """A request that failed (raised to the SDK as final; older SDKs let it through to us)."""
+
+
+class _Connection(HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        _open.add(self)
+
+
+class _TLSConnection(HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _open.add(self)
+
+
+class _Pool(HTTPConnectionPool):
+    ConnectionCls = _Connection
+
+
+class _TLSPool(HTTPSConnectionPool):
+    ConnectionCls = _TLSConnection
+
+
+class _Adapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _Pool, "https": _TLSPool}
+
+
+class OtlpSession(requests.Session):
+    """One request per SDK export call, its timeout capped at ``limit()`` seconds."""
+
+    def __init__(self, limit: Callable[[], float]) -> None:
+        super().__init__()
+        self.limit = limit
+        adapter = _Adapter()
+        self.mount("http://", adapter)
+        self.mount("https://", adapter)
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        """Send ``request``; raise ``Unanswered`` on any failure, so the SDK does not retry."""
+        limit = self.limit()
+        timeout = kwargs.get("timeout")
+        kwargs["timeout"] = limit if not isinstance(timeout, (int, float)) else min(timeout, limit)
+        try:
+            response = super().send(request, **kwargs)
+        except requests.RequestException as exc:  # refused, reset, timed out
+            raise Unanswered(f"{type(exc).__name__}: {exc}") from exc
+        if response.status_code >= 400:
+            raise Unanswered(f"HTTP {response.status_code}")
+        return response
+
+
+def abort_all() -> None:
+    """Cut every OTLP request in flight in this process (from another thread).
+
+    Called when the process stops waiting on backends (shutdown).
+    """
+    for connection in list(_open):
+        sock = connection.sock
+        if sock is not None:
+            # ``socket.shutdown`` of the plain socket: ``SSLSocket.shutdown`` would also drop its
+            # TLS state under the reading thread's feet.
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _OurExports(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not EXPORTING.get()
+
+
+_quiet = _OurExports()
+
+
+def quiet_sdk_logs(*exporter_types: type) -> None:
+    """Silence the loggers of these SDK exporters (and their HTTP client) during our exports.
+
+    The user's own use of the same exporters still logs as usual.
+    """
+    names = {t.__module__ for t in exporter_types} | {"opentelemetry.exporter.otlp.common.http"}
+    for name in names:
+        logger = logging.getLogger(name)
+        if _quiet not in logger.filters:
+            logger.addFilter(_quiet)
+
+
+def _after_fork_in_child() -> None:
+    # The parent's connections are not ours to cut: shutting an inherited socket down would cut
+    # the parent's request too.
+    _open.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
