@@ -422,7 +422,11 @@ def test_uvicorn_workers_share_a_port_without_dying_one_serving_and_one_warning(
     metrics = free_port()
     with Workers(tmp_path, f"prometheus:{metrics}") as workers:
         workers.both_answered()
-        assert requests_total(scrape(f"http://127.0.0.1:{metrics}/metrics")) > 0
+        # A request is counted just after its response went out: the scrape may come first.
+        deadline = time.monotonic() + 10
+        while not requests_total(scrape(f"http://127.0.0.1:{metrics}/metrics")):
+            assert time.monotonic() < deadline, "the serving worker counted no request"
+            time.sleep(0.05)
         time.sleep(1.0)  # a dying worker would be gone, or respawned, by now
         workers.assert_alive()
         text = workers.text()
