@@ -30,7 +30,14 @@ _log = logging.getLogger("obs_middleware")
 
 
 class Exporter(Protocol):
-    """What the pipeline calls, always from its worker thread."""
+    """What the pipeline calls, always from its worker thread.
+
+    Optionally also ``after_fork()``, called in a forked child (from the thread that forked,
+    before any export there) when the exporter holds per-process state: it drops the parent's
+    connections, open files and buffered records (the parent still delivers those) without
+    sending or writing anything, so the child starts clean. It must not block; an error it
+    raises is logged once and does not stop the child.
+    """
 
     name: str
 
@@ -253,8 +260,16 @@ class Pipeline:
         return self._thread is not None and self._thread.is_alive()
 
     def _after_fork_in_child(self) -> None:
-        # The parent exports what it queued; the child starts empty with its own worker.
+        # The parent exports what it queued; the child starts empty with its own worker, and
+        # each exporter lets go of the parent's connections, files and buffers.
         self._reset_threading()
+        for exporter in self.exporters:
+            after_fork = getattr(exporter, "after_fork", None)
+            if after_fork is not None:
+                try:
+                    after_fork()
+                except Exception:
+                    self._log_once(exporter.name, "reset after fork")
 
 
 _pipelines: weakref.WeakSet[Pipeline] = weakref.WeakSet()

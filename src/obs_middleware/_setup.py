@@ -302,3 +302,11 @@ def _sigterm_handler(previous: Any) -> Any:
             os.kill(os.getpid(), signal.SIGTERM)
 
     return on_sigterm
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.RLock()  # the parent's may be held by a thread the child lacks
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

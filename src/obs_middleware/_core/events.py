@@ -8,6 +8,7 @@ emitters pay one module attribute read (``events.active``).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -65,3 +66,11 @@ def dispatch(event: str, fields: dict[str, Any]) -> None:
                 _log.exception(
                     "obs-middleware: handler %r raised on %r and was detached", handler_id, event
                 )
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # the parent's may be held by a thread the child lacks
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

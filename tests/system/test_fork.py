@@ -1,0 +1,389 @@
+"""``os.fork()`` under load: no child deadlocks, no record exported twice, no loss left uncounted.
+
+The parent runs threads that finish spans and update metrics and one that reads metric
+snapshots, all in loops, and forks several children while they run. Each child finishes its own
+spans, flushes and leaves with ``os._exit``. Across parent and children, for each exporter:
+every child exits in time, every span id is exported at most once, and the spans exported plus
+those counted in ``obs.dropped`` are exactly the spans produced.
+"""
+
+from __future__ import annotations
+
+import collections
+import faulthandler
+import json
+import os
+import signal
+import sqlite3
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+import obs_middleware as obs
+from obs_middleware import _setup
+from obs_middleware._core import cost, events
+from obs_middleware._core.config import Config, PipelineOptions, PricingOptions
+from obs_middleware._core.metrics import http_active, http_duration, registry
+from obs_middleware.exporters import MemoryExporter
+from obs_middleware.testing.emulators.tinybird import TinybirdEmulator
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+Configure = Callable[..., Config]
+
+CHILD_TIMEOUT_S = 30.0  # generous: a child needs well under a second when nothing blocks it
+CHILDREN = 5
+CHILD_SPANS = 300
+PRODUCERS = 4
+
+
+# -- forking ---------------------------------------------------------------------------------------
+def fork(body: Callable[[], None]) -> int:
+    """Fork; the child runs ``body`` and exits 0, or 1 if it raised (traceback on stderr).
+
+    A child that ``wait_all`` finds stuck prints every thread's stack on stderr (SIGUSR1).
+    """
+    faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
+    try:
+        with warnings.catch_warnings():  # Python 3.12+ warns about forking a threaded process
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+    finally:
+        if pid:
+            faulthandler.unregister(signal.SIGUSR1)
+    if pid:
+        return pid
+    code = 1
+    try:
+        body()
+        code = 0
+    except BaseException:
+        import traceback  # noqa: PLC0415 - the child only
+
+        traceback.print_exc(file=sys.__stderr__)
+    finally:
+        os._exit(code)
+
+
+def wait_all(pids: list[int], timeout: float = CHILD_TIMEOUT_S) -> dict[int, int | None]:
+    """Exit code of each child; None for a child still running after ``timeout`` (killed)."""
+    deadline = time.monotonic() + timeout
+    codes: dict[int, int | None] = {}
+    waiting = set(pids)
+    while waiting and time.monotonic() < deadline:
+        for pid in list(waiting):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                codes[pid] = os.waitstatus_to_exitcode(status)
+                waiting.discard(pid)
+        time.sleep(0.01)
+    for pid in waiting:
+        os.kill(pid, signal.SIGUSR1)  # where it is stuck, on stderr (see ``fork``)
+        time.sleep(0.5)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        codes[pid] = None
+    return codes
+
+
+# -- load ------------------------------------------------------------------------------------------
+class Load:
+    """Threads finishing spans and updating metrics, and one reading snapshots, until stopped."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.ids: list[list[int]] = [[] for _ in range(PRODUCERS)]
+        self.threads = [threading.Thread(target=self._produce, args=(ids,)) for ids in self.ids]
+        self.threads.append(threading.Thread(target=self._read))
+        self.work = registry.counter("test.fork.work", ("process",))
+
+    def __enter__(self) -> Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(30)
+
+    def _produce(self, ids: list[int]) -> None:
+        n = 0
+        while not self.stop.is_set():
+            leave = http_active.enter(("GET",))
+            with obs.span("load") as span:
+                self.work.add(("parent",))
+                http_duration.record(("GET", "/load", "2xx"), 1.0)
+            next(leave)
+            ids.append(span.span_id)
+            n += 1
+            if n % 5 == 0:
+                time.sleep(0.001)  # a busy service, not a benchmark: leave CPU to the children
+
+    def _read(self) -> None:
+        while not self.stop.is_set():
+            registry.snapshot()
+
+    def produced(self) -> list[int]:
+        return [i for ids in self.ids for i in ids]
+
+
+def child_work(report: Path, local_ids: Callable[[], list[int]] | None) -> None:
+    """A child's life: finish spans and update metrics, flush, write what it did to ``report``."""
+    ids = []
+    work = registry.counter("test.fork.work", ("process",))
+    for i in range(CHILD_SPANS):
+        with obs.span("child") as span:
+            work.add(("child",))
+            http_duration.record(("GET", "/child", "2xx"), 1.0)
+        ids.append(span.span_id)
+        if i % 50 == 0:
+            registry.snapshot()
+    flushed = obs.flush(20)
+    snap = registry.snapshot()
+    report.write_bytes(
+        orjson.dumps(
+            {
+                "ids": ids,
+                "flushed": flushed,
+                "dropped": sum(snap["obs.dropped"].points.values()),
+                "work": {k[0]: v for k, v in snap["test.fork.work"].points.items()},
+                "routes": sorted(k[1] for k in snap["http.server.duration"].points),
+                "local": local_ids() if local_ids is not None else [],
+            }
+        )
+    )
+
+
+# -- sinks: where each exporter's records land -----------------------------------------------------
+class Receiver:
+    """A loopback HTTP collector recording the span ids of every request ``decode`` accepts."""
+
+    def __init__(self, decode: Callable[[str, bytes], list[int]]) -> None:
+        self.ids: list[int] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                try:
+                    ids = decode(self.path, body)
+                    status = 200
+                except Exception:  # a torn or interleaved body: refused, as a collector would
+                    ids, status = [], 400
+                with receiver.lock:
+                    receiver.ids.extend(ids)
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _json_ids(path: str, body: bytes) -> list[int]:
+    return [int(rec["span_id"], 16) for rec in json.loads(body)]
+
+
+def _otlp_ids(path: str, body: bytes) -> list[int]:
+    if path != "/v1/traces":
+        return []  # metrics
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: PLC0415
+        ExportTraceServiceRequest,
+    )
+
+    request = ExportTraceServiceRequest.FromString(body)
+    return [
+        int.from_bytes(span.span_id, "big")
+        for rs in request.resource_spans
+        for ss in rs.scope_spans
+        for span in ss.spans
+    ]
+
+
+class Sink:
+    """One exporter under test: what to configure, and the span ids that reached its backend."""
+
+    def __init__(
+        self,
+        exporter: Any,
+        exported: Callable[[], list[int]],
+        local: Callable[[], list[int]] | None = None,
+    ) -> None:
+        self.exporter = exporter
+        self.exported = exported
+        self.local = local  # ids a process keeps to itself (memory): reported by each child
+
+
+@pytest.fixture(params=["jsonl", "http", "sqlite", "tinybird", "memory", "otlp"])
+def sink(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sink]:
+    kind = request.param
+    if kind == "jsonl":
+        path = tmp_path / "out.jsonl"
+
+        def lines() -> list[int]:
+            text = path.read_text() if path.exists() else ""
+            return [int(json.loads(line)["span_id"], 16) for line in text.splitlines()]
+
+        yield Sink(f"jsonl:{path}", lines)
+    elif kind == "sqlite":
+        db = tmp_path / "obs.db"
+
+        def rows() -> list[int]:
+            with sqlite3.connect(db) as conn:
+                return [int(r[0], 16) for r in conn.execute("SELECT span_id FROM records")]
+
+        yield Sink(f"sqlite:{db}", rows)
+    elif kind == "memory":
+        memory = MemoryExporter()
+
+        def records() -> list[int]:
+            return [int(rec["span_id"], 16) for rec in memory.records]
+
+        yield Sink(memory, lambda: [], records)
+    elif kind == "tinybird":
+        from obs_middleware.exporters.tinybird import TinybirdExporter  # noqa: PLC0415
+
+        with TinybirdEmulator() as tb:
+            exporter = TinybirdExporter(token="test-token", host=tb.url)
+            yield Sink(exporter, lambda: [int(r["span_id"], 16) for r in tb.rows("obs_events")])
+    else:
+        receiver = Receiver(_otlp_ids if kind == "otlp" else _json_ids)
+        try:
+            if kind == "otlp":
+                pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
+            yield Sink(f"{kind}:{receiver.url}", lambda: list(receiver.ids))
+        finally:
+            receiver.close()
+
+
+def test_forking_under_load_never_deadlocks_duplicates_or_loses_uncounted(
+    configured: Configure, sink: Sink, tmp_path: Path
+) -> None:
+    configured(
+        exporters=[sink.exporter],
+        pipeline=PipelineOptions(interval_s=0.05, flush_on_sigterm=False),
+    )
+    pids: list[int] = []
+    reports: dict[int, Path] = {}
+    with Load() as load:
+        time.sleep(0.2)  # the export worker is busy before the first fork
+        for k in range(CHILDREN):
+            report = tmp_path / f"child-{k}.json"
+            pid = fork(lambda report=report: child_work(report, sink.local))  # type: ignore[misc]
+            pids.append(pid)
+            reports[pid] = report
+            time.sleep(0.1)
+        codes = wait_all(pids)
+    assert obs.flush(30)
+
+    stuck = [pid for pid, code in codes.items() if code is None]
+    assert not stuck, f"{len(stuck)} of {CHILDREN} children deadlocked"
+    assert all(code == 0 for code in codes.values()), f"children failed: {codes}"
+    children = [orjson.loads(reports[pid].read_bytes()) for pid in pids]
+    assert all(child["flushed"] for child in children)
+    # A child counts only its own work: the parent's values stay the parent's.
+    assert all(child["work"] == {"child": CHILD_SPANS} for child in children)
+    assert all(child["routes"] == ["/child"] for child in children)
+
+    produced = load.produced() + [i for child in children for i in child["ids"]]
+    assert len(set(produced)) == len(produced)  # distinct ids in every process
+    exported = collections.Counter(sink.exported())
+    if sink.local is not None:
+        exported.update(sink.local())
+        for child in children:
+            exported.update(child["local"])
+    twice = {i: n for i, n in exported.items() if n > 1}
+    assert not twice, f"{len(twice)} spans exported more than once"
+    assert set(exported) <= set(produced)
+    dropped = sum(registry.snapshot()["obs.dropped"].points.values())
+    dropped += sum(child["dropped"] for child in children)
+    assert len(exported) + dropped == len(produced), (
+        f"{len(produced) - len(exported) - dropped} spans lost without a count"
+    )
+
+
+# -- locks a request thread can hold ---------------------------------------------------------------
+def _hold(locks: list[Any]) -> Callable[[], None]:
+    """Hold ``locks`` in another thread until the returned function is called."""
+    held, release = threading.Event(), threading.Event()
+
+    def body() -> None:
+        for lock in locks:
+            lock.acquire()
+        held.set()
+        release.wait(60)
+        for lock in reversed(locks):
+            lock.release()
+
+    thread = threading.Thread(target=body, daemon=True)
+    thread.start()
+    assert held.wait(10)
+
+    def done() -> None:
+        release.set()
+        thread.join(10)
+
+    return done
+
+
+def test_a_child_forked_while_other_threads_hold_every_core_lock_runs_normally(
+    configured: Configure,
+) -> None:
+    memory = MemoryExporter()
+    configured(exporters=[memory])
+    counter = registry.counter("test.fork.locked", ("k",))
+    counter.add(("parent",))
+    with obs.span("parent.before"):
+        pass
+    assert obs.flush(5)
+    locks = [
+        counter._lock,
+        http_duration._lock,
+        registry._lock,
+        events._lock,
+        cost._lock,
+        _setup._lock,
+        memory._lock,
+    ]
+    release = _hold(locks)
+
+    def child() -> None:
+        counter.add(("child",))
+        http_duration.record(("GET", "/child", "2xx"), 1.0)
+        assert registry.snapshot()["test.fork.locked"].points == {("child",): 1}
+        events.attach("test.fork", "child.", lambda name, fields: None)
+        events.detach("test.fork")
+        cost.table(PricingOptions(prices={"models": {}}))
+        _setup.activate(_setup.current_config())  # takes the configuration lock
+        with obs.span("child.work"):
+            pass
+        assert obs.flush(10)
+        assert [r["name"] for r in memory.records] == ["child.work"]
+
+    try:
+        codes = wait_all([fork(child)])
+    finally:
+        release()
+    assert list(codes.values()) == [0], "the child deadlocked" if None in codes.values() else ""
+    assert registry.snapshot()["test.fork.locked"].points == {("parent",): 1}
