@@ -14,6 +14,7 @@ import faulthandler
 import json
 import os
 import signal
+import socket
 import sqlite3
 import sys
 import threading
@@ -166,10 +167,14 @@ def child_work(report: Path, local_ids: Callable[[], list[int]] | None) -> None:
 
 # -- sinks: where each exporter's records land -----------------------------------------------------
 class Receiver:
-    """A loopback HTTP collector recording the span ids of every request ``decode`` accepts."""
+    """A loopback HTTP collector recording the span ids of every request ``decode`` accepts,
+    with the path and the client port (one port, one connection) of each request. While
+    ``down`` is set it answers 503.
+    """
 
     def __init__(self, decode: Callable[[str, bytes], list[int]]) -> None:
-        self.ids: list[int] = []
+        self.requests: list[tuple[str, int, list[int]]] = []
+        self.down = threading.Event()
         self.lock = threading.Lock()
         receiver = self
 
@@ -180,11 +185,13 @@ class Receiver:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 try:
                     ids = decode(self.path, body)
-                    status = 200
+                    status = 503 if receiver.down.is_set() else 200
                 except Exception:  # a torn or interleaved body: refused, as a collector would
                     ids, status = [], 400
+                if status != 200:
+                    ids = []
                 with receiver.lock:
-                    receiver.ids.extend(ids)
+                    receiver.requests.append((self.path, self.client_address[1], ids))
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -196,6 +203,10 @@ class Receiver:
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def ids(self) -> list[int]:
+        with self.lock:
+            return [i for _, _, ids in self.requests for i in ids]
 
     def close(self) -> None:
         self.server.shutdown()
@@ -273,7 +284,7 @@ def sink(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sink]:
         try:
             if kind == "otlp":
                 pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
-            yield Sink(f"{kind}:{receiver.url}", lambda: list(receiver.ids))
+            yield Sink(f"{kind}:{receiver.url}", receiver.ids)
         finally:
             receiver.close()
 
@@ -391,3 +402,298 @@ def test_a_child_forked_while_other_threads_hold_every_core_lock_runs_normally(
         release()
     assert list(codes.values()) == [0], "the child deadlocked" if None in codes.values() else ""
     assert registry.snapshot()["test.fork.locked"].points == {("parent",): 1}
+
+
+# -- what each exporter holds at the fork ----------------------------------------------------------
+def test_a_child_never_writes_the_parents_buffered_jsonl_records_again(
+    configured: Configure, tmp_path: Path
+) -> None:
+    path = tmp_path / "out.jsonl"
+    seen = MemoryExporter()  # exports after jsonl: once it has the batch, jsonl wrote it
+    configured(exporters=[f"jsonl:{path}", seen])
+    for _ in range(10):
+        with obs.span("parent"):
+            pass
+    deadline = time.monotonic() + 10
+    while len(seen.records) < 10 and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    codes = wait_all([fork(lambda: None if obs.flush(10) else sys.exit(1)) for _ in range(3)])
+    assert list(codes.values()) == [0, 0, 0]
+    assert obs.flush(10)
+    written = len(path.read_text().splitlines())
+    assert written == 10, f"{written} records for 10 spans"
+
+
+class HoldingCollector:
+    """A loopback collector that answers the first request's headers, then holds its body until
+    ``release`` is set; records each request's span names by client port (one port, one
+    connection).
+    """
+
+    def __init__(self) -> None:
+        self.holding, self.release = threading.Event(), threading.Event()
+        self.batches: dict[int, list[list[str]]] = collections.defaultdict(list)
+        collector = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                names = [rec["name"] for rec in json.loads(body)]
+                collector.batches[self.client_address[1]].append(names)
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                if not collector.holding.is_set():
+                    self.wfile.flush()
+                    collector.holding.set()
+                    collector.release.wait(30)
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_child_opens_its_own_http_connection_while_the_parent_reads_a_response(
+    configured: Configure,
+) -> None:
+    collector = HoldingCollector()
+    try:
+        configured(exporters=[f"http:{collector.url}"])
+        with obs.span("parent.first"):
+            pass
+        assert collector.holding.wait(10)  # the parent's worker is reading the answer's body
+
+        def child() -> None:
+            with obs.span("child.work"):
+                pass
+            assert obs.flush(10)
+            assert sum(registry.snapshot()["obs.dropped"].points.values()) == 0
+
+        codes = wait_all([fork(child)])
+        collector.release.set()
+        with obs.span("parent.second"):
+            pass
+        assert obs.flush(10)
+    finally:
+        collector.close()
+    assert list(codes.values()) == [0]
+    # The parent kept its connection; the child's batch came on a connection of its own.
+    assert sorted(collector.batches.values()) == [
+        [["child.work"]],
+        [["parent.first"], ["parent.second"]],
+    ]
+
+
+def test_a_child_never_takes_the_parents_pooled_otlp_connection(
+    configured: Configure,
+) -> None:
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
+    receiver = Receiver(_otlp_ids)
+    try:
+        configured(exporters=[f"otlp:{receiver.url}"])
+        with obs.span("parent.first"):
+            pass
+        assert obs.flush(10)  # the parent's connection now waits, idle, in its pool
+
+        def child() -> None:
+            with obs.span("child.work"):
+                pass
+            assert obs.flush(10)
+
+        codes = wait_all([fork(child)])
+        with obs.span("parent.second"):
+            pass
+        assert obs.flush(10)
+    finally:
+        receiver.close()
+    assert list(codes.values()) == [0]
+    parent_first, child_work, parent_second = (
+        port for path, port, _ in receiver.requests if path == "/v1/traces"
+    )
+    assert parent_second == parent_first  # the parent keeps its connection
+    assert child_work != parent_first  # the child's request came on a connection of its own
+    assert len(receiver.ids()) == 3
+
+
+class Blocker:
+    """An attribute whose text takes a while: the store's transaction is open meanwhile."""
+
+    def __init__(self) -> None:
+        self.inside = threading.Event()
+
+    def __str__(self) -> str:
+        self.inside.set()
+        time.sleep(0.5)
+        return "slow"
+
+
+def test_a_child_forked_during_a_sqlite_transaction_writes_to_the_store(
+    configured: Configure, tmp_path: Path
+) -> None:
+    db = tmp_path / "obs.db"
+    configured(exporters=[f"sqlite:{db}"])
+    with obs.span("parent.first"):
+        pass
+    blocker = Blocker()
+    with obs.span("parent.slow", value=blocker):
+        pass
+    assert blocker.inside.wait(10)  # the worker inserted the first row and holds the write lock
+
+    def child() -> None:
+        with obs.span("child.work"):
+            pass
+        assert obs.flush(10)
+        assert sum(registry.snapshot()["obs.dropped"].points.values()) == 0
+
+    codes = wait_all([fork(child)])
+    assert obs.flush(10)
+    assert list(codes.values()) == [0]
+    with sqlite3.connect(db) as conn:
+        names = sorted(r[0] for r in conn.execute("SELECT name FROM records"))
+    assert names == ["child.work", "parent.first", "parent.slow"]
+
+
+class FdStream:
+    """A text stream writing straight to a descriptor: no buffer for a child to inherit."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def write(self, text: str) -> int:
+        return os.write(self.fd, text.encode())
+
+    def flush(self) -> None:
+        pass
+
+
+def test_a_child_never_prints_the_traces_the_parents_console_holds(
+    configured: Configure, tmp_path: Path
+) -> None:
+    from obs_middleware.exporters.console import ConsoleExporter  # noqa: PLC0415
+
+    out = tmp_path / "console.txt"
+    seen = MemoryExporter()
+    configured(exporters=[ConsoleExporter(FdStream(out)), seen])  # type: ignore[arg-type]
+    with obs.span("parent.root"):
+        with obs.span("parent.held"):
+            pass
+        deadline = time.monotonic() + 10  # the child span is exported, held until its root
+        while not seen.records and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+        codes = wait_all([fork(lambda: None if obs.flush(10) else sys.exit(1))])
+    assert obs.flush(10)
+    assert list(codes.values()) == [0]
+    assert out.read_text().count("parent.held") == 1
+
+
+def test_a_child_leaves_the_prometheus_port_to_the_parent(configured: Configure) -> None:
+    pytest.importorskip("prometheus_client")
+    from obs_middleware.exporters.prometheus import PrometheusExporter  # noqa: PLC0415
+
+    exporter = PrometheusExporter(0, addr="127.0.0.1")
+    port = exporter.port
+    configured(exporters=[exporter])
+    ready_r, ready_w = os.pipe()
+    exit_r, exit_w = os.pipe()
+
+    def child() -> None:  # lives on (a worker) while the parent lets the port go
+        os.write(ready_w, b"x")
+        os.read(exit_r, 1)
+
+    pid = fork(child)
+    try:
+        assert os.read(ready_r, 1) == b"x"
+        exporter.shutdown()
+        deadline = time.monotonic() + 10
+        while True:  # the port is free once the parent's server closed: no child holds it
+            try:
+                socket.create_server(("127.0.0.1", port)).close()  # type: ignore[arg-type]
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "a child still holds the metrics port"
+                time.sleep(0.05)
+    finally:
+        os.write(exit_w, b"x")
+        codes = wait_all([pid])
+        for fd in (ready_r, ready_w, exit_r, exit_w):
+            os.close(fd)
+    assert list(codes.values()) == [0]
+
+
+def test_parent_and_child_spool_apart_and_every_record_is_replayed_once(
+    configured: Configure, tmp_path: Path
+) -> None:
+    from obs_middleware._delivery import DeliveryOptions  # noqa: PLC0415
+    from obs_middleware.exporters.http import HttpExporter  # noqa: PLC0415
+
+    receiver = Receiver(_json_ids)
+    receiver.down.set()
+    spool = tmp_path / "spool"
+    options = DeliveryOptions(
+        max_attempts=1, breaker_failures=1, breaker_cooldown_s=0, spool_dir=str(spool)
+    )
+    try:
+        exporter = HttpExporter(receiver.url, delivery=options)
+        configured(exporters=[exporter])
+        with obs.span("parent.before"):
+            pass
+        deadline = time.monotonic() + 10  # exported, refused, spooled: the segment is open
+        while not (spool.exists() and list(spool.glob("*.open"))):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+
+        def child() -> None:
+            with obs.span("child.work"):
+                pass
+            assert obs.flush(10)
+
+        codes = wait_all([fork(child)])
+        receiver.down.clear()
+        with obs.span("parent.after"):
+            pass
+        assert obs.flush(10)
+    finally:
+        receiver.close()
+    assert list(codes.values()) == [0]
+    assert sorted(collections.Counter(receiver.ids()).values()) == [1, 1, 1]
+    assert sum(registry.snapshot()["obs.dropped"].points.values()) == 0
+    assert not list(spool.iterdir())
+
+
+class BrokenAfterFork(MemoryExporter):
+    name = "broken"
+
+    def after_fork(self) -> None:
+        raise RuntimeError("cannot reset")
+
+
+def test_an_exporter_failing_after_fork_is_logged_and_the_child_exports_on(
+    configured: Configure, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken, memory = BrokenAfterFork(), MemoryExporter()
+    configured(exporters=[broken, memory])
+
+    def child() -> None:
+        warnings = [r.getMessage() for r in caplog.records if r.name == "obs_middleware"]
+        assert warnings == ["obs-middleware: exporter 'broken' failed to reset after fork"]
+        with obs.span("child.work"):
+            pass
+        assert obs.flush(10)
+        assert [r["name"] for r in memory.records] == ["child.work"]
+        assert [r["name"] for r in broken.records] == ["child.work"]
+
+    assert list(wait_all([fork(child)]).values()) == [0]

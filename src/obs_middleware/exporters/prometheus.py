@@ -307,7 +307,6 @@ class PrometheusExporter:
             # ``shutdown`` waits for the serving loop's next poll: not on the export thread.
             threading.Thread(target=_stop_server, args=(server,), daemon=True).start()
 
-
     def after_fork(self) -> None:
         """In a forked child: the parent serves the port (its thread is not in the child).
 
