@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import collections
 import faulthandler
+import gc
 import json
 import os
+import random
 import signal
 import socket
 import sqlite3
@@ -31,12 +33,20 @@ import pytest
 import obs_middleware as obs
 from obs_middleware import _setup
 from obs_middleware._core import cost, events
+from obs_middleware._core import span as _span
 from obs_middleware._core.config import Config, PipelineOptions, PricingOptions
 from obs_middleware._core.metrics import http_active, http_duration, registry
 from obs_middleware.exporters import MemoryExporter
 from obs_middleware.testing.emulators.tinybird import TinybirdEmulator
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+
+@pytest.fixture(autouse=True)
+def _random_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real span ids (``random`` reseeds in each child), whatever an earlier test swapped in."""
+    monkeypatch.setattr(_span, "randbits", random.getrandbits)
+
 
 Configure = Callable[..., Config]
 
@@ -634,9 +644,7 @@ def test_a_child_leaves_the_prometheus_port_to_the_parent(configured: Configure)
     assert list(codes.values()) == [0]
 
 
-def test_parent_and_child_spool_apart_and_every_record_is_replayed_once(
-    configured: Configure, tmp_path: Path
-) -> None:
+def test_parent_and_child_spool_apart_and_every_record_is_replayed_once(tmp_path: Path) -> None:
     from obs_middleware._delivery import DeliveryOptions  # noqa: PLC0415
     from obs_middleware.exporters.http import HttpExporter  # noqa: PLC0415
 
@@ -646,31 +654,39 @@ def test_parent_and_child_spool_apart_and_every_record_is_replayed_once(
     options = DeliveryOptions(
         max_attempts=1, breaker_failures=1, breaker_cooldown_s=0, spool_dir=str(spool)
     )
+    exporter = HttpExporter(receiver.url, delivery=options)
+    config = _setup.build_config(
+        exporters=[exporter], pipeline=PipelineOptions(interval_s=0.05, flush_on_sigterm=False)
+    )
+    registry.reset()
     try:
-        exporter = HttpExporter(receiver.url, delivery=options)
-        configured(exporters=[exporter])
-        with obs.span("parent.before"):
-            pass
-        deadline = time.monotonic() + 10  # exported, refused, spooled: the segment is open
-        while not (spool.exists() and list(spool.glob("*.open"))):
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        with _setup.scoped(config):  # not ``configured``: the exporter is gone after the test
+            with obs.span("parent.before"):
+                pass
+            deadline = time.monotonic() + 10  # exported, refused, spooled: the segment is open
+            while not (spool.exists() and list(spool.glob("*.open"))):
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
 
-        def child() -> None:
-            with obs.span("child.work"):
+            def child() -> None:
+                with obs.span("child.work"):
+                    pass
+                assert obs.flush(10)
+
+            codes = wait_all([fork(child)])
+            receiver.down.clear()
+            with obs.span("parent.after"):
                 pass
             assert obs.flush(10)
-
-        codes = wait_all([fork(child)])
-        receiver.down.clear()
-        with obs.span("parent.after"):
-            pass
-        assert obs.flush(10)
+            dropped = sum(registry.snapshot()["obs.dropped"].points.values())
     finally:
         receiver.close()
+        del exporter, config  # its spool leaves the process-wide gauges with it
+        gc.collect()
+        registry.reset()
     assert list(codes.values()) == [0]
     assert sorted(collections.Counter(receiver.ids()).values()) == [1, 1, 1]
-    assert sum(registry.snapshot()["obs.dropped"].points.values()) == 0
+    assert dropped == 0
     assert not list(spool.iterdir())
 
 
