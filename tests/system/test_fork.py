@@ -5,6 +5,10 @@ snapshots, all in loops, and forks several children while they run. Each child f
 spans, flushes and leaves with ``os._exit``. Across parent and children, for each exporter:
 every child exits in time, every span id is exported at most once, and the spans exported plus
 those counted in ``obs.dropped`` are exactly the spans produced.
+
+Then one test per kind of state a process holds at the fork, forked at the moment it matters:
+core locks held by other threads, a file buffer, an HTTP response being read, a pooled
+connection, an open transaction, traces held for printing, a listening port, a spool segment.
 """
 
 from __future__ import annotations
@@ -67,10 +71,11 @@ def fork(body: Callable[[], None]) -> int:
         with warnings.catch_warnings():  # Python 3.12+ warns about forking a threaded process
             warnings.simplefilter("ignore", DeprecationWarning)
             pid = os.fork()
-    finally:
-        if pid:
-            faulthandler.unregister(signal.SIGUSR1)
+    except BaseException:
+        faulthandler.unregister(signal.SIGUSR1)
+        raise
     if pid:
+        faulthandler.unregister(signal.SIGUSR1)
         return pid
     code = 1
     try:
@@ -312,7 +317,7 @@ def test_forking_under_load_never_deadlocks_duplicates_or_loses_uncounted(
         time.sleep(0.2)  # the export worker is busy before the first fork
         for k in range(CHILDREN):
             report = tmp_path / f"child-{k}.json"
-            pid = fork(lambda report=report: child_work(report, sink.local))  # type: ignore[misc]
+            pid = fork(lambda report=report: child_work(report, sink.local))
             pids.append(pid)
             reports[pid] = report
             time.sleep(0.03)
@@ -425,10 +430,14 @@ def test_a_child_never_writes_the_parents_buffered_jsonl_records_again(
         with obs.span("parent"):
             pass
     deadline = time.monotonic() + 10
-    while len(seen.records) < 10 and time.monotonic() < deadline:
+    while len(seen.records) < 10:
+        assert time.monotonic() < deadline
         time.sleep(0.01)
 
-    codes = wait_all([fork(lambda: None if obs.flush(10) else sys.exit(1)) for _ in range(3)])
+    def child() -> None:
+        assert obs.flush(10)
+
+    codes = wait_all([fork(child) for _ in range(3)])
     assert list(codes.values()) == [0, 0, 0]
     assert obs.flush(10)
     written = len(path.read_text().splitlines())
@@ -479,9 +488,13 @@ class HoldingCollector:
 def test_a_child_opens_its_own_http_connection_while_the_parent_reads_a_response(
     configured: Configure,
 ) -> None:
+    from obs_middleware._delivery import DeliveryOptions  # noqa: PLC0415
+    from obs_middleware.exporters.http import HttpExporter  # noqa: PLC0415
+
     collector = HoldingCollector()
+    patient = DeliveryOptions(timeout_s=30, retry_budget_s=30)  # held, not timed out and retried
     try:
-        configured(exporters=[f"http:{collector.url}"])
+        configured(exporters=[HttpExporter(collector.url, delivery=patient)])
         with obs.span("parent.first"):
             pass
         assert collector.holding.wait(10)  # the parent's worker is reading the answer's body
@@ -596,7 +609,7 @@ def test_a_child_never_prints_the_traces_the_parents_console_holds(
 
     out = tmp_path / "console.txt"
     seen = MemoryExporter()
-    configured(exporters=[ConsoleExporter(FdStream(out)), seen])  # type: ignore[arg-type]
+    configured(exporters=[ConsoleExporter(FdStream(out)), seen])
     with obs.span("parent.root"):
         with obs.span("parent.held"):
             pass
@@ -604,7 +617,10 @@ def test_a_child_never_prints_the_traces_the_parents_console_holds(
         while not seen.records and time.monotonic() < deadline:
             time.sleep(0.01)
 
-        codes = wait_all([fork(lambda: None if obs.flush(10) else sys.exit(1))])
+        def child() -> None:
+            assert obs.flush(10)
+
+        codes = wait_all([fork(child)])
     assert obs.flush(10)
     assert list(codes.values()) == [0]
     assert out.read_text().count("parent.held") == 1
@@ -631,7 +647,7 @@ def test_a_child_leaves_the_prometheus_port_to_the_parent(configured: Configure)
         deadline = time.monotonic() + 10
         while True:  # the port is free once the parent's server closed: no child holds it
             try:
-                socket.create_server(("127.0.0.1", port)).close()  # type: ignore[arg-type]
+                socket.create_server(("127.0.0.1", port)).close()
                 break
             except OSError:
                 assert time.monotonic() < deadline, "a child still holds the metrics port"
