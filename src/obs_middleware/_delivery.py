@@ -344,6 +344,7 @@ class Spool:
         self._dirty = False
         self._synced_at = 0.0
         self._acked = False
+        self._replaying: int | None = None  # the segment ``batches()`` holds, if any
         self.bytes = self._scan()
 
     # -- writing -----------------------------------------------------------------------------------
@@ -436,9 +437,11 @@ class Spool:
                         continue  # replayed and deleted by another process since we listed it
                 except (BlockingIOError, FileNotFoundError):
                     continue  # a live writer, or another reader, has it
+                self._replaying = fd
                 if not (yield from self._replay_segment(fd, path)):
                     return
             finally:
+                self._replaying = None
                 os.close(fd)
 
     def ack(self) -> None:
@@ -471,6 +474,22 @@ class Spool:
     def close(self) -> None:
         """Seal this process's segment."""
         self.seal()
+
+    def after_fork(self) -> None:
+        """In a forked child: let go of the parent's open segment and of the one it replays.
+
+        Only the child's copies of the descriptors are closed: the ``flock`` belongs to the open
+        file, which the parent still holds, so the parent keeps both segments; a copy left open
+        would keep them locked (never replayed) for as long as the child lives.
+        """
+        for fd in (self._fd, self._replaying):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._fd = self._replaying = None
+        self._path = ""
+        self._size = 0
+        self._dirty = False
 
 
 def _read_offset(path: str) -> int:
@@ -600,6 +619,20 @@ class Delivery:
         self._stop.set()
         if self.spool is not None:
             self.spool.close()
+
+    def after_fork(self) -> None:
+        """In a forked child (the exporter's ``after_fork``): fresh thread state, own spool segment.
+
+        The parent keeps delivering, spooling and replaying what it holds; nothing is sent here.
+        """
+        stopped = self._stop.is_set()
+        self._stop = threading.Event()  # its lock may be held by a thread the child lacks
+        if stopped:
+            self._stop.set()
+        self._idle = threading.Event()  # no request of the child's is in flight
+        self._idle.set()
+        if self.spool is not None:
+            self.spool.after_fork()
 
     # -- internals ---------------------------------------------------------------------------------
     def _deliver_at_exit(self, records: Sequence[Record]) -> None:

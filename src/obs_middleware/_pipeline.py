@@ -31,7 +31,14 @@ _log = logging.getLogger("obs_middleware")
 
 
 class Exporter(Protocol):
-    """What the pipeline calls, always from its worker thread."""
+    """What the pipeline calls, always from its worker thread.
+
+    Optionally also ``after_fork()``, called in a forked child (from the thread that forked,
+    before any export there) when the exporter holds per-process state: it drops the parent's
+    connections, open files and buffered records (the parent still delivers those) without
+    sending or writing anything, so the child starts clean. It must not block; an error it
+    raises is logged once and does not stop the child.
+    """
 
     name: str
 
@@ -86,8 +93,8 @@ class Pipeline:
         self._failed_once: set[str] = set()
         self._closed = False
         # The batch the worker is exporting, and the last one counted as lost at a deadline.
-        self._inflight: list[Span | Event] | None = None
-        self._counted: list[Span | Event] | None = None
+        self._inflight: list[Span | Event] | None
+        self._counted: list[Span | Event] | None
         # Cleared in place after fork (never replaced): the sampling hook holds a reference.
         self.queue: deque[Span | Event] = deque()
         self._reset_threading()
@@ -104,6 +111,7 @@ class Pipeline:
         self._requested = 0  # flush generations asked for
         self._done = 0  # flush generations completed
         self._stopping = False
+        self._inflight = self._counted = None  # the parent's batch is the parent's to export
         self._pid = os.getpid()
 
     # -- request thread ------------------------------------------------------------------------
@@ -290,8 +298,16 @@ class Pipeline:
         return self._thread is not None and self._thread.is_alive()
 
     def _after_fork_in_child(self) -> None:
-        # The parent exports what it queued; the child starts empty with its own worker.
+        # The parent exports what it queued; the child starts empty with its own worker, and
+        # each exporter lets go of the parent's connections, files and buffers.
         self._reset_threading()
+        for exporter in self.exporters:
+            after_fork = getattr(exporter, "after_fork", None)
+            if after_fork is not None:
+                try:
+                    after_fork()
+                except Exception:
+                    self._log_once(exporter.name, "reset after fork")
 
 
 _pipelines: weakref.WeakSet[Pipeline] = weakref.WeakSet()

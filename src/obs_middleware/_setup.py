@@ -379,3 +379,11 @@ def _drain_for_exit() -> None:
         deadline = _shutdown_deadline()
         _delivery.stop_waiting()
         pipeline.drain(_time_left(deadline))
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.RLock()  # the parent's may be held by a thread the child lacks
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -33,7 +33,8 @@ def test_head_threshold_extremes() -> None:
 def test_head_decision_uses_low_64_bits_of_the_trace_id(
     monkeypatch: pytest.MonkeyPatch, trace_id: int, sampled: bool
 ) -> None:
-    with capture(sampling=SamplingOptions(ratio=0.5)):
+    # Not fixed: the ids are this test's own, and the monkeypatch must restore the real ones.
+    with capture(sampling=SamplingOptions(ratio=0.5), fixed=False):
         monkeypatch.setattr(_span, "randbits", lambda bits: trace_id if bits > 64 else 7)
         with obs.span("root") as s:
             assert s.sampled is sampled
@@ -43,7 +44,8 @@ def test_head_ratio_is_respected_over_many_trace_ids(monkeypatch: pytest.MonkeyP
     step = 2**64 // 1000
     ids = iter(range(0, 1000 * step, step))
     kept = 0
-    with capture(sampling=SamplingOptions(ratio=0.25)):
+    # Not fixed: the ids are this test's own, and the monkeypatch must restore the real ones.
+    with capture(sampling=SamplingOptions(ratio=0.25), fixed=False):
         monkeypatch.setattr(_span, "randbits", lambda bits: next(ids) if bits > 64 else 7)
         for _ in range(1000):
             with obs.span("root") as s:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -139,6 +140,14 @@ class Table:
 _lock = threading.Lock()
 _shipped: dict[str, Any] | None = None
 _tables: tuple[PricingOptions | None, Table] | None = None
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # the parent's may be held by a thread the child lacks
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _load_shipped() -> dict[str, Any]:

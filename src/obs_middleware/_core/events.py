@@ -11,6 +11,7 @@ one module attribute read (``events.active``).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -68,3 +69,11 @@ def dispatch(event: str, fields: dict[str, Any]) -> None:
                 _log.exception(
                     "obs-middleware: handler %r raised on %r and was detached", handler_id, event
                 )
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # the parent's may be held by a thread the child lacks
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

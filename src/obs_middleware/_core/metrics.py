@@ -9,13 +9,20 @@ A metric keeps at most ``max_series`` label sets: observations of a new one beyo
 check runs only when a label set is new.
 Thread-safe: histograms and counters update under a per-metric lock; in-flight gauges use
 ``itertools.count`` (atomic under the GIL) so entering and leaving a request takes no lock.
+
+Fork-safe: a child process starts with fresh locks (another thread of the parent may have held
+one at ``fork()``) and no values. Each process reports only its own activity, as Prometheus
+multiprocess mode and a new OTLP ``service.instance.id`` expect: a child repeating the parent's
+counts would count them twice wherever processes are summed.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import os
 import threading
+import weakref
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -109,6 +116,10 @@ class _Metric:
     def reset(self) -> None:
         """Forget every value (tests, and after ``fork()`` in a child)."""
         raise NotImplementedError
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()  # the parent's may be held by a thread the child lacks
+        self.reset()
 
 
 class Counter(_Metric):
@@ -369,6 +380,7 @@ class Registry:
         self._metrics: dict[str, _Metric] = {}
         self._count_views: dict[str, tuple[Histogram | HistogramView, str]] = {}
         self._lock = threading.Lock()
+        _registries.add(self)
 
     def _add(self, metric: _Metric) -> _Metric:
         with self._lock:
@@ -445,6 +457,21 @@ class Registry:
         for m in metrics:
             m.reset()
 
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        for m in list(self._metrics.values()):
+            m._after_fork_in_child()
+
+
+_registries: weakref.WeakSet[Registry] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for reg in list(_registries):
+        reg._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 registry = Registry()
 

@@ -154,6 +154,11 @@ class ClickHouseExporter:
         self.delivery.close()
         self.transport.close()
 
+    def after_fork(self) -> None:
+        """In a forked child: its own connection and spool segment (the parent keeps its own)."""
+        self.transport.after_fork()
+        self.delivery.after_fork()
+
 
 def from_spec(arg: str) -> ClickHouseExporter:
     """Build from ``clickhouse[:<url>]``.

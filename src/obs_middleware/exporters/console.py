@@ -65,6 +65,11 @@ class ConsoleExporter:
         """Print what is held."""
         self.flush()
 
+    def after_fork(self) -> None:
+        """In a forked child: forget the traces held (the parent prints them)."""
+        self._pending = {}
+        self._age = {}
+
     # -- rendering -------------------------------------------------------------------------------
     def _render(self, trace_id: str | None, group: list[Record]) -> list[str]:
         if trace_id is None:

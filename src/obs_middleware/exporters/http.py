@@ -150,6 +150,20 @@ class HttpTransport:
             self._conn.close()
             self._conn = None
 
+    def after_fork(self) -> None:
+        """In a forked child: drop the parent's connection without a byte sent on it.
+
+        Only the child's copy of the socket is closed (no shutdown, no TLS alert): the parent's
+        connection stays up, and the child opens its own on its first request.
+        """
+        self._cap = float("inf")
+        conn, self._conn = self._conn, None
+        if conn is not None and conn.sock is not None:
+            # Not ``conn.close()``: it closes the response being read, whose reader lock the
+            # parent's export thread may hold, and in the child no thread would release it.
+            with contextlib.suppress(OSError):
+                os.close(conn.sock.detach())
+
 
 class HttpExporter:
     """POST batches of records as JSON to an HTTP collector (Fluent Bit ``in_http``, Vector…).
@@ -223,6 +237,11 @@ class HttpExporter:
         """Seal the spool and close the connection."""
         self.delivery.close()
         self.transport.close()
+
+    def after_fork(self) -> None:
+        """In a forked child: its own connection and spool segment (the parent keeps its own)."""
+        self.transport.after_fork()
+        self.delivery.after_fork()
 
 
 def from_spec(arg: str) -> HttpExporter:

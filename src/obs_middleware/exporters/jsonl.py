@@ -20,8 +20,10 @@ _OPTS = orjson.OPT_APPEND_NEWLINE
 class JsonlExporter:
     """Write each batch as NDJSON with one ``write`` call.
 
-    ``path=None`` writes to stdout; a path is opened in append mode (safe to share between
-    processes: each batch is one ``write`` on an ``O_APPEND`` descriptor).
+    ``path=None`` writes to stdout (flushed after each batch); a path is opened unbuffered in
+    append mode, so processes sharing the file never split each other's lines: each batch is one
+    ``write`` on an ``O_APPEND`` descriptor, and nothing waits in a buffer a forked child would
+    inherit.
     """
 
     name = "jsonl"
@@ -35,7 +37,7 @@ class JsonlExporter:
             if self.path is None:
                 self._file = sys.stdout.buffer
             else:
-                self._file = open(self.path, "ab")  # noqa: SIM115 - kept open across batches
+                self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open
         return self._file
 
     def export(self, records: Sequence[Record]) -> None:
@@ -51,7 +53,12 @@ class JsonlExporter:
             data = bytearray()
             for record in records:
                 data += dumps_json(record, _OPTS)
-        self._out().write(data)
+        out = self._out()
+        done = out.write(data)
+        while done < len(data):  # a short write (a signal, a nearly full disk): finish the batch
+            done += out.write(memoryview(data)[done:])
+        if self.path is None:
+            out.flush()
 
     def flush(self) -> None:
         """Flush the file buffer."""
@@ -65,3 +72,12 @@ class JsonlExporter:
             if self.path is not None:
                 self._file.close()
             self._file = None
+
+    def after_fork(self) -> None:
+        """In a forked child: close the child's copy of the file; it reopens it on its next batch.
+
+        No record of the parent's waits in a buffer (see the class), so none is written twice.
+        """
+        file, self._file = self._file, None
+        if file is not None and self.path is not None:
+            file.close()

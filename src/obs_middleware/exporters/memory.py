@@ -30,6 +30,11 @@ class MemoryExporter:
     def shutdown(self) -> None:
         """Nothing to release."""
 
+    def after_fork(self) -> None:
+        """In a forked child: start empty (the parent's records are the parent's)."""
+        self._lock = threading.Lock()  # the parent's may be held by its export thread
+        self.records = []
+
     def clear(self) -> None:
         """Forget every record."""
         with self._lock:

@@ -275,26 +275,12 @@ class OTLPExporter:
             endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "http://localhost:4318"
         ).rstrip("/")
         self.endpoint = base
+        self._headers = dict(headers or {})
+        self.timeout_s = timeout_s
         self._response = _LastResponse()
-        self._spans = OTLPSpanExporter(
-            endpoint=f"{base}/v1/traces",
-            headers=dict(headers or {}),
-            timeout=timeout_s,
-            session=_session(self._response, self._request_timeout),
-        )
-        self._metrics = (
-            OTLPMetricExporter(
-                endpoint=f"{base}/v1/metrics",
-                headers=dict(headers or {}),
-                timeout=timeout_s,
-                session=_session(_LastResponse(), self._request_timeout),
-            )
-            if metrics
-            else None
-        )
+        self._spans, self._metrics = self._sdk_exporters(metrics)
         quiet_sdk_logs(OTLPSpanExporter, OTLPMetricExporter)
         self.metrics_interval_s = metrics_interval_s
-        self.timeout_s = timeout_s
         self.extra_resource = dict(resource_attributes or {})
         self._instance_id = str(uuid.uuid4())
         self._resources: dict[tuple[str | None, str | None], Resource] = {}
@@ -305,6 +291,22 @@ class OTLPExporter:
         self._metrics_warned = False
         options = delivery or DeliveryOptions.from_env(self.name)
         self.delivery = Delivery(self.name, self.send, options, interrupt=abort_all)
+
+    def _sdk_exporters(self, metrics: bool) -> tuple[OTLPSpanExporter, OTLPMetricExporter | None]:
+        spans = OTLPSpanExporter(
+            endpoint=f"{self.endpoint}/v1/traces",
+            headers=dict(self._headers),
+            timeout=self.timeout_s,
+            session=_session(self._response, self._request_timeout),
+        )
+        if not metrics:
+            return spans, None
+        return spans, OTLPMetricExporter(
+            endpoint=f"{self.endpoint}/v1/metrics",
+            headers=dict(self._headers),
+            timeout=self.timeout_s,
+            session=_session(_LastResponse(), self._request_timeout),
+        )
 
     # -- resource --------------------------------------------------------------------------------
     def bind(self, resource: RecordResource) -> None:
@@ -414,6 +416,22 @@ class OTLPExporter:
         self._spans.shutdown()  # type: ignore[no-untyped-call]
         if self._metrics is not None:
             self._metrics.shutdown()
+
+    def after_fork(self) -> None:
+        """In a forked child: new SDK exporters and a new instance whose metrics start now.
+
+        The SDK does not reset its exporters on fork: their ``requests`` sessions would share the
+        parent's pooled connections (and pool locks). The parent's are dropped unused, which
+        closes only the child's copies of their sockets. The child is a new
+        ``service.instance.id`` with its own ``process.pid``, and its cumulative metrics (reset in
+        the child) start at the fork.
+        """
+        self._spans, self._metrics = self._sdk_exporters(self._metrics is not None)
+        self._instance_id = str(uuid.uuid4())
+        self._resources = {}
+        self._start_ns = time.time_ns()
+        self._metrics_sent = time.monotonic()
+        self.delivery.after_fork()
 
 
 def _encodable(records: Sequence[Record]) -> Sequence[Record]:

@@ -467,6 +467,18 @@ class PrometheusExporter:
         # ``shutdown`` waits for the serving loop's next poll: not on the export thread.
         threading.Thread(target=_stop_server, args=(server,), daemon=True).start()
 
+    def after_fork(self) -> None:
+        """In a forked child: the parent serves the port (its thread is not in the child).
+
+        Only the child's copy of the listening socket is closed, so the port is not held once the
+        parent lets it go; in multiprocess mode the child writes its own values file.
+        """
+        server, self._server = self._server, None
+        self._written = 0.0
+        if server is not None:
+            with contextlib.suppress(OSError):
+                server.socket.close()
+
 
 def _stop_server(server: Any) -> None:
     server.shutdown()

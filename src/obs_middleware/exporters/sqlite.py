@@ -14,7 +14,9 @@ from __future__ import annotations
 import calendar
 import os
 import sqlite3
+import threading
 import time
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -192,6 +194,8 @@ class SqliteExporter:
         self._pid = 0
         # A connection inherited over fork() must never be used or closed by the child.
         self._abandoned: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()  # held while the store is used: a fork waits for it
+        _exporters.add(self)
         self._epoch_us = _EpochUs()
         self._service: str | None = None
         self._last_metrics = -float("inf")
@@ -215,18 +219,19 @@ class SqliteExporter:
         """Insert one batch in one transaction, then apply retention and sample metrics if due."""
         if not records:
             return
-        conn = self._db()
-        try:
-            with conn:
-                conn.executemany(_INSERT, self._rows(records))
-        except UnicodeEncodeError:  # text SQLite cannot take as UTF-8 (lone surrogates)
-            with conn:  # the first try was rolled back
-                conn.executemany(_INSERT, map(_valid_row, self._rows(records)))
-        self._service = records[-1].get("service")
-        now = time.monotonic()
-        if now - self._last_metrics >= self.metrics_interval_s:
-            self._sample_metrics(conn, now)
-        self._retain(conn, now)
+        with self._lock:
+            conn = self._db()
+            try:
+                with conn:
+                    conn.executemany(_INSERT, self._rows(records))
+            except UnicodeEncodeError:  # text SQLite cannot take as UTF-8 (lone surrogates)
+                with conn:  # the first try was rolled back
+                    conn.executemany(_INSERT, map(_valid_row, self._rows(records)))
+            self._service = records[-1].get("service")
+            now = time.monotonic()
+            if now - self._last_metrics >= self.metrics_interval_s:
+                self._sample_metrics(conn, now)
+            self._retain(conn, now)
 
     def _rows(self, records: Iterable[Record]) -> Iterable[tuple[Any, ...]]:
         epoch_us = self._epoch_us
@@ -292,16 +297,50 @@ class SqliteExporter:
 
     def flush(self) -> None:
         """Sample metrics now (records are committed batch by batch)."""
+        with self._lock:
+            self._flush()
+
+    def _flush(self) -> None:
         if self._conn is not None:
             self._sample_metrics(self._db(), time.monotonic())
 
+    def after_fork(self) -> None:
+        """In a forked child: abandon the parent's connection; the child opens its own."""
+        if self._conn is not None:
+            self._abandoned.append(self._conn)
+            self._conn = None
+
     def shutdown(self) -> None:
         """Sample metrics a last time, checkpoint the WAL and close."""
-        if self._conn is None or self._pid != os.getpid():
-            return
-        self.flush()
-        try:
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        finally:
-            self._conn.close()
-            self._conn = None
+        with self._lock:
+            if self._conn is None or self._pid != os.getpid():
+                return
+            self._flush()
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                self._conn.close()
+                self._conn = None
+
+
+# SQLite keeps each file's lock state in process memory, which a child inherits: forked in the
+# middle of a transaction, the child would find the store locked for ever by a connection that
+# never commits there. So a fork waits for the store to be idle (one batch at most), as
+# ``logging`` makes it wait for its handlers.
+_exporters: weakref.WeakSet[SqliteExporter] = weakref.WeakSet()
+_held: list[SqliteExporter] = []
+
+
+def _before_fork() -> None:
+    for exporter in list(_exporters):
+        exporter._lock.acquire()
+        _held.append(exporter)
+
+
+def _after_fork() -> None:
+    for exporter in _held:
+        exporter._lock.release()
+    _held.clear()
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork)

@@ -111,6 +111,11 @@ class TinybirdExporter:
         self.delivery.close()
         self.transport.close()
 
+    def after_fork(self) -> None:
+        """In a forked child: its own connection and spool segment (the parent keeps its own)."""
+        self.transport.after_fork()
+        self.delivery.after_fork()
+
 
 def from_spec(arg: str) -> TinybirdExporter:
     """``tinybird`` or ``tinybird:<datasource>`` (token and host from ``TB_TOKEN``/``TB_HOST``)."""
