@@ -82,6 +82,11 @@ SHAPES: dict[str, tuple[str, str]] = {
     "url query": ("https://cb.example/done?code=Qv7QueryInText&state=1", "Qv7QueryInText"),
 }
 SECRET_TEXT = " | ".join(planted for planted, _ in SHAPES.values())
+# Shapes that fit in a URL path segment: requested as /reset/<secret> (a route) and /x/<secret>.
+PATH_SECRETS = tuple(
+    SHAPES[name][0]
+    for name in ("openai", "replicate", "jwt", "aws id", "github", "stripe", "slack", "google")
+)
 QUERY_VALUE = "Qv7QueryValue"  # sent as a query value by the app and by its HTTP clients
 SQL_LITERAL = "Qv7SqlLiteral"
 SQL_PARAM = "Qv7SqlParam"
@@ -229,6 +234,7 @@ def _starlette_app(engine: sa.Engine, upstream: str, ai: OpenAIEmulator) -> Any:
         Route("/requests", sync_client),
         Route("/httpx", async_client),
         Route("/ai", ai_call),
+        Route("/reset/{token}", lambda request: Response("ok")),
     ]
     options = HttpOptions(capture_headers=tuple(h.lower() for h in HEADERS))
     return ObsMiddleware(Starlette(routes=routes), options=options)
@@ -248,6 +254,10 @@ def _flask_app(engine: sa.Engine) -> flask.Flask:
         _query(engine, flask.request.args["what"])
         return "unreachable"
 
+    @app.get("/reset/<token>")
+    def reset(token: str) -> str:
+        return "ok"
+
     options = HttpOptions(capture_headers=tuple(h.lower() for h in HEADERS))
     app.wsgi_app = ObsWSGIMiddleware(app.wsgi_app, options=options)  # type: ignore[method-assign]
     return app
@@ -264,11 +274,19 @@ async def _drive(engine: sa.Engine, upstream: str, ai: OpenAIEmulator) -> None:
         for private in ("0", "1"):
             response = await client.get("/ai", params={**query, "private": private})
             assert response.status_code == 500
+        for secret in PATH_SECRETS:
+            assert (await client.get(f"/reset/{secret}")).status_code == 200
+            assert (await client.get(f"/x/{secret}")).status_code == 404
     flask_client = _flask_app(engine).test_client()
     for path in ("/raise", "/db?what=duplicate", "/db?what=missing"):
         url = f"{path}{'&' if '?' in path else '?'}email={QUERY_VALUE}"
         with flask_client.get(url, headers=HEADERS) as response:  # closing ends the span
             assert response.status_code == 500, path
+    for secret in PATH_SECRETS:
+        with flask_client.get(f"/reset/{secret}") as response:
+            assert response.status_code == 200
+        with flask_client.get(f"/x/{secret}") as response:
+            assert response.status_code == 404
 
 
 async def test_no_planted_secret_reaches_any_exporter(
