@@ -21,13 +21,11 @@ from obs_middleware._delivery import (
     DeliveryOptions,
     Outcome,
     Result,
-    Spool,
     classify_status,
-    dumps_json,
-    encode_records,
     stop_waiting,
-    valid_text,
 )
+from obs_middleware._json import dumps_json, encode_records, valid_text
+from obs_middleware._spool import Spool
 
 FAST = DeliveryOptions(
     timeout_s=1.0, max_attempts=3, retry_budget_s=1.0, backoff_s=0.001, backoff_max_s=0.002

@@ -15,7 +15,8 @@ import obs_middleware as obs
 from obs_middleware import _delivery, _setup
 from obs_middleware._core.config import Config, PipelineOptions
 from obs_middleware._core.metrics import registry
-from obs_middleware._delivery import DeliveryOptions, Spool
+from obs_middleware._delivery import DeliveryOptions
+from obs_middleware._spool import Spool
 from obs_middleware.exporters import MemoryExporter
 from obs_middleware.exporters.http import HttpExporter
 from obs_middleware.middleware import ObsMiddleware

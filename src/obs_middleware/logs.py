@@ -22,7 +22,7 @@ from typing import Any
 
 from ._core.redact import PRIVATE, scrub_error, truncate
 from ._core.span import Span, current_span
-from ._delivery import dumps_json
+from ._json import dumps_json
 
 __all__ = ["JsonFormatter", "SpanEventHandler", "SpanEvents", "add_trace_context"]
 

@@ -22,7 +22,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 import obs_middleware as obs
 from obs_middleware import _setup
 from obs_middleware._core.metrics import http_duration, registry
-from obs_middleware._delivery import DeliveryOptions, Spool, stop_waiting
+from obs_middleware._delivery import DeliveryOptions, stop_waiting
+from obs_middleware._spool import Spool
 from obs_middleware.exporters.otlp import OTLPExporter, to_otel_spans
 
 

@@ -16,8 +16,7 @@ from starlette.routing import Route
 
 import obs_middleware as obs
 from obs_middleware._core.config import HttpOptions
-from obs_middleware._core.context import parse_traceparent
-from obs_middleware._delivery import EXPORTING
+from obs_middleware._core.context import EXPORTING, parse_traceparent
 from obs_middleware.integrations import _outbound
 from obs_middleware.integrations import httpx as obs_httpx
 from obs_middleware.middleware import ObsMiddleware

@@ -13,8 +13,7 @@ from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 
 import obs_middleware as obs
-from obs_middleware._core.context import parse_traceparent
-from obs_middleware._delivery import EXPORTING
+from obs_middleware._core.context import EXPORTING, parse_traceparent
 from obs_middleware.integrations import requests as obs_requests
 from obs_middleware.testing import Capture
 

@@ -23,7 +23,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from prometheus_client import CollectorRegistry, generate_latest
 
 import obs_middleware as obs
-from obs_middleware._delivery import DeliveryOptions, Spool
+from obs_middleware._delivery import DeliveryOptions
+from obs_middleware._spool import Spool
 from obs_middleware.exporters.clickhouse import ClickHouseExporter
 from obs_middleware.exporters.console import ConsoleExporter
 from obs_middleware.exporters.http import HttpExporter

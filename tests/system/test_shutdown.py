@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from obs_middleware._delivery import Spool
+from obs_middleware._spool import Spool
 
 HERE = Path(__file__).parent
 CHILD = HERE / "_shutdown_child.py"

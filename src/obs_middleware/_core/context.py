@@ -6,18 +6,23 @@ fresh trace.
 
 from __future__ import annotations
 
+import contextvars
 import re
 from collections.abc import Iterable
 
 from .span import RemoteParent
 
 __all__ = [
+    "EXPORTING",
     "format_traceparent",
     "parse_trace_fields",
     "parse_traceparent",
     "parse_tracestate",
     "valid_request_id",
 ]
+
+# True while our own exporters make a request: HTTP client instrumentation must not trace it.
+EXPORTING: contextvars.ContextVar[bool] = contextvars.ContextVar("obs_exporting", default=False)
 
 _TRACEPARENT = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?\Z")
 _OWS = b" \t"

@@ -26,7 +26,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from .._delivery import EXPORTING
+from .._core.context import EXPORTING
 
 __all__ = ["OtlpSession", "Unanswered", "abort_all", "quiet_sdk_logs"]
 

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from .._core import span as _span
-from .._delivery import dumps_json, json_default
+from .._json import dumps_json, json_default
 from .._record import Record, Resource, _second_prefix, event_dicts, to_records
 
 __all__ = ["COLUMNS", "Row", "encode_rows", "row", "span_rows"]

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from .._delivery import valid_text
+from .._json import valid_text
 from .._record import FIXED_KEYS, Record
 
 __all__ = ["ConsoleExporter"]

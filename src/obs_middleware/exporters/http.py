@@ -19,14 +19,8 @@ from urllib.parse import quote, urlsplit
 
 import orjson
 
-from .._delivery import (
-    Delivery,
-    DeliveryOptions,
-    Result,
-    classify_status,
-    dumps_json,
-    encode_records,
-)
+from .._delivery import Delivery, DeliveryOptions, Result, classify_status
+from .._json import dumps_json, encode_records
 from .._record import Record
 from .._version import __version__
 

@@ -9,7 +9,7 @@ from typing import IO
 
 import orjson
 
-from .._delivery import dumps_json, json_default
+from .._json import dumps_json, json_default
 from .._record import Record
 
 __all__ = ["JsonlExporter"]

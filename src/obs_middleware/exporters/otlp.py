@@ -59,18 +59,10 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "the OTLP exporter needs the OpenTelemetry SDK: pip install 'obs-middleware[otlp]'"
     ) from exc
 
+from .._core.context import EXPORTING
 from .._core.metrics import HistogramPoint, MetricSnapshot, registry
-from .._delivery import (
-    EXPORTING,
-    Delivery,
-    DeliveryOptions,
-    Outcome,
-    Result,
-    classify_status,
-    json_default,
-    jsonable,
-    valid_text,
-)
+from .._delivery import Delivery, DeliveryOptions, Outcome, Result, classify_status
+from .._json import json_default, jsonable, valid_text
 from .._record import Record
 from .._record import Resource as RecordResource
 from .._version import __version__

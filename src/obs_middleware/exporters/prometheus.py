@@ -50,7 +50,7 @@ from prometheus_client.core import (
 from prometheus_client.utils import floatToGoString
 
 from .._core.metrics import HistogramPoint, MetricSnapshot, registry
-from .._delivery import dumps_json, valid_text
+from .._json import dumps_json, valid_text
 from .._record import Record
 
 __all__ = ["ObsCollector", "PrometheusExporter", "metrics_app", "prometheus_name"]

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from .._core.metrics import registry
-from .._delivery import dumps_json, valid_text
+from .._json import dumps_json, valid_text
 from .._record import FIXED_KEYS, Record
 
 __all__ = [

@@ -18,10 +18,9 @@ from typing import Any
 
 from .. import _setup
 from .._core import span as _span
-from .._core.context import format_traceparent
+from .._core.context import EXPORTING, format_traceparent
 from .._core.metrics import registry
 from .._core.redact import query_keys, scrub
-from .._delivery import EXPORTING
 from ..middleware._http import OTHER_METHOD, STATUS_CLASS, other_method
 
 __all__ = ["ClientCall", "client_duration", "suppressed"]
