@@ -1,5 +1,5 @@
 # Headless Chromium (Debian's `chromium` package) for the dashboard browser test
-# (integrations/dashboard). Sourced by .ci/run (bash, set -euo pipefail): installs it when missing
+# (tests/system/test_dashboard_browser.py). Sourced by .ci/run (bash, set -euo pipefail): installs it when missing
 # and exports OBS_TEST_CHROMIUM. The test starts and stops its own browser: nothing to clean up.
 if ! command -v chromium >/dev/null; then
   apt-get -o DPkg::Lock::Timeout=300 update -qq
