@@ -14,7 +14,7 @@ import pytest
 from obs_middleware import _delivery, _setup
 from obs_middleware._core import events
 from obs_middleware._core import span as _span
-from obs_middleware._core.config import Config, PipelineOptions
+from obs_middleware._core.config import Config, PipelineOptions, SamplingOptions
 from obs_middleware._core.metrics import registry
 from obs_middleware._pipeline import Pipeline
 
@@ -40,6 +40,7 @@ def configured(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Config
 
         def configure(**kw: Any) -> Config:
             kw.setdefault("pipeline", PipelineOptions(interval_s=0.05, flush_on_sigterm=False))
+            kw.setdefault("sampling", SamplingOptions(traces_per_s=0))  # every trace, as capture()
             config = _setup.build_config(**kw)
             made.append(stack.enter_context(_setup.scoped(config)))
             if len(made) > 1:  # as configure() does: the replaced pipeline flushes and stops

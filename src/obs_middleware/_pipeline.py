@@ -66,7 +66,11 @@ ExportSpans = Callable[[Sequence[Span | Event], Resource], None]
 
 
 class Pipeline:
-    """Queue and worker for one configuration. ``submit`` is the hot path."""
+    """Queue and worker for one configuration. ``submit`` is the hot path.
+
+    ``tick`` (optional) runs on the worker at each wake-up, a few times a second: the adaptive
+    sampler's clock.
+    """
 
     def __init__(
         self,
@@ -76,8 +80,10 @@ class Pipeline:
         queue_size: int,
         batch_size: int,
         interval_s: float,
+        tick: Callable[[], None] | None = None,
     ) -> None:
         self.exporters = tuple(exporters)
+        self._tick = tick
         self._routes: tuple[tuple[Exporter, ExportSpans | None], ...] = tuple(
             (exporter, getattr(exporter, "export_spans", None)) for exporter in self.exporters
         )
@@ -167,9 +173,15 @@ class Pipeline:
     # -- worker --------------------------------------------------------------------------------
     def _run(self) -> None:
         wake = self._wake
+        tick = self._tick
         while True:
             wake.wait(self.interval_s)
             wake.clear()
+            if tick is not None:
+                try:
+                    tick()
+                except Exception:
+                    self._log_once("sampler", "tick")
             with self._cond:
                 target = self._requested
                 stopping = self._stopping

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
@@ -40,7 +41,7 @@ from ._core.config import (
     merge,
 )
 from ._core.redact import compile_secret_patterns
-from ._core.sampling import head_threshold, make_finisher
+from ._core.sampling import RateLimiter, head_threshold, make_finisher
 from ._pipeline import Exporter, Pipeline
 from ._record import Resource
 from .exporters import ConsoleExporter, JsonlExporter, MemoryExporter
@@ -51,6 +52,7 @@ _log = logging.getLogger("obs_middleware")
 _lock = threading.RLock()
 _config: Config | None = None
 _pipeline: Pipeline | None = None
+_limiters: weakref.WeakKeyDictionary[Pipeline, RateLimiter] = weakref.WeakKeyDictionary()
 _hooks_installed = False
 _deadline: float | None = None  # monotonic; fixed by the first shutdown hook to run
 
@@ -154,23 +156,44 @@ def build_config(**options: Any) -> Config:
 def activate(config: Config) -> Pipeline | None:
     """Make ``config`` current with a new pipeline; returns the previous pipeline (not stopped)."""
     global _config, _pipeline
+    new = _new_pipeline(config)
+    with _lock:
+        old = _pipeline
+        _config, _pipeline = config, new
+        _running()
+        _wire(config, new)
+        _install_process_hooks(config.pipeline.flush_on_sigterm)
+    return old
+
+
+def _new_pipeline(config: Config) -> Pipeline:
     opts = config.pipeline
-    new = Pipeline(
+    sampling = config.sampling
+    limiter = RateLimiter(sampling.traces_per_s, sampling.ratio) if sampling.traces_per_s else None
+
+    def tick() -> None:  # only the current pipeline's sampler moves the shared threshold
+        if limiter is not None and _pipeline is pipeline:
+            limiter.tick()
+
+    pipeline = Pipeline(
         config.exporters,
         Resource(config.service, config.environment, config.version),
         queue_size=opts.queue_size,
         batch_size=opts.batch_size,
         interval_s=opts.interval_s,
+        tick=tick if limiter is not None else None,
     )
-    with _lock:
-        old = _pipeline
-        _config, _pipeline = config, new
-        _running()
-        compile_secret_patterns(config.redaction.extra_patterns)
-        _span.sample_threshold = head_threshold(config.sampling.ratio)
-        _span.on_finish = make_finisher(new.submitter(), config.sampling)
-        _install_process_hooks(opts.flush_on_sigterm)
-    return old
+    if limiter is not None:
+        _limiters[pipeline] = limiter
+    return pipeline
+
+
+def _wire(config: Config, pipeline: Pipeline) -> None:
+    """Point the core's hooks at ``pipeline``: secret patterns, head sampling, the finisher."""
+    compile_secret_patterns(config.redaction.extra_patterns)
+    limiter = _limiters.get(pipeline)
+    _span.sample_threshold = head_threshold(limiter.in_force if limiter else config.sampling.ratio)
+    _span.on_finish = make_finisher(pipeline.submitter(), config.sampling, limiter)
 
 
 def restore(config: Config | None, pipeline: Pipeline | None) -> None:
@@ -183,9 +206,7 @@ def restore(config: Config | None, pipeline: Pipeline | None) -> None:
             _span.on_finish = _first_use
             _span.sample_threshold = head_threshold(1.0)
         else:
-            compile_secret_patterns(config.redaction.extra_patterns)
-            _span.sample_threshold = head_threshold(config.sampling.ratio)
-            _span.on_finish = make_finisher(pipeline.submitter(), config.sampling)
+            _wire(config, pipeline)
 
 
 @contextmanager

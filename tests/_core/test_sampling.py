@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
@@ -9,9 +10,11 @@ import pytest
 import obs_middleware as obs
 from obs_middleware import _setup
 from obs_middleware._core import span as _span
-from obs_middleware._core.config import SamplingOptions
+from obs_middleware._core.config import SamplingOptions, from_env
 from obs_middleware._core.context import parse_traceparent
-from obs_middleware._core.sampling import _MAX_BUFFERED, head_threshold
+from obs_middleware._core.metrics import registry
+from obs_middleware._core.sampling import _MAX_BUFFERED, RateLimiter, head_threshold
+from obs_middleware.exporters import MemoryExporter
 from obs_middleware.testing import capture
 
 
@@ -166,3 +169,98 @@ def test_without_exporters_nothing_is_queued_and_no_worker_starts(
     pipeline = _setup.current_pipeline()
     assert pipeline is not None
     assert not pipeline.queue and not pipeline.started
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _start_traces(n: int) -> None:
+    for _ in range(n):
+        with obs.span("t"):
+            pass
+
+
+def test_rate_limiter_samples_everything_below_its_limit_and_the_limit_above_it() -> None:
+    clock = _Clock()
+    saved = _span.sample_threshold
+    try:
+        limiter = RateLimiter(100, clock=clock)
+        _start_traces(50)
+        clock.now += 1.0
+        limiter.tick()  # 50 traces/s: under the limit
+        assert limiter.in_force == 1.0 and _span.sample_threshold == head_threshold(1.0)
+        _start_traces(400)
+        clock.now += 1.0
+        limiter.tick()  # 400 traces/s: a quarter keeps the export at 100/s
+        assert limiter.in_force == pytest.approx(0.25, rel=0.05)
+        assert _span.sample_threshold == head_threshold(limiter.in_force)
+        _start_traces(10)
+        clock.now += 0.05
+        limiter.tick()  # too short a window to judge: nothing changes
+        assert limiter.in_force == pytest.approx(0.25, rel=0.05)
+    finally:
+        _span.sample_threshold = saved
+
+
+def test_rate_limiter_multiplies_a_fixed_ratio() -> None:
+    clock = _Clock()
+    saved = _span.sample_threshold
+    try:
+        limiter = RateLimiter(100, ratio=0.5, clock=clock)
+        _start_traces(400)
+        clock.now += 1.0
+        limiter.tick()
+        assert limiter.in_force == pytest.approx(0.125, rel=0.05)
+    finally:
+        _span.sample_threshold = saved
+
+
+def test_adaptive_export_keeps_every_error_trace_at_ten_times_the_limit_and_counts_the_rest(
+    configured: Callable[..., object],
+) -> None:
+    memory = MemoryExporter()
+    limit = 50
+    configured(exporters=[memory], sampling=SamplingOptions(traces_per_s=limit))
+    errors = ok = 0
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:  # ~10x the limit in errors, many more ok traces
+        for _ in range(20):
+            with obs.span("ok"):
+                pass
+            ok += 1
+        with pytest.raises(ValueError), obs.span("fails"):
+            raise ValueError("x")
+        errors += 1
+        time.sleep(0.002)
+    assert obs.flush(5)
+    roots = [r for r in memory.records if r["parent_id"] is None]
+    exported_errors = [r for r in roots if r["name"] == "fails"]
+    exported_ok = [r for r in roots if r["name"] == "ok"]
+    assert errors >= 10 * limit
+    assert len(exported_errors) == errors  # the tail rule keeps every error trace
+    assert len(exported_ok) < ok / 2  # the limit took hold
+    sampled_out = registry.snapshot()["obs.traces.sampled_out"].points[()]
+    assert len(exported_ok) + sampled_out == ok  # nothing left out silently
+    # Once the limiter acts, exported roots say by how much, for re-weighting.
+    assert any(0 < r.get("sampling.ratio", 1.0) < 1.0 for r in exported_ok)
+
+
+def test_no_limit_exports_every_trace(configured: Callable[..., object]) -> None:
+    memory = MemoryExporter()
+    configured(exporters=[memory], sampling=SamplingOptions(traces_per_s=0))
+    _start_traces(3000)
+    assert obs.flush(5)
+    assert len(memory.records) == 3000
+    assert all("sampling.ratio" not in r for r in memory.records)
+
+
+def test_traces_per_s_is_read_from_the_environment() -> None:
+    assert from_env({"OBS_TRACES_PER_S": "25"}).sampling.traces_per_s == 25.0
+    assert SamplingOptions().traces_per_s == 100.0  # adaptive export is the default
+    with pytest.raises(ValueError, match="traces_per_s"):
+        SamplingOptions(traces_per_s=-1)

@@ -30,7 +30,7 @@ from starlette.routing import Route
 
 import obs_middleware as obs
 from obs_middleware import _setup
-from obs_middleware._core.config import PipelineOptions
+from obs_middleware._core.config import PipelineOptions, SamplingOptions
 from obs_middleware._core.metrics import registry
 from obs_middleware._delivery import DeliveryOptions
 from obs_middleware.exporters.http import HttpExporter
@@ -227,7 +227,8 @@ def test_outages_lose_nothing_with_the_spool_and_count_every_loss_without(tmp_pa
     lossy = HttpExporter(lossy_backend.url, name="lossy", delivery=DeliveryOptions(**delivery))
     registry.reset()
     options = PipelineOptions(queue_size=100_000, interval_s=0.2, flush_on_sigterm=False)
-    config = _setup.build_config(exporters=[spooled, lossy], pipeline=options)
+    every = SamplingOptions(traces_per_s=0)
+    config = _setup.build_config(exporters=[spooled, lossy], pipeline=options, sampling=every)
     app = make_app()
     seconds = float(LONG) if LONG else PHASE_S * len(PHASES)
     memory: list[float] = []
@@ -301,7 +302,8 @@ import obs_middleware as obs
 from obs_middleware._delivery import DeliveryOptions
 from obs_middleware.exporters.http import HttpExporter
 exporter = HttpExporter(sys.argv[1], delivery=DeliveryOptions(spool_dir=sys.argv[2]))
-obs.configure(service="exit-test", exporters=[exporter])
+every = obs.SamplingOptions(traces_per_s=0)
+obs.configure(service="exit-test", exporters=[exporter], sampling=every)
 for i in range(2000):
     with obs.span("work"):
         pass

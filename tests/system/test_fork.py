@@ -38,7 +38,7 @@ import obs_middleware as obs
 from obs_middleware import _setup
 from obs_middleware._core import cost, events
 from obs_middleware._core import span as _span
-from obs_middleware._core.config import Config, PipelineOptions, PricingOptions
+from obs_middleware._core.config import Config, PipelineOptions, PricingOptions, SamplingOptions
 from obs_middleware._core.metrics import http_active, http_duration, registry
 from obs_middleware.exporters import MemoryExporter
 from obs_middleware.testing.emulators.tinybird import TinybirdEmulator
@@ -672,7 +672,9 @@ def test_parent_and_child_spool_apart_and_every_record_is_replayed_once(tmp_path
     )
     exporter = HttpExporter(receiver.url, delivery=options)
     config = _setup.build_config(
-        exporters=[exporter], pipeline=PipelineOptions(interval_s=0.05, flush_on_sigterm=False)
+        exporters=[exporter],
+        pipeline=PipelineOptions(interval_s=0.05, flush_on_sigterm=False),
+        sampling=SamplingOptions(traces_per_s=0),
     )
     registry.reset()
     try:

@@ -26,7 +26,16 @@ def test_sigterm_to_uvicorn_flushes_every_span_before_exit(tmp_path: Path) -> No
     port = _free_port()
     env = {**os.environ, "OBS_TEST_OUT": str(out), "PYTHONPATH": str(HERE)}
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "uvicorn_app:app", "--host", "127.0.0.1", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "uvicorn_app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -29,18 +29,25 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class SamplingOptions:
-    """Which traces are exported. Metrics always count every span.
+    """Which traces are exported. Metrics always count every span, at any rate.
 
-    ``ratio``: head-sampling share of new traces (an incoming ``traceparent`` sampled flag wins).
-    ``slow_ms``: a trace with a span slower than this is kept whatever the ratio.
-    ``keep_errors``: a trace with an error is kept whatever the ratio.
+    ``traces_per_s``: adaptive export (the default): every new trace is exported until this
+    process starts more than this many per second, then head sampling keeps the export at that
+    rate (each exported root then carries ``sampling.ratio``; traces left out are counted in
+    ``obs.traces.sampled_out``). ``0``: no limit, export every trace.
+    ``ratio``: a fixed head-sampling share of new traces on top (an incoming ``traceparent``
+    sampled flag wins over both).
+    ``slow_ms``: a trace with a span slower than this is kept whatever was sampled.
+    ``keep_errors``: a trace with an error is kept whatever was sampled.
     """
 
+    traces_per_s: float = 100.0
     ratio: float = 1.0
     slow_ms: float = 1000.0
     keep_errors: bool = True
 
     def __post_init__(self) -> None:
+        _check(self.traces_per_s >= 0, "sampling.traces_per_s must be >= 0 (0: no limit)")
         _check(0.0 <= self.ratio <= 1.0, "sampling.ratio must be within [0, 1]")
         _check(self.slow_ms > 0, "sampling.slow_ms must be > 0")
 
@@ -161,6 +168,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "OBS_VERSION": ("", "version"),
     "OBS_ENVIRONMENT": ("", "environment"),
     "OBS_EXPORTERS": ("", "exporters"),
+    "OBS_TRACES_PER_S": ("sampling", "traces_per_s"),
     "OBS_SAMPLE_RATIO": ("sampling", "ratio"),
     "OBS_SLOW_MS": ("sampling", "slow_ms"),
     "OBS_KEEP_ERRORS": ("sampling", "keep_errors"),

@@ -1,19 +1,34 @@
-"""Sampling: head ratio by trace id, plus a tail rule that keeps errors and slow spans.
+"""Sampling: adaptive head sampling by trace id, plus a tail rule that keeps errors and slow spans.
 
-Decided at span end, after metrics were updated, so sampling only changes what is exported. A trace
-not head-sampled buffers its spans on its ``LocalTrace`` until its local root ends; the root then
-exports the whole buffer if any span failed or was slow, and forgets it otherwise.
+The head decision is one comparison when a trace starts (``span.sample_threshold``). By default
+``RateLimiter`` moves that threshold: it reads how many traces this process started since its last
+tick (ticked by the export worker, a few times a second) and sets the share that keeps the export
+at ``traces_per_s``; at a lower rate every trace is exported.
+
+Export is decided at span end, after metrics were updated, so sampling only changes what is
+exported. A trace not head-sampled buffers its spans on its ``LocalTrace`` until its local root
+ends; the root then exports the whole buffer if any span failed or was slow, and forgets it
+otherwise (counted in ``obs.traces.sampled_out``).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
+from . import span as _span
 from .config import SamplingOptions
-from .metrics import dropped
+from .metrics import dropped, registry
 from .span import Event, Span
 
-__all__ = ["head_threshold", "make_finisher"]
+__all__ = ["RateLimiter", "head_threshold", "make_finisher"]
+
+sampled_out = registry.counter(
+    "obs.traces.sampled_out",
+    (),
+    "{trace}",
+    "Traces head sampling left out of export (their metrics are recorded all the same).",
+)
 
 _MAX_BUFFERED = 1000  # spans held per unsampled trace before the tail decision
 
@@ -25,26 +40,67 @@ def head_threshold(ratio: float) -> int:
     return 1 << 64 if ratio >= 1.0 else int(ratio * (1 << 64))
 
 
+class RateLimiter:
+    """Adaptive export: keeps the share of new traces sampled at ``limit`` traces per second.
+
+    ``tick()`` (from the export worker) estimates the rate of new traces since the last tick and
+    sets ``span.sample_threshold`` to ``ratio`` times the share that meets the limit (all of them
+    below it). ``in_force`` is that share, recorded on exported roots for re-weighting.
+    """
+
+    MIN_WINDOW_S = 0.2  # shorter windows are too noisy to act on: wait for more
+
+    def __init__(
+        self, limit: float, ratio: float = 1.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.limit = limit
+        self.ratio = ratio
+        self.in_force = ratio
+        self._clock = clock
+        self._count = _span.new_traces
+        self._since = clock()
+
+    def tick(self) -> None:
+        """Re-estimate the rate of new traces and set the head-sampling threshold."""
+        now = self._clock()
+        elapsed = now - self._since
+        if elapsed < self.MIN_WINDOW_S:
+            return
+        count = _span.new_traces
+        rate = (count - self._count) / elapsed
+        self._count, self._since = count, now
+        share = 1.0 if rate <= self.limit else self.limit / rate
+        self.in_force = self.ratio * share
+        _span.sample_threshold = head_threshold(self.in_force)
+
+
 def _forget(item: Span | Event) -> None:
     """The finish hook when nothing exports."""
 
 
 def make_finisher(
-    submit: Callable[[Span | Event], None] | None, options: SamplingOptions
+    submit: Callable[[Span | Event], None] | None,
+    options: SamplingOptions,
+    limiter: RateLimiter | None = None,
 ) -> Callable[[Span | Event], None]:
     """The hook every finished span and event goes through: export now, buffer, or forget.
 
     ``submit`` queues one item for export (the delivery side's fast path); ``None`` means nothing
     exports (``"none"``): the hook forgets everything and no export worker starts. Metrics are
-    recorded before this hook, so they stay exact.
+    recorded before this hook, so they stay exact. With a ``limiter`` (or a fixed ratio below 1),
+    an exported local root records the share in force as ``sampling.ratio``.
     """
     if submit is None:
         return _forget
     slow_ns = int(options.slow_ms * 1_000_000)
     keep_errors = options.keep_errors
+    fixed = options.ratio
 
     def on_finish(item: Span | Event) -> None:
         if item.sampled:
+            share = limiter.in_force if limiter is not None else fixed
+            if share < 1.0 and type(item) is Span and item.local.root is item:
+                item.attrs["sampling.ratio"] = share
             submit(item)
             return
         local = item.local
@@ -61,6 +117,8 @@ def make_finisher(
                 for held in buffer:
                     submit(held)
                 submit(item)
+            else:
+                sampled_out.add(())
         elif buffer is not None:
             if len(buffer) < _MAX_BUFFERED:
                 buffer.append(item)  # type: ignore[arg-type]

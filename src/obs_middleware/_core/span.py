@@ -67,6 +67,9 @@ on_finish: Callable[[Span | Event], None] = _drop_finished
 # ``configure`` from the ratio; 2**64 samples everything).
 _MASK64 = (1 << 64) - 1
 sample_threshold = 1 << 64
+# New local traces started so far (read by the adaptive sampler). Incremented without a lock: a
+# rare lost increment between threads only nudges a rate estimate.
+new_traces = 0
 
 
 class RemoteParent:
@@ -173,6 +176,7 @@ class Span:
         A leaf span that will have no children (a query) may skip becoming current: it saves a
         context-variable set and reset.
         """
+        global new_traces
         parent = _current.get()
         if parent is not None:
             self.trace_id = parent.trace_id
@@ -189,6 +193,7 @@ class Span:
             else:
                 self.trace_id = trace_id = randbits(128) or 1
                 self.parent_id = 0
+                new_traces += 1
                 # Head sampling inline: the low 64 bits against the configured threshold.
                 self.sampled = (trace_id & _MASK64) < sample_threshold
                 self.local = LocalTrace(self, None)

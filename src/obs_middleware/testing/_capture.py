@@ -93,13 +93,14 @@ def capture(
 ) -> Iterator[Capture]:
     """Configure a memory exporter (and, with ``fixed``, deterministic ids/clock) for a block.
 
-    Metrics are reset on entry. The previous configuration is restored on exit.
+    Every trace is captured (no rate limit) unless ``sampling`` says otherwise. Metrics are reset
+    on entry. The previous configuration is restored on exit.
     """
     exporter = MemoryExporter()
     registry.reset()
     config = _setup.build_config(
         exporters=[exporter],
-        sampling=sampling or SamplingOptions(),
+        sampling=sampling or SamplingOptions(traces_per_s=0),
         http=http or HttpOptions(),
         pipeline=PipelineOptions(interval_s=0.05, flush_on_sigterm=False),
         **configure_kw,
