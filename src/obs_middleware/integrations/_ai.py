@@ -105,6 +105,7 @@ import wrapt
 from .. import _setup
 from .._core import cost
 from .._core import span as _span
+from .._core.internal import internal_error, once
 from .._core.metrics import dropped, registry
 from .._core.redact import MAX_MESSAGE, PRIVATE, scrub, scrub_error, truncate
 
@@ -156,17 +157,10 @@ _MAX_PARAMS = 24
 # The largest usage quantity believed (tokens, images, pixels, seconds, units): beyond it a
 # provider's number is garbage, and pricing it would overflow or dwarf every real cost.
 _MAX_USAGE = 10**12
-_warned: set[str] = set()
 # Calls ended by garbage collection while this thread was recording AI metrics: finished after
 # that (taking the same metric lock again from a finalizer would deadlock).
 _tls = threading.local()
 _orphans: deque[AICall] = deque()
-
-
-def _warn_once(where: str) -> None:
-    if where not in _warned:
-        _warned.add(where)
-        _log.warning("obs-middleware: internal error in %s (call unaffected)", where, exc_info=True)
 
 
 def safe(fn: Callable[..., Any], *args: Any) -> Any:
@@ -180,7 +174,7 @@ def safe(fn: Callable[..., Any], *args: Any) -> Any:
 
 def extractor_failed(fn: Callable[..., Any]) -> None:
     """Log, once per function, the exception ``fn`` just raised (``safe`` written inline)."""
-    _warn_once(getattr(fn, "__qualname__", repr(fn)))
+    internal_error(getattr(fn, "__qualname__", repr(fn)), "call")
 
 
 def clean_text(text: Any, limit: int) -> str:
@@ -433,7 +427,7 @@ class AICall:
             else:
                 self._finish(None)
         except Exception:
-            _warn_once("ai call end")
+            internal_error("ai call end", "call")
 
     def wrap_stream(
         self,
@@ -452,7 +446,7 @@ class AICall:
             else:
                 proxy = _SyncStream(stream, self, on_item, on_end, reenter)
         except Exception:
-            _warn_once("ai wrap_stream")
+            internal_error("ai wrap_stream", "call")
             return stream
         self._stream = True
         return proxy
@@ -632,8 +626,7 @@ class AICall:
             attrs["ai.usage.invalid"] = f"{seen},{name}"
         dropped.add((f"invalid_usage:{self.provider}",))
         where = f"usage:{self.provider}"
-        if where not in _warned:
-            _warned.add(where)
+        if once(where):
             try:
                 shown = repr(value)[:40]
             except Exception:  # an int too long for repr(), a hostile __repr__
@@ -677,7 +670,7 @@ class AICall:
         try:
             self._end(how)
         except Exception:
-            _warn_once("ai call finish")
+            internal_error("ai call finish", "call")
         finally:
             _tls.busy = False
         while _orphans:
@@ -698,7 +691,7 @@ class AICall:
         except Exception:
             attrs.pop("cost.usd", None)
             attrs["cost.unknown"] = "pricing failed"
-            _warn_once("ai pricing")
+            internal_error("ai pricing", "call")
         finally:
             span.end()  # whatever pricing did: a span left open stays current for later spans
         ai_duration.record(labels, span.duration_ms)
@@ -945,5 +938,5 @@ def _stream_done(
         if on_end is not None:
             safe(on_end, call)
     except Exception:
-        _warn_once("ai stream end")
+        internal_error("ai stream end", "call")
     call._finish(how or "done")

@@ -19,10 +19,10 @@ from typing import Any
 from .. import _setup
 from .._core import span as _span
 from .._core.context import format_traceparent
+from .._core.http import STATUS_CLASS
 from .._core.metrics import registry
 from .._core.redact import query_keys, scrub
 from .._delivery import EXPORTING
-from ..middleware._http import STATUS_CLASS
 
 __all__ = ["ClientCall", "client_duration", "suppressed"]
 
@@ -132,8 +132,3 @@ class ClientCall:
             (self.method, self.host, STATUS_CLASS.get(status // 100, "xxx")),
             (span.end_ns - span.start_ns) / 1e6,
         )
-
-
-def content_length(value: str | None) -> int | None:
-    """Parse a ``Content-Length`` header (None when absent or malformed)."""
-    return int(value) if value is not None and value.isdigit() else None

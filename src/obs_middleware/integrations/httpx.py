@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..middleware._http import internal_error
+from .._core.http import content_length
+from .._core.internal import internal_error
 from ._ai import Patches
-from ._outbound import ClientCall, content_length, suppressed
+from ._outbound import ClientCall, suppressed
 
 __all__ = ["patch", "supported", "unpatch"]
 

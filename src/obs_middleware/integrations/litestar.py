@@ -38,9 +38,9 @@ from litestar.plugins import InitPlugin, ReceiveRoutePlugin
 from .. import _setup
 from .._core import span as _span
 from .._core.config import HttpOptions
+from .._core.internal import internal_error
 from .._core.metrics import http_duration, registry
 from ..middleware import ObsMiddleware, _routes
-from ..middleware._http import internal_error
 from ._ai import Patches
 
 if TYPE_CHECKING:

@@ -12,9 +12,10 @@ import contextvars
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..middleware._http import internal_error
+from .._core.http import content_length
+from .._core.internal import internal_error
 from ._ai import Patches
-from ._outbound import ClientCall, content_length, suppressed
+from ._outbound import ClientCall, suppressed
 
 __all__ = ["patch", "supported", "unpatch"]
 

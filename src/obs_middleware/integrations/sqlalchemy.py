@@ -61,6 +61,7 @@ import wrapt
 
 from .._core import span as _span
 from .._core.context import format_traceparent
+from .._core.internal import internal_error, warn_once
 from .._core.metrics import Counter, dropped, registry
 from .._core.redact import PRIVATE, error_message
 from ._registry import version_in_range
@@ -84,7 +85,6 @@ _DIALECT_METHODS = ("do_execute", "do_execute_no_params", "do_executemany")
 _lock = threading.RLock()
 _states: weakref.WeakKeyDictionary[Engine, _EngineState] = weakref.WeakKeyDictionary()
 _patched = False
-_warned: set[str] = set()
 _skip_prefixes: tuple[str, ...] = ()
 _metrics: _Metrics | None = None
 
@@ -228,7 +228,13 @@ def instrument_sqlalchemy(
     """
     version = _sqlalchemy().__version__
     if not version_in_range(version, supported.removeprefix("sqlalchemy")):
-        _warn_once("version", f"sqlalchemy {version} is outside {supported}: not instrumenting")
+        warn_once(
+            "sqlalchemy:version",
+            "sqlalchemy %s is outside %s: not instrumenting",
+            version,
+            supported,
+            logger=_log,
+        )
         return
     for engine in engines:
         try:
@@ -253,7 +259,11 @@ def patch() -> None:
             return
         engine_class = getattr(_sqlalchemy().engine, "Engine", None)
         if engine_class is None:
-            _warn_once("patch", "sqlalchemy.engine.Engine not found: not instrumenting")
+            warn_once(
+                "sqlalchemy:patch",
+                "sqlalchemy.engine.Engine not found: not instrumenting",
+                logger=_log,
+            )
             return
         wrapt.wrap_function_wrapper(engine_class, "__init__", _on_engine_init)
         _patched = True
@@ -308,7 +318,12 @@ def _instrument(
     global _metrics
     engine = _base_engine(engine)
     if not isinstance(engine, _sqlalchemy().engine.Engine):
-        _warn_once("type", f"not a SQLAlchemy engine: {type(engine).__name__}; not instrumented")
+        warn_once(
+            "sqlalchemy:type",
+            "not a SQLAlchemy engine: %s; not instrumented",
+            type(engine).__name__,
+            logger=_log,
+        )
         return
     with _lock:
         if _metrics is None:
@@ -321,7 +336,11 @@ def _instrument(
         state = _EngineState(engine, _pool_name(engine), auto)
         _set_options(state, slow_query_ms, commenter)
         if not _wrap_dialect(state, engine.dialect, _metrics):
-            _warn_once("dialect", "an engine shares its dialect with another: not instrumented")
+            warn_once(
+                "sqlalchemy:dialect",
+                "an engine shares its dialect with another: not instrumented",
+                logger=_log,
+            )
             return
         _states[engine] = state
         _observe_pool(state, engine.pool, _metrics)
@@ -350,7 +369,14 @@ def _env_float(name: str, default: float) -> float:
             return value
     except ValueError:
         pass
-    _warn_once(name, f"{name}={raw!r} is not a positive number; using {default}")
+    warn_once(
+        f"sqlalchemy:{name}",
+        "%s=%r is not a positive number; using %s",
+        name,
+        raw,
+        default,
+        logger=_log,
+    )
     return default
 
 
@@ -718,14 +744,4 @@ def _gauge_reader(index: int) -> Callable[[], Mapping[tuple[str, ...], float]]:
 def _internal_error(where: str) -> None:
     """Our own failure: counted as a drop, logged once per place; the query goes on untouched."""
     dropped.add(("internal_error",))
-    if where not in _warned:
-        _warned.add(where)
-        _log.warning(
-            "obs-middleware: internal error in %s (query unaffected)", where, exc_info=True
-        )
-
-
-def _warn_once(key: str, message: str) -> None:
-    if key not in _warned:
-        _warned.add(key)
-        _log.warning("obs-middleware: %s", message)
+    internal_error(where, "query", logger=_log)

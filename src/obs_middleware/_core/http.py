@@ -1,0 +1,15 @@
+"""HTTP facts shared by the server middleware and the outbound client integrations."""
+
+from __future__ import annotations
+
+__all__ = ["STATUS_CLASS", "content_length"]
+
+# The ``http.status_class`` label: ``STATUS_CLASS.get(status // 100, "xxx")`` (0: no response).
+STATUS_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+
+
+def content_length(value: bytes | str | None) -> int | None:
+    """A ``Content-Length`` value as an int; None when absent or not a plain decimal number."""
+    if value is not None and 0 < len(value) <= 18 and value.isascii() and value.isdigit():
+        return int(value)
+    return None
