@@ -31,12 +31,6 @@ API for integration modules (openai, replicate, fal, modal, comfyui)::
 ``safe(fn, *args) -> Any``: run an extractor; our exceptions are logged once per function.
 ``extractor_failed(fn)``: the same logging, for a ``try``/``except`` written inline on a hot path.
 
-``Patches(integration)``: what one integration patched, undone in reverse by ``undo()``.
-    ``wrap(module, "Class.method", wrapper) -> bool`` (wrapt; a module not imported yet is
-    patched by a post-import hook, so lazy SDK modules stay lazy; a missing target logs one
-    warning and returns False), ``set(obj, attr, value)`` (re-bind a module alias), ``bool()``
-    (anything patched or pending: makes ``patch()`` idempotent).
-
 ``AICall`` (each setter replaces, never sums; all values go to the span's attributes):
     set_model(model, *, version=None, app_id=None)     ai.model, ai.model_version, ai.app_id
     set_request_id(request_id)                        ai.request_id (prediction / request id)
@@ -85,15 +79,10 @@ operation (+ error type); ``ai.cost_usd`` by provider, model, operation, route
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
-import importlib
-import importlib.machinery
-import importlib.util
 import logging
 import math
 import re
-import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -109,7 +98,7 @@ from .._core.internal import internal_error, once
 from .._core.metrics import dropped, registry
 from .._core.redact import MAX_MESSAGE, PRIVATE, scrub, scrub_error, truncate
 
-__all__ = ["AICall", "Patches", "ai_call", "clean_text", "current_call", "safe"]
+__all__ = ["AICall", "ai_call", "clean_text", "current_call", "safe"]
 
 _log = logging.getLogger("obs_middleware")
 
@@ -226,100 +215,6 @@ def _amount(value: Any) -> float | None:
             return None
         return amount if 0 <= amount <= _MAX_USAGE else None  # NaN fails both comparisons
     return None
-
-
-_MISSING = object()
-
-
-class Patches:
-    """The patches of one integration, so ``unpatch()`` can undo exactly them."""
-
-    def __init__(self, integration: str) -> None:
-        self.integration = integration
-        self._undo: list[tuple[Any, str, Any]] = []
-        self._pending = 0  # post-import hooks registered in this generation
-        self._generation = 0
-
-    def wrap(self, module: str, path: str, wrapper: Callable[..., Any]) -> bool:
-        """Wrap ``module.path`` (``"Class.method"``) with a wrapt ``wrapper``; False if absent.
-
-        A module not imported yet is patched when it is: SDKs that load their resources lazily
-        stay lazy.
-        """
-        if module in sys.modules:
-            return self._wrap_now(module, path, wrapper)
-        if not _module_exists(module):
-            self._missing(module, path)
-            return False
-        generation = self._generation
-
-        def on_import(_module: object) -> None:
-            if self._generation == generation:  # not undone since
-                self._wrap_now(module, path, wrapper)
-
-        self._pending += 1
-        wrapt.register_post_import_hook(on_import, module)
-        return True
-
-    def _wrap_now(self, module: str, path: str, wrapper: Callable[..., Any]) -> bool:
-        owner_path, _, name = path.rpartition(".")
-        try:
-            owner: Any = importlib.import_module(module)
-            for part in filter(None, owner_path.split(".")):
-                owner = getattr(owner, part)
-            getattr(owner, name)
-        except (ImportError, AttributeError):
-            self._missing(module, path)
-            return False
-        original = vars(owner).get(name, _MISSING) if hasattr(owner, "__dict__") else _MISSING
-        wrapt.wrap_function_wrapper(owner, name, wrapper)
-        self._undo.append((owner, name, original))
-        return True
-
-    def _missing(self, module: str, path: str) -> None:
-        _log.warning(
-            "obs-middleware: %s: %s.%s not found, not instrumented", self.integration, module, path
-        )
-
-    def set(self, obj: Any, attr: str, value: Any) -> None:
-        """Replace ``obj.attr`` (e.g. re-bind a module alias to a patched method)."""
-        self._undo.append((obj, attr, vars(obj).get(attr, _MISSING)))
-        setattr(obj, attr, value)
-
-    def undo(self) -> None:
-        """Restore everything, last patch first; hooks of modules not imported yet lapse."""
-        self._generation += 1
-        self._pending = 0
-        while self._undo:
-            owner, name, original = self._undo.pop()
-            if original is _MISSING:
-                with contextlib.suppress(AttributeError):
-                    delattr(owner, name)
-            else:
-                setattr(owner, name, original)
-
-    def __bool__(self) -> bool:
-        return bool(self._undo) or self._pending > 0
-
-
-def _module_exists(name: str) -> bool:
-    """Whether module ``name`` can be imported, found without importing its packages."""
-    parts = name.split(".")
-    for i in range(len(parts) - 1, 0, -1):
-        parent = sys.modules.get(".".join(parts[:i]))
-        if parent is not None:
-            break
-    else:
-        return importlib.util.find_spec(name) is not None
-    search = getattr(parent, "__path__", None)
-    for j in range(i, len(parts)):
-        if search is None:
-            return False
-        spec = importlib.machinery.PathFinder.find_spec(".".join(parts[: j + 1]), search)
-        if spec is None:
-            return False
-        search = spec.submodule_search_locations
-    return True
 
 
 class _CostRollup:

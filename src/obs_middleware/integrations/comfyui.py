@@ -39,7 +39,8 @@ import wrapt
 
 from .._core import span as _span
 from .._core.job import Job, job
-from ._ai import AICall, Patches, ai_call, current_call, safe
+from .._core.patches import Patches
+from ._ai import AICall, ai_call, current_call, safe
 from ._registry import version_in_range
 
 __all__ = ["patch", "supported", "unpatch"]

@@ -28,7 +28,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ._ai import AICall, Patches, ai_call, current_call, safe
+from .._core.patches import Patches
+from ._ai import AICall, ai_call, current_call, safe
 
 __all__ = ["patch", "supported", "unpatch"]
 

@@ -40,8 +40,8 @@ from .._core import span as _span
 from .._core.config import HttpOptions
 from .._core.internal import internal_error
 from .._core.metrics import http_duration, registry
+from .._core.patches import Patches
 from ..middleware import ObsMiddleware, _routes
-from ._ai import Patches
 
 if TYPE_CHECKING:
     from litestar.config.app import AppConfig

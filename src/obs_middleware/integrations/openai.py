@@ -19,7 +19,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from ._ai import AICall, Patches, ai_call, extractor_failed, safe
+from .._core.patches import Patches
+from ._ai import AICall, ai_call, extractor_failed, safe
 
 __all__ = ["patch", "supported", "unpatch"]
 

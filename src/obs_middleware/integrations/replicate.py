@@ -20,7 +20,8 @@ import datetime as _dt
 from collections.abc import Mapping
 from typing import Any
 
-from ._ai import AICall, Patches, ai_call, safe
+from .._core.patches import Patches
+from ._ai import AICall, ai_call, safe
 
 __all__ = ["patch", "supported", "unpatch"]
 

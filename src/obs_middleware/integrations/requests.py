@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from .._core.http import content_length
 from .._core.internal import internal_error
-from ._ai import Patches
+from .._core.patches import Patches
 from ._outbound import ClientCall, suppressed
 
 __all__ = ["patch", "supported", "unpatch"]
