@@ -30,12 +30,17 @@ Status = Literal["patched", "pending", "skipped", "failed", "already"]
 
 @dataclass(frozen=True)
 class Integration:
-    """One library we patch: ``name`` is our module under ``obs_middleware.integrations``."""
+    """One library we patch, and where our ``patch()``/``unpatch()`` for it live."""
 
     name: str
     module: str  # the library module whose import triggers the patch
     distribution: str | None  # PyPI distribution for the version check; None for the stdlib
     supported: str  # version range, e.g. ">=2.0,<2.2" ("" = any)
+    home: str = ""  # our module; "" = obs_middleware.integrations.<name>
+
+    def __post_init__(self) -> None:
+        if not self.home:
+            object.__setattr__(self, "home", f"obs_middleware.integrations.{self.name}")
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,10 @@ INTEGRATIONS: tuple[Integration, ...] = (
     Integration("sqlalchemy", "sqlalchemy", "sqlalchemy", ">=2.0,<2.2"),
     Integration("httpx", "httpx", "httpx", ">=0.24,<1"),
     Integration("requests", "requests", "requests", ">=2.28,<3"),
-    Integration("litestar", "litestar", "litestar", ">=2.8,<3"),
+    # The Litestar plugin is the ASGI middleware fitted to Litestar: it lives with the middleware.
+    Integration(
+        "litestar", "litestar", "litestar", ">=2.8,<3", "obs_middleware.middleware.litestar"
+    ),
     Integration("openai", "openai", "openai", ">=1.40,<4"),
     Integration("replicate", "replicate", "replicate", ">=1.0,<2"),
     Integration("fal", "fal_client", "fal-client", ">=1.0,<2"),
@@ -134,7 +142,7 @@ def _version(integration: Integration) -> str | None:
 
 
 def _module_of(integration: Integration) -> object:
-    return importlib.import_module(f"obs_middleware.integrations.{integration.name}")
+    return importlib.import_module(integration.home)
 
 
 def _patch(integration: Integration) -> Outcome:
