@@ -16,10 +16,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import obs_middleware as obs
+from obs_middleware._core import cost
 from obs_middleware._core.config import PricingOptions, RedactionOptions
+from obs_middleware._core.redact import scrub, truncate
 from obs_middleware._core.span import current_span
 from obs_middleware.integrations import _ai
 from obs_middleware.integrations._ai import AICall, ai_call, clean_text, current_call, safe
+from obs_middleware.integrations._ai_values import BASE64
 from obs_middleware.testing import Capture, capture
 
 
@@ -165,9 +168,7 @@ def test_clean_text_bounds_work_on_huge_inputs() -> None:
 )
 def test_base64_is_searched_wherever_it_can_match(text: str) -> None:
     # Whatever the cheap checks skip, the full search would have left unchanged.
-    assert clean_text(text, 1000) == _ai.truncate(
-        _ai.scrub(_ai._BASE64.sub("[BASE64]", text)), 1000
-    )
+    assert clean_text(text, 1000) == truncate(scrub(BASE64.sub("[BASE64]", text)), 1000)
 
 
 def test_many_params_are_capped() -> None:
@@ -373,7 +374,7 @@ def test_pricing_that_raises_still_ends_the_span_and_later_spans_nest_right(
     def broken(_options: object) -> None:
         raise RuntimeError("pricing bug")
 
-    monkeypatch.setattr(_ai.cost, "table", broken)
+    monkeypatch.setattr(cost, "table", broken)
     with obs.span("request") as root:
         for _ in range(2):
             with ai_call("openai", "chat", "gpt-4o-mini") as call:
