@@ -99,7 +99,20 @@ def test_waiting_lists_the_modules_whose_import_applies_patches(
         sys.modules.pop("obs_waiting_sdk", None)
 
 
-def test_module_exists_without_importing_its_package() -> None:
-    assert module_exists("json.decoder")
+def test_module_exists_without_importing_it_or_its_packages(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "obs_loud_pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("raise RuntimeError('imported')\n")
+    (package / "sub" / "__init__.py").write_text("raise RuntimeError('imported')\n")
+    (package / "sub" / "leaf.py").write_text("raise RuntimeError('imported')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert module_exists("obs_loud_pkg")
+    assert module_exists("obs_loud_pkg.sub.leaf")
+    assert not module_exists("obs_loud_pkg.sub.missing")
+    assert not module_exists("obs_loud_pkg.sub.leaf.deeper")
+    assert not [m for m in sys.modules if m.startswith("obs_loud_pkg")]
+    assert module_exists("json.decoder")  # a parent imported already: searched from there
     assert not module_exists("json.no_such_module")
     assert not module_exists("obs_no_such_package_xyz.sub")

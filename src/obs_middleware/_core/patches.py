@@ -141,18 +141,21 @@ def _restore(owner: Any, name: str, original: Any) -> None:
 
 
 def module_exists(name: str) -> bool:
-    """Whether module ``name`` can be imported, found without importing its packages."""
+    """Whether module ``name`` can be imported, found without importing it or its packages."""
     parts = name.split(".")
-    for i in range(len(parts) - 1, 0, -1):
+    for i in range(len(parts) - 1, 0, -1):  # the deepest package already imported
         parent = sys.modules.get(".".join(parts[:i]))
         if parent is not None:
+            search = getattr(parent, "__path__", None)
             break
-    else:
+    else:  # none: the top-level package, found on sys.path (find_spec imports no top-level name)
         try:
-            return importlib.util.find_spec(name) is not None
-        except ModuleNotFoundError:  # its top-level package is not installed
+            spec = importlib.util.find_spec(parts[0])
+        except (ImportError, ValueError):
             return False
-    search = getattr(parent, "__path__", None)
+        if spec is None:
+            return False
+        search, i = spec.submodule_search_locations, 1
     for j in range(i, len(parts)):
         if search is None:
             return False

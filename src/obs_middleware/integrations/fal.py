@@ -30,10 +30,11 @@ from typing import Any
 
 from .._core.patches import Patches
 from ._ai import AICall, ai_call, current_call, safe
+from ._registry import lookup
 
 __all__ = ["patch", "supported", "unpatch"]
 
-supported = "fal-client>=1.0,<2"
+supported = lookup("fal").requirement
 
 _lock = threading.Lock()
 _MAX_REQUESTS = 1024

@@ -13,10 +13,11 @@ from .._core.http import content_length
 from .._core.internal import internal_error
 from .._core.patches import Patches
 from ._outbound import ClientCall, suppressed
+from ._registry import lookup
 
 __all__ = ["patch", "supported", "unpatch"]
 
-supported = "httpx>=0.24,<1"
+supported = lookup("httpx").requirement
 
 _patches = Patches("httpx")
 

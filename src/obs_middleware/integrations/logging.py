@@ -15,10 +15,11 @@ from typing import Any
 
 from .._core.patches import Patches
 from .._core.span import current_span
+from ._registry import lookup
 
 __all__ = ["patch", "supported", "unpatch"]
 
-supported = ""  # the stdlib: any version
+supported = lookup("logging").requirement  # the stdlib: any version
 
 _patches = Patches("logging")
 

@@ -31,10 +31,11 @@ from typing import Any
 
 from .._core.patches import Patches
 from ._ai import AICall, ai_call, current_call, safe
+from ._registry import lookup
 
 __all__ = ["patch", "supported", "unpatch"]
 
-supported = "modal>=1.0,<2"
+supported = lookup("modal").requirement
 
 _lock = threading.Lock()
 _MAX_SPAWNED = 1024

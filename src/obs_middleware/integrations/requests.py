@@ -16,10 +16,11 @@ from .._core.http import content_length
 from .._core.internal import internal_error
 from .._core.patches import Patches
 from ._outbound import ClientCall, suppressed
+from ._registry import lookup
 
 __all__ = ["patch", "supported", "unpatch"]
 
-supported = "requests>=2.28,<3"
+supported = lookup("requests").requirement
 
 _patches = Patches("requests")
 # Set while a traced send runs: the redirect hops it makes through ``send`` join its span.

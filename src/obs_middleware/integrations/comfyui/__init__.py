@@ -36,7 +36,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..._core.patches import Patches, module_exists
-from .._registry import version_in_range
+from .._registry import lookup, version_in_range
 from ._tracking import executing, lock, prompts
 from ._transports import (
     aiohttp_request,
@@ -51,8 +51,8 @@ from ._transports import (
 
 __all__ = ["patch", "supported", "unpatch"]
 
-_CLIENT_RANGE = ">=1.5,<2"
-supported = "comfy-api-simplified" + _CLIENT_RANGE  # the client layer; the protocol: any client
+_ROW = lookup("comfyui")
+supported = _ROW.requirement  # the client layer; the protocol: any client
 
 _log = logging.getLogger("obs_middleware")
 
@@ -73,14 +73,18 @@ _patches = Patches("comfyui")
 
 
 def _client_supported() -> bool:
+    if _ROW.client is None:
+        return True
+    distribution, spec = _ROW.client
     try:
-        version = importlib.metadata.version("comfy-api-simplified")
+        version = importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
         return True
-    if version_in_range(version, _CLIENT_RANGE):
+    if version_in_range(version, spec):
         return True
     _log.warning(
-        "obs-middleware: comfy-api-simplified %s is outside %s: traced at the protocol level only",
+        "obs-middleware: %s %s is outside %s: traced at the protocol level only",
+        distribution,
         version,
         supported,
     )

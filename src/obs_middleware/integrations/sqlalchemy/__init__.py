@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..._core.internal import warn_once
 from ..._core.patches import Patches
-from .._registry import version_in_range
+from .._registry import lookup, version_in_range
 from ._metrics import Metrics
 from ._pools import observe_pool
 from ._state import (
@@ -77,7 +77,8 @@ if TYPE_CHECKING:
 
 __all__ = ["instrument_sqlalchemy", "patch", "supported", "uninstrument_sqlalchemy", "unpatch"]
 
-supported = "sqlalchemy>=2.0,<2.2"
+_ROW = lookup("sqlalchemy")
+supported = _ROW.requirement
 
 _patches = Patches("sqlalchemy")
 _metrics: Metrics | None = None
@@ -98,7 +99,7 @@ def instrument_sqlalchemy(
     version outside ``supported``, gets one warning and is left alone.
     """
     version = library().__version__
-    if not version_in_range(version, supported.removeprefix("sqlalchemy")):
+    if not version_in_range(version, _ROW.supported):
         warn_once(
             "sqlalchemy:version",
             "sqlalchemy %s is outside %s: not instrumenting",
