@@ -19,9 +19,9 @@ How: the engine's dialect hands every statement to the DBAPI through ``do_execut
 ``do_execute_no_params`` or ``do_executemany``; this engine's dialect gets thin wrappers around
 those three, so the span lives on the wrapper's own stack (async-safe, no "current span" lookup
 after the fact) and covers exactly the driver call. Engine events would cost more than the whole
-per-statement budget: any ``ConnectionEvents`` listener switches SQLAlchemy to its event-dispatch
-path for every statement (+45k instructions, ~3 µs, measured with three empty listeners). Pools
-are observed through pool events, which cost nothing per statement.
+per-statement budget (BENCHMARKS.md, "SQLAlchemy query"): any ``ConnectionEvents`` listener
+switches SQLAlchemy to its event-dispatch path for every statement. Pools are observed through
+pool events, which cost nothing per statement.
 
 Slow queries (``slow_query_ms``, default 100, env ``OBS_DB_SLOW_QUERY_MS``), traced or not, get
 the code location that issued them (first frame outside SQLAlchemy and obs-middleware), a
@@ -41,8 +41,7 @@ one fixed key, ``/*traceparent='…'*/``, except to statements that already carr
 connections that use server-side prepared statements (asyncpg; psycopg unless
 ``prepare_threshold=None``), where a per-query comment would defeat the statement cache.
 
-Cost: ~6 µs per statement on the benchmark machine, about half of it exporting the span
-(BENCHMARKS.md).
+Cost per statement, exporting its span included: BENCHMARKS.md ("SQLAlchemy query").
 
 This package: ``patch``/``unpatch`` and ``instrument_sqlalchemy`` here; ``_statements`` (the
 per-statement hot path), ``_pools`` (pool events, checkout timing, gauges), ``_state`` (what each

@@ -32,8 +32,8 @@ _skip_prefixes: tuple[str, ...] = ()
 def wrap_dialect(state: EngineState, dialect: Dialect, metrics: Metrics) -> bool:
     """Wrap the dialect's three DBAPI entry points (instance attributes: other engines untouched).
 
-    Plain closures, not ``wrapt``: this runs per statement and a closure costs ~0.07 µs where a
-    ``FunctionWrapper`` costs ~0.7 µs.
+    Plain closures, not ``wrapt``: this runs per statement, and a ``FunctionWrapper`` call costs
+    several times a closure call (the per-statement budget: BENCHMARKS.md).
     """
     if any(name in dialect.__dict__ for name in DIALECT_METHODS):
         return False
