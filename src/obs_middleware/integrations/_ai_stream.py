@@ -1,21 +1,33 @@
 """Streams attached to an AI call (``AICall.wrap_stream``): transparent proxies that end the call
 when the stream ends. Part of ``_ai``, split out for size: it drives the call's own lifecycle
-(``_finish``, ``_reenter``/``_leave``), which nothing outside the ``_ai`` modules calls."""
+(``StreamCall``: ``_finish``, ``_reenter``/``_leave``), which nothing outside the ``_ai`` modules
+calls."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import wrapt
 
 from .._core.internal import internal_error
+from .._core.span import Span
 from ._ai_values import safe
 
-if TYPE_CHECKING:
-    from ._ai import AICall
+__all__ = ["AsyncStream", "StreamCall", "SyncStream"]
 
-__all__ = ["AsyncStream", "SyncStream"]
+
+class StreamCall(Protocol):
+    """What a stream proxy needs of its call (``AICall``)."""
+
+    finished: bool
+    span: Span
+
+    def _reenter(self) -> tuple[Any, Any]: ...
+
+    def _leave(self, tokens: tuple[Any, Any]) -> None: ...
+
+    def _finish(self, how: str | None) -> None: ...
 
 
 class _StreamProxy(wrapt.ObjectProxy[Any]):
@@ -26,9 +38,9 @@ class _StreamProxy(wrapt.ObjectProxy[Any]):
     def __init__(
         self,
         wrapped: Any,
-        call: AICall,
-        on_item: Callable[[AICall, Any], None] | None,
-        on_end: Callable[[AICall], None] | None,
+        call: StreamCall,
+        on_item: Callable[[Any, Any], None] | None,
+        on_end: Callable[[Any], None] | None,
         reenter: bool,
     ) -> None:
         super().__init__(wrapped)
@@ -162,7 +174,7 @@ class AsyncStream(_StreamProxy):
 
 def _stream_done(
     proxy: SyncStream | AsyncStream,
-    call: AICall,
+    call: StreamCall,
     exc: BaseException | None,
     how: str | None = None,
 ) -> None:

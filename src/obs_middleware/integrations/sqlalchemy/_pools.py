@@ -1,4 +1,4 @@
-"""Pools: connection counts from pool events, checkout timing on the pool object, gauges.
+"""Pools: connection counts from pool events, and checkout timing on the pool object.
 
 Pool events cost nothing per statement; the checkout timing is an instance attribute of each
 instrumented pool, so other pools are untouched.
@@ -6,18 +6,18 @@ instrumented pool, so other pools are untouched.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
-from ._state import EngineState, internal_error, library, lock, states
+from ._state import EngineState, internal_error, library
 
 if TYPE_CHECKING:
     from sqlalchemy.pool import Pool
 
     from ._metrics import Metrics
 
-__all__ = ["gauge_reader", "observe_pool"]
+__all__ = ["observe_pool"]
 
 
 def observe_pool(state: EngineState, pool: Pool, metrics: Metrics) -> None:
@@ -103,48 +103,3 @@ def _time_checkouts(state: EngineState, pool: Pool, metrics: Metrics) -> None:
     for name, fn in (("connect", connect), ("recreate", recreated)):
         fn._obs_state = state  # type: ignore[attr-defined]
         setattr(pool, name, fn)
-
-
-def _pool_values(state: EngineState) -> tuple[float, ...] | None:
-    """size, checked out, overflow, idle, open, utilization (-1: not applicable) of one engine."""
-    engine = state.engine()
-    if engine is None:
-        return None
-    pool: Any = engine.pool
-    if hasattr(pool, "checkedout"):  # QueuePool and subclasses count for themselves
-        size = pool.size()
-        out = pool.checkedout()
-        idle = pool.checkedin()
-        max_overflow = getattr(pool, "_max_overflow", -1)
-        capacity = size + max_overflow if max_overflow >= 0 else 0
-        return (
-            size,
-            out,
-            max(pool.overflow(), 0),
-            idle,
-            out + idle,
-            out / capacity if capacity > 0 else -1.0,
-        )
-    with state.lock:
-        opened = max(state.opened, 0)
-        out = max(state.checked_out, 0)
-    if isinstance(pool, library().pool.NullPool):
-        size = 0
-    else:  # SingletonThreadPool keeps ``size`` connections (one per thread); StaticPool one
-        size = getattr(pool, "size", 1)
-        size = size if isinstance(size, int) else 1
-    return (size, out, 0, max(opened - out, 0), opened, -1.0)
-
-
-def gauge_reader(index: int) -> Callable[[], Mapping[tuple[str, ...], float]]:
-    def read() -> dict[tuple[str, ...], float]:
-        with lock:
-            engines = list(states.values())
-        out: dict[tuple[str, ...], float] = {}
-        for state in engines:
-            values = _pool_values(state)
-            if values is not None and values[index] >= 0:
-                out[state.labels] = float(values[index])
-        return out
-
-    return read
