@@ -745,7 +745,7 @@ def _litestar(config: str, workdir: Path) -> Bench:
     handle: Any = None
     plugins: list[Any] = []
     if config == "obs":
-        from obs_middleware.integrations.litestar import ObsPlugin
+        from obs_middleware.middleware.litestar import ObsPlugin
 
         handle = _Obs(workdir)
         plugins.append(ObsPlugin())

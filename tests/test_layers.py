@@ -31,7 +31,7 @@ NEVER: dict[str, tuple[str, ...]] = {
     "_delivery": ("_setup", "_pipeline", "exporters", "middleware", "integrations", "testing"),
     "exporters": ("_setup", "__init__", "middleware", "integrations", "testing", "cli"),
     "middleware": ("exporters", "integrations", "testing", "cli", "dashboard"),
-    "integrations": ("exporters", "testing", "cli", "dashboard"),
+    "integrations": ("exporters", "middleware", "testing", "cli", "dashboard"),
 }
 
 

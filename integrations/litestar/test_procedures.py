@@ -29,8 +29,8 @@ from litestar.testing import AsyncTestClient
 from pydantic import BaseModel, Field
 
 import obs_middleware as obs
-from obs_middleware.integrations import litestar as obs_litestar
-from obs_middleware.integrations.litestar import ObsPlugin
+from obs_middleware.middleware import litestar as obs_litestar
+from obs_middleware.middleware.litestar import ObsPlugin
 from obs_middleware.testing import Capture
 
 
@@ -251,7 +251,7 @@ def build():
     return Litestar(route_handlers=[ping], logging_config=None)
 
 def expect(app, instrumented):
-    from obs_middleware.integrations.litestar import ObsPlugin
+    from obs_middleware.middleware.litestar import ObsPlugin
     plugins = [p for p in app.plugins if isinstance(p, ObsPlugin)]
     wrapped = isinstance(app.asgi_handler, ObsMiddleware)
     want = (1, True) if instrumented else (0, False)

@@ -24,7 +24,7 @@ import obs_middleware as obs
 from obs_middleware import _setup
 from obs_middleware._core import span as _span
 from obs_middleware._core.config import HttpOptions, SamplingOptions
-from obs_middleware.integrations import starlette as obs_starlette
+from obs_middleware.middleware import starlette as obs_starlette
 from obs_middleware.testing import Capture, capture
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"

@@ -6,11 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import gc
-import importlib
 import json
 import logging
-import sys
-import types
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -19,10 +16,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import obs_middleware as obs
+from obs_middleware._core import cost
 from obs_middleware._core.config import PricingOptions, RedactionOptions
+from obs_middleware._core.redact import scrub, truncate
 from obs_middleware._core.span import current_span
 from obs_middleware.integrations import _ai
-from obs_middleware.integrations._ai import AICall, Patches, ai_call, clean_text, current_call, safe
+from obs_middleware.integrations._ai import AICall, ai_call, clean_text, current_call, safe
+from obs_middleware.integrations._ai_values import BASE64
 from obs_middleware.testing import Capture, capture
 
 
@@ -168,9 +168,7 @@ def test_clean_text_bounds_work_on_huge_inputs() -> None:
 )
 def test_base64_is_searched_wherever_it_can_match(text: str) -> None:
     # Whatever the cheap checks skip, the full search would have left unchanged.
-    assert clean_text(text, 1000) == _ai.truncate(
-        _ai.scrub(_ai._BASE64.sub("[BASE64]", text)), 1000
-    )
+    assert clean_text(text, 1000) == truncate(scrub(BASE64.sub("[BASE64]", text)), 1000)
 
 
 def test_many_params_are_capped() -> None:
@@ -376,7 +374,7 @@ def test_pricing_that_raises_still_ends_the_span_and_later_spans_nest_right(
     def broken(_options: object) -> None:
         raise RuntimeError("pricing bug")
 
-    monkeypatch.setattr(_ai.cost, "table", broken)
+    monkeypatch.setattr(cost, "table", broken)
     with obs.span("request") as root:
         for _ in range(2):
             with ai_call("openai", "chat", "gpt-4o-mini") as call:
@@ -556,60 +554,3 @@ def test_safe_swallows_and_logs_once(caplog: pytest.LogCaptureFixture) -> None:
     assert len(caplog.records) == 1
     assert "extractor_bug" in caplog.records[0].getMessage()
     assert safe(lambda x: x + 1, 1) == 2
-
-
-def test_patches_wrap_set_and_undo(caplog: pytest.LogCaptureFixture) -> None:
-    module = types.ModuleType("fake_sdk")
-
-    class Client:
-        def run(self) -> str:
-            return "ran"
-
-    module.Client = Client  # type: ignore[attr-defined]
-    module.run = Client().run  # type: ignore[attr-defined]
-    sys.modules["fake_sdk"] = module
-    try:
-        patches = Patches("fake")
-        assert patches.wrap("fake_sdk", "Client.run", lambda w, i, a, k: "wrapped " + w(*a, **k))
-        patches.set(module, "run", Client().run)
-        with caplog.at_level(logging.WARNING, logger="obs_middleware"):
-            assert not patches.wrap("fake_sdk", "Client.missing", lambda w, i, a, k: None)
-        assert "fake_sdk.Client.missing not found" in caplog.text
-        assert Client().run() == "wrapped ran"
-        assert module.run() == "wrapped ran"  # type: ignore[attr-defined]
-        patches.undo()
-        assert Client().run() == "ran"
-        assert not patches
-    finally:
-        del sys.modules["fake_sdk"]
-
-
-def test_patches_of_a_module_not_imported_yet_wait_for_its_import(
-    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    package = tmp_path / "lazy_sdk"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "res.py").write_text("class C:\n    def m(self):\n        return 'm'\n")
-    (package / "other.py").write_text("class D:\n    def m(self):\n        return 'd'\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    importlib.import_module("lazy_sdk")  # the package is imported, its modules are not
-
-    patches = Patches("lazy")
-    try:
-        assert patches.wrap("lazy_sdk.res", "C.m", lambda w, i, a, k: "patched " + w(*a, **k))
-        assert patches.wrap("lazy_sdk.other", "D.m", lambda w, i, a, k: "patched")
-        assert "lazy_sdk.res" not in sys.modules and patches
-        c = importlib.import_module("lazy_sdk.res").C
-        assert c().m() == "patched m"
-        patches.undo()
-        assert c().m() == "m"
-        d = importlib.import_module("lazy_sdk.other").D
-        assert d().m() == "d"  # undone before its import: the hook lapsed
-        with caplog.at_level(logging.WARNING, logger="obs_middleware"):
-            assert not patches.wrap("lazy_sdk.gone", "X.m", lambda w, i, a, k: None)
-        assert "lazy_sdk.gone.X.m not found" in caplog.text
-    finally:
-        patches.undo()
-        for name in [m for m in sys.modules if m.startswith("lazy_sdk")]:
-            del sys.modules[name]

@@ -14,6 +14,7 @@ import wrapt
 
 from obs_middleware.integrations import comfyui as obs_comfyui
 from obs_middleware.integrations._ai import ai_call
+from obs_middleware.integrations.comfyui import _tracking, _transports, _workflow
 from obs_middleware.testing import Capture
 
 WORKFLOW: dict[str, Any] = {
@@ -35,31 +36,31 @@ def ws(kind: str, **data: Any) -> str:
 @pytest.fixture(autouse=True)
 def clean() -> Iterator[None]:
     yield
-    obs_comfyui._tracked.clear()
-    obs_comfyui._executing.clear()
+    _tracking.prompts.clear()
+    _tracking.executing.clear()
 
 
 def test_a_prompt_body_is_recognized_in_any_encoding() -> None:
     body = {"prompt": WORKFLOW, "client_id": "c1"}
-    assert obs_comfyui._workflow(json.dumps(body).encode()) == WORKFLOW
-    assert obs_comfyui._workflow(json.dumps(body)) == WORKFLOW
-    assert obs_comfyui._workflow(body) == WORKFLOW
-    assert obs_comfyui._workflow(b'{"prompt": "text"}') is None
-    assert obs_comfyui._workflow(b"prompt=1") is None
-    assert obs_comfyui._workflow(None) is None
+    assert _workflow.workflow(json.dumps(body).encode()) == WORKFLOW
+    assert _workflow.workflow(json.dumps(body)) == WORKFLOW
+    assert _workflow.workflow(body) == WORKFLOW
+    assert _workflow.workflow(b'{"prompt": "text"}') is None
+    assert _workflow.workflow(b"prompt=1") is None
+    assert _workflow.workflow(None) is None
 
 
 def test_only_prompt_posts_and_history_gets_are_candidates() -> None:
-    assert obs_comfyui._kind("POST", "http://h:8188/prompt") == "prompt"
-    assert obs_comfyui._kind("POST", "http://h/api/prompt?x=1") == "prompt"
-    assert obs_comfyui._kind("GET", "http://h/history/abc") == "history"
-    assert obs_comfyui._kind("GET", "http://h/prompt") is None
-    assert obs_comfyui._kind("PUT", "http://h/prompt") is None
+    assert _transports._kind("POST", "http://h:8188/prompt") == "prompt"
+    assert _transports._kind("POST", "http://h/api/prompt?x=1") == "prompt"
+    assert _transports._kind("GET", "http://h/history/abc") == "history"
+    assert _transports._kind("GET", "http://h/prompt") is None
+    assert _transports._kind("PUT", "http://h/prompt") is None
 
 
 def test_workflow_inputs_follow_the_sampler_to_its_positive_prompt(obs_capture: Capture) -> None:
     with ai_call("comfyui", "prompt") as call:
-        obs_comfyui._record_workflow(call, WORKFLOW)
+        _workflow.record_workflow(call, WORKFLOW)
     record = obs_capture.span("ai.request")
     assert {k: v for k, v in record.items() if k.startswith("ai.")} == {
         "ai.provider": "comfyui",
@@ -77,7 +78,7 @@ def test_workflow_inputs_follow_the_sampler_to_its_positive_prompt(obs_capture: 
 
 def test_websocket_messages_enrich_the_call_and_drive_the_job(obs_capture: Capture) -> None:
     with ai_call("comfyui", "prompt") as call:
-        obs_comfyui._on_prompt_reply(call, WORKFLOW, 200, {"prompt_id": "p1", "number": 3}, False)
+        _tracking.on_prompt_reply(call, WORKFLOW, 200, {"prompt_id": "p1", "number": 3}, False)
         for message in (
             ws("status", status={"exec_info": {"queue_remaining": 1}}),
             ws("execution_start", prompt_id="p1", timestamp=1000),
@@ -91,7 +92,7 @@ def test_websocket_messages_enrich_the_call_and_drive_the_job(obs_capture: Captu
             "not json",
             ws("execution_success", prompt_id="p1", timestamp=3500),
         ):
-            obs_comfyui._on_ws(message)
+            _tracking.on_ws(message)
     record = obs_capture.span("ai.request")
     assert {k: v for k, v in record.items() if k.startswith("ai.")} == {
         "ai.provider": "comfyui",
@@ -116,14 +117,14 @@ def test_websocket_messages_enrich_the_call_and_drive_the_job(obs_capture: Captu
         ("job.completed", None),
     ]
     assert obs_capture.span("job comfyui")["job.id"] == "p1"
-    assert obs_comfyui._tracked == {}
+    assert _tracking.prompts == {}
 
 
 def test_execution_error_fails_call_and_job(obs_capture: Capture) -> None:
     with ai_call("comfyui", "prompt") as call:
-        obs_comfyui._on_prompt_reply(call, WORKFLOW, 200, {"prompt_id": "p2"}, False)
-        obs_comfyui._on_ws(ws("execution_start", prompt_id="p2", timestamp=1))
-        obs_comfyui._on_ws(
+        _tracking.on_prompt_reply(call, WORKFLOW, 200, {"prompt_id": "p2"}, False)
+        _tracking.on_ws(ws("execution_start", prompt_id="p2", timestamp=1))
+        _tracking.on_ws(
             ws(
                 "execution_error",
                 prompt_id="p2",
@@ -150,9 +151,9 @@ def test_execution_error_fails_call_and_job(obs_capture: Capture) -> None:
 
 def test_an_owned_prompt_ends_when_its_history_entry_completes(obs_capture: Capture) -> None:
     with ai_call("comfyui", "prompt") as call:
-        obs_comfyui._on_prompt_reply(call, WORKFLOW, 200, {"prompt_id": "p3"}, True)
+        _tracking.on_prompt_reply(call, WORKFLOW, 200, {"prompt_id": "p3"}, True)
     assert obs_capture.spans == []  # still running
-    obs_comfyui._on_history("p3", {})  # not done yet: ComfyUI answers {}
+    _tracking.on_history("p3", {})  # not done yet: ComfyUI answers {}
     assert obs_capture.spans == []
     entry = {
         "outputs": {"9": {"images": [{"filename": "a"}, {"filename": "b"}]}},
@@ -165,7 +166,7 @@ def test_an_owned_prompt_ends_when_its_history_entry_completes(obs_capture: Capt
             ],
         },
     }
-    obs_comfyui._on_history("p3", {"p3": entry})
+    _tracking.on_history("p3", {"p3": entry})
     record = obs_capture.span("ai.request")
     assert (record["ai.image_count"], record["ai.run_ms"], record["ai.stream_end"]) == (
         2,
@@ -183,7 +184,7 @@ def test_a_rejected_prompt_records_the_node_errors(obs_capture: Capture) -> None
         },
     }
     with ai_call("comfyui", "prompt") as call:
-        obs_comfyui._on_prompt_reply(call, WORKFLOW, 400, reply, True)
+        _tracking.on_prompt_reply(call, WORKFLOW, 400, reply, True)
     record = obs_capture.span("ai.request")
     assert (
         record["status"],

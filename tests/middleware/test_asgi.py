@@ -15,13 +15,13 @@ from hypothesis import strategies as st
 
 import obs_middleware as obs
 from obs_middleware import _setup
-from obs_middleware._core import redact
+from obs_middleware._core import internal, redact
 from obs_middleware._core import span as _span
 from obs_middleware._core.config import HttpOptions, RedactionOptions, SamplingOptions
 from obs_middleware._core.context import parse_traceparent, valid_request_id
 from obs_middleware._core.metrics import HistogramPoint
 from obs_middleware._core.redact import compile_secret_patterns, scrub
-from obs_middleware.middleware import ObsMiddleware, _http
+from obs_middleware.middleware import ObsMiddleware
 from obs_middleware.testing import Capture, capture
 
 Message = dict[str, Any]
@@ -542,7 +542,7 @@ async def test_set_user_in_app_wins_over_hook(obs_capture: Capture) -> None:
 async def test_failing_user_id_hook_never_reaches_the_app(
     obs_capture: Capture, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_http, "_warned", set())
+    monkeypatch.setattr(internal, "_warned", set())
 
     def hook(scope: Any) -> str:
         raise KeyError("no user")

@@ -33,7 +33,7 @@ from obs_middleware.exporters.otlp import OTLPExporter
 from obs_middleware.exporters.prometheus import ObsCollector
 from obs_middleware.exporters.sqlite import COLUMNS, SqliteExporter, connect, row_to_record
 from obs_middleware.exporters.tinybird import TinybirdExporter
-from obs_middleware.integrations._ai import ai_errors
+from obs_middleware.integrations._ai_metrics import ai_errors
 from obs_middleware.testing.emulators.tinybird import TinybirdEmulator
 
 BAD = os.fsdecode(b"report-\xff.csv")  # what os.listdir() returns for that name

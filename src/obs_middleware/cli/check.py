@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import importlib.util
-import re
 import sys
 
 import orjson
@@ -21,17 +20,6 @@ def _version(distribution: str) -> str | None:
         return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
         return None
-
-
-def _client_layer(integration: Integration) -> tuple[str, str] | None:
-    """(distribution, range) an integration not tied to one library wraps when present.
-
-    Such integrations (ComfyUI: any client, at the protocol level) declare the client library
-    they also patch in their module's ``supported``, e.g. ``"comfy-api-simplified>=1.5,<2"``.
-    """
-    module = importlib.import_module(f"obs_middleware.integrations.{integration.name}")
-    match = re.fullmatch(r"([A-Za-z0-9_.\-]+?)\s*([<>=!].*)?", getattr(module, "supported", ""))
-    return (match.group(1), match.group(2) or "") if match else None
 
 
 def _row(integration: Integration) -> dict[str, str | None]:
@@ -54,7 +42,7 @@ def _unbound(integration: Integration) -> dict[str, str | None]:
     if module in sys.stdlib_module_names:
         return {"library": f"{module} (stdlib)", "installed": sys.version.split()[0],
                 "verdict": "patch"}  # fmt: skip
-    client = _client_layer(integration)
+    client = integration.client
     if client is None:
         return {"library": "-", "installed": None, "verdict": "patch"}
     distribution, client_range = client

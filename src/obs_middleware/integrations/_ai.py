@@ -31,12 +31,6 @@ API for integration modules (openai, replicate, fal, modal, comfyui)::
 ``safe(fn, *args) -> Any``: run an extractor; our exceptions are logged once per function.
 ``extractor_failed(fn)``: the same logging, for a ``try``/``except`` written inline on a hot path.
 
-``Patches(integration)``: what one integration patched, undone in reverse by ``undo()``.
-    ``wrap(module, "Class.method", wrapper) -> bool`` (wrapt; a module not imported yet is
-    patched by a post-import hook, so lazy SDK modules stay lazy; a missing target logs one
-    warning and returns False), ``set(obj, attr, value)`` (re-bind a module alias), ``bool()``
-    (anything patched or pending: makes ``patch()`` idempotent).
-
 ``AICall`` (each setter replaces, never sums; all values go to the span's attributes):
     set_model(model, *, version=None, app_id=None)     ai.model, ai.model_version, ai.app_id
     set_request_id(request_id)                        ai.request_id (prediction / request id)
@@ -81,289 +75,52 @@ from ending; a negative or non-finite cost is never used); metrics ``ai.duration
 ``ai.requests`` is its count) and ``ai.errors`` (any status but ok/cancelled) by provider, model,
 operation (+ error type); ``ai.cost_usd`` by provider, model, operation, route
 (the root's ``http.route``, or ``job.service_type``) and tier, recorded when the root ends.
+
+Beside this module: ``_ai_values`` (prompts sanitized, usage numbers checked, ``safe``),
+``_ai_stream`` (the stream proxies) and ``_ai_metrics`` (the AI metrics, the cost rollup).
 """
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
-import importlib
-import importlib.machinery
-import importlib.util
 import logging
 import math
-import re
-import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
-import wrapt
-
 from .. import _setup
 from .._core import cost
 from .._core import span as _span
-from .._core.metrics import dropped, registry
-from .._core.redact import MAX_MESSAGE, PRIVATE, scrub, scrub_error, truncate
+from .._core.internal import internal_error, once
+from .._core.metrics import dropped
+from .._core.redact import MAX_MESSAGE, PRIVATE, scrub_error
+from ._ai_metrics import ai_duration, ai_errors, record_cost, rollup
+from ._ai_stream import AsyncStream, SyncStream
+from ._ai_values import (
+    MAX_PARAMS,
+    MAX_USAGE,
+    SECRET_KEYS,
+    clean_text,
+    extractor_failed,
+    privatize,
+    safe,
+    size_pair,
+    usage_amount,
+    usage_count,
+)
 
-__all__ = ["AICall", "Patches", "ai_call", "clean_text", "current_call", "safe"]
+__all__ = ["AICall", "ai_call", "clean_text", "current_call", "extractor_failed", "safe"]
 
 _log = logging.getLogger("obs_middleware")
 
-ai_duration = registry.histogram(
-    "ai.duration",
-    ("ai.provider", "ai.model", "ai.operation"),
-    "ms",
-    "Duration of AI provider calls (streams: to their end).",
-)
-registry.count_view("ai.requests", ai_duration, "AI provider calls.")
-ai_errors = registry.counter(
-    "ai.errors",
-    ("ai.provider", "ai.model", "ai.operation", "error.type"),
-    "1",
-    "Failed AI provider calls.",
-)
-ai_cost = registry.counter(
-    "ai.cost_usd",
-    ("ai.provider", "ai.model", "ai.operation", "http.route", "tier"),
-    "USD",
-    "Estimated cost of AI provider calls.",
-)
-
 _active: contextvars.ContextVar[AICall | None] = contextvars.ContextVar("obs_ai_call", default=None)
-_BASE64 = re.compile(
-    r"data:[\w.+-]+/[\w.+-]+(?:;[\w.+-]+=[\w.+-]+)*;base64,[A-Za-z0-9+/=_-]*"
-    r"|[A-Za-z0-9+/_-]{100,}={0,2}"
-)
-_SECRET_KEYS = frozenset(
-    {
-        "api_key",
-        "apikey",
-        "key",
-        "token",
-        "api_token",
-        "access_token",
-        "authorization",
-        "password",
-        "secret",
-        "webhook",
-        "extra_headers",
-    }
-)
-_MAX_PARAMS = 24
-# The largest usage quantity believed (tokens, images, pixels, seconds, units): beyond it a
-# provider's number is garbage, and pricing it would overflow or dwarf every real cost.
-_MAX_USAGE = 10**12
-_warned: set[str] = set()
 # Calls ended by garbage collection while this thread was recording AI metrics: finished after
 # that (taking the same metric lock again from a finalizer would deadlock).
 _tls = threading.local()
 _orphans: deque[AICall] = deque()
-
-
-def _warn_once(where: str) -> None:
-    if where not in _warned:
-        _warned.add(where)
-        _log.warning("obs-middleware: internal error in %s (call unaffected)", where, exc_info=True)
-
-
-def safe(fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(*args)``, or None if it raised (logged once per function): for extractors."""
-    try:
-        return fn(*args)
-    except Exception:
-        extractor_failed(fn)
-        return None
-
-
-def extractor_failed(fn: Callable[..., Any]) -> None:
-    """Log, once per function, the exception ``fn`` just raised (``safe`` written inline)."""
-    _warn_once(getattr(fn, "__qualname__", repr(fn)))
-
-
-def clean_text(text: Any, limit: int) -> str:
-    """Sanitize a prompt or input for export: base64 removed, secrets scrubbed, cut to ``limit``."""
-    if not isinstance(text, str):
-        return f"[{type(text).__name__}]"
-    if len(text) < 100 and "base64," not in text:  # the usual prompt: nothing to cut out
-        out = scrub(text)
-        return out if len(out) <= limit else truncate(out, limit)
-    if limit <= 0:
-        return ""
-    window = text[: limit * 2 + 512]  # bounds the work on a multi-megabyte input
-    # Searched only where a match can be: a data URL, or a whitespace-free run of 100 characters
-    # (~35 µs saved on a 1 kB prompt).
-    if "base64," in window or (
-        len(window) >= 100 and max(map(len, window.split()), default=0) >= 100
-    ):
-        window = _BASE64.sub("[BASE64]", window)
-    out = truncate(scrub(window), limit)
-    if len(text) > limit * 2 + 512 and not out.endswith("…"):
-        out += "…"
-    return out
-
-
-def _size_pair(size: str) -> tuple[int, int] | None:
-    width, sep, height = size.partition("x")
-    if sep and width.isdigit() and height.isdigit():
-        return int(width), int(height)
-    return None
-
-
-def _count(value: Any) -> int | None:
-    """``value`` as a usage count, or None when it is not one."""
-    if type(value) is int:  # what every SDK reports: one comparison
-        return value if 0 <= value <= _MAX_USAGE else None
-    if isinstance(value, float) and value.is_integer() and 0 <= value <= _MAX_USAGE:
-        return int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_USAGE:
-        return int(value)
-    return None
-
-
-def _amount(value: Any) -> float | None:
-    """``value`` as a usage amount (seconds, billable units), or None when it is not one."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        try:
-            amount = float(value)
-        except OverflowError:
-            return None
-        return amount if 0 <= amount <= _MAX_USAGE else None  # NaN fails both comparisons
-    return None
-
-
-_MISSING = object()
-
-
-class Patches:
-    """The patches of one integration, so ``unpatch()`` can undo exactly them."""
-
-    def __init__(self, integration: str) -> None:
-        self.integration = integration
-        self._undo: list[tuple[Any, str, Any]] = []
-        self._pending = 0  # post-import hooks registered in this generation
-        self._generation = 0
-
-    def wrap(self, module: str, path: str, wrapper: Callable[..., Any]) -> bool:
-        """Wrap ``module.path`` (``"Class.method"``) with a wrapt ``wrapper``; False if absent.
-
-        A module not imported yet is patched when it is: SDKs that load their resources lazily
-        stay lazy.
-        """
-        if module in sys.modules:
-            return self._wrap_now(module, path, wrapper)
-        if not _module_exists(module):
-            self._missing(module, path)
-            return False
-        generation = self._generation
-
-        def on_import(_module: object) -> None:
-            if self._generation == generation:  # not undone since
-                self._wrap_now(module, path, wrapper)
-
-        self._pending += 1
-        wrapt.register_post_import_hook(on_import, module)
-        return True
-
-    def _wrap_now(self, module: str, path: str, wrapper: Callable[..., Any]) -> bool:
-        owner_path, _, name = path.rpartition(".")
-        try:
-            owner: Any = importlib.import_module(module)
-            for part in filter(None, owner_path.split(".")):
-                owner = getattr(owner, part)
-            getattr(owner, name)
-        except (ImportError, AttributeError):
-            self._missing(module, path)
-            return False
-        original = vars(owner).get(name, _MISSING) if hasattr(owner, "__dict__") else _MISSING
-        wrapt.wrap_function_wrapper(owner, name, wrapper)
-        self._undo.append((owner, name, original))
-        return True
-
-    def _missing(self, module: str, path: str) -> None:
-        _log.warning(
-            "obs-middleware: %s: %s.%s not found, not instrumented", self.integration, module, path
-        )
-
-    def set(self, obj: Any, attr: str, value: Any) -> None:
-        """Replace ``obj.attr`` (e.g. re-bind a module alias to a patched method)."""
-        self._undo.append((obj, attr, vars(obj).get(attr, _MISSING)))
-        setattr(obj, attr, value)
-
-    def undo(self) -> None:
-        """Restore everything, last patch first; hooks of modules not imported yet lapse."""
-        self._generation += 1
-        self._pending = 0
-        while self._undo:
-            owner, name, original = self._undo.pop()
-            if original is _MISSING:
-                with contextlib.suppress(AttributeError):
-                    delattr(owner, name)
-            else:
-                setattr(owner, name, original)
-
-    def __bool__(self) -> bool:
-        return bool(self._undo) or self._pending > 0
-
-
-def _module_exists(name: str) -> bool:
-    """Whether module ``name`` can be imported, found without importing its packages."""
-    parts = name.split(".")
-    for i in range(len(parts) - 1, 0, -1):
-        parent = sys.modules.get(".".join(parts[:i]))
-        if parent is not None:
-            break
-    else:
-        return importlib.util.find_spec(name) is not None
-    search = getattr(parent, "__path__", None)
-    for j in range(i, len(parts)):
-        if search is None:
-            return False
-        spec = importlib.machinery.PathFinder.find_spec(".".join(parts[: j + 1]), search)
-        if spec is None:
-            return False
-        search = spec.submodule_search_locations
-    return True
-
-
-class _CostRollup:
-    """Per-trace cost sums, added to ``ai.cost_usd`` when the root ends (route, tier known)."""
-
-    __slots__ = ("done", "sums")
-
-    def __init__(self) -> None:
-        self.sums: dict[tuple[str, str, str], float] = {}
-        self.done = False
-
-    def add(self, labels: tuple[str, str, str], usd: float, root: _span.Span) -> None:
-        if self.done:  # the root already ended (a stream outliving its request)
-            _record_cost(labels, usd, root)
-        else:
-            self.sums[labels] = self.sums.get(labels, 0.0) + usd
-
-    def __call__(self, root: _span.Span) -> None:
-        self.done = True
-        for labels, usd in self.sums.items():
-            _record_cost(labels, usd, root)
-
-
-def _record_cost(labels: tuple[str, str, str], usd: float, root: _span.Span) -> None:
-    route = root.attrs.get("http.route") or root.attrs.get("job.service_type") or ""
-    ai_cost.add((*labels, str(route), root.local.tier or ""), usd)
-
-
-def _rollup(local: _span.LocalTrace) -> _CostRollup:
-    deferred = local.deferred
-    if deferred is None:
-        deferred = local.deferred = []
-    for callback in deferred:
-        if type(callback) is _CostRollup:
-            return callback
-    rollup = _CostRollup()
-    deferred.append(rollup)
-    return rollup
 
 
 class AICall:
@@ -433,7 +190,7 @@ class AICall:
             else:
                 self._finish(None)
         except Exception:
-            _warn_once("ai call end")
+            internal_error("ai call end", "call")
 
     def wrap_stream(
         self,
@@ -448,11 +205,11 @@ class AICall:
             return stream
         try:
             if hasattr(stream, "__anext__") or hasattr(stream, "__aiter__"):
-                proxy: Any = _AsyncStream(stream, self, on_item, on_end, reenter)
+                proxy: Any = AsyncStream(stream, self, on_item, on_end, reenter)
             else:
-                proxy = _SyncStream(stream, self, on_item, on_end, reenter)
+                proxy = SyncStream(stream, self, on_item, on_end, reenter)
         except Exception:
-            _warn_once("ai wrap_stream")
+            internal_error("ai wrap_stream", "call")
             return stream
         self._stream = True
         return proxy
@@ -461,6 +218,17 @@ class AICall:
         """End a stream-attached call now (idempotent)."""
         if self._stream and not self.finished:
             self._finish(how)
+
+    def _reenter(self) -> tuple[Any, Any]:
+        # A lazy SDK generator does its HTTP inside next(): make the call active (entered once
+        # more, so entry points called there join it) and its span current, so client spans nest.
+        self._depth += 1
+        return _active.set(self), _span.set_current(self.span)
+
+    def _leave(self, tokens: tuple[Any, Any]) -> None:
+        self._depth -= 1
+        _span.reset_current(tokens[1])
+        _active.reset(tokens[0])
 
     # -- setters ---------------------------------------------------------------------------------
     @property
@@ -498,9 +266,9 @@ class AICall:
             return
         kept = 0
         for key, value in params.items():
-            if kept >= _MAX_PARAMS:
+            if kept >= MAX_PARAMS:
                 break
-            if not isinstance(key, str) or key == "prompt" or key.lower() in _SECRET_KEYS:
+            if not isinstance(key, str) or key == "prompt" or key.lower() in SECRET_KEYS:
                 continue
             if isinstance(value, (bool, int, float)):
                 attrs["ai.input." + key] = value
@@ -521,25 +289,25 @@ class AICall:
         # Inline checks for what SDKs report (a plain int): this runs on every call.
         usage, attrs = self.usage, self.span.attrs
         if input is not None:
-            if type(input) is int and 0 <= input <= _MAX_USAGE:
+            if type(input) is int and 0 <= input <= MAX_USAGE:
                 usage.input_tokens = attrs["ai.input_tokens"] = input
             else:
-                self._usage("input_tokens", input, _count)
+                self._usage("input_tokens", input, usage_count)
         if cached is not None:
-            if type(cached) is int and 0 <= cached <= _MAX_USAGE:
+            if type(cached) is int and 0 <= cached <= MAX_USAGE:
                 usage.cached_tokens = attrs["ai.cached_tokens"] = cached
             else:
-                self._usage("cached_tokens", cached, _count)
+                self._usage("cached_tokens", cached, usage_count)
         if output is not None:
-            if type(output) is int and 0 <= output <= _MAX_USAGE:
+            if type(output) is int and 0 <= output <= MAX_USAGE:
                 usage.output_tokens = attrs["ai.output_tokens"] = output
             else:
-                self._usage("output_tokens", output, _count)
+                self._usage("output_tokens", output, usage_count)
         if reasoning is not None:
-            if type(reasoning) is int and 0 <= reasoning <= _MAX_USAGE:
+            if type(reasoning) is int and 0 <= reasoning <= MAX_USAGE:
                 usage.reasoning_tokens = attrs["ai.reasoning_tokens"] = reasoning
             else:
-                self._usage("reasoning_tokens", reasoning, _count)
+                self._usage("reasoning_tokens", reasoning, usage_count)
 
     def set_images(
         self,
@@ -553,15 +321,15 @@ class AICall:
         """Images produced: count, pixel size (or a ``"WxH"`` size label), quality."""
         usage, attrs = self.usage, self.span.attrs
         if count is not None:
-            self._usage("images", count, _count, "ai.image_count")
+            self._usage("images", count, usage_count, "ai.image_count")
         if size:
             usage.size = attrs["ai.image_size"] = size
-            pair = _size_pair(size)
+            pair = size_pair(size)
             if pair is not None and width is None and height is None:
                 width, height = pair
         if width and height:
-            self._usage("width", width, _count)
-            self._usage("height", height, _count)
+            self._usage("width", width, usage_count)
+            self._usage("height", height, usage_count)
         if quality:
             usage.quality = attrs["ai.image_quality"] = quality
 
@@ -571,10 +339,10 @@ class AICall:
         """Billed compute time (Replicate ``predict_time``, Modal run time) and its hardware."""
         usage, attrs = self.usage, self.span.attrs
         if seconds is not None:
-            self._usage("gpu_seconds", seconds, _amount)
+            self._usage("gpu_seconds", seconds, usage_amount)
         if gpu:
             usage.gpu = attrs["ai.gpu"] = gpu
-        count = _count(gpu_count)
+        count = usage_count(gpu_count)
         if count is None:
             self._invalid("ai.gpu_count", gpu_count)
         else:
@@ -585,7 +353,7 @@ class AICall:
     def set_units(self, units: float | None) -> None:
         """Billable units reported by the provider (fal ``x-fal-billable-units``)."""
         if units is not None:
-            self._usage("units", units, _amount, "ai.billable_units")
+            self._usage("units", units, usage_amount, "ai.billable_units")
 
     def set_cost(self, usd: float | None, *, unknown: str | None = None) -> None:
         """Use a cost the provider reported instead of the pricing table.
@@ -593,7 +361,7 @@ class AICall:
         ``usd=None`` with ``unknown``: the cost is unknown for that reason; ``set_cost(None)``
         goes back to the pricing table.
         """
-        if usd is not None and _amount(usd) is None:
+        if usd is not None and usage_amount(usd) is None:
             self._invalid("cost.usd", usd)
             usd, unknown = None, "invalid cost reported"
         self._cost_usd = None if usd is None else float(usd)
@@ -601,7 +369,7 @@ class AICall:
 
     def set_queue_ms(self, ms: float | None) -> None:
         """Time the request waited in the provider's queue before running."""
-        if ms is not None and -_MAX_USAGE < ms < _MAX_USAGE:  # not NaN, infinite, or absurd
+        if ms is not None and -MAX_USAGE < ms < MAX_USAGE:  # not NaN, infinite, or absurd
             self.span.attrs["ai.queue_ms"] = round(max(float(ms), 0.0), 3)
 
     def _usage(
@@ -632,8 +400,7 @@ class AICall:
             attrs["ai.usage.invalid"] = f"{seen},{name}"
         dropped.add((f"invalid_usage:{self.provider}",))
         where = f"usage:{self.provider}"
-        if where not in _warned:
-            _warned.add(where)
+        if once(where):
             try:
                 shown = repr(value)[:40]
             except Exception:  # an int too long for repr(), a hostile __repr__
@@ -677,7 +444,7 @@ class AICall:
         try:
             self._end(how)
         except Exception:
-            _warn_once("ai call finish")
+            internal_error("ai call finish", "call")
         finally:
             _tls.busy = False
         while _orphans:
@@ -691,14 +458,14 @@ class AICall:
         if how is not None:
             attrs["ai.stream_end"] = how
         if self.private or local.private:
-            _privatize(span)
+            privatize(span)
         labels = (self.provider, str(attrs.get("ai.model") or ""), self.operation)
         try:
             self._price(attrs, local, labels)
         except Exception:
             attrs.pop("cost.usd", None)
             attrs["cost.unknown"] = "pricing failed"
-            _warn_once("ai pricing")
+            internal_error("ai pricing", "call")
         finally:
             span.end()  # whatever pricing did: a span left open stays current for later spans
         ai_duration.record(labels, span.duration_ms)
@@ -733,23 +500,13 @@ class AICall:
             return
         attrs["cost.usd"] = usd
         if own_root or root.end_ns:  # its own trace, or its root has ended: recorded now
-            _record_cost(labels, usd, root)
+            record_cost(labels, usd, root)
             return
         root.attrs["cost.usd"] = cost.round_usd(root.attrs.get("cost.usd", 0.0) + usd)
-        _rollup(local).add(labels, usd, root)
+        rollup(local).add(labels, usd, root)
 
     def __repr__(self) -> str:
         return f"<AICall {self.provider}.{self.operation} depth={self._depth}>"
-
-
-def _privatize(span: _span.Span) -> None:
-    attrs = span.attrs
-    for key, value in list(attrs.items()):
-        if isinstance(value, str) and (key == "ai.prompt" or key.startswith("ai.input.")):
-            attrs[key] = PRIVATE
-    attrs["ai.private"] = True
-    if span.error_message:
-        span.error_message = PRIVATE
 
 
 def ai_call(
@@ -772,178 +529,3 @@ def current_call(provider: str | None = None) -> AICall | None:
     if active is None or active.finished or (provider is not None and active.provider != provider):
         return None
     return active
-
-
-def _reenter(call: AICall) -> tuple[Any, Any]:
-    # A lazy SDK generator does its HTTP inside next(): make the call active (entered once
-    # more, so entry points called there join it) and its span current, so client spans nest.
-    call._depth += 1
-    return _active.set(call), _span.set_current(call.span)
-
-
-def _leave(call: AICall, tokens: tuple[Any, Any]) -> None:
-    call._depth -= 1
-    _span.reset_current(tokens[1])
-    _active.reset(tokens[0])
-
-
-class _StreamProxy(wrapt.ObjectProxy[Any]):
-    """A transparent proxy over a stream that ends its call with the stream."""
-
-    _next_method = "__next__"
-
-    def __init__(
-        self,
-        wrapped: Any,
-        call: AICall,
-        on_item: Callable[[AICall, Any], None] | None,
-        on_end: Callable[[AICall], None] | None,
-        reenter: bool,
-    ) -> None:
-        super().__init__(wrapped)
-        self._self_call = call
-        self._self_on_item = on_item
-        self._self_on_end = on_end
-        self._self_reenter = reenter
-        # Iterate the object itself when it is an iterator; else ask it for one on first use.
-        self._self_it = wrapped if hasattr(type(wrapped), self._next_method) else None
-
-
-class _SyncStream(_StreamProxy):
-    """A sync stream proxy."""
-
-    def __iter__(self) -> _SyncStream:
-        return self
-
-    def __next__(self) -> Any:
-        call = self._self_call
-        tokens = _reenter(call) if self._self_reenter and not call.finished else None
-        try:
-            it = self._self_it
-            if it is None:
-                it = self._self_it = iter(self.__wrapped__)
-            item = next(it)
-        except StopIteration:
-            _stream_done(self, call, None)
-            raise
-        except BaseException as exc:
-            _stream_done(self, call, exc)
-            raise
-        finally:
-            if tokens is not None:
-                _leave(call, tokens)
-        on_item = self._self_on_item
-        if on_item is not None:
-            safe(on_item, call, item)
-        return item
-
-    def close(self) -> Any:
-        """Close the underlying stream and end the call."""
-        try:
-            closer = getattr(self.__wrapped__, "close", None)
-            return closer() if closer is not None else None
-        finally:
-            _stream_done(self, self._self_call, None, "close")
-
-    def __enter__(self) -> _SyncStream:
-        enter = getattr(self.__wrapped__, "__enter__", None)
-        if enter is not None:
-            enter()
-        return self
-
-    def __exit__(self, *exc_info: Any) -> Any:
-        try:
-            exit_ = getattr(self.__wrapped__, "__exit__", None)
-            return exit_(*exc_info) if exit_ is not None else None
-        finally:
-            _stream_done(self, self._self_call, None, "close")
-
-    def __del__(self) -> None:
-        call = self._self_call
-        if not call.finished:
-            _stream_done(self, call, None, "gc")
-
-
-class _AsyncStream(_StreamProxy):
-    """An async stream proxy."""
-
-    _next_method = "__anext__"
-
-    def __aiter__(self) -> _AsyncStream:
-        return self
-
-    async def __anext__(self) -> Any:
-        call = self._self_call
-        tokens = _reenter(call) if self._self_reenter and not call.finished else None
-        try:
-            it = self._self_it
-            if it is None:
-                it = self._self_it = self.__wrapped__.__aiter__()
-            item = await it.__anext__()
-        except StopAsyncIteration:
-            _stream_done(self, call, None)
-            raise
-        except BaseException as exc:
-            _stream_done(self, call, exc)
-            raise
-        finally:
-            if tokens is not None:
-                _leave(call, tokens)
-        on_item = self._self_on_item
-        if on_item is not None:
-            safe(on_item, call, item)
-        return item
-
-    async def aclose(self) -> None:
-        """Close the underlying stream (``aclose`` or async ``close``) and end the call."""
-        await self.close()
-
-    async def close(self) -> None:
-        """Close the underlying stream and end the call."""
-        try:
-            wrapped = self.__wrapped__
-            closer = getattr(wrapped, "aclose", None) or getattr(wrapped, "close", None)
-            if closer is not None:
-                result = closer()
-                if hasattr(result, "__await__"):
-                    await result
-        finally:
-            _stream_done(self, self._self_call, None, "close")
-
-    async def __aenter__(self) -> _AsyncStream:
-        enter = getattr(self.__wrapped__, "__aenter__", None)
-        if enter is not None:
-            await enter()
-        return self
-
-    async def __aexit__(self, *exc_info: Any) -> Any:
-        try:
-            exit_ = getattr(self.__wrapped__, "__aexit__", None)
-            return (await exit_(*exc_info)) if exit_ is not None else None
-        finally:
-            _stream_done(self, self._self_call, None, "close")
-
-    def __del__(self) -> None:
-        call = self._self_call
-        if not call.finished:
-            _stream_done(self, call, None, "gc")
-
-
-def _stream_done(
-    proxy: _SyncStream | _AsyncStream,
-    call: AICall,
-    exc: BaseException | None,
-    how: str | None = None,
-) -> None:
-    if call.finished:
-        return
-    try:
-        if exc is not None:
-            call.span.record_exception(exc)
-            how = how or ("close" if call.span.status == "cancelled" else "error")
-        on_end = proxy._self_on_end
-        if on_end is not None:
-            safe(on_end, call)
-    except Exception:
-        _warn_once("ai stream end")
-    call._finish(how or "done")

@@ -19,9 +19,9 @@ from typing import Any
 from .. import _setup
 from .._core import span as _span
 from .._core.context import EXPORTING, format_traceparent
+from .._core.http import OTHER_METHOD, STATUS_CLASS, other_method
 from .._core.metrics import registry
 from .._core.redact import query_keys, scrub
-from ..middleware._http import OTHER_METHOD, STATUS_CLASS, other_method
 
 __all__ = ["ClientCall", "client_duration", "suppressed"]
 
@@ -130,8 +130,3 @@ class ClientCall:
             (self.method, self.host, STATUS_CLASS.get(status // 100, "xxx")),
             (span.end_ns - span.start_ns) / 1e6,
         )
-
-
-def content_length(value: str | None) -> int | None:
-    """Parse a ``Content-Length`` header (None when absent or malformed)."""
-    return int(value) if value is not None and value.isdigit() else None

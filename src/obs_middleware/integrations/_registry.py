@@ -1,10 +1,25 @@
 """The integration registry: supported version ranges, post-import hooks, patch/unpatch bookkeeping.
 
-Every integration module has the same shape: ``supported`` (a requirement such as
-``"sqlalchemy>=2.0,<2.2"``), ``patch()`` and ``unpatch()``, idempotent. ``instrument_all()`` patches
-what is imported, registers a post-import hook for what is installed but not yet imported, skips
-versions outside ``supported`` with one warning, and returns a report. A failing patch is reported,
-never raised into the app.
+``INTEGRATIONS`` is the one place each integration's supported range is written: one row per
+library, naming the library module whose import triggers the patch, its distribution, the range,
+and our module that patches it (``home``). ``instrument_all()`` patches what is imported,
+registers a post-import hook for what is installed but not yet imported (the integration's module
+is imported only then, so its SDK is never imported here), skips versions outside the range with
+one warning, and returns a report. A failing patch is reported, never raised into the app.
+
+Every integration module has the same shape (checked by tests/integrations/test_conformance.py):
+
+- ``patch()``: idempotent (a ``Patches`` from ``_core/patches.py`` holds what it replaced);
+  targets looked up defensively (missing: one warning, skipped); a library module not imported
+  yet is patched by a post-import hook when it is.
+- ``unpatch()``: undoes exactly that, idempotent; ``patch()`` works again afterwards.
+- ``supported``: the row's requirement (``"sqlalchemy>=2.0,<2.2"``), read from here with
+  ``lookup(name).requirement``, never written in the module. (The Litestar adapter lives in
+  ``middleware/``, which never imports the integrations: its row is its only range.)
+- ``__all__`` lists ``patch``, ``unpatch`` and ``supported``, plus any public extras.
+
+A new integration: a row here, a module with that shape, a compatibility suite under the top-level
+``integrations/<name>/``.
 """
 
 from __future__ import annotations
@@ -22,7 +37,16 @@ from typing import Literal
 
 import wrapt
 
-__all__ = ["INTEGRATIONS", "Integration", "Outcome", "Report", "instrument_all", "uninstrument_all"]
+__all__ = [
+    "INTEGRATIONS",
+    "Integration",
+    "Outcome",
+    "Report",
+    "instrument_all",
+    "lookup",
+    "uninstrument_all",
+    "version_in_range",
+]
 
 _log = logging.getLogger("obs_middleware")
 Status = Literal["patched", "pending", "skipped", "failed", "already"]
@@ -30,12 +54,27 @@ Status = Literal["patched", "pending", "skipped", "failed", "already"]
 
 @dataclass(frozen=True)
 class Integration:
-    """One library we patch: ``name`` is our module under ``obs_middleware.integrations``."""
+    """One library we patch, and where our ``patch()``/``unpatch()`` for it live."""
 
     name: str
     module: str  # the library module whose import triggers the patch
     distribution: str | None  # PyPI distribution for the version check; None for the stdlib
     supported: str  # version range, e.g. ">=2.0,<2.2" ("" = any)
+    home: str = ""  # our module; "" = obs_middleware.integrations.<name>
+    # A protocol-level integration (no distribution of its own): the (distribution, range) of the
+    # client library it also patches when that is in range.
+    client: tuple[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.home:
+            object.__setattr__(self, "home", f"obs_middleware.integrations.{self.name}")
+
+    @property
+    def requirement(self) -> str:
+        """``"sqlalchemy>=2.0,<2.2"``; the client's for a protocol-level one; "" for the stdlib."""
+        if self.client is not None:
+            return "".join(self.client)
+        return f"{self.distribution}{self.supported}" if self.distribution else ""
 
 
 @dataclass(frozen=True)
@@ -72,16 +111,31 @@ INTEGRATIONS: tuple[Integration, ...] = (
     Integration("sqlalchemy", "sqlalchemy", "sqlalchemy", ">=2.0,<2.2"),
     Integration("httpx", "httpx", "httpx", ">=0.24,<1"),
     Integration("requests", "requests", "requests", ">=2.28,<3"),
-    Integration("starlette", "starlette", "starlette", ">=0.37,<2"),
-    Integration("litestar", "litestar", "litestar", ">=2.8,<3"),
+    # Like the Litestar plugin, this moves the ASGI middleware: it lives with the middleware.
+    Integration(
+        "starlette", "starlette", "starlette", ">=0.37,<2", "obs_middleware.middleware.starlette"
+    ),
+    # The Litestar plugin is the ASGI middleware fitted to Litestar: it lives with the middleware.
+    Integration(
+        "litestar", "litestar", "litestar", ">=2.8,<3", "obs_middleware.middleware.litestar"
+    ),
     Integration("openai", "openai", "openai", ">=1.40,<4"),
     Integration("replicate", "replicate", "replicate", ">=1.0,<2"),
     Integration("fal", "fal_client", "fal-client", ">=1.0,<2"),
     Integration("modal", "modal", "modal", ">=1.0,<2"),
     # Protocol-level (any ComfyUI client over requests/httpx/aiohttp/websockets): patched at once;
     # it hooks each transport's import itself and gates comfy-api-simplified's range inside.
-    Integration("comfyui", "obs_middleware", None, ""),
+    Integration("comfyui", "obs_middleware", None, "", client=("comfy-api-simplified", ">=1.5,<2")),
 )
+
+
+def lookup(name: str) -> Integration:
+    """Return the row of the integration ``name`` (KeyError if none)."""
+    for integration in INTEGRATIONS:
+        if integration.name == name:
+            return integration
+    raise KeyError(name)
+
 
 _lock = threading.RLock()
 _patched: set[str] = set()
@@ -135,7 +189,7 @@ def _version(integration: Integration) -> str | None:
 
 
 def _module_of(integration: Integration) -> object:
-    return importlib.import_module(f"obs_middleware.integrations.{integration.name}")
+    return importlib.import_module(integration.home)
 
 
 def _patch(integration: Integration) -> Outcome:

@@ -2,8 +2,8 @@
 
 The literal stripping is the core's (``_core.sqltext``: privacy rules live in one place); this
 module reads the statement's structure from the same token stream. Pure functions; callers cache
-the result per distinct statement string, so the cost (tens of µs for a long statement) is paid
-once per statement, not per execution.
+the result per distinct statement string, so the cost (far above a cached lookup for a long
+statement) is paid once per statement, not per execution.
 """
 
 from __future__ import annotations

@@ -28,11 +28,13 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ._ai import AICall, Patches, ai_call, current_call, safe
+from .._core.patches import Patches
+from ._ai import AICall, ai_call, current_call, safe
+from ._registry import lookup
 
 __all__ = ["patch", "supported", "unpatch"]
 
-supported = "fal-client>=1.0,<2"
+supported = lookup("fal").requirement
 
 _lock = threading.Lock()
 _MAX_REQUESTS = 1024

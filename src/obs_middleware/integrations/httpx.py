@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..middleware._http import internal_error
-from ._ai import Patches
-from ._outbound import ClientCall, content_length, suppressed
+from .._core.http import content_length
+from .._core.internal import internal_error
+from .._core.patches import Patches
+from ._outbound import ClientCall, suppressed
+from ._registry import lookup
 
 __all__ = ["patch", "supported", "unpatch"]
 
-supported = "httpx>=0.24,<1"
+supported = lookup("httpx").requirement
 
 _patches = Patches("httpx")
 

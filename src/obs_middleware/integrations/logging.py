@@ -13,20 +13,20 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from .._core.patches import Patches
 from .._core.span import current_span
+from ._registry import lookup
 
 __all__ = ["patch", "supported", "unpatch"]
 
-supported = ""  # the stdlib: any version
+supported = lookup("logging").requirement  # the stdlib: any version
 
-_previous: Any = None
-_factory: Any = None
+_patches = Patches("logging")
 
 
 def patch() -> None:
     """Wrap the current log record factory (idempotent)."""
-    global _previous, _factory
-    if _factory is not None:
+    if _patches:
         return
     previous = logging.getLogRecordFactory()
 
@@ -46,15 +46,15 @@ def patch() -> None:
             pass
         return record
 
-    _previous, _factory = previous, factory
+    def restore() -> None:
+        # Only if ours is still installed: a factory set on top of it stays.
+        if logging.getLogRecordFactory() is factory:
+            logging.setLogRecordFactory(previous)
+
     logging.setLogRecordFactory(factory)
+    _patches.on_undo(restore)
 
 
 def unpatch() -> None:
     """Restore the previous factory if ours is still installed (idempotent)."""
-    global _previous, _factory
-    if _factory is None:
-        return
-    if logging.getLogRecordFactory() is _factory:
-        logging.setLogRecordFactory(_previous)
-    _previous = _factory = None
+    _patches.undo()

@@ -19,11 +19,13 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from ._ai import AICall, Patches, ai_call, extractor_failed, safe
+from .._core.patches import Patches
+from ._ai import AICall, ai_call, extractor_failed, safe
+from ._registry import lookup
 
 __all__ = ["patch", "supported", "unpatch"]
 
-supported = "openai>=1.40,<4"
+supported = lookup("openai").requirement
 
 _patches = Patches("openai")
 _stream_types: tuple[type, ...] = ()

@@ -20,11 +20,13 @@ import datetime as _dt
 from collections.abc import Mapping
 from typing import Any
 
-from ._ai import AICall, Patches, ai_call, safe
+from .._core.patches import Patches
+from ._ai import AICall, ai_call, safe
+from ._registry import lookup
 
 __all__ = ["patch", "supported", "unpatch"]
 
-supported = "replicate>=1.0,<2"
+supported = lookup("replicate").requirement
 
 _patches = Patches("replicate")
 _ALIASES = ("run", "async_run", "stream", "async_stream")

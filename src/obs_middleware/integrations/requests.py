@@ -12,13 +12,15 @@ import contextvars
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..middleware._http import internal_error
-from ._ai import Patches
-from ._outbound import ClientCall, content_length, suppressed
+from .._core.http import content_length
+from .._core.internal import internal_error
+from .._core.patches import Patches
+from ._outbound import ClientCall, suppressed
+from ._registry import lookup
 
 __all__ = ["patch", "supported", "unpatch"]
 
-supported = "requests>=2.28,<3"
+supported = lookup("requests").requirement
 
 _patches = Patches("requests")
 # Set while a traced send runs: the redirect hops it makes through ``send`` join its span.

@@ -2,32 +2,24 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from .._core.config import HttpOptions
+from .._core.http import OTHER_METHOD, STATUS_CLASS
+from .._core.internal import internal_error
 from .._core.metrics import http_duration
-from .._core.redact import SENSITIVE_HEADERS, clean_path, client_text, scrub
+from .._core.redact import SENSITIVE_HEADERS, clean_path, scrub
 from .._core.span import Span
 
 __all__ = [
-    "OTHER_METHOD",
-    "STATUS_CLASS",
     "captured_headers",
-    "content_length",
     "finish_request",
-    "internal_error",
-    "other_method",
     "span_name",
 ]
 
-_log = logging.getLogger("obs_middleware")
-STATUS_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 _names: dict[tuple[str, str | None], str] = {}
 _MAX_NAMES = 10_000
-_warned: set[str] = set()
-OTHER_METHOD = "_OTHER"  # OTel's name for a method not in HttpOptions.known_methods
 
 
 def span_name(method: str, template: str | None) -> str:
@@ -45,12 +37,6 @@ def span_name(method: str, template: str | None) -> str:
     return name
 
 
-def other_method(method: str, attrs: dict[str, Any]) -> str:
-    """Return ``_OTHER`` for an unknown method; its original goes to ``attrs``, bounded."""
-    attrs["http.request.method_original"] = client_text(method)
-    return OTHER_METHOD
-
-
 def captured_headers(options: HttpOptions, get: Callable[[str], str | None]) -> dict[str, str]:
     """Request headers the user asked for, without sensitive ones unless explicitly allowed
     (then as sent); secrets in the values of the others are scrubbed."""
@@ -64,13 +50,6 @@ def captured_headers(options: HttpOptions, get: Callable[[str], str | None]) -> 
         if value is not None:
             out[f"http.request.header.{lower}"] = value if sensitive else scrub(value)
     return out
-
-
-def content_length(value: bytes | str | None) -> int | None:
-    """A ``Content-Length`` value as an int; None when absent or not a plain decimal number."""
-    if value is not None and 0 < len(value) <= 18 and value.isascii() and value.isdigit():
-        return int(value)
-    return None
 
 
 def finish_request(  # noqa: PLR0917 - positional on purpose: called once per request
@@ -116,12 +95,3 @@ def finish_request(  # noqa: PLR0917 - positional on purpose: called once per re
         (method, template or "", STATUS_CLASS.get(status // 100, "xxx")),
         (span.end_ns - span.start_ns) / 1e6,
     )
-
-
-def internal_error(where: str) -> None:
-    """Log our own failure once per place; the request goes on untouched."""
-    if where not in _warned:
-        _warned.add(where)
-        _log.warning(
-            "obs-middleware: internal error in %s (request unaffected)", where, exc_info=True
-        )

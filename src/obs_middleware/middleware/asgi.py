@@ -9,8 +9,10 @@ from .. import _setup
 from .._core import span as _span
 from .._core.config import HttpOptions
 from .._core.context import parse_trace_fields, parse_traceparent, valid_request_id
+from .._core.http import content_length, other_method
+from .._core.internal import internal_error
 from .._core.metrics import http_active
-from ._http import captured_headers, content_length, finish_request, internal_error, other_method
+from ._http import captured_headers, finish_request
 from ._routes import route_template
 
 __all__ = ["ObsMiddleware"]

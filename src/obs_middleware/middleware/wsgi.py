@@ -11,8 +11,10 @@ from .. import _setup
 from .._core import span as _span
 from .._core.config import HttpOptions
 from .._core.context import parse_traceparent, valid_request_id
+from .._core.http import content_length, other_method
+from .._core.internal import internal_error
 from .._core.metrics import http_active
-from ._http import captured_headers, content_length, finish_request, internal_error, other_method
+from ._http import captured_headers, finish_request
 
 __all__ = ["ObsWSGIMiddleware"]
 

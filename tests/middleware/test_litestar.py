@@ -20,8 +20,8 @@ from pydantic import BaseModel
 
 import obs_middleware as obs
 from obs_middleware._core.config import HttpOptions
-from obs_middleware.integrations import litestar as obs_litestar
-from obs_middleware.integrations.litestar import ObsPlugin, _type_name
+from obs_middleware.middleware import litestar as obs_litestar
+from obs_middleware.middleware.litestar import ObsPlugin, _type_name
 from obs_middleware.testing import Capture
 
 Message = dict[str, Any]

@@ -9,6 +9,10 @@ copy of it) so that ``ObsMiddleware`` found among the user middleware is taken o
 around the whole built stack instead, as the Litestar plugin does. The other middleware keep
 their order; an app without ``ObsMiddleware`` gets Starlette's stack unchanged; nothing is added
 per request. The status and body of every response stay the app's.
+
+It lives with the middleware (it only moves ``ObsMiddleware``); ``instrument_all()`` treats it as
+an integration: the registry's ``starlette`` row holds its supported range and calls
+``patch()``/``unpatch()`` here.
 """
 
 from __future__ import annotations
@@ -16,13 +20,11 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-from ..middleware import ObsMiddleware
-from ..middleware._http import internal_error
-from ._ai import Patches
+from .._core.internal import internal_error
+from .._core.patches import Patches
+from .asgi import ObsMiddleware
 
-__all__ = ["patch", "supported", "unpatch"]
-
-supported = "starlette>=0.37,<2"
+__all__ = ["patch", "unpatch"]
 
 _patches = Patches("starlette")
 

@@ -18,6 +18,10 @@ Resolving dependencies and running guards that take at least ``slow_ms`` appear 
 app wrapped in ``ObsMiddleware`` by hand gets the same procedure attributes once this module is
 imported. Cost per request beyond the middleware's: two dictionary lookups and an attribute
 update (the middleware calls in after routing: no extra ASGI layer).
+
+The plugin is ``ObsMiddleware`` fitted to Litestar, so it lives with the middleware, not with the
+integrations (which never import the middleware). ``instrument_all()`` still treats it as one:
+the registry's ``litestar`` row holds its supported range and calls ``patch()``/``unpatch()`` here.
 """
 
 from __future__ import annotations
@@ -38,18 +42,17 @@ from litestar.plugins import InitPlugin, ReceiveRoutePlugin
 from .. import _setup
 from .._core import span as _span
 from .._core.config import HttpOptions
+from .._core.internal import internal_error
 from .._core.metrics import http_duration, registry
-from ..middleware import ObsMiddleware, _routes
-from ..middleware._http import internal_error
-from ._ai import Patches
+from .._core.patches import Patches
+from . import _routes
+from .asgi import ObsMiddleware
 
 if TYPE_CHECKING:
     from litestar.config.app import AppConfig
     from litestar.routes import BaseRoute
 
-__all__ = ["ObsPlugin", "patch", "supported", "unpatch"]
-
-supported = "litestar>=2.8,<3"
+__all__ = ["ObsPlugin", "patch", "unpatch"]
 
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]

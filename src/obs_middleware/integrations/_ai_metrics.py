@@ -1,0 +1,67 @@
+"""The AI metrics, and the cost rollup that records ``ai.cost_usd`` once the trace's root has
+ended (its route and tier known). Part of ``_ai``, split out for size."""
+
+from __future__ import annotations
+
+from .._core import span as _span
+from .._core.metrics import registry
+
+__all__ = ["ai_cost", "ai_duration", "ai_errors", "record_cost", "rollup"]
+
+ai_duration = registry.histogram(
+    "ai.duration",
+    ("ai.provider", "ai.model", "ai.operation"),
+    "ms",
+    "Duration of AI provider calls (streams: to their end).",
+)
+registry.count_view("ai.requests", ai_duration, "AI provider calls.")
+ai_errors = registry.counter(
+    "ai.errors",
+    ("ai.provider", "ai.model", "ai.operation", "error.type"),
+    "1",
+    "Failed AI provider calls.",
+)
+ai_cost = registry.counter(
+    "ai.cost_usd",
+    ("ai.provider", "ai.model", "ai.operation", "http.route", "tier"),
+    "USD",
+    "Estimated cost of AI provider calls.",
+)
+
+
+class _CostRollup:
+    """Per-trace cost sums, added to ``ai.cost_usd`` when the root ends (route, tier known)."""
+
+    __slots__ = ("done", "sums")
+
+    def __init__(self) -> None:
+        self.sums: dict[tuple[str, str, str], float] = {}
+        self.done = False
+
+    def add(self, labels: tuple[str, str, str], usd: float, root: _span.Span) -> None:
+        if self.done:  # the root already ended (a stream outliving its request)
+            record_cost(labels, usd, root)
+        else:
+            self.sums[labels] = self.sums.get(labels, 0.0) + usd
+
+    def __call__(self, root: _span.Span) -> None:
+        self.done = True
+        for labels, usd in self.sums.items():
+            record_cost(labels, usd, root)
+
+
+def record_cost(labels: tuple[str, str, str], usd: float, root: _span.Span) -> None:
+    route = root.attrs.get("http.route") or root.attrs.get("job.service_type") or ""
+    ai_cost.add((*labels, str(route), root.local.tier or ""), usd)
+
+
+def rollup(local: _span.LocalTrace) -> _CostRollup:
+    deferred = local.deferred
+    if deferred is None:
+        deferred = local.deferred = []
+    for callback in deferred:
+        if type(callback) is _CostRollup:
+            return callback
+    rollup = _CostRollup()
+    deferred.append(rollup)
+    return rollup
