@@ -1,6 +1,6 @@
 # ClickHouse (Debian's clickhouse-server, 18.16) on loopback for integrations/clickhouse.
 # Sourced by .ci/run (bash, set -euo pipefail): installs, starts, exports OBS_CLICKHOUSE_URL and
-# appends its stop command to CLEANUP. Recipe: shared/research/backends.md §3.
+# appends its stop command to CLEANUP. 
 if ! command -v clickhouse-server >/dev/null; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends clickhouse-server >/dev/null

@@ -2,7 +2,7 @@
 # and forwarding traces to Arize Phoenix (PyPI), which stores them and answers queries.
 # Sourced by .ci/run (bash, set -euo pipefail): exports OBS_OTLP_URL (rotel's OTLP/HTTP base URL),
 # OBS_PHOENIX_URL and OBS_ROTEL_LOG (rotel's debug log of received metrics), appends stop commands
-# to CLEANUP. Recipes: shared/research/backends.md §4-5. Phoenix and rotel live in their own venv
+# to CLEANUP.  Phoenix and rotel live in their own venv
 # (855 MB, ~50 s to build), kept at a stable path so later runs on the same machine reuse it.
 OBS_OTLP_VENV=${OBS_OTLP_VENV:-/tmp/obs-ci/phoenix-venv}
 if ! "$OBS_OTLP_VENV/bin/python" -c 'import phoenix.server.main, rotel' 2>/dev/null; then

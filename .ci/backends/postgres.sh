@@ -2,7 +2,7 @@
 # Sourced by .ci/run (bash, set -euo pipefail): installs the server if missing, runs initdb into a
 # temporary directory (as the postgres user: initdb and postgres refuse root), starts it on
 # 127.0.0.1 at a free port (or $OBS_PG_PORT), exports OBS_TEST_PG_URL and appends its stop command
-# to CLEANUP. Recipe: shared/research/backends.md §1.
+# to CLEANUP. 
 OBS_PG_BIN=/usr/lib/postgresql/15/bin
 if [ ! -x "$OBS_PG_BIN/pg_ctl" ]; then
   apt-get update -qq

@@ -1,4 +1,4 @@
-"""The unified record (DESIGN.md §7): one flat dict per finished span or event.
+"""The unified record (docs/ARCHITECTURE.md, *The record*): one flat dict per finished span or event.
 
 Built on the export worker, once per item, and shared read-only by every exporter.
 """

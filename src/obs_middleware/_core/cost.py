@@ -1,4 +1,4 @@
-"""Cost: the price of one AI call from what it used, by the pricing models of DESIGN §3.
+"""Cost: the price of one AI call from what it used, by its pricing model (per token, image, megapixel, GPU-second or unit).
 
 The shipped table (``pricing.json``, versioned) is merged with the user's ``PricingOptions``
 (a JSON file, then ``prices``); the merged table is built once per options object. ``estimate``

@@ -1,4 +1,4 @@
--- obs-middleware records (DESIGN.md section 7) for self-hosted ClickHouse: the columns of
+-- obs-middleware records (docs/ARCHITECTURE.md, The record) for self-hosted ClickHouse: the columns of
 -- assets/tinybird/datasources/obs_events.datasource. Written by ClickHouseExporter with
 -- INSERT ... FORMAT JSONEachRow. Runs on ClickHouse 18.16 and later; on 20.1+ you may prefer
 -- `start DateTime64(6, 'UTC')` (sub-second order) and LowCardinality(String) for the short
