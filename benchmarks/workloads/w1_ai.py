@@ -117,6 +117,15 @@ def build_app(engine: sqlalchemy.Engine, client: openai.AsyncOpenAI) -> Starlett
     return Starlette(routes=[Route(PATH, ask, methods=["POST"])])
 
 
+def new_app(emulator_url: str = "") -> tuple[Starlette, sqlalchemy.Engine]:
+    """A fresh bare app over a fresh engine and SDK client: the A/B's entry point."""
+    engine = make_engine()
+    return build_app(engine, make_client(emulator_url)), engine
+
+
+REQUEST: dict[str, Any] = {"path": PATH, "headers": HEADERS, "method": METHOD, "body": BODY}
+
+
 def check(body: bytes) -> None:
     """The answer to one request: the emulator's reply and the user's tier."""
     data: Any = json.loads(body)

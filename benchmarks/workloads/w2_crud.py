@@ -108,6 +108,15 @@ def build_app(engine: sqlalchemy.Engine) -> Starlette:
     return Starlette(routes=[Route("/categories/{category}/items", list_items)])
 
 
+def new_app(emulator_url: str = "") -> tuple[Starlette, sqlalchemy.Engine]:
+    """A fresh bare app over a fresh engine: the A/B's entry point."""
+    engine = make_engine()
+    return build_app(engine), engine
+
+
+REQUEST: dict[str, Any] = {"path": PATH}  # Driver keyword arguments
+
+
 def check(body: bytes) -> None:
     """The answer to ``PATH``: 50 items."""
     data: Any = json.loads(body)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -22,6 +23,14 @@ async def get_item(request: Request) -> JSONResponse:
 def build_app() -> Starlette:
     """The bare app."""
     return Starlette(routes=[Route("/items/{item_id}", get_item)])
+
+
+def new_app(emulator_url: str = "") -> tuple[Starlette, None]:
+    """A fresh bare app (and no engine): the A/B's entry point."""
+    return build_app(), None
+
+
+REQUEST: dict[str, Any] = {"path": PATH}  # Driver keyword arguments
 
 
 def check(body: bytes) -> None:
