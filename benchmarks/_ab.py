@@ -6,8 +6,9 @@ Every round times one batch of N requests on each app, the order reversed every 
 (bare, obs, bare2 / bare2, obs, bare), so a drift of the machine's speed cancels in the pairs.
 A batch is timed with ``time.process_time()`` (every thread: the export worker is charged)
 after ``gc.collect()`` and ends with ``obs.flush()`` (on every app, so the A/A carries its cost
-too). Per round: overhead = obs - bare, A/A = bare2 - bare, per request. A run reports the median
-over rounds of each, against the median bare batch, and the IQR of the paired differences.
+too). Per round: overhead = obs - the mean of the two bare batches around it, A/A = bare2 - bare,
+per request. A run reports the median over rounds of each, against the median bare batch, and the
+IQR of the paired differences.
 
 One run still moves by about a percent from the next as the machine's speed drifts, so the
 gates take the median of several runs, each in its own process (``runs()``).
@@ -63,13 +64,19 @@ class Run:
 
     @property
     def base(self) -> float:
-        """Median bare CPU seconds per request."""
-        return statistics.median(self.bare)
+        """Median bare CPU seconds per request (both bare apps' batches)."""
+        return statistics.median(self.bare + self.bare2)
 
     @property
     def diffs(self) -> list[float]:
-        """Per round: obs - bare, seconds per request."""
-        return [o - b for o, b in zip(self.obs, self.bare, strict=True)]
+        """Per round: obs minus the mean of the two bare batches around it, s per request.
+
+        The two bare batches bracket the obs batch in time (bare, obs, bare2 or the reverse),
+        so their mean cancels a linear drift within the round; and a difference between the two
+        bare apps themselves (where their objects landed in memory) does not bias the figure
+        towards either.
+        """
+        return [o - (b + b2) / 2 for o, b, b2 in zip(self.obs, self.bare, self.bare2, strict=True)]
 
     @property
     def aa_diffs(self) -> list[float]:
@@ -290,20 +297,18 @@ def profile_here(workload: str, mode: str, n: int, workdir: Path, top: int = 25)
         setup.obs.after()
     finally:
         sides.cleanup()
-    raw: dict[Any, Any] = pstats.Stats(prof).stats  # type: ignore[attr-defined]
-    total = sum(v[2] for v in raw.values())
-    rows = sorted(
-        ((v[2], v[1], k) for k, v in raw.items() if "obs_middleware" in k[0]), reverse=True
-    )
-    ours = sum(r[0] for r in rows)
+    from _harness import _obs_rows  # noqa: PLC0415 - the suite's profile reduction
+
+    rows = _obs_rows(pstats.Stats(prof), n)
     lines = [
-        f"{workload} {mode}: {n} requests on the request thread, cProfile (inflated); "
-        f"obs-middleware's own time {ours / total * 100:.1f} % of the thread's",
-        f"{'own µs/req':>11} {'calls/req':>9}  function",
+        f"{workload} {mode}: {n} instrumented requests, request thread only, cProfile self time "
+        "corrected for the profiler's per-call cost (C functions charged to their obs caller)",
+        f"{'share':>6} {'µs/req':>7} {'calls/req':>9}  function",
     ]
-    for tt, calls, (path, line, name) in rows[:top]:
-        where = path.split("obs_middleware/", 1)[-1]
-        lines.append(f"{tt / n * 1e6:11.2f} {calls / n:9.2f}  {where}:{line} {name}")
+    for r in rows[:top]:
+        lines.append(
+            f"{r['share'] * 100:5.1f}% {r['us_per_iter']:7.2f} {r['calls']:9.2f}  {r['function']}"
+        )
     return "\n".join(lines)
 
 

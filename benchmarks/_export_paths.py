@@ -281,7 +281,7 @@ def _otlp(
 
     def session(hook: Any) -> Any:
         s = make_session(hook)
-        s.mount("http://", answer)  # type: ignore[arg-type]
+        s.mount("http://", answer)
         return s
 
     otlp_module._session = session  # the exporter makes its session in __init__

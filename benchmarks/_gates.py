@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -179,16 +178,6 @@ def save(folder: Path) -> None:
     (folder / "obs-overhead-last.json").write_text(json.dumps(raw, indent=1))
 
 
-def median_loss(load: _load.Load, mode: str) -> float:
-    """Throughput lost against bare, % (positive: slower)."""
-    return load.loss(mode)
-
-
 def aa_loss(load: _load.Load) -> float:
     """The A/A of the load test: the second bare server's paired loss, %."""
     return load.loss("bare2")
-
-
-def p99_ratio(load: _load.Load, mode: str) -> float:
-    """p99 latency of ``mode`` over bare's (medians over rounds)."""
-    return statistics.median(s.p99_ms for s in load.samples[mode]) / load.median("bare", "p99_ms")

@@ -159,7 +159,7 @@ class Load:
 
     def median(self, mode: str, what: str) -> float:
         """Median over rounds of one ``Sample`` field."""
-        return statistics.median(getattr(s, what) for s in self.samples[mode])
+        return float(statistics.median(getattr(s, what) for s in self.samples[mode]))
 
 
 def _cpu_ticks(pid: int) -> int:

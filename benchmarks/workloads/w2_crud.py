@@ -58,7 +58,7 @@ def make_engine() -> sqlalchemy.Engine:
 
 
 c = items.c
-_cat = sqlalchemy.bindparam("cat")
+_cat: sqlalchemy.BindParameter[str] = sqlalchemy.bindparam("cat")
 Q_COUNT = sqlalchemy.select(sqlalchemy.func.count()).where(c.category == _cat)
 Q_PAGE = (
     sqlalchemy.select(c.id, c.name, c.price, c.stock)
