@@ -461,7 +461,8 @@ def report(overhead: str = "") -> str:
     phases = ", ".join(f"{k} {v:.0f} s" for k, v in RESULTS.phase_s.items())
     out = [
         f"### Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
-        f"({'quick' if QUICK else 'full'} plan, {time.monotonic() - RESULTS.started:.0f} s: "
+        f"({os.environ.get('OBS_BENCH_PLAN') or ('quick' if QUICK else 'full')} plan, "
+        f"{time.monotonic() - RESULTS.started:.0f} s: "
         f"{phases})",
         "",
     ]
