@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench check venv clean
+.PHONY: demo test bench bench-ci check venv clean
 
 venv: $(STAMP)
 
@@ -22,6 +22,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pytest benchmarks -q -p no:randomly --benchmark-columns=median,min,max,rounds --benchmark-sort=name
+
+# The CI plan: issue 15's gates only (in-process A/B, load, export throughput), fewer runs and
+# rounds, same method; <= 15 min on the 2-core machine. Needs wrk (.ci/bench.sh installs it).
+bench-ci: $(STAMP)
+	OBS_BENCH_PLAN=ci $(PY) -m pytest benchmarks -q -p no:randomly -m gate --benchmark-disable
 
 check: $(STAMP)
 	$(VENV)/bin/ruff check src tests integrations benchmarks

@@ -1,13 +1,11 @@
-"""Starlette request: bare vs obs-middleware vs OpenTelemetry vs dd-trace-py; the 4 µs gate."""
+"""Starlette request (W3): bare vs obs-middleware vs OpenTelemetry vs dd-trace-py (diagnostic)."""
 
 from __future__ import annotations
-
-import statistics
 
 import _suite
 import pytest
 from _scenarios import SCENARIOS
-from _suite import ASGI_BUDGET_US, PLAN, RESULTS, Gate
+from _suite import PLAN, RESULTS
 
 pytestmark = pytest.mark.benchmark(
     group="asgi: Starlette request, CPU per request", timer=_suite.REPLAY.clock
@@ -19,51 +17,11 @@ def test_asgi_request(benchmark, config):
     _suite.table_run(benchmark, "asgi", config)
 
 
-def test_gate_asgi_overhead_cpu():
+def test_asgi_overhead_cpu_pairs():
+    # A diagnostic since issue 15 (the W3 gate in test_overhead.py judges this request in-process).
     pairs = RESULTS.paired("asgi", PLAN.asgi_pairs)
     assert all(o.dropped == 0 and o.emitted_per_iter == 1 for _, o in pairs), (
         "not every request span was exported"
-    )
-    diffs = [(o.median - b.median) * 1e6 for b, o in pairs]
-    over = statistics.median(diffs)
-    gate = RESULTS.gate(
-        Gate(
-            "Starlette request overhead, CPU",
-            over,
-            ASGI_BUDGET_US,
-            "us",
-            f"median of {len(pairs)} interleaved bare/obs process-pair differences "
-            f"({PLAN.pair_repeats} repeats each)",
-            over <= ASGI_BUDGET_US,
-        )
-    )
-    assert gate.passed, (
-        f"obs-middleware adds {over:.2f} µs CPU per Starlette request "
-        f"(budget {ASGI_BUDGET_US} µs); "
-        f"pair differences: {[round(d, 2) for d in diffs]}. Hot spots: see the report."
-    )
-
-
-@pytest.mark.callgrind
-def test_gate_asgi_overhead_instructions():
-    o = _suite.instr_overhead("asgi")
-    bare, over, bare_us = o.base, o.over, o.base_us
-    # The µs budget in instructions, at the bare request's own instructions per µs of user CPU.
-    budget = ASGI_BUDGET_US * bare / bare_us
-    gate = RESULTS.gate(
-        Gate(
-            "Starlette request overhead, instructions",
-            over,
-            budget,
-            "instr",
-            f"callgrind slope; budget = {ASGI_BUDGET_US} µs x bare {bare:,.0f} instr / "
-            f"{bare_us:.2f} µs user CPU ({o.base_cpu_us:.2f} µs with system time)",
-            over <= budget,
-        )
-    )
-    assert gate.passed, (
-        f"obs-middleware adds {over:,.0f} instructions per Starlette request "
-        f"(~{over / bare * bare_us:.2f} µs); budget {budget:,.0f} (= {ASGI_BUDGET_US} µs)"
     )
 
 
