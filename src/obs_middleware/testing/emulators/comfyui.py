@@ -23,13 +23,9 @@ sampler node has none), ``latency_s`` (before each HTTP reply).
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import hashlib
 import itertools
 import json
 import queue
-import socket
 import struct
 import threading
 import time
@@ -37,14 +33,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-from . import Emulator, Reply, Request, _Handler, serve
+from . import Emulator, Reply, Request, serve
+from ._websocket import WebSocket, WebSocketHandler
 from .fal import png
 
 __all__ = ["NODES", "ComfyUIEmulator"]
 
-_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _SAMPLERS = frozenset({"KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvanced"})
 _OUTPUTS = {"SaveImage": "output", "PreviewImage": "temp"}
 
@@ -115,95 +110,6 @@ class _Prompt:
     outputs: dict[str, Any] = field(default_factory=dict)
 
 
-class _Socket:
-    """One server side of a WebSocket: framed writes under a lock."""
-
-    def __init__(self, sock: socket.socket, client_id: str) -> None:
-        self.sock = sock
-        self.client_id = client_id
-        self.lock = threading.Lock()
-        self.open = True
-
-    def send(self, opcode: int, payload: bytes) -> None:
-        n = len(payload)
-        if n < 126:
-            head = struct.pack(">BB", 0x80 | opcode, n)
-        elif n < 1 << 16:
-            head = struct.pack(">BBH", 0x80 | opcode, 126, n)
-        else:
-            head = struct.pack(">BBQ", 0x80 | opcode, 127, n)
-        with self.lock:
-            if not self.open:
-                return
-            try:
-                self.sock.sendall(head + payload)
-            except OSError:
-                self.open = False
-
-    def send_json(self, message: dict[str, Any]) -> None:
-        self.send(0x1, json.dumps(message).encode())
-
-    def close(self) -> None:
-        self.send(0x8, struct.pack(">H", 1000))
-        with self.lock:
-            self.open = False
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-
-
-class _WebSocketHandler(_Handler):
-    """The base handler, plus a WebSocket upgrade on ``GET /ws``."""
-
-    emulator: ComfyUIEmulator
-
-    def do_GET(self) -> None:
-        """Upgrade ``/ws`` requests; serve the rest as HTTP."""
-        if urlsplit(self.path).path == "/ws" and "websocket" in self.headers.get("upgrade", ""):
-            self._websocket()
-        else:
-            self._serve()
-
-    def _websocket(self) -> None:
-        key = self.headers.get("sec-websocket-key", "").encode()
-        accept = base64.b64encode(hashlib.sha1(key + _WS_GUID).digest()).decode()
-        self.send_response(101, "Switching Protocols")
-        self.send_header("Upgrade", "websocket")
-        self.send_header("Connection", "Upgrade")
-        self.send_header("Sec-WebSocket-Accept", accept)
-        self.end_headers()
-        self.wfile.flush()
-        self.close_connection = True
-        client_id = parse_qs(urlsplit(self.path).query).get("clientId", [""])[0] or uuid.uuid4().hex
-        ws = _Socket(self.connection, client_id)
-        self.emulator._connected(ws)
-        try:
-            self._read_frames(ws)
-        finally:
-            self.emulator._disconnected(ws)
-
-    def _read_frames(self, ws: _Socket) -> None:
-        read = self.rfile.read
-        while ws.open:
-            try:
-                head = read(2)
-            except OSError:
-                return
-            if len(head) < 2:
-                return
-            opcode, length = head[0] & 0x0F, head[1] & 0x7F
-            if length == 126:
-                length = struct.unpack(">H", read(2))[0]
-            elif length == 127:
-                length = struct.unpack(">Q", read(8))[0]
-            mask = read(4) if head[1] & 0x80 else b"\x00\x00\x00\x00"
-            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(read(length)))
-            if opcode == 0x8:  # close: answer it, then the connection ends
-                ws.send(0x8, payload[:2])
-                return
-            if opcode == 0x9:
-                ws.send(0xA, payload)
-
-
 class ComfyUIEmulator(Emulator):
     """A ComfyUI server's HTTP and WebSocket APIs (see the module docstring)."""
 
@@ -231,7 +137,7 @@ class ComfyUIEmulator(Emulator):
         self._node_failures: dict[str, tuple[str, str]] = {}
         self._pending: list[_Prompt] = []
         self._running: _Prompt | None = None
-        self._sockets: dict[str, _Socket] = {}
+        self._sockets: dict[str, WebSocket] = {}
         self._images: dict[str, tuple[int, int]] = {}
         self._work: queue.Queue[_Prompt | None] = queue.Queue()
         self._numbers = itertools.count(1)
@@ -263,7 +169,7 @@ class ComfyUIEmulator(Emulator):
         super().start()
         assert self._server is not None
         # Swapped before any client knows the port: every connection gets the WebSocket handler.
-        self._server.RequestHandlerClass = type("Handler", (_WebSocketHandler,), {"emulator": self})
+        self._server.RequestHandlerClass = type("Handler", (WebSocketHandler,), {"emulator": self})
         self._worker = threading.Thread(target=self._work_loop, name="comfyui-worker", daemon=True)
         self._worker.start()
         return self
@@ -284,13 +190,13 @@ class ComfyUIEmulator(Emulator):
             ws.close()
         super().stop()
 
-    def _connected(self, ws: _Socket) -> None:
+    def _connected(self, ws: WebSocket) -> None:
         with self._state:
             self._sockets[ws.client_id] = ws
             self._state.notify_all()
         ws.send_json(self._status_message(ws.client_id))
 
-    def _disconnected(self, ws: _Socket) -> None:
+    def _disconnected(self, ws: WebSocket) -> None:
         with self._state:
             if self._sockets.get(ws.client_id) is ws:
                 del self._sockets[ws.client_id]
