@@ -38,7 +38,10 @@ class Browser:
 
     def __init__(self, executable: str) -> None:
         self.executable = executable
-        self._profile = tempfile.TemporaryDirectory(prefix="obs-chromium-")
+        # Chromium's helper processes may still write to the profile as the browser exits.
+        self._profile = tempfile.TemporaryDirectory(
+            prefix="obs-chromium-", ignore_cleanup_errors=True
+        )
         self._proc: subprocess.Popen[bytes] | None = None
         self._ws: ClientConnection | None = None
         self._ids = itertools.count(1)

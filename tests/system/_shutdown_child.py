@@ -65,7 +65,11 @@ if STOP == "sigterm_chained":
     # A server's own handler, installed before obs: obs chains it.
     signal.signal(signal.SIGTERM, on_sigterm)
 
-obs.configure(service="shutdown-matrix", exporters=[os.environ["CHILD_EXPORTER"]])
+obs.configure(
+    service="shutdown-matrix",
+    exporters=[os.environ["CHILD_EXPORTER"]],
+    sampling=obs.SamplingOptions(traces_per_s=0),  # every span is delivered, spooled or counted
+)
 
 
 if STOP == "uvicorn":
