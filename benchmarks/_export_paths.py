@@ -279,8 +279,8 @@ def _otlp(
     answer = _Answer200()
     make_session = otlp_module._session
 
-    def session(hook: Any) -> Any:
-        s = make_session(hook)
+    def session(*args: Any) -> Any:
+        s = make_session(*args)
         s.mount("http://", answer)
         return s
 
