@@ -167,20 +167,21 @@ async def _async_send(
     return response
 
 
-def requests_send(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-    request = args[0] if args else kwargs.get("request")
-    if kwargs.get("stream") or not _candidate(request.method):
-        return wrapped(*args, **kwargs)
-    exchange = safe(_exchange, request.method, request.url, lambda: request.body)
-    return _sync_send(exchange, lambda: wrapped(*args, **kwargs), "status_code")
+def _client_send(body: str) -> Callable[..., Any]:
+    """A ``send(request)`` wrapper for a client whose request keeps its body in ``body``."""
+
+    def send(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        request = args[0] if args else kwargs.get("request")
+        if kwargs.get("stream") or not _candidate(request.method):
+            return wrapped(*args, **kwargs)
+        exchange = safe(_exchange, request.method, request.url, lambda: getattr(request, body))
+        return _sync_send(exchange, lambda: wrapped(*args, **kwargs), "status_code")
+
+    return send
 
 
-def httpx_send(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-    request = args[0] if args else kwargs.get("request")
-    if kwargs.get("stream") or not _candidate(request.method):
-        return wrapped(*args, **kwargs)
-    exchange = safe(_exchange, request.method, request.url, lambda: request.content)
-    return _sync_send(exchange, lambda: wrapped(*args, **kwargs), "status_code")
+requests_send = _client_send("body")
+httpx_send = _client_send("content")
 
 
 async def _httpx_reply(response: Any) -> tuple[int, Any]:
