@@ -265,7 +265,7 @@ class OTLPExporter:
         self._times = _Times()
         self._start_ns = time.time_ns()
         self._metrics_sent = time.monotonic()
-        self._metrics_warned = False
+        self._metrics_warned = False  # per exporter, as ``Delivery``'s warning (see there)
         options = delivery or DeliveryOptions.from_env(self.name)
         self.delivery = Delivery(self.name, self.send, options, interrupt=abort_all)
 
