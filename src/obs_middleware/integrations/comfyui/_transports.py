@@ -9,7 +9,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .._ai import AICall, ai_call, current_call, safe
-from ._tracking import finish, lock, on_history, on_prompt_reply, on_ws, prompts
+from . import _tracking
+from ._tracking import finish, on_history, on_prompt_reply, on_ws, prompts
 from ._workflow import model, record_workflow, workflow
 
 __all__ = [
@@ -46,7 +47,7 @@ async def queue_prompt_and_wait(
 
 def _release(call: AICall, exc: BaseException | None) -> None:
     """End what the prompts of a client call left open (their job) as the call returns."""
-    with lock:
+    with _tracking.lock:
         for tracked in [t for t in prompts.values() if t.call is call]:
             job_ = tracked.job
             if exc is not None and job_ is not None and job_.span.status == "ok":
