@@ -1,16 +1,12 @@
-"""Delivery: retry/backoff, breaker, bisection, spool (incl. two processes), self-metrics."""
+"""Delivery: retry/backoff, breaker, bisection, spooling in order, stopping, self-metrics."""
 
 from __future__ import annotations
 
-import dataclasses
-import enum
-import multiprocessing
 import os
 import threading
 import time
 from collections.abc import Sequence
 
-import orjson
 import pytest
 
 from obs_middleware._core.metrics import registry
@@ -24,8 +20,9 @@ from obs_middleware._delivery import (
     classify_status,
     stop_waiting,
 )
-from obs_middleware._json import dumps_json, encode_records, valid_text
 from obs_middleware._spool import Spool
+
+from ._scripted import RETRY, Backend, metric, recs, spooled
 
 FAST = DeliveryOptions(
     timeout_s=1.0, max_attempts=3, retry_budget_s=1.0, backoff_s=0.001, backoff_max_s=0.002
@@ -40,45 +37,11 @@ class Clock:
         return self.now
 
 
-class Backend:
-    """A scripted ``send``: answers from ``script`` (then OK), records what got through."""
-
-    def __init__(self, *script: Result, max_records: int | None = None) -> None:
-        self.script = list(script)
-        self.max_records = max_records
-        self.received: list[int] = []
-        self.calls = 0
-        self.exporting: list[bool] = []
-
-    def __call__(self, records: Sequence[dict], timeout: float) -> Result:
-        self.calls += 1
-        self.exporting.append(EXPORTING.get())
-        if self.max_records is not None and len(records) > self.max_records:
-            return classify_status(413)
-        if self.script:
-            result = self.script.pop(0)
-            if result.outcome is not Outcome.OK:
-                return result
-        self.received.extend(r["i"] for r in records)
-        return Result(Outcome.OK)
-
-
-def recs(start: int, n: int) -> list[dict]:
-    return [{"i": i, "name": "x"} for i in range(start, start + n)]
-
-
-def metric(name: str) -> dict:
-    return dict(registry.snapshot()[name].points)
-
-
 @pytest.fixture(autouse=True)
 def _reset_metrics():
     registry.reset()
     yield
     registry.reset()
-
-
-RETRY = Result(Outcome.RETRY, None, "HTTP 503")
 
 
 def test_classify_status_maps_http_answers():
@@ -228,12 +191,6 @@ def test_transport_errors_are_transient():
     assert got == [0, 1]
 
 
-def spooled(tmp_path, **kw) -> DeliveryOptions:
-    return DeliveryOptions(
-        max_attempts=1, breaker_failures=1, breaker_cooldown_s=0, spool_dir=str(tmp_path), **kw
-    )
-
-
 def test_spool_keeps_failed_batches_and_replays_them_in_order_exactly_once(tmp_path):
     backend = Backend(*([RETRY] * 3))
     delivery = Delivery("t", backend, spooled(tmp_path))
@@ -363,99 +320,6 @@ def test_stop_waiting_wakes_a_retry_backoff():
     assert metric("obs.dropped") == {("shutdown:t",): 2}
 
 
-def test_spool_survives_a_restart(tmp_path):
-    first = Delivery("t", Backend(RETRY), spooled(tmp_path))
-    first.deliver(recs(0, 4))
-    first.close()
-    backend = Backend()
-    second = Delivery("t", backend, spooled(tmp_path))
-    second.flush()
-    assert backend.received == [0, 1, 2, 3]
-
-
-def test_spool_is_size_capped_and_counts_what_it_refuses(tmp_path):
-    backend = Backend(*([RETRY] * 50))
-    delivery = Delivery("t", backend, spooled(tmp_path, spool_max_bytes=300))
-    for i in range(10):
-        delivery.deliver(recs(i * 3, 3))
-    refused = metric("obs.dropped")[("spool_full:t",)]
-    assert 0 < refused < 30
-    assert Spool(str(tmp_path), 300, 1.0).bytes <= 300
-    backend.script.clear()
-    delivery.flush()
-    assert len(backend.received) + refused == 30
-    assert len(set(backend.received)) == len(backend.received)
-
-
-def test_a_torn_frame_stops_the_replay_of_its_segment_only(tmp_path):
-    spool = Spool(str(tmp_path), 1 << 20, 1.0)
-    spool.append(recs(0, 2))
-    spool.append(recs(2, 2))
-    path = spool._path
-    spool.seal()
-    seg = path[: -len(".open")] + ".seg"
-    with open(seg, "r+b") as f:
-        f.truncate(os.path.getsize(seg) - 3)
-    got = []
-    for batch in spool.batches():
-        got.extend(r["i"] for r in batch)
-        spool.ack()
-    assert got == [0, 1]
-
-
-def _process_writer(directory: str, start: int, out: str, fail: bool) -> None:
-    received: list[int] = []
-
-    def send(records: Sequence[dict], timeout: float) -> Result:
-        if fail:
-            return Result(Outcome.RETRY, None, "down")
-        received.extend(r["i"] for r in records)
-        return Result(Outcome.OK)
-
-    options = DeliveryOptions(
-        max_attempts=1, breaker_failures=1, breaker_cooldown_s=0, spool_dir=directory
-    )
-    delivery = Delivery("t", send, options)
-    for i in range(start, start + 200, 10):
-        delivery.deliver(recs(i, 10))
-    delivery.flush()
-    delivery.close()
-    with open(out, "w") as f:
-        f.write(",".join(map(str, received)))
-
-
-def test_two_processes_sharing_a_spool_deliver_every_record_exactly_once(tmp_path):
-    spool_dir = str(tmp_path / "spool")
-    ctx = multiprocessing.get_context("fork")
-    # Both spool while their backend is down...
-    down = [
-        ctx.Process(target=_process_writer, args=(spool_dir, s, os.devnull, True))
-        for s in (0, 1000)
-    ]
-    for p in down:
-        p.start()
-    for p in down:
-        p.join(30)
-    # ...then both replay the shared directory concurrently while writing more.
-    outs = [str(tmp_path / f"out{i}") for i in range(2)]
-    up = [
-        ctx.Process(target=_process_writer, args=(spool_dir, s, out, False))
-        for s, out in ((2000, outs[0]), (3000, outs[1]))
-    ]
-    for p in up:
-        p.start()
-    for p in up:
-        p.join(30)
-    assert all(p.exitcode == 0 for p in down + up)
-    got: list[int] = []
-    for out in outs:
-        with open(out) as f:
-            text = f.read()
-        got.extend(int(x) for x in text.split(",") if x)
-    expected = [i for s in (0, 1000, 2000, 3000) for i in range(s, s + 200)]
-    assert sorted(got) == expected  # nothing lost, nothing twice
-
-
 def test_from_env_gives_each_exporter_its_own_spool(tmp_path):
     env = {"OBS_SPOOL_DIR": str(tmp_path), "OBS_EXPORT_TIMEOUT_S": "2", "OBS_SPOOL_MAX_BYTES": "5"}
     options = DeliveryOptions.from_env("tinybird", env)
@@ -473,84 +337,3 @@ def test_invalid_options_are_refused():
         DeliveryOptions(timeout_s=0)
     with pytest.raises(ValueError):
         DeliveryOptions(max_attempts=0)
-
-
-class Unprintable:
-    def __str__(self) -> str:
-        raise RuntimeError("no")
-
-
-def test_encoding_never_fails_on_what_orjson_refuses() -> None:
-    cyclic: dict[str, object] = {"n": 1}
-    cyclic["self"] = cyclic
-    deep: list[object] = []
-    for _ in range(300):
-        deep = [deep]
-    records = [
-        {"big": 1 << 70, "neg": -(1 << 64), "u64": (1 << 64) - 1, "keys": {1 << 65: "k"}},
-        {"cyclic": cyclic, "deep": deep, "odd": Unprintable()},
-    ]
-    first, second = (orjson.loads(line) for line in encode_records(records).splitlines())
-    assert first == {
-        "big": str(1 << 70),
-        "neg": str(-(1 << 64)),
-        "u64": (1 << 64) - 1,
-        "keys": {str(1 << 65): "k"},
-    }
-    assert second["cyclic"]["n"] == 1 and isinstance(second["cyclic"]["self"]["self"], dict)
-    assert second["odd"] == "<unprintable Unprintable>"
-
-
-BAD = os.fsdecode(b"scan-\xff.tif")  # "scan-\udcff.tif": a name os.listdir() returns as is
-
-
-def test_valid_text_replaces_lone_surrogates_and_joins_pairs() -> None:
-    assert valid_text("plain é") == "plain é"
-    assert valid_text(BAD) == "scan-\ufffd.tif"
-    assert valid_text("\ud83d\ude00 \ud83d") == "\U0001f600 \ufffd"
-
-
-@dataclasses.dataclass
-class Upload:
-    name: str
-
-
-class Kind(enum.Enum):
-    BAD = BAD
-
-
-class Named:
-    def __str__(self) -> str:
-        return BAD
-
-
-def test_one_record_with_lone_surrogates_anywhere_costs_nothing_else() -> None:
-    records = [
-        {"n": 0, "file": "a.tif"},
-        {
-            "n": 1,
-            "file": BAD,
-            BAD: [BAD, {BAD: (BAD, 1 << 70)}],
-            "objects": [Named(), {BAD}],
-            "native": [Upload(BAD), Kind.BAD],
-        },
-        {"n": 2, "file": "b.tif"},
-    ]
-    decoded = [orjson.loads(line) for line in encode_records(records).splitlines()]
-    good = "scan-\ufffd.tif"
-    assert decoded == [
-        {"n": 0, "file": "a.tif"},
-        {
-            "n": 1,
-            "file": good,
-            good: [good, {good: [good, str(1 << 70)]}],
-            "objects": [good, [good]],
-            "native": [str(Upload(BAD)), str(Kind.BAD)],  # repr() escapes the surrogate
-        },
-        {"n": 2, "file": "b.tif"},
-    ]
-
-
-def test_dumps_json_replaces_lone_surrogates_also_in_what_default_returns() -> None:
-    out = dumps_json({"k": Named()}, orjson.OPT_NON_STR_KEYS, default=str)
-    assert orjson.loads(out) == {"k": "scan-\ufffd.tif"}

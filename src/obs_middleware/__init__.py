@@ -20,7 +20,8 @@ from ._core.config import (
 )
 from ._core.events import attach, detach
 from ._core.job import Job, job
-from ._core.span import Span, current_span, emit, span, traced
+from ._core.span import Span, current_span, emit, span
+from ._core.traced import traced
 from ._pipeline import Exporter
 from ._setup import configure, flush, mark_private, set_user, shutdown
 from ._version import __version__ as __version__

@@ -242,6 +242,8 @@ class Delivery:
         self._idle = threading.Event()  # clear while a request is in flight
         self._idle.set()
         self._sent_at = 0.0  # when the request in flight started (monotonic)
+        # Per delivery (one per exporter), not the process-wide guard of ``_core.internal``: a
+        # second exporter of the same name (a later ``configure()``) reports its first failure.
         self._warned = False
         self._exit_failed = False
         _live.add(self)

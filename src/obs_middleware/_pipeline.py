@@ -96,6 +96,8 @@ class Pipeline:
         self.queue_size = queue_size
         self.batch_size = batch_size
         self.interval_s = interval_s
+        # Per pipeline, not the process-wide guard of ``_core.internal``: the pipeline a later
+        # ``configure()`` builds reports its exporters' failures again.
         self._failed_once: set[str] = set()
         self._closed = False
         # The batch the worker is exporting, and the last one counted as lost at a deadline.

@@ -419,6 +419,78 @@ def test_a_child_forked_while_other_threads_hold_every_core_lock_runs_normally(
     assert registry.snapshot()["test.fork.locked"].points == {("parent",): 1}
 
 
+def test_a_child_forked_while_other_threads_hold_the_integrations_locks_runs_normally(
+    configured: Configure, tmp_path: Path
+) -> None:
+    """The locks integrations take on a request's path: SQLAlchemy's (the module's, when an
+    engine is made; the engine's, on a statement's first sight and on pool connect/checkout),
+    fal's (a submitted request remembered, then looked up), Modal's, ComfyUI's, the registry's."""
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    fal_client = pytest.importorskip("fal_client")
+    from obs_middleware.integrations import _registry, modal  # noqa: PLC0415
+    from obs_middleware.integrations import comfyui as obs_comfyui  # noqa: PLC0415
+    from obs_middleware.integrations import fal as obs_fal  # noqa: PLC0415
+    from obs_middleware.integrations import sqlalchemy as obs_sqlalchemy  # noqa: PLC0415
+    from obs_middleware.integrations.comfyui import _tracking  # noqa: PLC0415
+    from obs_middleware.integrations.sqlalchemy import _state  # noqa: PLC0415
+    from obs_middleware.testing.emulators.fal import FalEmulator  # noqa: PLC0415
+
+    memory = MemoryExporter()
+    configured(exporters=[memory])
+    obs_sqlalchemy.patch()
+    obs_fal.patch()
+    engine = sqlalchemy.create_engine(
+        f"sqlite:///{tmp_path / 'app.db'}", poolclass=sqlalchemy.pool.NullPool
+    )
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        with FalEmulator(queue_s=0.01, run_s=0.01) as emu, emu.use():
+            assert obs.flush(5)
+            locks = [
+                _state.lock,
+                _state.states[engine].lock,
+                obs_fal._lock,
+                modal._lock,
+                _tracking.lock,
+                _registry._lock,
+            ]
+            release = _hold(locks)
+
+            def child() -> None:
+                memory.records.clear()
+                with obs.span("child.work"):
+                    other = sqlalchemy.create_engine("sqlite://")  # instrumented as it is made
+                    with other.connect() as conn:
+                        assert conn.exec_driver_sql("SELECT 2").scalar() == 2
+                    with engine.connect() as conn:  # a new connection, a statement never seen
+                        assert conn.exec_driver_sql("SELECT 3").scalar() == 3
+                    # The submit remembers its request, the get looks it up.
+                    fal_client.submit("fal-ai/flux/dev", {"prompt": "x"}).get()
+                modal.patch()
+                modal.unpatch()
+                obs_comfyui.unpatch()
+                obs.instrument_all(only=["sqlalchemy"])
+                assert obs.flush(10)
+                assert sorted(r["name"] for r in memory.records) == [
+                    "ai.request",
+                    "ai.request",
+                    "child.work",
+                    "db.query",
+                    "db.query",
+                ]
+
+            try:
+                codes = wait_all([fork(child)])
+            finally:
+                release()
+    finally:
+        obs_fal.unpatch()
+        obs_sqlalchemy.unpatch()
+        engine.dispose()
+    assert list(codes.values()) == [0], "the child deadlocked" if None in codes.values() else ""
+
+
 # -- what each exporter holds at the fork ----------------------------------------------------------
 def test_a_child_never_writes_the_parents_buffered_jsonl_records_again(
     configured: Configure, tmp_path: Path

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import functools
-import inspect
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from . import events
 from .redact import PRIVATE, error_message
@@ -32,7 +30,6 @@ __all__ = [
     "reset_current",
     "set_current",
     "span",
-    "traced",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -343,7 +340,9 @@ class Span:
     # -- decorator -------------------------------------------------------------------------------
     def __call__(self, fn: F) -> F:
         """Use a span as a decorator: each call runs in a fresh span with the same name/attrs."""
-        return _wrap(fn, self.name, self.attrs, self.kind)
+        from .traced import wrap  # noqa: PLC0415 - it imports this module; once per decoration
+
+        return wrap(fn, self.name, self.attrs, self.kind)
 
     def __repr__(self) -> str:
         return f"<Span {self.name!r} status={self.status} {self.duration_ms:.3f}ms>"
@@ -423,102 +422,3 @@ def set_current(span: Span | None) -> contextvars.Token[Span | None]:
 def reset_current(token: contextvars.Token[Span | None]) -> None:
     """Undo ``set_current``."""
     _current.reset(token)
-
-
-def traced(
-    fn: F | None = None, /, *, name: str | None = None, **attrs: Any
-) -> F | Callable[[F], F]:
-    """Decorate a sync, async, generator or async-generator function so each call is a span.
-
-    ``@obs.traced`` names the span after the function's qualified name; ``@obs.traced(name=...,
-    **attrs)`` sets the name and static attributes.
-    """
-    if fn is not None:
-        return _wrap(fn, name or fn.__qualname__, attrs, "internal")
-    return lambda f: _wrap(f, name or f.__qualname__, attrs, "internal")
-
-
-def _wrap(fn: F, name: str, attrs: dict[str, Any], kind: str) -> F:
-    if inspect.isasyncgenfunction(fn):
-
-        @functools.wraps(fn)
-        async def agen_wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-            span = Span(name, dict(attrs), kind).start()
-            span.deactivate()
-            gen = fn(*args, **kwargs)
-            step: Callable[[Any], Awaitable[Any]] = gen.asend
-            arg: Any = None
-            while True:
-                token = _current.set(span)  # current only while the generator's own code runs
-                try:
-                    item = await step(arg)
-                except StopAsyncIteration:
-                    span.end()
-                    return
-                except BaseException as exc:
-                    span.record_exception(exc)
-                    span.end()
-                    raise
-                finally:
-                    _current.reset(token)
-                try:
-                    arg = yield item
-                    step = gen.asend
-                except GeneratorExit:
-                    await gen.aclose()  # the consumer stopped early: cancelled, not failed
-                    span.record_exception(GeneratorExit())
-                    span.end()
-                    raise
-                except BaseException as exc:
-                    step, arg = gen.athrow, exc
-
-        return cast(F, agen_wrapper)
-    if inspect.isgeneratorfunction(fn):
-
-        @functools.wraps(fn)
-        def gen_wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
-            span = Span(name, dict(attrs), kind).start()
-            span.deactivate()
-            gen = fn(*args, **kwargs)
-            step: Callable[[Any], Any] = gen.send
-            arg: Any = None
-            while True:
-                token = _current.set(span)  # current only while the generator's own code runs
-                try:
-                    item = step(arg)
-                except StopIteration as stop:
-                    span.end()
-                    return stop.value
-                except BaseException as exc:
-                    span.record_exception(exc)
-                    span.end()
-                    raise
-                finally:
-                    _current.reset(token)
-                try:
-                    arg = yield item
-                    step = gen.send
-                except GeneratorExit:
-                    gen.close()  # the consumer stopped early: cancelled, not failed
-                    span.record_exception(GeneratorExit())
-                    span.end()
-                    raise
-                except BaseException as exc:
-                    step, arg = gen.throw, exc
-
-        return cast(F, gen_wrapper)
-    if inspect.iscoroutinefunction(fn):
-
-        @functools.wraps(fn)
-        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            with Span(name, dict(attrs), kind):
-                return await fn(*args, **kwargs)
-
-        return cast(F, async_wrapper)
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with Span(name, dict(attrs), kind):
-            return fn(*args, **kwargs)
-
-    return cast(F, wrapper)

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlencode
 
-from .._core.span import Event, Span
-from .._delivery import Delivery, DeliveryOptions, Outcome, Result, classify_status
-from .._record import Record, Resource
-from ._rows import Row, encode_rows, row, span_rows
-from .http import HttpTransport, gzip
-from .tinybird import asset_path
+from .._delivery import DeliveryOptions, Outcome, Result, classify_status
+from ._columns import ColumnExporter, asset_path
+from ._rows import Row, encode_rows
+from .http import HttpTransport
 
 __all__ = ["ClickHouseExporter", "ddl", "pipe_queries"]
 
@@ -62,7 +60,7 @@ def pipe_queries() -> dict[str, str]:
     return queries
 
 
-class ClickHouseExporter:
+class ClickHouseExporter(ColumnExporter):
     """Insert records into a ClickHouse table through its HTTP interface (port 8123).
 
     ``url``: ``http://host:8123`` (``https://user:password@host:8443`` for authentication).
@@ -87,7 +85,6 @@ class ClickHouseExporter:
             raise ValueError(f"invalid table name {table!r}")
         self.table = table
         self.url = url
-        self.transport = HttpTransport(url)
         settings = {
             "date_time_input_format": "best_effort",  # RFC 3339 with µs and "Z"
             "input_format_skip_unknown_fields": "1",
@@ -95,13 +92,8 @@ class ClickHouseExporter:
         self.path = "/?" + urlencode(
             {"query": f"INSERT INTO {table} FORMAT JSONEachRow", **settings}
         )
-        self.compress = compress
-        self._headers = {"Content-Type": "application/x-ndjson"}
-        if compress:
-            self._headers["Content-Encoding"] = "gzip"
         self._create = create_table
-        options = delivery or DeliveryOptions.from_env(self.name)
-        self.delivery = Delivery(self.name, self.send, options, interrupt=self.transport.abort)
+        super().__init__(HttpTransport(url), compress=compress, delivery=delivery)
 
     def query(self, sql: str, timeout: float = 5.0) -> bytes:
         """Run one statement; returns the body (raises ``RuntimeError`` on a server error).
@@ -122,10 +114,7 @@ class ClickHouseExporter:
         if self._create:
             self.query(ddl(self.table), timeout)
             self._create = False
-        body = encode_rows(rows)
-        if self.compress:
-            body = gzip(body)
-        response = self.transport.post(self.path, body, self._headers, timeout)
+        response = self._post(encode_rows(rows), timeout)
         result = response.result()
         if result.outcome is Outcome.RETRY and response.status != 503:
             match = _CODE.search(response.body)
@@ -136,28 +125,6 @@ class ClickHouseExporter:
                 if code not in _TRANSIENT_CODES:
                     return Result(Outcome.REJECTED, None, result.detail)
         return result
-
-    def export(self, records: Sequence[Record]) -> None:
-        """Deliver one batch of records."""
-        self.delivery.deliver([row(rec) for rec in records])
-
-    def export_spans(self, items: Iterable[Span | Event], resource: Resource) -> None:
-        """Deliver one batch of finished spans and events (the pipeline's column-store path)."""
-        self.delivery.deliver(span_rows(items, resource))
-
-    def flush(self) -> None:
-        """Replay anything spooled."""
-        self.delivery.flush()
-
-    def shutdown(self) -> None:
-        """Seal the spool and close the connection."""
-        self.delivery.close()
-        self.transport.close()
-
-    def after_fork(self) -> None:
-        """In a forked child: its own connection and spool segment (the parent keeps its own)."""
-        self.transport.after_fork()
-        self.delivery.after_fork()
 
 
 def from_spec(arg: str) -> ClickHouseExporter:

@@ -1,7 +1,7 @@
 """HTTP exporter: JSON batches to Fluent Bit's HTTP input and similar collectors.
 
 Also home of ``HttpTransport``, the small keep-alive HTTP/1.1 client (stdlib ``http.client``) that
-every JSON exporter posts through.
+every JSON exporter posts through, and ``PostingExporter``, what those exporters share.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
 import orjson
@@ -159,7 +159,58 @@ class HttpTransport:
                 os.close(conn.sock.detach())
 
 
-class HttpExporter:
+class PostingExporter:
+    """Base of the exporters that POST batches through one ``HttpTransport`` with a ``Delivery``
+    (HTTP, Tinybird, ClickHouse): request headers, gzip, and the delivery's lifecycle.
+
+    A subclass sets ``name`` and ``path`` and implements ``send(batch, timeout)`` (called by the
+    delivery layer), posting the encoded batch with ``_post``.
+    """
+
+    name: str
+    path: str
+
+    def __init__(
+        self,
+        transport: HttpTransport,
+        content_type: str,
+        *,
+        compress: bool,
+        delivery: DeliveryOptions | None,
+    ) -> None:
+        self.transport = transport
+        self.compress = compress
+        self._headers = {"Content-Type": content_type}
+        if compress:
+            self._headers["Content-Encoding"] = "gzip"
+        options = delivery or DeliveryOptions.from_env(self.name)
+        self.delivery = Delivery(self.name, self.send, options, interrupt=transport.abort)
+
+    def send(self, batch: Sequence[Any], timeout: float) -> Result:
+        """One request for ``batch`` (called by the delivery layer)."""
+        raise NotImplementedError
+
+    def _post(self, body: bytes, timeout: float) -> Response:
+        if self.compress:
+            body = gzip(body)
+        return self.transport.post(self.path, body, self._headers, timeout)
+
+    def flush(self) -> None:
+        """Replay anything spooled."""
+        self.delivery.flush()
+
+    def shutdown(self) -> None:
+        """Seal the spool and close the connection."""
+        self.delivery.close()
+        self.transport.close()
+
+    def after_fork(self) -> None:
+        """In a forked child: its own connection and spool segment (the parent keeps its own)."""
+        self.transport.after_fork()
+        self.delivery.after_fork()
+
+
+class HttpExporter(PostingExporter):
     """POST batches of records as JSON to an HTTP collector (Fluent Bit ``in_http``, Vector…).
 
     ``url``: the collector's endpoint (``http://127.0.0.1:9880``). ``tag``: appended to the URL
@@ -187,21 +238,13 @@ class HttpExporter:
         if format not in ("json", "ndjson"):
             raise ValueError(f"format must be 'json' or 'ndjson', got {format!r}")
         self.name = name or self.name
-        self.transport = HttpTransport(url, headers)
         self.path = "/" + quote(tag, safe="/.-_~") if tag else ""
         self.format = format
         self.gzip = gzip
         self.max_request_bytes = max_request_bytes
-        self._headers = {
-            "Content-Type": "application/json" if format == "json" else "application/x-ndjson"
-        }
-        if gzip:
-            self._headers["Content-Encoding"] = "gzip"
-        self.delivery = Delivery(
-            self.name,
-            self.send,
-            delivery or DeliveryOptions.from_env(self.name),
-            interrupt=self.transport.abort,
+        content_type = "application/json" if format == "json" else "application/x-ndjson"
+        super().__init__(
+            HttpTransport(url, headers), content_type, compress=gzip, delivery=delivery
         )
 
     def encode(self, records: Sequence[Record]) -> bytes:
@@ -215,27 +258,11 @@ class HttpExporter:
         body = self.encode(records)
         if len(body) > self.max_request_bytes:
             return classify_status(413)
-        if self.gzip:
-            body = gzip(body)
-        return self.transport.post(self.path, body, self._headers, timeout).result()
+        return self._post(body, timeout).result()
 
     def export(self, records: Sequence[Record]) -> None:
         """Deliver one batch."""
         self.delivery.deliver(records)
-
-    def flush(self) -> None:
-        """Replay anything spooled."""
-        self.delivery.flush()
-
-    def shutdown(self) -> None:
-        """Seal the spool and close the connection."""
-        self.delivery.close()
-        self.transport.close()
-
-    def after_fork(self) -> None:
-        """In a forked child: its own connection and spool segment (the parent keeps its own)."""
-        self.transport.after_fork()
-        self.delivery.after_fork()
 
 
 def from_spec(arg: str) -> HttpExporter:

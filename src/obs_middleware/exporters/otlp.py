@@ -63,7 +63,7 @@ from .._core.context import EXPORTING
 from .._core.metrics import HistogramPoint, MetricSnapshot, registry
 from .._delivery import Delivery, DeliveryOptions, Outcome, Result, classify_status
 from .._json import json_default, jsonable, valid_text
-from .._record import Record
+from .._record import FIXED_KEYS, Record
 from .._record import Resource as RecordResource
 from .._version import __version__
 from ._otlp_session import OtlpSession, Unanswered, abort_all, quiet_sdk_logs
@@ -79,24 +79,6 @@ _KINDS = {
     "producer": SpanKind.PRODUCER,
     "consumer": SpanKind.CONSUMER,
 }
-# Record keys carried by the span itself (ids, times, status) rather than as attributes.
-_STRUCTURAL = frozenset(
-    {
-        "type",
-        "name",
-        "trace_id",
-        "span_id",
-        "parent_id",
-        "service",
-        "environment",
-        "start",
-        "duration_ms",
-        "status",
-        "error_message",
-        "span.kind",
-        "events",
-    }
-)
 _RENAMED = {
     "http.method": "http.request.method",
     "http.status_code": "http.response.status_code",
@@ -107,6 +89,9 @@ _RENAMED = {
     "tier": "obs.tier",
     "request_id": "obs.request_id",
 }
+# Record keys carried by the span itself (ids, times, status) rather than as attributes: the
+# fixed keys not renamed into an attribute, and the kind and events.
+_STRUCTURAL = frozenset(FIXED_KEYS).difference(_RENAMED) | {"span.kind", "events"}
 
 
 _SCALARS = (str, bool, int, float)
@@ -280,7 +265,7 @@ class OTLPExporter:
         self._times = _Times()
         self._start_ns = time.time_ns()
         self._metrics_sent = time.monotonic()
-        self._metrics_warned = False
+        self._metrics_warned = False  # per exporter, as ``Delivery``'s warning (see there)
         options = delivery or DeliveryOptions.from_env(self.name)
         self.delivery = Delivery(self.name, self.send, options, interrupt=abort_all)
 

@@ -49,6 +49,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString
 
+from .._core.internal import warn_once
 from .._core.metrics import HistogramPoint, MetricSnapshot, registry
 from .._json import dumps_json, valid_text
 from .._record import Record
@@ -287,13 +288,6 @@ def metrics_app(multiprocess_dir: str | None = None) -> Callable[..., Any]:
 DEFAULT_PORT = 9464
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 _REBIND_S = 5.0  # how often a worker without the shared port tries to take it over
-_warned: set[str] = set()
-
-
-def _warn_once(key: str, message: str, *args: Any) -> None:
-    if key not in _warned:
-        _warned.add(key)
-        _log.warning(message, *args)
 
 
 class PrometheusExporter:
@@ -368,9 +362,9 @@ class PrometheusExporter:
     def _not_served(self, exc: OSError) -> None:
         port, addr = self.wanted_port, self.addr
         if exc.errno != errno.EADDRINUSE:
-            _warn_once(
-                f"{addr}:{port}",
-                "obs-middleware: cannot serve Prometheus metrics on %s:%s (%s): this process "
+            warn_once(
+                f"prometheus {addr}:{port}",
+                "cannot serve Prometheus metrics on %s:%s (%s): this process "
                 "serves none; choose another address or port (prometheus:ADDR:PORT)",
                 addr,
                 port,
@@ -386,9 +380,9 @@ class PrometheusExporter:
                 self.directory,
             )
         else:
-            _warn_once(
-                f"{addr}:{port}",
-                "obs-middleware: Prometheus port %s:%s is already in use: this process serves no "
+            warn_once(
+                f"prometheus {addr}:{port}",
+                "Prometheus port %s:%s is already in use: this process serves no "
                 "metrics. If another worker of this application holds it, only that worker's "
                 "metrics are served: set PROMETHEUS_MULTIPROC_DIR (or OBS_PROMETHEUS_MULTIPROC_DIR)"
                 " to a directory shared by every worker and emptied at start, to serve the sum "
@@ -428,9 +422,9 @@ class PrometheusExporter:
         try:
             self.flush()
         except Exception:
-            _warn_once(
-                f"write:{self.directory}",
-                "obs-middleware: Prometheus: cannot write this process's values to %s",
+            warn_once(
+                f"prometheus write:{self.directory}",
+                "Prometheus: cannot write this process's values to %s",
                 self.directory,
             )
 

@@ -8,28 +8,21 @@ straight from the pipeline's finished spans. The shipped schema is
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
-from importlib import resources
+from collections.abc import Sequence
 from urllib.parse import urlencode
 
 import orjson
 
 from .._core.metrics import dropped
-from .._core.span import Event, Span
-from .._delivery import Delivery, DeliveryOptions, Outcome, Result, classify_status
-from .._record import Record, Resource
-from ._rows import COLUMNS, Row, encode_rows, row, span_rows
-from .http import HttpTransport, gzip
+from .._delivery import DeliveryOptions, Outcome, Result, classify_status
+from ._columns import ColumnExporter, asset_path
+from ._rows import COLUMNS, Row, encode_rows, row
+from .http import HttpTransport
 
 __all__ = ["COLUMNS", "TinybirdExporter", "asset_path", "row"]
 
 
-def asset_path(*parts: str) -> str:
-    """Filesystem path of a shipped asset (``asset_path("tinybird", "pipes")``)."""
-    return str(resources.files("obs_middleware.exporters").joinpath("assets", *parts))
-
-
-class TinybirdExporter:
+class TinybirdExporter(ColumnExporter):
     """Send records to a Tinybird datasource through the Events API, as NDJSON batches.
 
     ``token``: a token with ``DATASOURCE:APPEND`` on the datasource (default ``TB_TOKEN``).
@@ -60,26 +53,19 @@ class TinybirdExporter:
         if not token:
             raise ValueError("TinybirdExporter needs a token (argument or TB_TOKEN)")
         host = host or os.environ.get("TB_HOST") or "https://api.tinybird.co"
-        self.transport = HttpTransport(host, {"Authorization": f"Bearer {token}"})
+        transport = HttpTransport(host, {"Authorization": f"Bearer {token}"})
         query = urlencode({"name": datasource, "wait": "true" if wait else "false"})
         self.path = f"/v0/events?{query}"
-        self.compress = compress
         self.max_request_bytes = max_request_bytes
-        self._headers = {"Content-Type": "application/x-ndjson"}
-        if compress:
-            self._headers["Content-Encoding"] = "gzip"
-        options = delivery or DeliveryOptions.from_env(self.name)
-        self.delivery = Delivery(self.name, self.send, options, interrupt=self.transport.abort)
         self.quarantined = 0
+        super().__init__(transport, compress=compress, delivery=delivery)
 
     def send(self, rows: Sequence[Row], timeout: float) -> Result:
         """One Events API request for ``rows`` (called by the delivery layer)."""
         body = encode_rows(rows)
         if len(body) > self.max_request_bytes:
             return classify_status(413)
-        if self.compress:
-            body = gzip(body)
-        response = self.transport.post(self.path, body, self._headers, timeout)
+        response = self._post(body, timeout)
         result = response.result()
         if result.outcome is Outcome.OK:
             self._count_quarantined(response.body)
@@ -93,28 +79,6 @@ class TinybirdExporter:
         if quarantined:
             self.quarantined += quarantined
             dropped.add((f"quarantined:{self.name}",), quarantined)
-
-    def export(self, records: Sequence[Record]) -> None:
-        """Deliver one batch of records."""
-        self.delivery.deliver([row(rec) for rec in records])
-
-    def export_spans(self, items: Iterable[Span | Event], resource: Resource) -> None:
-        """Deliver one batch of finished spans and events (the pipeline's column-store path)."""
-        self.delivery.deliver(span_rows(items, resource))
-
-    def flush(self) -> None:
-        """Replay anything spooled."""
-        self.delivery.flush()
-
-    def shutdown(self) -> None:
-        """Seal the spool and close the connection."""
-        self.delivery.close()
-        self.transport.close()
-
-    def after_fork(self) -> None:
-        """In a forked child: its own connection and spool segment (the parent keeps its own)."""
-        self.transport.after_fork()
-        self.delivery.after_fork()
 
 
 def from_spec(arg: str) -> TinybirdExporter:

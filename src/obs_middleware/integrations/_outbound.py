@@ -13,7 +13,7 @@ traced. Metrics: ``http.client.duration`` by method, host and status class.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 from .. import _setup
@@ -74,12 +74,21 @@ def may_propagate(host: str) -> bool:
 
 
 class ClientCall:
-    """One outbound request's span: ``start`` before sending, then ``finish`` or ``fail``."""
+    """One outbound request's span: started (and its trace headers added to ``headers``) when
+    made, before sending; then ``finish`` or ``fail``."""
 
     __slots__ = ("host", "method", "span")
 
     def __init__(
-        self, method: str, scheme: str, host: str, port: int | None, *, path: str, query: str
+        self,
+        method: str,
+        scheme: str,
+        host: str,
+        port: int | None,
+        *,
+        path: str,
+        query: str,
+        headers: MutableMapping[str, str],
     ) -> None:
         self.host = host
         netloc = f"[{host}]" if ":" in host else host
@@ -95,17 +104,12 @@ class ClientCall:
         if port is not None:
             attrs["server.port"] = port
         verb = "HTTP" if method == OTHER_METHOD else method
-        self.span = _span.Span(f"{verb} {host}", attrs, "client").start()
-
-    def headers(self) -> list[tuple[str, str]]:
-        """Return the trace headers to add to the request (none for an excluded host)."""
-        span = self.span
-        if not may_propagate(self.host):
-            return []
-        out = [("traceparent", format_traceparent(span.trace_id, span.span_id, span.sampled))]
-        if span.local.tracestate:
-            out.append(("tracestate", span.local.tracestate))
-        return out
+        self.span = span = _span.Span(f"{verb} {host}", attrs, "client").start()
+        # The caller's own trace headers win; none go to an excluded host.
+        if "traceparent" not in headers and may_propagate(host):
+            headers["traceparent"] = format_traceparent(span.trace_id, span.span_id, span.sampled)
+            if span.local.tracestate:
+                headers["tracestate"] = span.local.tracestate
 
     def finish(self, status: int, request_size: int | None, response_size: int | None) -> None:
         """End the span with the response's status and sizes."""

@@ -28,6 +28,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import logging
+import os
 import re
 import sys
 import threading
@@ -141,6 +142,14 @@ _lock = threading.RLock()
 _patched: set[str] = set()
 _hooked: set[str] = set()
 _enabled: set[str] = set()
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.RLock()  # the parent's may be held by a thread the child lacks
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _release(version: str) -> tuple[int, ...]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -41,6 +42,7 @@ _MAX_REQUESTS = 1024
 # request_id -> (endpoint id, submit time): handle.get() of a request submitted by an earlier
 # call names its model and measures its queue time.
 _submitted: OrderedDict[str, tuple[str | None, float]] = OrderedDict()
+
 _ALIASES = {
     "run": ("sync_client", "run"),
     "subscribe": ("sync_client", "subscribe"),
@@ -53,6 +55,14 @@ _ALIASES = {
     "result_async": ("async_client", "result"),
     "stream_async": ("async_client", "stream"),
 }
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # the parent's may be held by a thread the child lacks
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Queue:

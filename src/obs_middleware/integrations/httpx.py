@@ -27,19 +27,15 @@ def _start(request: Any) -> ClientCall | None:
         if suppressed():
             return None
         url = request.url
-        call = ClientCall(
+        return ClientCall(
             request.method,
             url.scheme,
             url.host,
             url.port,
             path=url.path,
             query=url.query.decode("latin-1"),
+            headers=request.headers,
         )
-        headers = request.headers
-        if "traceparent" not in headers:
-            for name, value in call.headers():
-                headers[name] = value
-        return call
     except Exception:
         internal_error("httpx request start")
         return None

@@ -23,6 +23,7 @@ the function through the call id (calls spawned by this process). Inputs: scalar
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -57,6 +58,14 @@ class _Target:
 
 # function_call_id -> what a later FunctionCall.get() needs (model, app, hardware, submit time).
 _spawned: OrderedDict[str, _Target] = OrderedDict()
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # the parent's may be held by a thread the child lacks
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _target(function: Any) -> _Target:

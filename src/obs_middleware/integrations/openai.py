@@ -162,6 +162,12 @@ def _responses_usage(call: AICall, usage: Any) -> None:
     )
 
 
+def _image_usage(call: AICall, usage: Any) -> None:
+    call.set_tokens(
+        input=getattr(usage, "input_tokens", None), output=getattr(usage, "output_tokens", None)
+    )
+
+
 def _chat_result(call: AICall, result: Any, kwargs: dict[str, Any]) -> None:
     attrs = _common(call, result)
     usage = getattr(result, "usage", None)
@@ -209,10 +215,7 @@ def _image_result(call: AICall, result: Any, kwargs: dict[str, Any]) -> None:
     )
     usage = getattr(result, "usage", None)
     if usage is not None:
-        call.set_tokens(
-            input=getattr(usage, "input_tokens", None),
-            output=getattr(usage, "output_tokens", None),
-        )
+        _image_usage(call, usage)
 
 
 # -- stream items (usage from the last chunk that has it, never summed) ---------------------------
@@ -246,10 +249,7 @@ def _image_event(call: AICall, event: Any) -> None:
         call.set_images(int(call.attrs.get("ai.image_count") or 0) + 1)
         usage = getattr(event, "usage", None)
         if usage is not None:
-            call.set_tokens(
-                input=getattr(usage, "input_tokens", None),
-                output=getattr(usage, "output_tokens", None),
-            )
+            _image_usage(call, usage)
 
 
 def _error(call: AICall, exc: BaseException) -> None:
@@ -366,6 +366,38 @@ async def _manager_aexit(wrapped: Any, instance: Any, args: Any, kwargs: Any) ->
             call.end_stream("close")
 
 
+def _endpoints() -> list[tuple[str, str, str, tuple[Inputs, After, OnItem]]]:
+    """Each wrapped method: module, ``Class.method`` (its async twin is ``AsyncClass.method``),
+    operation, and the call's inputs, result and stream-item handlers."""
+    chat = "openai.resources.chat.completions.completions"
+    responses = "openai.resources.responses.responses"
+    images = "openai.resources.images"
+    on_chat = (_chat_inputs, _chat_result, _chat_chunk)
+    on_responses = (_responses_inputs, _responses_result, _responses_event)
+    on_images = (_image_inputs, _image_result, _image_event)
+    return [
+        (chat, "Completions.create", "chat", on_chat),
+        (responses, "Responses.create", "responses", on_responses),
+        (chat, "Completions.parse", "chat", on_chat),
+        (responses, "Responses.parse", "responses", on_responses),
+        (
+            "openai.resources.completions",
+            "Completions.create",
+            "completions",
+            (_prompt_inputs, _chat_result, _chat_chunk),
+        ),
+        (images, "Images.generate", "images.generate", on_images),
+        (images, "Images.edit", "images.edit", on_images),
+        (images, "Images.create_variation", "images.variation", on_images),
+        (
+            "openai.resources.embeddings",
+            "Embeddings.create",
+            "embeddings",
+            (_embedding_inputs, _embedding_result, _chat_chunk),
+        ),
+    ]
+
+
 def patch() -> None:
     """Instrument the OpenAI SDK (idempotent)."""
     global _stream_types
@@ -374,62 +406,10 @@ def patch() -> None:
     from openai import AsyncStream, Stream  # noqa: PLC0415 - imported only when openai is
 
     _stream_types = (Stream, AsyncStream)
-    chat = "openai.resources.chat.completions.completions"
-    responses = "openai.resources.responses.responses"
     wrap = _patches.wrap
-    for name in ("create", "parse"):
-        wrap(chat, f"Completions.{name}", _sync("chat", _chat_inputs, _chat_result, _chat_chunk))
-        wrap(
-            chat,
-            f"AsyncCompletions.{name}",
-            _async("chat", _chat_inputs, _chat_result, _chat_chunk),
-        )
-        wrap(
-            responses,
-            f"Responses.{name}",
-            _sync("responses", _responses_inputs, _responses_result, _responses_event),
-        )
-        wrap(
-            responses,
-            f"AsyncResponses.{name}",
-            _async("responses", _responses_inputs, _responses_result, _responses_event),
-        )
-    legacy = "openai.resources.completions"
-    wrap(
-        legacy,
-        "Completions.create",
-        _sync("completions", _prompt_inputs, _chat_result, _chat_chunk),
-    )
-    wrap(
-        legacy,
-        "AsyncCompletions.create",
-        _async("completions", _prompt_inputs, _chat_result, _chat_chunk),
-    )
-    for method, operation in (
-        ("generate", "images.generate"),
-        ("edit", "images.edit"),
-        ("create_variation", "images.variation"),
-    ):
-        images = "openai.resources.images"
-        wrap(
-            images, f"Images.{method}", _sync(operation, _image_inputs, _image_result, _image_event)
-        )
-        wrap(
-            images,
-            f"AsyncImages.{method}",
-            _async(operation, _image_inputs, _image_result, _image_event),
-        )
-    embeddings = "openai.resources.embeddings"
-    wrap(
-        embeddings,
-        "Embeddings.create",
-        _sync("embeddings", _embedding_inputs, _embedding_result, _chat_chunk),
-    )
-    wrap(
-        embeddings,
-        "AsyncEmbeddings.create",
-        _async("embeddings", _embedding_inputs, _embedding_result, _chat_chunk),
-    )
+    for module, path, operation, handlers in _endpoints():
+        wrap(module, path, _sync(operation, *handlers))
+        wrap(module, f"Async{path}", _async(operation, *handlers))
     for module, prefix, operation in (
         ("openai.lib.streaming.chat._completions", "ChatCompletionStreamManager", "chat"),
         ("openai.lib.streaming.responses._responses", "ResponseStreamManager", "responses"),

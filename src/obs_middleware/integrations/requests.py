@@ -32,19 +32,15 @@ def _start(request: Any) -> ClientCall | None:
         if suppressed():
             return None
         url = urlsplit(request.url)
-        call = ClientCall(
+        return ClientCall(
             request.method or "GET",
             url.scheme,
             url.hostname or "",
             url.port,
             path=url.path or "/",
             query=url.query,
+            headers=request.headers,
         )
-        headers = request.headers
-        if "traceparent" not in headers:
-            for name, value in call.headers():
-                headers[name] = value
-        return call
     except Exception:
         internal_error("requests request start")
         return None

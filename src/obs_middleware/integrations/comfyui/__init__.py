@@ -37,7 +37,8 @@ from typing import Any
 
 from ..._core.patches import Patches, module_exists
 from .._registry import lookup, version_in_range
-from ._tracking import executing, lock, prompts
+from . import _tracking
+from ._tracking import executing, prompts
 from ._transports import (
     aiohttp_request,
     aiohttp_ws_receive,
@@ -96,7 +97,7 @@ def patch() -> None:
 
     A transport that is not installed is skipped without a word: any one of them is enough.
     """
-    with lock:
+    with _tracking.lock:
         if _patches:
             return
         for module_name, layers in _LAYERS.items():
@@ -110,7 +111,7 @@ def patch() -> None:
 
 def unpatch() -> None:
     """Restore every patched method; pending import hooks lapse (idempotent)."""
-    with lock:
+    with _tracking.lock:
         _patches.undo()
         prompts.clear()
         executing.clear()

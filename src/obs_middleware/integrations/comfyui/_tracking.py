@@ -8,6 +8,7 @@ or a finished history entry. At most ``_MAX_TRACKED`` prompts are followed at on
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -32,6 +33,14 @@ __all__ = [
 
 lock = threading.RLock()
 _MAX_TRACKED = 256
+
+
+def _after_fork_in_child() -> None:
+    global lock
+    lock = threading.RLock()  # the parent's may be held by a thread the child lacks
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Tracked:

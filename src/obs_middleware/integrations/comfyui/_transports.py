@@ -9,7 +9,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .._ai import AICall, ai_call, current_call, safe
-from ._tracking import finish, lock, on_history, on_prompt_reply, on_ws, prompts
+from . import _tracking
+from ._tracking import finish, on_history, on_prompt_reply, on_ws, prompts
 from ._workflow import model, record_workflow, workflow
 
 __all__ = [
@@ -46,7 +47,7 @@ async def queue_prompt_and_wait(
 
 def _release(call: AICall, exc: BaseException | None) -> None:
     """End what the prompts of a client call left open (their job) as the call returns."""
-    with lock:
+    with _tracking.lock:
         for tracked in [t for t in prompts.values() if t.call is call]:
             job_ = tracked.job
             if exc is not None and job_ is not None and job_.span.status == "ok":
@@ -167,20 +168,21 @@ async def _async_send(
     return response
 
 
-def requests_send(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-    request = args[0] if args else kwargs.get("request")
-    if kwargs.get("stream") or not _candidate(request.method):
-        return wrapped(*args, **kwargs)
-    exchange = safe(_exchange, request.method, request.url, lambda: request.body)
-    return _sync_send(exchange, lambda: wrapped(*args, **kwargs), "status_code")
+def _client_send(body: str) -> Callable[..., Any]:
+    """A ``send(request)`` wrapper for a client whose request keeps its body in ``body``."""
+
+    def send(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        request = args[0] if args else kwargs.get("request")
+        if kwargs.get("stream") or not _candidate(request.method):
+            return wrapped(*args, **kwargs)
+        exchange = safe(_exchange, request.method, request.url, lambda: getattr(request, body))
+        return _sync_send(exchange, lambda: wrapped(*args, **kwargs), "status_code")
+
+    return send
 
 
-def httpx_send(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-    request = args[0] if args else kwargs.get("request")
-    if kwargs.get("stream") or not _candidate(request.method):
-        return wrapped(*args, **kwargs)
-    exchange = safe(_exchange, request.method, request.url, lambda: request.content)
-    return _sync_send(exchange, lambda: wrapped(*args, **kwargs), "status_code")
+requests_send = _client_send("body")
+httpx_send = _client_send("content")
 
 
 async def _httpx_reply(response: Any) -> tuple[int, Any]:

@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any
 from ..._core.internal import warn_once
 from ..._core.patches import Patches
 from .._registry import lookup, version_in_range
+from . import _state
 from ._metrics import Metrics
 from ._pools import observe_pool
 from ._state import (
@@ -65,7 +66,6 @@ from ._state import (
     EngineState,
     internal_error,
     library,
-    lock,
     log,
     states,
 )
@@ -124,14 +124,14 @@ def uninstrument_sqlalchemy(*engines: Any) -> None:
 
 def patch() -> None:
     """Instrument every engine created from now on (idempotent)."""
-    with lock:
+    with _state.lock:
         if not _patches:
             _patches.wrap("sqlalchemy.engine", "Engine.__init__", _on_engine_init)
 
 
 def unpatch() -> None:
     """Stop instrumenting new engines; engines the patch instrumented are uninstrumented."""
-    with lock:
+    with _state.lock:
         if not _patches:
             return
         _patches.undo()
@@ -173,7 +173,7 @@ def _instrument(
             logger=log,
         )
         return
-    with lock:
+    with _state.lock:
         if _metrics is None:
             _metrics = Metrics()
         state = states.get(engine)
@@ -245,7 +245,7 @@ def _pool_name(engine: Engine) -> str:
 
 def _uninstrument(state: EngineState) -> None:
     event = library().event
-    with lock:
+    with _state.lock:
         engine = state.engine()
         if engine is None:
             return

@@ -7,7 +7,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..._core.metrics import Counter, registry
-from ._state import EngineState, library, lock, states
+from . import _state
+from ._state import EngineState, library, states
 
 __all__ = ["Metrics"]
 
@@ -104,7 +105,7 @@ def _pool_values(state: EngineState) -> tuple[float, ...] | None:
 
 def _gauge_reader(index: int) -> Callable[[], Mapping[tuple[str, ...], float]]:
     def read() -> dict[tuple[str, ...], float]:
-        with lock:
+        with _state.lock:
             engines = list(states.values())
         out: dict[tuple[str, ...], float] = {}
         for state in engines:

@@ -28,16 +28,15 @@ def observe_pool(state: EngineState, pool: Pool, metrics: Metrics) -> None:
     """
     event = library().event
     labels = state.labels
-    lock = state.lock
 
     def connect(dbapi_connection: Any, record: Any) -> None:
         metrics.created.add(labels)
-        with lock:
+        with state.lock:
             state.opened += 1
 
     def close(dbapi_connection: Any, record: Any) -> None:
         metrics.closed.add(labels)
-        with lock:
+        with state.lock:
             state.opened -= 1
 
     def close_detached(dbapi_connection: Any) -> None:
@@ -47,11 +46,11 @@ def observe_pool(state: EngineState, pool: Pool, metrics: Metrics) -> None:
         metrics.invalidated.add(labels)
 
     def checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-        with lock:
+        with state.lock:
             state.checked_out += 1
 
     def checkin(dbapi_connection: Any, record: Any) -> None:
-        with lock:
+        with state.lock:
             state.checked_out -= 1
 
     listeners: list[tuple[str, Callable[..., None]]] = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Callable
@@ -34,6 +35,7 @@ DIALECT_METHODS = ("do_execute", "do_execute_no_params", "do_executemany")
 
 lock = threading.RLock()
 states: weakref.WeakKeyDictionary[Engine, EngineState] = weakref.WeakKeyDictionary()
+_made: weakref.WeakSet[EngineState] = weakref.WeakSet()  # every state, for their locks at fork
 
 # Per distinct statement text: (span attributes to copy, metric labels, may take a comment).
 Entry = tuple[dict[str, Any], tuple[str, str], bool]
@@ -82,6 +84,7 @@ class EngineState:
         self.slow_ns = 0
         self.commenter = False
         self.listeners: list[tuple[str, Callable[..., Any]]] = []  # pool events we listen to
+        _made.add(self)
 
     def entry(self, statement: str) -> Entry:
         """Analyze a statement seen for the first time (then served from ``statements``)."""
@@ -98,6 +101,18 @@ class EngineState:
                 del statements[next(iter(statements))]  # oldest first
             statements[statement] = entry
         return entry
+
+
+def _after_fork_in_child() -> None:
+    # The parent's locks may be held by threads the child lacks: the module's (an engine being
+    # instrumented) and each engine's (a statement seen first, a pool connect or checkout).
+    global lock
+    lock = threading.RLock()
+    for state in list(_made):
+        state.lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def library() -> Any:
