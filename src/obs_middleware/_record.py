@@ -1,4 +1,4 @@
-"""The unified record (docs/ARCHITECTURE.md, *The record*): one flat dict per finished span or event.
+"""The unified record: one flat dict per finished span or event (docs/ARCHITECTURE.md).
 
 Built on the export worker, once per item, and shared read-only by every exporter.
 """

@@ -1,4 +1,7 @@
-"""Cost: the price of one AI call from what it used, by its pricing model (per token, image, megapixel, GPU-second or unit).
+"""Cost: the price of one AI call from what it used, by its pricing model.
+
+Pricing models: per token (input, cached, output, reasoning), per image, per megapixel, per
+GPU-second, per billable unit.
 
 The shipped table (``pricing.json``, versioned) is merged with the user's ``PricingOptions``
 (a JSON file, then ``prices``); the merged table is built once per options object. ``estimate``

@@ -1,6 +1,6 @@
 """Column-store rows, shared by the Tinybird and ClickHouse exporters.
 
-A row is the unified record (docs/ARCHITECTURE.md, *The record*) as columns: fixed keys, then the well-known
+A row is the unified record (docs/ARCHITECTURE.md) as columns: fixed keys, then the well-known
 namespaced attributes with ``.`` replaced by ``_`` (``http.route`` → ``http_route``), then every
 other attribute (and span events) as one JSON string column, ``attributes``. Missing values are
 left out (the column default applies) and a value of the wrong type for its column moves to

@@ -1,4 +1,4 @@
-"""JSON lines: one record per line, to stdout or a file (the unified record of docs/ARCHITECTURE.md)."""
+"""JSON lines: one record per line, to stdout or a file (the record of docs/ARCHITECTURE.md)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """SQLite store: the embedded default for one machine, read by ``obs report`` and ``obs dashboard``.
 
-One table of records in the unified schema (docs/ARCHITECTURE.md, *The record*): the fixed keys as columns, a few hot
-attributes extracted into their own columns for filtering (route, statement, provider, model,
-cost…), the rest as one JSON ``attributes`` column; a second table keeps periodic samples of the
-counters and gauges (pool usage, ``obs.dropped``), which no record carries. WAL mode, one
+One table of records in the unified schema (docs/ARCHITECTURE.md): the fixed keys as columns,
+a few hot attributes extracted into their own columns for filtering (route, statement, provider,
+model, cost…), the rest as one JSON ``attributes`` column; a second table keeps periodic samples
+of the counters and gauges (pool usage, ``obs.dropped``), which no record carries. WAL mode, one
 transaction per batch from the export worker, retention by age and by size.
 
 The store path defaults to ``$OBS_STORE`` or ``obs.db`` in the working directory.

@@ -1,7 +1,7 @@
 """Tinybird Events API exporter.
 
-Rows are the unified record (docs/ARCHITECTURE.md, *The record*) as columns (``_rows``: ``row``, ``COLUMNS``), built
-straight from the pipeline's finished spans. The shipped schema is
+Rows are the unified record (docs/ARCHITECTURE.md) as columns (``_rows``: ``row``, ``COLUMNS``),
+built straight from the pipeline's finished spans. The shipped schema is
 ``assets/tinybird/datasources/obs_events.datasource``; the analysis pipes are beside it.
 """
 
