@@ -9,13 +9,21 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar, cast, overload
 
 from .span import Span, _current
 
 __all__ = ["traced", "wrap"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+@overload
+def traced(fn: F, /) -> F: ...
+
+
+@overload
+def traced(fn: None = None, /, *, name: str | None = None, **attrs: Any) -> Callable[[F], F]: ...
 
 
 def traced(

@@ -11,6 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from .._version import __version__
 from ..exporters.sqlite import default_path
 
 __all__ = ["main"]
@@ -22,6 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="obs", description="obs-middleware: demo, report, dashboard, check."
     )
+    parser.add_argument("--version", action="version", version=f"obs-middleware {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="run an instrumented demo service and print a report")
