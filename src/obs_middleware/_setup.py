@@ -40,6 +40,7 @@ from ._core.config import (
     from_env,
     merge,
 )
+from ._core.forks import renew_after_fork
 from ._core.redact import compile_secret_patterns
 from ._core.sampling import RateLimiter, head_threshold, make_finisher
 from ._pipeline import Exporter, Pipeline
@@ -50,6 +51,7 @@ __all__ = ["configure", "current_config", "flush", "mark_private", "set_user", "
 
 _log = logging.getLogger("obs_middleware")
 _lock = threading.RLock()
+renew_after_fork(globals(), "_lock", threading.RLock)
 _config: Config | None = None
 _pipeline: Pipeline | None = None
 _limiters: weakref.WeakKeyDictionary[Pipeline, RateLimiter] = weakref.WeakKeyDictionary()
@@ -400,11 +402,3 @@ def _drain_for_exit() -> None:
         deadline = _shutdown_deadline()
         _delivery.stop_waiting()
         pipeline.drain(_time_left(deadline))
-
-
-def _after_fork_in_child() -> None:
-    global _lock
-    _lock = threading.RLock()  # the parent's may be held by a thread the child lacks
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .config import PricingOptions
+from .forks import renew_after_fork
 
 __all__ = ["Price", "Usage", "estimate", "round_usd", "table"]
 
@@ -141,16 +141,9 @@ class Table:
 
 
 _lock = threading.Lock()
+renew_after_fork(globals(), "_lock", threading.Lock)
 _shipped: dict[str, Any] | None = None
 _tables: tuple[PricingOptions | None, Table] | None = None
-
-
-def _after_fork_in_child() -> None:
-    global _lock
-    _lock = threading.Lock()  # the parent's may be held by a thread the child lacks
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _load_shipped() -> dict[str, Any]:

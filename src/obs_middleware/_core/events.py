@@ -11,10 +11,11 @@ one module attribute read (``events.active``).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
 from typing import Any
+
+from .forks import renew_after_fork
 
 __all__ = ["Handler", "active", "attach", "detach", "dispatch"]
 
@@ -22,6 +23,7 @@ Handler = Callable[[str, dict[str, Any]], None]
 
 _log = logging.getLogger("obs_middleware")
 _lock = threading.Lock()
+renew_after_fork(globals(), "_lock", threading.Lock)
 _handlers: dict[str, tuple[str, Handler]] = {}  # handler id -> (prefix, fn)
 _by_event: dict[str, tuple[tuple[str, Handler], ...]] = {}  # event name -> matching handlers
 active = False
@@ -69,11 +71,3 @@ def dispatch(event: str, fields: dict[str, Any]) -> None:
                 _log.exception(
                     "obs-middleware: handler %r raised on %r and was detached", handler_id, event
                 )
-
-
-def _after_fork_in_child() -> None:
-    global _lock
-    _lock = threading.Lock()  # the parent's may be held by a thread the child lacks
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)

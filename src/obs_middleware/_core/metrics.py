@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .internal import warn_once
+
 __all__ = [
     "DURATION_BUCKETS_MS",
     "OVERFLOW",
@@ -303,7 +305,6 @@ class Histogram(_Metric):
 
 
 OVERFLOW = "_OTHER"  # every label of the series that takes a full metric's new label sets
-_full: set[str] = set()  # metrics whose overflow was logged
 
 
 def _overflow(metric: _Metric) -> Labels:
@@ -315,14 +316,13 @@ def _folded(metric: _Metric, n: int) -> None:
     if metric is dropped:  # its reasons are ours, and its own overflow must not recurse
         return
     dropped.add((f"series_limit:{metric.name}",), n)
-    if metric.name not in _full:
-        _full.add(metric.name)
-        logging.getLogger("obs_middleware").warning(
-            "obs-middleware: metric %r has %d label sets; new ones are counted under %r",
-            metric.name,
-            metric.max_series,
-            OVERFLOW,
-        )
+    warn_once(
+        f"series_limit:{metric.name}",
+        "metric %r has %d label sets; new ones are counted under %r",
+        metric.name,
+        metric.max_series,
+        OVERFLOW,
+    )
 
 
 def _point(bounds: tuple[float, ...], row: list[float]) -> HistogramPoint:

@@ -13,10 +13,8 @@ Each request's timeout is capped by the exporter's (the delivery layer's, shorte
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import socket
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +25,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from .._core.context import EXPORTING
+from .http import cut
 
 __all__ = ["OtlpSession", "Unanswered", "abort_all", "quiet_sdk_logs"]
 
@@ -96,10 +95,7 @@ def abort_all() -> None:
     for connection in list(_open):
         sock = connection.sock
         if sock is not None:
-            # ``socket.shutdown`` of the plain socket: ``SSLSocket.shutdown`` would also drop its
-            # TLS state under the reading thread's feet.
-            with contextlib.suppress(OSError):
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            cut(sock)
 
 
 class _OurExports(logging.Filter):

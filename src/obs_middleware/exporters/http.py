@@ -29,7 +29,7 @@ try:  # the same gzip format, ~5x faster at level 1: the [tinybird] and [clickho
 except ImportError:  # pragma: no cover - exercised where the extra is not installed
     import zlib as _zlib  # type: ignore[no-redef]
 
-__all__ = ["HttpExporter", "HttpTransport", "Response", "gzip"]
+__all__ = ["HttpExporter", "HttpTransport", "Response", "cut", "gzip"]
 
 USER_AGENT = f"obs-middleware/{__version__}"
 _MAX_RESPONSE = 1024 * 1024  # a collector's answer is small; never buffer a runaway body
@@ -60,6 +60,16 @@ def gzip(data: bytes) -> bytes:
     """
     compressor = _zlib.compressobj(1, _zlib.DEFLATED, 31)
     return compressor.compress(data) + compressor.flush()
+
+
+def cut(sock: socket.socket) -> None:
+    """Shut a connection's socket down from another thread: the request on it fails at once.
+
+    ``socket.socket.shutdown`` of the plain socket: ``SSLSocket.shutdown`` would also drop its TLS
+    state under the reading thread's feet.
+    """
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 class HttpTransport:
@@ -135,8 +145,7 @@ class HttpTransport:
         conn = self._conn
         sock = conn.sock if conn is not None else None
         if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+            cut(sock)
 
     def close(self) -> None:
         """Drop the connection (the next request opens a new one)."""

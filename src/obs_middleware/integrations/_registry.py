@@ -28,7 +28,6 @@ import importlib
 import importlib.metadata
 import importlib.util
 import logging
-import os
 import re
 import sys
 import threading
@@ -37,6 +36,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import wrapt
+
+from .._core.forks import renew_after_fork
 
 __all__ = [
     "INTEGRATIONS",
@@ -139,17 +140,10 @@ def lookup(name: str) -> Integration:
 
 
 _lock = threading.RLock()
+renew_after_fork(globals(), "_lock", threading.RLock)
 _patched: set[str] = set()
 _hooked: set[str] = set()
 _enabled: set[str] = set()
-
-
-def _after_fork_in_child() -> None:
-    global _lock
-    _lock = threading.RLock()  # the parent's may be held by a thread the child lacks
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _release(version: str) -> tuple[int, ...]:

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .._core.forks import renew_after_fork
 from .._core.patches import Patches
 from ._ai import AICall, ai_call, current_call, safe
 from ._registry import lookup
@@ -38,6 +38,7 @@ __all__ = ["patch", "supported", "unpatch"]
 supported = lookup("fal").requirement
 
 _lock = threading.Lock()
+renew_after_fork(globals(), "_lock", threading.Lock)
 _MAX_REQUESTS = 1024
 # request_id -> (endpoint id, submit time): handle.get() of a request submitted by an earlier
 # call names its model and measures its queue time.
@@ -55,14 +56,6 @@ _ALIASES = {
     "result_async": ("async_client", "result"),
     "stream_async": ("async_client", "stream"),
 }
-
-
-def _after_fork_in_child() -> None:
-    global _lock
-    _lock = threading.Lock()  # the parent's may be held by a thread the child lacks
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Queue:

@@ -23,13 +23,13 @@ the function through the call id (calls spawned by this process). Inputs: scalar
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .._core.forks import renew_after_fork
 from .._core.patches import Patches
 from ._ai import AICall, ai_call, current_call, safe
 from ._registry import lookup
@@ -39,6 +39,7 @@ __all__ = ["patch", "supported", "unpatch"]
 supported = lookup("modal").requirement
 
 _lock = threading.Lock()
+renew_after_fork(globals(), "_lock", threading.Lock)
 _MAX_SPAWNED = 1024
 _SUCCESS = 1  # api_pb2.GenericResult.GENERIC_STATUS_SUCCESS
 
@@ -58,14 +59,6 @@ class _Target:
 
 # function_call_id -> what a later FunctionCall.get() needs (model, app, hardware, submit time).
 _spawned: OrderedDict[str, _Target] = OrderedDict()
-
-
-def _after_fork_in_child() -> None:
-    global _lock
-    _lock = threading.Lock()  # the parent's may be held by a thread the child lacks
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _target(function: Any) -> _Target:

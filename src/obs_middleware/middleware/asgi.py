@@ -38,7 +38,8 @@ class ObsMiddleware:
     re-raised. Websocket scopes pass through; on lifespan shutdown the pipeline is flushed. No
     client IP, query string or credential header is recorded; ``url.path`` is bounded and
     scrubbed of secrets; a method outside ``HttpOptions.known_methods`` is recorded as ``_OTHER``.
-    ``options`` overrides the configured ``HttpOptions`` for this app. Cost per request: BENCHMARKS.md (W3).
+    ``options`` overrides the configured ``HttpOptions`` for this app. Cost per request:
+    BENCHMARKS.md (W3).
     """
 
     def __init__(self, app: ASGIApp, *, options: HttpOptions | None = None) -> None:

@@ -8,13 +8,13 @@ or a finished history entry. At most ``_MAX_TRACKED`` prompts are followed at on
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections import OrderedDict
 from typing import Any
 
 from ..._core import span as _span
+from ..._core.forks import renew_after_fork
 from ..._core.job import Job, job
 from .._ai import AICall
 from ._workflow import latent, model
@@ -32,15 +32,8 @@ __all__ = [
 ]
 
 lock = threading.RLock()
+renew_after_fork(globals(), "lock", threading.RLock)
 _MAX_TRACKED = 256
-
-
-def _after_fork_in_child() -> None:
-    global lock
-    lock = threading.RLock()  # the parent's may be held by a thread the child lacks
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Tracked:
