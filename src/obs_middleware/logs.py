@@ -127,8 +127,8 @@ class SpanEventHandler(logging.Handler):
 
     The span gets an event ``log`` with ``level``, ``logger``, ``message`` (secrets scrubbed, cut
     to 1,024 characters; ``[PRIVATE]`` in a private trace) and ``exc_type``. Outside a span it
-    does nothing. Add it to the loggers
-    whose warnings belong with traces: ``logging.getLogger().addHandler(SpanEventHandler())``.
+    does nothing. Add it to the loggers whose warnings belong with traces:
+    ``logging.getLogger().addHandler(SpanEventHandler())``.
     """
 
     def __init__(self, level: int | str = logging.WARNING) -> None:
