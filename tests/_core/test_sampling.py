@@ -13,7 +13,7 @@ from obs_middleware._core import span as _span
 from obs_middleware._core.config import SamplingOptions, from_env
 from obs_middleware._core.context import parse_traceparent
 from obs_middleware._core.metrics import registry
-from obs_middleware._core.sampling import _MAX_BUFFERED, RateLimiter, head_threshold
+from obs_middleware._core.sampling import MAX_BUFFERED, RateLimiter, head_threshold
 from obs_middleware.exporters import MemoryExporter
 from obs_middleware.testing import capture
 
@@ -152,11 +152,11 @@ def test_incoming_sampled_flag_is_honoured_at_ratio_zero() -> None:
 def test_tail_buffer_overflow_is_counted_as_dropped() -> None:
     with capture(sampling=SamplingOptions(ratio=0.0)) as cap:
         with pytest.raises(RuntimeError), obs.span("root"):
-            for _ in range(_MAX_BUFFERED + 5):
+            for _ in range(MAX_BUFFERED + 5):
                 with obs.span("child"):
                     pass
             raise RuntimeError
-        assert len(cap.spans) == _MAX_BUFFERED + 1
+        assert len(cap.spans) == MAX_BUFFERED + 1
         assert cap.metrics()["obs.dropped"].points == {("tail_buffer_full",): 5}
 
 

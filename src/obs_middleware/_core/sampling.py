@@ -18,10 +18,11 @@ from collections.abc import Callable
 
 from . import span as _span
 from .config import SamplingOptions
+from .internal import internal_error
 from .metrics import dropped, registry
-from .span import Event, Span
+from .span import Event, Held, Span
 
-__all__ = ["RateLimiter", "head_threshold", "make_finisher"]
+__all__ = ["MAX_BUFFERED", "RateLimiter", "head_threshold", "make_finisher"]
 
 sampled_out = registry.counter(
     "obs.traces.sampled_out",
@@ -30,7 +31,7 @@ sampled_out = registry.counter(
     "Traces head sampling left out of export (their metrics are recorded all the same).",
 )
 
-_MAX_BUFFERED = 1000  # spans held per unsampled trace before the tail decision
+MAX_BUFFERED = 1000  # spans held per unsampled trace before the tail decision
 
 
 def head_threshold(ratio: float) -> int:
@@ -74,6 +75,17 @@ class RateLimiter:
         _span.sample_threshold = head_threshold(self.in_force)
 
 
+def _build(held: Held) -> Span | None:
+    """The span a ``Held`` tuple stands for; None (counted) if its builder fails."""
+    try:
+        built: Span = held[0](*held[1:])
+    except Exception:
+        dropped.add(("internal_error",))
+        internal_error("held span", "trace")
+        return None
+    return built
+
+
 def _forget(item: Span | Event) -> None:
     """The finish hook when nothing exports."""
 
@@ -115,12 +127,14 @@ def make_finisher(
             local.buffer = None
             if local.keep and buffer is not None:
                 for held in buffer:
-                    submit(held)
+                    built = _build(held) if isinstance(held, tuple) else held
+                    if built is not None:
+                        submit(built)
                 submit(item)
             else:
                 sampled_out.add(())
         elif buffer is not None:
-            if len(buffer) < _MAX_BUFFERED:
+            if len(buffer) < MAX_BUFFERED:
                 buffer.append(item)  # type: ignore[arg-type]
             else:
                 dropped.add(("tail_buffer_full",))

@@ -22,9 +22,11 @@ from .redact import PRIVATE, error_message
 
 __all__ = [
     "Event",
+    "Held",
     "LocalTrace",
     "RemoteParent",
     "Span",
+    "child_span",
     "current_span",
     "emit",
     "reset_current",
@@ -33,6 +35,10 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+# A span of an unsampled trace not built yet: ``(build, *args)``, ``build(*args)`` makes it if the
+# trace is kept. Integrations hold the leaves they time (queries) this way: most such traces are
+# forgotten, and a tuple costs a fraction of a span.
+Held = tuple[Any, ...]
 
 _log = logging.getLogger("obs_middleware")
 _current: contextvars.ContextVar[Span | None] = contextvars.ContextVar("obs_span", default=None)
@@ -110,8 +116,9 @@ class LocalTrace:
         # Callbacks run when the local root ends, after it is named (per-route metrics of children).
         self.deferred: list[Callable[[Span], None]] | None = None
         self.keep = False
-        # Unsampled spans waiting for the root to end (tail sampling); None when head-sampled.
-        self.buffer: list[Span] | None = None
+        # Unsampled spans waiting for the root to end (tail sampling), or what builds one if the
+        # trace is kept (``Held``); None when head-sampled or once the root ended.
+        self.buffer: list[Span | Held] | None = None
 
 
 class Span:
@@ -403,6 +410,26 @@ def span(name: str, /, *, _kind: str = "internal", **attrs: Any) -> Span:
     exported (figures and machine in BENCHMARKS.md).
     """
     return Span(name, attrs, _kind)
+
+
+def child_span(  # noqa: PLR0917 - called like Span(name, attrs, kind), with its times
+    parent: Span, name: str, attrs: dict[str, Any], kind: str, start_ns: int, end_ns: int = 0
+) -> Span:
+    """A started span of ``parent``'s trace, timed by the caller from ``start_ns`` (to
+    ``end_ns``, if given: then hand it over with ``end(end_ns)``); never current.
+
+    For integrations that time a leaf without a span and build one only when it must be exported
+    (a failed or slow query, or a ``Held`` query of a trace kept at its end).
+    """
+    span = Span(name, attrs, kind)
+    span.trace_id = parent.trace_id
+    span.parent_id = parent.span_id
+    span.sampled = parent.sampled
+    span.local = parent.local
+    span.span_id = randbits(64) or 1
+    span.start_ns = start_ns
+    span.end_ns = end_ns
+    return span
 
 
 def current_span() -> Span | None:

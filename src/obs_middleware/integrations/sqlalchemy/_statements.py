@@ -12,9 +12,11 @@ from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from ..._core import events
 from ..._core import span as _span
 from ..._core.context import format_traceparent
 from ..._core.redact import PRIVATE, error_message
+from ..._core.sampling import MAX_BUFFERED
 from ._state import DIALECT_METHODS, EngineState, Entry, internal_error, library, log
 
 if TYPE_CHECKING:
@@ -50,15 +52,28 @@ def _timed(
     statements = state.statements
     new_span = _span.Span
     current = _span.current_span
+    clock = _span.clock_ns
     record = metrics.duration.record
 
     def timed(cursor: Any, statement: str, *args: Any, **kwargs: Any) -> Any:
         try:
             entry = statements.get(statement) or state.entry(statement)
             sent = statement
-            if current() is None:  # outside any trace: metrics (and slow-query events) only
-                span = None
-                start = _span.clock_ns()
+            span = None
+            parent = current()
+            # The parent of a query held as a tuple: in an unsampled trace, a span is built only
+            # if the trace is kept (most are forgotten); span handlers get real ones.
+            held = (
+                parent
+                if parent is not None
+                and not parent.sampled
+                and parent.local.buffer is not None
+                and not state.commenter
+                and not events.active
+                else None
+            )
+            if parent is None or held is not None:  # outside any trace: metrics only
+                start = clock()
             else:
                 # nothing runs inside it but the driver: it never becomes current
                 span = new_span(_SPAN, entry[0].copy(), "client").start(activate=False)
@@ -71,12 +86,22 @@ def _timed(
         try:
             result = call(cursor, sent, *args, **kwargs)
         except BaseException as exc:
+            if held is not None:
+                span = _held_span(held, entry, start, 0, many, None)
             _failed(span, start, entry, exc, metrics)
             raise
         try:
-            end = _span.clock_ns()
+            end = clock()
             elapsed = end - start
-            if span is not None:
+            if held is not None:
+                buffer = held.local.buffer
+                if elapsed >= state.slow_ns:
+                    span = _held_span(held, entry, start, 0, many, cursor.rowcount)
+                elif buffer is not None and len(buffer) < MAX_BUFFERED:
+                    buffer.append((_held_span, held, entry, start, end, many, cursor.rowcount))
+                else:  # its root has ended, or the buffer is full: the sampler decides
+                    _held_span(held, entry, start, 0, many, cursor.rowcount).end(end)
+            elif span is not None:
                 attrs = span.attrs
                 if many:
                     attrs["db.executemany"] = True
@@ -93,6 +118,19 @@ def _timed(
         return result
 
     return timed
+
+
+def _held_span(  # noqa: PLR0917 - the fields of a held tuple, in order
+    parent: _span.Span, entry: Entry, start: int, end: int, many: bool, rows: Any
+) -> _span.Span:
+    """The ``db.query`` span of a statement timed without one (``end`` 0: not ended yet;
+    ``rows`` the cursor's ``rowcount``)."""
+    attrs = entry[0].copy()
+    if many:
+        attrs["db.executemany"] = True
+    if type(rows) is int and rows >= 0:
+        attrs["db.rows"] = rows
+    return _span.child_span(parent, _SPAN, attrs, "client", start, end)
 
 
 def _commented(statement: str, span: _span.Span, cursor: Any, state: EngineState) -> str:
