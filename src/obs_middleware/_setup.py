@@ -42,7 +42,7 @@ from ._core.config import (
 )
 from ._core.forks import renew_after_fork
 from ._core.redact import compile_secret_patterns
-from ._core.sampling import RateLimiter, head_threshold, make_finisher
+from ._core.sampling import RateLimiter, head_threshold, make_export_test, make_finisher
 from ._pipeline import Exporter, Pipeline
 from ._record import Resource
 from .exporters import ConsoleExporter, JsonlExporter, MemoryExporter
@@ -195,7 +195,9 @@ def _wire(config: Config, pipeline: Pipeline) -> None:
     compile_secret_patterns(config.redaction.extra_patterns)
     limiter = _limiters.get(pipeline)
     _span.sample_threshold = head_threshold(limiter.in_force if limiter else config.sampling.ratio)
-    _span.on_finish = make_finisher(pipeline.submitter(), config.sampling, limiter)
+    submit = pipeline.submitter()
+    _span.on_finish = make_finisher(submit, config.sampling, limiter)
+    _span.may_export = make_export_test(submit, config.sampling)
 
 
 def restore(config: Config | None, pipeline: Pipeline | None) -> None:
@@ -206,6 +208,7 @@ def restore(config: Config | None, pipeline: Pipeline | None) -> None:
         _running()
         if config is None or pipeline is None:
             _span.on_finish = _first_use
+            _span.may_export = _span.any_may
             _span.sample_threshold = head_threshold(1.0)
         else:
             _wire(config, pipeline)

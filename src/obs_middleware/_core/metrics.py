@@ -42,6 +42,7 @@ __all__ = [
     "InFlight",
     "MetricSnapshot",
     "Registry",
+    "Tally",
     "dropped",
     "http_active",
     "http_duration",
@@ -185,15 +186,37 @@ class InFlight(_Metric):
         return pair[1]
 
     def _points(self) -> dict[Labels, float | HistogramPoint]:
-        # repr(count(n)) == "count(n)": reads the next value without consuming it.
-        return {
-            k: float(int(repr(up)[6:-1]) - int(repr(down)[6:-1]))
-            for k, (up, down) in list(self._pairs.items())
-        }
+        return {k: float(_peek(up) - _peek(down)) for k, (up, down) in list(self._pairs.items())}
 
     def reset(self) -> None:  # noqa: D102
         with self._lock:
             self._pairs.clear()
+
+
+class Tally(_Metric):
+    """A counter without labels, counted by ``inc()`` without a lock (``next()`` on an
+    ``itertools.count`` is atomic under the GIL): for counts taken on every request."""
+
+    kind: Kind = "counter"
+
+    def __init__(self, name: str, unit: str = "1", description: str = "") -> None:
+        super().__init__(name, (), unit, description)
+        self._count = itertools.count()
+
+    def inc(self) -> None:
+        """Count one."""
+        next(self._count)
+
+    def _points(self) -> dict[Labels, float | HistogramPoint]:
+        return {(): float(_peek(self._count))}
+
+    def reset(self) -> None:  # noqa: D102
+        self._count = itertools.count()
+
+
+def _peek(count: Iterator[int]) -> int:
+    """The value ``next(count)`` would return, without consuming it (``repr`` is ``count(n)``)."""
+    return int(repr(count)[6:-1])
 
 
 class Gauge(_Metric):
@@ -394,6 +417,10 @@ class Registry:
     ) -> Counter:
         """Get or create a counter."""
         return self._add(Counter(name, label_names, unit, description))  # type: ignore[return-value]
+
+    def tally(self, name: str, unit: str = "1", description: str = "") -> Tally:
+        """Get or create a label-less counter counted without a lock."""
+        return self._add(Tally(name, unit, description))  # type: ignore[return-value]
 
     def in_flight(
         self, name: str, label_names: Sequence[str], unit: str = "1", description: str = ""

@@ -22,11 +22,10 @@ from .internal import internal_error
 from .metrics import dropped, registry
 from .span import Event, Held, Span
 
-__all__ = ["MAX_BUFFERED", "RateLimiter", "head_threshold", "make_finisher"]
+__all__ = ["MAX_BUFFERED", "RateLimiter", "head_threshold", "make_export_test", "make_finisher"]
 
-sampled_out = registry.counter(
+sampled_out = registry.tally(
     "obs.traces.sampled_out",
-    (),
     "{trace}",
     "Traces head sampling left out of export (their metrics are recorded all the same).",
 )
@@ -90,6 +89,33 @@ def _forget(item: Span | Event) -> None:
     """The finish hook when nothing exports."""
 
 
+def _never(span: Span, end_ns: int) -> bool:
+    return False
+
+
+def make_export_test(
+    submit: Callable[[Span | Event], None] | None, options: SamplingOptions
+) -> Callable[[Span, int], bool]:
+    """The ``span.may_export`` of the finisher ``make_finisher(submit, options)`` makes: whether a
+    span ending at ``end_ns`` with its current status could be exported (its trace sampled or
+    kept, or the span itself failed or slow). A local root that may not is forgotten at its end.
+    """
+    if submit is None:
+        return _never
+    slow_ns = int(options.slow_ms * 1_000_000)
+    keep_errors = options.keep_errors
+
+    def may_export(span: Span, end_ns: int) -> bool:
+        return (
+            span.sampled
+            or span.local.keep
+            or end_ns - span.start_ns >= slow_ns
+            or (keep_errors and span.status == "error")
+        )
+
+    return may_export
+
+
 def make_finisher(
     submit: Callable[[Span | Event], None] | None,
     options: SamplingOptions,
@@ -132,7 +158,7 @@ def make_finisher(
                         submit(built)
                 submit(item)
             else:
-                sampled_out.add(())
+                sampled_out.inc()
         elif buffer is not None:
             if len(buffer) < MAX_BUFFERED:
                 buffer.append(item)  # type: ignore[arg-type]

@@ -26,6 +26,7 @@ __all__ = [
     "LocalTrace",
     "RemoteParent",
     "Span",
+    "any_may",
     "child_span",
     "current_span",
     "emit",
@@ -66,6 +67,16 @@ def _drop_finished(item: Span | Event) -> None:
 
 # Called with every finished span and emitted event: sampling and export. Set by ``configure``.
 on_finish: Callable[[Span | Event], None] = _drop_finished
+
+
+def any_may(span: Span, end_ns: int) -> bool:
+    """``may_export`` before ``configure``: anything may be exported."""
+    return True
+
+
+# Whether ``span``, ending at ``end_ns`` with its status as it is, could be exported (set by
+# ``configure`` with the finisher): False lets the caller skip attributes nothing would read.
+may_export: Callable[[Span, int], bool] = any_may
 # Head sampling: a new trace is sampled when its id's low 64 bits are below this (set by
 # ``configure`` from the ratio; 2**64 samples everything).
 _MASK64 = (1 << 64) - 1

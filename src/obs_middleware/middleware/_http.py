@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .._core import events
+from .._core import span as _span
 from .._core.config import HttpOptions
 from .._core.http import OTHER_METHOD, STATUS_CLASS
 from .._core.internal import internal_error
@@ -66,32 +68,36 @@ def finish_request(  # noqa: PLR0917 - positional on purpose: called once per re
     last body chunk, when seen). The span's provisional name is the request method.
 
     ``url.path`` is bounded and scrubbed unless it is the matched route's own (static) template
-    or plain lower-case letters, digits and slashes.
+    or plain lower-case letters, digits and slashes. Attributes (and the ``user_id`` hook) are
+    skipped for a span sure to be forgotten: one of an unsampled trace that is neither kept,
+    failed nor slow, when no handler or root callback reads it.
     """
     method = span.name
     key = (method, template)
     name = _names.get(key)
     span.name = name if name is not None else span_name(method, template)
-    attrs = span.attrs
-    path = attrs.get("url.path")
-    if path is not None and path != template:
-        attrs["url.path"] = clean_path(path)
-    attrs["http.method"] = method
-    attrs["http.route"] = template
-    attrs["http.status_code"] = status
-    attrs["http.request_size"] = request_size
-    attrs["http.response_size"] = response_size
     if status >= 500 and span.status == "ok":
         span.status = "error"
+    end_ns = end_ns or _span.clock_ns()
     local = span.local
-    if local.user_id is None and options.user_id is not None:
-        try:
-            uid = options.user_id(scope)
-            local.user_id = None if uid is None else str(uid)
-        except Exception:
-            internal_error("user_id hook")
+    if _span.may_export(span, end_ns) or events.active or local.deferred is not None:
+        attrs = span.attrs
+        path = attrs.get("url.path")
+        if path is not None and path != template:
+            attrs["url.path"] = clean_path(path)
+        attrs["http.method"] = method
+        attrs["http.route"] = template
+        attrs["http.status_code"] = status
+        attrs["http.request_size"] = request_size
+        attrs["http.response_size"] = response_size
+        if local.user_id is None and options.user_id is not None:
+            try:
+                uid = options.user_id(scope)
+                local.user_id = None if uid is None else str(uid)
+            except Exception:
+                internal_error("user_id hook")
     span.end(end_ns)
     http_duration.record(
         (method, template or "", STATUS_CLASS.get(status // 100, "xxx")),
-        (span.end_ns - span.start_ns) / 1e6,
+        (end_ns - span.start_ns) / 1e6,
     )
