@@ -30,6 +30,7 @@ __all__ = [
     "child_span",
     "current_span",
     "emit",
+    "get_current",
     "reset_current",
     "set_current",
     "span",
@@ -446,6 +447,10 @@ def child_span(  # noqa: PLR0917 - called like Span(name, attrs, kind), with its
 def current_span() -> Span | None:
     """The span current in this context, or None."""
     return _current.get()
+
+
+# ``current_span`` without its Python frame, for integrations' per-call paths.
+get_current: Callable[[], Span | None] = _current.get
 
 
 def set_current(span: Span | None) -> contextvars.Token[Span | None]:

@@ -97,7 +97,18 @@ def finish_request(  # noqa: PLR0917 - positional on purpose: called once per re
             except Exception:
                 internal_error("user_id hook")
     span.end(end_ns)
-    http_duration.record(
-        (method, template or "", STATUS_CLASS.get(status // 100, "xxx")),
-        (end_ns - span.start_ns) / 1e6,
-    )
+    labels = _labels.get((method, template, status))
+    if labels is None:
+        labels = _duration_labels(method, template, status)
+    http_duration.record(labels, (end_ns - span.start_ns) / 1e6)
+
+
+# (method, template, status) -> the duration metric's labels (method, route, status class)
+_labels: dict[tuple[str, str | None, int], tuple[str, str, str]] = {}
+
+
+def _duration_labels(method: str, template: str | None, status: int) -> tuple[str, str, str]:
+    labels = (method, template or "", STATUS_CLASS.get(status // 100, "xxx"))
+    if len(_labels) < _MAX_NAMES:  # as for names: raw paths from a framework must not grow us
+        _labels[method, template, status] = labels
+    return labels

@@ -71,7 +71,8 @@ class ObsMiddleware:
                 remote = parse_traceparent(traceparent, headers.get(b"tracestate"))
             else:  # a repeated traceparent is invalid; repeated tracestates are combined
                 remote = parse_trace_fields(raw)
-            request_size = content_length(headers.get(b"content-length"))
+            length = headers.get(b"content-length")
+            request_size = None if length is None else content_length(length)
             attrs: dict[str, Any] = {"url.path": path}
             if method not in options.known_method_set:
                 method = other_method(method, attrs)

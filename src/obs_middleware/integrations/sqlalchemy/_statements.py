@@ -51,7 +51,7 @@ def _timed(
 ) -> Callable[..., Any]:
     statements = state.statements
     new_span = _span.Span
-    current = _span.current_span
+    current = _span.get_current
     clock = _span.clock_ns
     record = metrics.duration.record
 
