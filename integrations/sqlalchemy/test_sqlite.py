@@ -432,3 +432,58 @@ def test_sqlcommenter_is_off_by_default(obs_capture: Capture, engines: Engines) 
         conn.execute(sa.text("SELECT 1"))
         conn.connection.driver_connection.set_trace_callback(None)  # type: ignore[union-attr]
     assert seen == ["SELECT 1"]
+
+
+def test_queries_of_an_unsampled_trace_are_exported_whole_only_if_it_is_kept(
+    engines: Engines,
+) -> None:
+    engine = engines(sa.create_engine, "sqlite://", pool_logging_name="main")
+    with capture(sampling=SamplingOptions(ratio=0.0)) as cap:
+        with obs.span("forgotten"), engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1")).all()
+        assert cap.names() == []
+        with pytest.raises(RuntimeError), obs.span("kept") as root, engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE t (x INTEGER)"))
+            conn.execute(sa.text("INSERT INTO t (x) VALUES (:x)"), [{"x": 1}, {"x": 2}])
+            conn.execute(sa.text("SELECT x FROM t WHERE x > 0")).all()
+            raise RuntimeError("after the queries")
+        queries = [s for s in cap.spans if s["name"] == "db.query"]
+        assert [
+            (q["db.statement"], q.get("db.rows"), q.get("db.executemany")) for q in queries
+        ] == [
+            ("CREATE TABLE t (x INTEGER)", None, None),
+            ("INSERT INTO t (x) VALUES (?)", 2, True),
+            ("SELECT x FROM t WHERE x > ?", None, None),
+        ]
+        assert {(q["trace_id"], q["parent_id"], q["status"]) for q in queries} == {
+            (root.trace_hex, root.span_hex, "ok")
+        }
+        assert len({q["span_id"] for q in queries}) == 3
+        assert cap.span("kept")["status"] == "error"
+        counted = cap.metrics()["db.client.queries"].points
+        assert sum(counted.values()) == 4  # every statement, whichever traces were kept
+
+
+def test_a_failed_or_slow_query_of_an_unsampled_trace_is_a_span_that_keeps_it(
+    engines: Engines,
+) -> None:
+    engine = engines(sa.create_engine, "sqlite://", pool_logging_name="main")
+    obs.instrument_sqlalchemy(engine, slow_query_ms=50)
+    with_sleep(engine)
+    with capture(sampling=SamplingOptions(ratio=0.0), fixed=False) as cap:
+        with obs.span("failing"), engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1")).all()
+            with pytest.raises(sa.exc.OperationalError):
+                conn.execute(sa.text("SELECT * FROM missing WHERE x = 'v-SECRET'"))
+        with obs.span("slow"), engine.connect() as conn:
+            conn.execute(sa.text("SELECT sleep_ms(80)")).all()
+        assert [s["name"] for s in cap.spans] == ["db.query"] * 2 + ["failing", "db.query", "slow"]
+        ok, failed, _, slow, _ = cap.spans
+        assert (ok["status"], failed["status"], failed["error_type"]) == (
+            "ok",
+            "error",
+            "OperationalError",
+        )
+        assert "SECRET" not in repr(failed)
+        assert slow["db.statement"] == "SELECT sleep_ms(?)" and slow["code.filepath"] == __file__
+        assert [e["name"] for e in cap.events] == ["db.slow_query"]

@@ -249,3 +249,27 @@ def test_a_client_controlled_label_keeps_memory_bounded(reg: Registry, overflow_
     for i in range(3 * h.max_series):
         h.record((f"/raw/path/{i}",), 1.0)
     assert len(h.rows()) == h.max_series + 1
+
+
+def test_tally_counts_without_labels_and_resets(reg: Registry) -> None:
+    tally = reg.tally("t", "1", "a tally")
+    assert reg.tally("t") is tally
+    assert tally.snapshot().points == {(): 0.0}
+    for _ in range(3):
+        tally.inc()
+    snap = tally.snapshot()
+    assert (snap.kind, snap.points) == ("counter", {(): 3.0})
+    tally.reset()
+    assert tally.snapshot().points == {(): 0.0}
+
+
+def test_tally_is_exact_under_many_threads(reg: Registry) -> None:
+    tally = reg.tally("t")
+    threads = [
+        threading.Thread(target=lambda: [tally.inc() for _ in range(10_000)]) for _ in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert tally.snapshot().points == {(): 80_000.0}

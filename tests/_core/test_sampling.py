@@ -264,3 +264,57 @@ def test_traces_per_s_is_read_from_the_environment() -> None:
     assert SamplingOptions().traces_per_s == 100.0  # adaptive export is the default
     with pytest.raises(ValueError, match="traces_per_s"):
         SamplingOptions(traces_per_s=-1)
+
+
+def test_export_test_answers_as_the_finisher_decides() -> None:
+    with capture(sampling=SamplingOptions(ratio=0.0, slow_ms=5)), obs.span("root") as root:
+        start = root.start_ns
+        assert not _span.may_export(root, start + 4_000_000)  # fast, ok, unsampled
+        assert _span.may_export(root, start + 5_000_000)  # slow
+        root.status = "error"
+        assert _span.may_export(root, start)
+        root.status = "ok"
+        root.keep()
+        assert _span.may_export(root, start)
+    with capture(sampling=SamplingOptions(ratio=0.0, keep_errors=False)), obs.span("r") as root:
+        root.status = "error"
+        assert not _span.may_export(root, root.start_ns)
+    with capture() as cap, obs.span("root") as root:  # sampled
+        assert _span.may_export(root, root.start_ns)
+    assert cap.names() == ["root"]
+
+
+def test_without_exporters_nothing_may_be_exported(configured: Callable[..., object]) -> None:
+    configured(exporters="none")
+    with obs.span("root") as root:
+        assert not _span.may_export(root, root.start_ns + 10**12)
+
+
+def test_held_spans_are_built_only_for_a_kept_trace_and_a_failing_builder_is_counted() -> None:
+    built: list[str] = []
+
+    def build(parent: _span.Span, name: str) -> _span.Span:
+        built.append(name)
+        if name == "broken":
+            raise ValueError("builder bug")
+        return _span.child_span(parent, name, {}, "client", parent.start_ns, parent.start_ns + 1)
+
+    def hold(names: list[str], fail: bool) -> None:
+        with obs.span("root") as root:
+            buffer = root.local.buffer
+            assert buffer is not None
+            buffer.extend((build, root, name) for name in names)
+            if fail:
+                root.status = "error"
+
+    with capture(sampling=SamplingOptions(ratio=0.0)) as cap:
+        hold(["forgotten"], fail=False)
+        assert built == []
+        dropped_before = registry.snapshot()["obs.dropped"].points.get(("internal_error",), 0)
+        hold(["q1", "broken", "q2"], fail=True)
+        assert built == ["q1", "broken", "q2"]
+        assert cap.names() == ["q1", "q2", "root"]
+        q1, _, root = cap.spans
+        assert q1["parent_id"] == root["span_id"] and q1["trace_id"] == root["trace_id"]
+        dropped = registry.snapshot()["obs.dropped"].points[("internal_error",)]
+        assert dropped == dropped_before + 1

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import obs_middleware as obs
-from obs_middleware._core.span import Span
+from obs_middleware._core.span import Span, child_span, get_current
 from obs_middleware.testing import Capture
 
 
@@ -248,3 +248,32 @@ def test_base_exception_from_emit_handler_propagates_after_the_event_is_exported
     with pytest.raises(KeyboardInterrupt):
         obs.emit("job.queued")
     assert obs_capture.names() == ["job.queued"]
+
+
+def test_child_span_joins_the_parent_trace_never_current_and_ends_at_the_given_time(
+    obs_capture: Capture,
+) -> None:
+    with obs.span("root") as root:
+        child = child_span(root, "db.query", {"db.system": "sqlite"}, "client", 10, 0)
+        assert obs.current_span() is root
+        assert (child.trace_id, child.parent_id, child.local) == (
+            root.trace_id,
+            root.span_id,
+            root.local,
+        )
+        assert child.span_id not in (0, root.span_id)
+        child.end(25)
+    assert obs.current_span() is None
+    record = obs_capture.span("db.query")
+    assert (record["parent_id"], record["span.kind"], record["db.system"]) == (
+        root.span_hex,
+        "client",
+        "sqlite",
+    )
+    assert child.duration_ms == 15 / 1e6
+
+
+def test_get_current_is_current_span() -> None:
+    assert get_current() is None
+    with obs.span("s") as s:
+        assert get_current() is s is obs.current_span()

@@ -119,6 +119,34 @@ async def test_server_span_whole_record(obs_capture: Capture) -> None:
     ]
 
 
+@pytest.mark.parametrize("kept_by", ["status 500", "slow"])
+async def test_an_unsampled_request_kept_at_its_end_has_every_attribute(kept_by: str) -> None:
+    # Attributes are skipped for a request sure to be forgotten: one kept at its end needs them.
+    status = 500 if kept_by == "status 500" else 200
+    inner = routed("/items/{item_id}", status)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if kept_by == "slow":  # the capture clock advances 1 ms per reading
+            for _ in range(5):
+                _span.clock_ns()
+        await inner(scope, receive, send)
+
+    with capture(sampling=SamplingOptions(ratio=0.0, slow_ms=5)) as cap:
+        await call(ObsMiddleware(routed("/items/{item_id}")), scope_for("/items/1"))
+        await call(ObsMiddleware(app), scope_for("/items/42", headers=[(b"content-length", b"3")]))
+        [record] = cap.records
+        assert {k: v for k, v in record.items() if k.startswith("http.") or k == "url.path"} == {
+            "url.path": "/items/42",
+            "http.method": "GET",
+            "http.route": "/items/{item_id}",
+            "http.status_code": status,
+            "http.request_size": 3,
+            "http.response_size": 2,
+        }
+        duration = http_points(cap, "http.server.duration")
+        assert sum(p.count for p in duration.values()) == 2  # both requests, kept or not
+
+
 async def test_unmatched_route_is_named_by_method_only(obs_capture: Capture) -> None:
     await call(ObsMiddleware(routed(None, status=404)), scope_for("/nope/123"))
     record = obs_capture.span("GET")
