@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from obs_middleware._core import internal
+from obs_middleware._core import internal, metrics
 from obs_middleware._core.metrics import (
     DURATION_BUCKETS_MS,
     HistogramPoint,
@@ -273,3 +273,15 @@ def test_tally_is_exact_under_many_threads(reg: Registry) -> None:
     for t in threads:
         t.join()
     assert tally.snapshot().points == {(): 80_000.0}
+
+
+def test_histogram_folds_long_queues_on_the_recording_thread_exactly(reg: Registry) -> None:
+    h = reg.histogram("h", ("k",), bounds=(1.0, 10.0))
+    values = [0.5, 5.0, 50.0] * (metrics._FOLD_AT + 1)  # several folds per label set
+    for v in values:
+        h.record(("a",), v)
+        h.record(("b",), v * 2)
+    rows = h.rows()
+    n = len(values) // 3
+    assert rows[("a",)] == [n, n, n, sum(values), len(values)]
+    assert rows[("b",)] == [n, n, n, 2 * sum(values), len(values)]

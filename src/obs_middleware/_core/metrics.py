@@ -18,6 +18,7 @@ counts would count them twice wherever processes are summed.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import os
@@ -27,6 +28,7 @@ from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Literal
 
 from .internal import warn_once
@@ -50,7 +52,7 @@ __all__ = [
 ]
 
 Labels = tuple[str, ...]
-_FOLD_AT = 4096  # pending histogram observations folded in by the recording thread
+_FOLD_AT = 256  # queued observations of one histogram series folded in by the recording thread
 Kind = Literal["counter", "updown", "gauge", "histogram"]
 
 # A 1-2-5 series from 50 µs to 60 s: percentiles interpolate within a bucket (error < one step).
@@ -271,40 +273,61 @@ class Histogram(_Metric):
         super().__init__(name, label_names, unit, description)
         self.bounds = tuple(bounds)
         self._data: dict[Labels, list[float]] = {}  # counts per bucket..., sum, count
-        self._pending: deque[tuple[Labels, float]] = deque()
+        # Per label set: observations not folded in yet (appended without a lock), and its row.
+        self._queues: dict[Labels, tuple[deque[float], list[float]]] = {}
 
     def record(self, labels: Labels, value: float) -> None:
-        """Add one observation: an atomic append, folded into the buckets on read (or when
-        ``_FOLD_AT`` are pending), so the request path takes no lock.
+        """Add one observation: an atomic append to its label set's queue, folded into the
+        buckets on read (or when ``_FOLD_AT`` are queued), so the request path takes no lock.
         """
-        pending = self._pending
-        pending.append((labels, value))
-        if len(pending) >= _FOLD_AT:
-            self._fold()
+        entry = self._queues.get(labels)
+        if entry is None:
+            entry = self._entry(labels)
+        queue = entry[0]
+        queue.append(value)
+        if len(queue) >= _FOLD_AT:
+            with self._lock:
+                self._fold_entry(entry)
+
+    def _entry(self, labels: Labels) -> tuple[deque[float], list[float]]:
+        """The queue and row of a label set seen for the first time; beyond the cap, the
+        overflow series' (each observation sent there is counted)."""
+        with self._lock:
+            queues = self._queues
+            entry = queues.get(labels)
+            if entry is not None:
+                return entry
+            full = len(queues) >= self.max_series
+            if full:
+                labels = _overflow(self)
+                entry = queues.get(labels)
+            if entry is None:
+                row = self._data[labels] = [0.0] * (len(self.bounds) + 3)
+                entry = queues[labels] = (deque(), row)
+        if full:
+            _folded(self, 1)
+        return entry
+
+    def _fold_entry(self, entry: tuple[deque[float], list[float]]) -> None:
+        """Fold what a queue holds into its row (under the lock: only folds take from queues).
+
+        Bucketing, counting and summing run in C over the batch (``map``, ``Counter``, ``sum``).
+        """
+        queue, row = entry
+        count = len(queue)
+        if not count:
+            return
+        popleft = queue.popleft
+        values = [popleft() for _ in range(count)]
+        for index, n in collections.Counter(map(bisect_left, repeat(self.bounds), values)).items():
+            row[index] += n
+        row[-2] += sum(values)
+        row[-1] += count
 
     def _fold(self) -> None:
-        bounds = self.bounds
-        width = len(bounds) + 3
-        pending = self._pending
-        popleft = pending.popleft
-        folded = 0
         with self._lock:
-            data = self._data
-            for _ in range(len(pending)):
-                labels, value = popleft()
-                row = data.get(labels)
-                if row is None:
-                    if len(data) >= self.max_series:
-                        labels = _overflow(self)
-                        folded += 1
-                        row = data.get(labels)
-                    if row is None:
-                        row = data[labels] = [0.0] * width
-                row[bisect_left(bounds, value)] += 1
-                row[-2] += value
-                row[-1] += 1
-        if folded:
-            _folded(self, folded)
+            for entry in self._queues.values():
+                self._fold_entry(entry)
 
     def _points(self) -> dict[Labels, float | HistogramPoint]:
         return {k: _point(self.bounds, r) for k, r in self.rows().items()}
@@ -323,7 +346,7 @@ class Histogram(_Metric):
 
     def reset(self) -> None:  # noqa: D102
         with self._lock:
-            self._pending.clear()
+            self._queues.clear()
             self._data.clear()
 
 

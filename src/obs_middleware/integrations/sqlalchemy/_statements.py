@@ -52,7 +52,6 @@ def _timed(
     statements = state.statements
     new_span = _span.Span
     current = _span.get_current
-    clock = _span.clock_ns
     record = metrics.duration.record
 
     def timed(cursor: Any, statement: str, *args: Any, **kwargs: Any) -> Any:
@@ -73,7 +72,7 @@ def _timed(
                 else None
             )
             if parent is None or held is not None:  # outside any trace: metrics only
-                start = clock()
+                start = _span.clock_ns()
             else:
                 # nothing runs inside it but the driver: it never becomes current
                 span = new_span(_SPAN, entry[0].copy(), "client").start(activate=False)
@@ -91,7 +90,7 @@ def _timed(
             _failed(span, start, entry, exc, metrics)
             raise
         try:
-            end = clock()
+            end = _span.clock_ns()
             elapsed = end - start
             if held is not None:
                 buffer = held.local.buffer
