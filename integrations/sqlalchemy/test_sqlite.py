@@ -487,3 +487,19 @@ def test_a_failed_or_slow_query_of_an_unsampled_trace_is_a_span_that_keeps_it(
         assert "SECRET" not in repr(failed)
         assert slow["db.statement"] == "SELECT sleep_ms(?)" and slow["code.filepath"] == __file__
         assert [e["name"] for e in cap.events] == ["db.slow_query"]
+
+
+def test_statements_without_parameters_and_keyword_calls_are_timed(
+    obs_capture: Capture, engines: Engines
+) -> None:
+    engine = engines(sa.create_engine, "sqlite://", pool_logging_name="main")
+    with obs.span("request"), engine.connect() as conn:
+        conn.execution_options(no_parameters=True).exec_driver_sql("SELECT 1").all()
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        engine.dialect.do_execute(cursor, "SELECT 2", (), context=None)
+        assert cursor.fetchall() == [(2,)]
+        engine.dialect.do_execute_no_params(cursor, "SELECT 3", context=None)
+        assert cursor.fetchall() == [(3,)]
+    statements = [s["db.statement"] for s in obs_capture.spans if s["name"] == "db.query"]
+    assert statements == ["SELECT ?", "SELECT ?", "SELECT ?"]
+    assert obs_capture.metrics()["db.client.queries"].points == {("SELECT", "main"): 3}

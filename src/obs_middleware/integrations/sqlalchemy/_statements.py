@@ -34,13 +34,29 @@ _skip_prefixes: tuple[str, ...] = ()
 def wrap_dialect(state: EngineState, dialect: Dialect, metrics: Metrics) -> bool:
     """Wrap the dialect's three DBAPI entry points (instance attributes: other engines untouched).
 
-    Plain closures, not ``wrapt``: this runs per statement, and a ``FunctionWrapper`` call costs
-    several times a closure call (the per-statement budget: BENCHMARKS.md).
+    Plain closures with the entry points' own signatures, not ``wrapt`` nor ``*args, **kwargs``:
+    this runs per statement, and either costs several times a plain call (BENCHMARKS.md).
+    ``do_execute_no_params`` (only under the ``no_parameters`` execution option) goes through
+    ``do_execute``'s shape.
     """
     if any(name in dialect.__dict__ for name in DIALECT_METHODS):
         return False
-    for name in DIALECT_METHODS:
-        timed = _timed(state, getattr(dialect, name), metrics, many=name == "do_executemany")
+    no_params = dialect.do_execute_no_params
+
+    def without_params(cursor: Any, statement: str, parameters: Any, context: Any) -> Any:
+        return no_params(cursor, statement, context)
+
+    timed_no_params = _timed(state, without_params, metrics, many=False)
+
+    def timed_execute_no_params(cursor: Any, statement: str, context: Any = None) -> Any:
+        return timed_no_params(cursor, statement, None, context)
+
+    wrappers = {
+        "do_execute": _timed(state, dialect.do_execute, metrics, many=False),
+        "do_execute_no_params": timed_execute_no_params,
+        "do_executemany": _timed(state, dialect.do_executemany, metrics, many=True),
+    }
+    for name, timed in wrappers.items():
         timed._obs_state = state  # type: ignore[attr-defined]
         setattr(dialect, name, timed)
     return True
@@ -54,7 +70,7 @@ def _timed(
     current = _span.get_current
     record = metrics.duration.record
 
-    def timed(cursor: Any, statement: str, *args: Any, **kwargs: Any) -> Any:
+    def timed(cursor: Any, statement: str, parameters: Any, context: Any = None) -> Any:
         try:
             entry = statements.get(statement) or state.entry(statement)
             sent = statement
@@ -81,9 +97,9 @@ def _timed(
                     sent = _commented(statement, span, cursor, state)
         except Exception:
             internal_error("statement start")
-            return call(cursor, statement, *args, **kwargs)
+            return call(cursor, statement, parameters, context)
         try:
-            result = call(cursor, sent, *args, **kwargs)
+            result = call(cursor, sent, parameters, context)
         except BaseException as exc:
             if held is not None:
                 span = _held_span(held, entry, start, 0, many, None)
