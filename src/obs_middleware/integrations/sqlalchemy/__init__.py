@@ -99,10 +99,11 @@ def instrument_sqlalchemy(
     afterwards: this is for apps that do not call it (``instrument_sqlalchemy(engine)`` right
     after ``create_engine``), for options per engine, and for an engine hidden by ``gc.freeze()``.
     Calling it for an engine already instrumented changes only the options given; an engine
-    named here stays instrumented through ``obs.uninstrument_all()``. ``slow_query_ms``: slow-query threshold (default 100, env
-    ``OBS_DB_SLOW_QUERY_MS``). ``commenter``: append ``/*traceparent='…'*/`` to statements (default
-    off, env ``OBS_DB_COMMENTER``). Never raises: an engine it cannot instrument, or a SQLAlchemy
-    version outside ``supported``, gets one warning and is left alone.
+    named here stays instrumented through ``obs.uninstrument_all()``. ``slow_query_ms``:
+    slow-query threshold (default 100, env ``OBS_DB_SLOW_QUERY_MS``). ``commenter``: append
+    ``/*traceparent='…'*/`` to statements (default off, env ``OBS_DB_COMMENTER``). Never raises:
+    an engine it cannot instrument, or a SQLAlchemy version outside ``supported``, gets one
+    warning and is left alone.
     """
     version = library().__version__
     if not version_in_range(version, _ROW.supported):
