@@ -114,7 +114,8 @@ def configure(
 ) -> Config:
     """Configure obs-middleware for this process; returns the effective ``Config``.
 
-    Every argument falls back to its ``OBS_*`` environment variable, then to its default.
+    Every argument falls back to its ``OBS_*`` environment variable, then to its default (every
+    option and variable: docs/CONFIGURATION.md, generated from ``_core/config.SETTINGS``).
     ``exporters`` takes names (``"console"``, ``"jsonl"``, ``"jsonl:/path/file.jsonl"``,
     ``"memory"``, ``"none"``) or exporter objects. ``pricing`` overrides or extends the prices
     behind ``cost.usd``. Calling again replaces the configuration: what the previous pipeline
