@@ -104,8 +104,7 @@ OTHER_VARIABLES: tuple[Variable, ...] = (
         "OBS_HTTP_URL",
         "exporters/http.py",
         "",
-        "Collector URL of exporter `http` without one (`http:URL`): required one way or the "
-        "other.",
+        "Collector URL of exporter `http` without one (`http:URL`): required one way or the other.",
     ),
     Variable(
         "OBS_HTTP_HEADERS",
