@@ -245,6 +245,28 @@ def test_excluded_paths_produce_no_span(obs_capture: Capture, path: str) -> None
     assert obs_capture.metrics["http.server.requests"].points == {}
 
 
+def test_spans_started_by_an_excluded_request_are_dropped_with_it(obs_capture: Capture) -> None:
+    calls: list[str] = []
+
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        calls.append(environ["PATH_INFO"])
+        with obs.span("health.check"):
+            obs.emit("health.checked")
+        if environ.get("QUERY_STRING") == "fail":
+            raise RuntimeError("down")
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    middleware = ObsWSGIMiddleware(app)
+    assert call(middleware, environ_for("/health"))[2] == b"ok"
+    with pytest.raises(RuntimeError, match="down"):
+        call(middleware, environ_for("/health?fail"))
+    assert calls == ["/health", "/health"]  # once per request, even when it raises
+    assert obs_capture.records == []
+    assert obs_capture.metrics["obs.dropped"].points == {("excluded_path",): 4}
+    assert obs.current_span() is None
+
+
 def test_valid_x_request_id_is_echoed(obs_capture: Capture) -> None:
     _, headers, _ = call(
         ObsWSGIMiddleware(routed("/")), environ_for(headers={"X-Request-ID": "req-7"})

@@ -87,7 +87,9 @@ class PipelineOptions:
 class HttpOptions:
     """What the HTTP middleware records.
 
-    ``exclude_paths``: exact paths not traced (no span, no metrics), e.g. health checks.
+    ``exclude_paths``: exact paths not traced (no span, no metrics), e.g. health checks; the
+    spans and queries made while serving them are dropped with them, counted as
+    ``obs.dropped{reason="excluded_path"}``.
     ``capture_headers``: request header names recorded as ``http.request.header.<name>``.
     ``allow_sensitive_headers``: opt-in to capture Authorization/Cookie/API-key headers listed in
     ``capture_headers`` (dropped otherwise).

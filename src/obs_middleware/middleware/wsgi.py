@@ -14,6 +14,7 @@ from .._core.context import parse_traceparent, valid_request_id
 from .._core.http import content_length, other_method
 from .._core.internal import internal_error
 from .._core.metrics import http_active
+from ._excluded import end_silence, silence
 from ._http import captured_headers, finish_request
 
 __all__ = ["ObsWSGIMiddleware"]
@@ -48,12 +49,21 @@ class ObsWSGIMiddleware:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         """Handle one WSGI request."""
-        span = None
         try:
             options = self.options or _setup.current_config().http
             path = environ.get("PATH_INFO", "")
-            if path in options.exclude_paths:
+            excluded = path in options.exclude_paths
+        except Exception:
+            internal_error("wsgi request start")
+            return self.app(environ, start_response)
+        if excluded:  # what the app starts goes with it, unexported (_excluded.py)
+            token = silence()
+            try:
                 return self.app(environ, start_response)
+            finally:
+                end_silence(token)
+        span = None
+        try:
             method = environ.get("REQUEST_METHOD", "GET")
             remote = parse_traceparent(
                 _encoded(environ, "HTTP_TRACEPARENT"), _encoded(environ, "HTTP_TRACESTATE")
