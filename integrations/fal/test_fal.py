@@ -292,7 +292,7 @@ def test_http_error_is_an_error_span_with_status_and_request_id(
         "ai.provider_error": "validation_error",
         "ai.request_id": "req-failed",
     }
-    metrics = obs_capture.metrics()
+    metrics = obs_capture.metrics
     assert metrics["ai.errors"].points == {("fal", FLUX, "run", "FalClientHTTPError"): 1}
 
 

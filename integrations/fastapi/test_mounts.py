@@ -100,5 +100,5 @@ async def test_many_tenants_share_one_template_and_one_metric_series(
         for tenant in ("a", "b", "c"):
             await client.get(f"/t/{tenant}/media/images/1")
     assert {r["name"] for r in obs_capture.spans} == {"GET /t/{tenant}/media/images/{image_id}"}
-    points = obs_capture.metrics()["http.server.requests"].points
+    points = obs_capture.metrics["http.server.requests"].points
     assert points == {("GET", "/t/{tenant}/media/images/{image_id}", "2xx"): 3}

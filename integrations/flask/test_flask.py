@@ -201,7 +201,18 @@ def test_spans_made_while_streaming_the_body_are_children_of_the_server_span(
 def test_span_ends_when_the_body_is_exhausted_even_without_close(obs_capture: Capture) -> None:
     response = make_app().test_client().get("/items/5")  # read, never closed
     assert response.json == {"id": 5}
-    assert "GET /items/<int:item_id>" in obs_capture.names()
+    assert "GET /items/<int:item_id>" in obs_capture.names
+
+
+def test_span_ends_with_the_last_byte_when_the_client_reads_only_the_first_chunk(
+    obs_capture: Capture,
+) -> None:
+    response = make_app().test_client().get("/items/5")  # the body is neither read nor closed
+    assert response.status_code == 200
+    assert obs_capture.names == ["db.query", "GET /items/<int:item_id>"]
+    with make_app().test_client() as client:
+        assert client.get("/items/6").status_code == 200
+        assert obs_capture.names[-1] == "GET /items/<int:item_id>"
 
 
 def test_excluded_health_path_produces_no_span(obs_capture: Capture) -> None:
@@ -246,7 +257,7 @@ def test_two_apps_name_their_own_routes(obs_capture: Capture) -> None:
     second.wsgi_app = ObsWSGIMiddleware(second.wsgi_app)  # type: ignore[method-assign]
     get(first, "/items/3")
     get(second, "/other/x")
-    names = obs_capture.names()
+    names = obs_capture.names
     assert "GET /items/<int:item_id>" in names and "GET /other/<name>" in names
 
 
@@ -257,7 +268,7 @@ def test_ratio_zero_exports_nothing_but_counts_every_request() -> None:
             get(client, f"/items/{i}")
         get(client, "/forbidden")
         assert cap.records == []
-        assert cap.metrics()["http.server.requests"].points == {
+        assert cap.metrics["http.server.requests"].points == {
             ("GET", "/items/<int:item_id>", "2xx"): 4,
             ("GET", "/forbidden", "4xx"): 1,
         }

@@ -122,7 +122,7 @@ async def test_two_routers_with_pydantic_models(obs_capture: Capture) -> None:
     assert "private prompt" not in json.dumps(rejected)
     assert "tall" not in json.dumps(rejected)
 
-    metrics = obs_capture.metrics()
+    metrics = obs_capture.metrics
     assert metrics["procedure.calls"].points == {
         ("images.create",): 2,
         ("get_image",): 1,

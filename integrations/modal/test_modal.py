@@ -151,9 +151,7 @@ def test_remote_exception_is_an_error_span(lookup: Any, obs_capture: Capture) ->
         "error_message": "refused: x",
         "ai.modal.result_status": 2,  # GENERIC_STATUS_FAILURE
     }
-    assert obs_capture.metrics()["ai.errors"].points == {
-        ("modal", "reject", "remote", "Rejected"): 1
-    }
+    assert obs_capture.metrics["ai.errors"].points == {("modal", "reject", "remote", "Rejected"): 1}
 
 
 @pytest.mark.parametrize(

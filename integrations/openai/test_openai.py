@@ -84,7 +84,7 @@ def test_chat_completion_is_one_span_with_model_ids_usage_and_cost(
         "ai.finish_reason": "stop",
         "cost.usd": 9e-06,  # (20 x $0.15 + 10 x $0.60) / 1M
     }
-    assert obs_capture.metrics()["ai.requests"].points == {
+    assert obs_capture.metrics["ai.requests"].points == {
         ("openai", "gpt-4o-mini-2024-07-18", "chat"): 1
     }
 
@@ -309,7 +309,7 @@ def test_server_error_fails_the_span_and_counts(
     record = only_ai_span(obs_capture)
     assert (record["status"], record["ai.http_status"]) == ("error", 500)
     assert record["cost.unknown"] == "usage not reported for per_token"
-    assert obs_capture.metrics()["ai.errors"].points == {
+    assert obs_capture.metrics["ai.errors"].points == {
         ("openai", "gpt-4o-mini", "chat", "InternalServerError"): 1
     }
 
@@ -368,7 +368,7 @@ async def test_root_span_of_a_request_carries_the_summed_cost(
     root = obs_capture.span("POST /generate")
     assert root["cost.usd"] == pytest.approx(9e-06 + 0.04)
     assert {s["trace_id"] for s in ai_spans(obs_capture)} == {root["trace_id"]}
-    points = obs_capture.metrics()["ai.cost_usd"].points
+    points = obs_capture.metrics["ai.cost_usd"].points
     assert points == {
         ("openai", "gpt-4o-mini-2024-07-18", "chat", "/generate", "pro"): pytest.approx(9e-06),
         ("openai", "dall-e-3", "images.generate", "/generate", "pro"): pytest.approx(0.04),
@@ -467,7 +467,7 @@ def test_hostile_usage_never_breaks_the_trace_nor_prices_negative(
             record["ai.usage.invalid"]
             == "input_tokens,cached_tokens,output_tokens,reasoning_tokens"
         )
-        assert obs_capture.metrics()["obs.dropped"].points == {("invalid_usage:openai",): 4}
+        assert obs_capture.metrics["obs.dropped"].points == {("invalid_usage:openai",): 4}
     costs = [s["cost.usd"] for s in obs_capture.spans if s.get("cost.usd") is not None]
-    costs += obs_capture.metrics()["ai.cost_usd"].points.values()
+    costs += obs_capture.metrics["ai.cost_usd"].points.values()
     assert all(0 <= usd < 1 for usd in costs), costs

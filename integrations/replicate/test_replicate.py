@@ -277,7 +277,7 @@ def test_failed_prediction_fails_the_span_keeps_its_id_and_bills_predict_time(
         with pytest.raises(ModelError) as raised:
             client.run("acme/broken", input={"prompt": "x"})
         record = only_ai_span(cap)
-        errors = cap.metrics()["ai.errors"].points
+        errors = cap.metrics["ai.errors"].points
     assert raised.value.prediction.id == next(iter(emu.predictions))
     assert pick(
         record, "status", "error_type", "error_message", "ai.request_id", "ai.prediction_status"
@@ -317,7 +317,7 @@ def test_http_error_is_invalid_input(
         "error_type": "ReplicateError",
         "ai.http_status": 422,
     }
-    assert obs_capture.metrics()["ai.errors"].points == {
+    assert obs_capture.metrics["ai.errors"].points == {
         ("replicate", FLUX, "run", "ReplicateError"): 1
     }
 

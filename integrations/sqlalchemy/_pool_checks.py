@@ -12,13 +12,13 @@ from obs_middleware.testing import Capture
 
 
 def gauge(cap: Capture, name: str, pool: str) -> float | None:
-    value = cap.metrics()[f"db.client.pool.{name}"].points.get((pool,))
+    value = cap.metrics[f"db.client.pool.{name}"].points.get((pool,))
     assert not isinstance(value, HistogramPoint)
     return value
 
 
 def histogram(cap: Capture, name: str, labels: tuple[str, ...]) -> HistogramPoint:
-    value = cap.metrics()[name].points[labels]
+    value = cap.metrics[name].points[labels]
     assert isinstance(value, HistogramPoint)
     return value
 
@@ -57,17 +57,17 @@ def check_overflow_and_wait(cap: Capture, engine: sa.Engine, pool: str) -> None:
     wait = histogram(cap, "db.client.pool.wait_time", (pool,))
     assert wait.count == 4
     assert slowest_ms(wait) >= 100
-    assert cap.metrics()["db.client.pool.checkouts"].points == {(pool,): 4}
+    assert cap.metrics["db.client.pool.checkouts"].points == {(pool,): 4}
     assert gauge(cap, "checked_out", pool) == 0
     assert gauge(cap, "open", pool) == 2  # the overflow connection was closed on return
-    assert cap.metrics()["db.client.pool.connections.created"].points == {(pool,): 3}
-    assert cap.metrics()["db.client.pool.connections.closed"].points == {(pool,): 1}
+    assert cap.metrics["db.client.pool.connections.created"].points == {(pool,): 3}
+    assert cap.metrics["db.client.pool.connections.closed"].points == {(pool,): 1}
 
 
 def check_timeout(cap: Capture, engine: sa.Engine, pool: str) -> None:
     with engine.connect(), pytest.raises(sa.exc.TimeoutError):
         engine.connect()
-    assert cap.metrics()["db.client.pool.timeouts"].points == {(pool,): 1}
+    assert cap.metrics["db.client.pool.timeouts"].points == {(pool,): 1}
     assert slowest_ms(histogram(cap, "db.client.pool.wait_time", (pool,))) >= 50
 
 
@@ -80,7 +80,7 @@ def check_nullpool(cap: Capture, engine: sa.Engine, pool: str) -> None:
     for _ in range(2):
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
-    metrics = cap.metrics()
+    metrics = cap.metrics
     assert metrics["db.client.pool.connections.created"].points == {(pool,): 3}
     assert metrics["db.client.pool.connections.closed"].points == {(pool,): 3}
     assert metrics["db.client.pool.checkouts"].points == {(pool,): 3}

@@ -121,14 +121,30 @@ SCENARIOS: dict[str, tuple[str, dict[str, Any]]] = {
         import sqlalchemy as sa
         from sqlalchemy.ext.asyncio import create_async_engine
         sync, asynchronous = sa.create_engine("sqlite://"), create_async_engine("sqlite+aiosqlite://")
+        copy = sync.execution_options(isolation_level="AUTOCOMMIT")  # shares dialect and pool
         out = {"before": spans(sync)}
         obs.instrument_all(only=["sqlalchemy"])
         out["after_patch"] = spans(sync)
+        out["copy"] = spans(copy)
+        obs.uninstrument_all()
+        out["after_unpatch"] = spans(sync) + spans(copy)
         obs.instrument_sqlalchemy(sync, asynchronous)
         out["spans"] = spans(sync)
         out["async"] = async_spans(asynchronous)
         """,
-        {"before": 0, "after_patch": 0, "spans": 1, "async": 1},
+        {"before": 0, "after_patch": 1, "copy": 1, "spans": 1, "async": 1, "after_unpatch": 0},
+    ),
+    "engines made before the patch, instrumented by hand, survive uninstrument_all": (
+        """
+        import sqlalchemy as sa
+        by_hand, found = sa.create_engine("sqlite://"), sa.create_engine("sqlite://")
+        obs.instrument_sqlalchemy(by_hand)
+        obs.instrument_all(only=["sqlalchemy"])
+        out = {"patched": spans(by_hand) + spans(found)}
+        obs.uninstrument_all()
+        out["by_hand"], out["found"] = spans(by_hand), spans(found)
+        """,
+        {"patched": 2, "by_hand": 1, "found": 0},
     ),
     "supported range accepts the installed version": (
         """

@@ -52,7 +52,7 @@ def test_pg_sleep_is_a_slow_query_with_the_callers_location(
     assert event["span_id"] == span["span_id"]
     assert "0.15" not in repr(live.records) + caplog.text
     assert f"at {location}: SELECT pg_sleep(?)" in caplog.text
-    assert live.metrics()["db.client.slow_queries"].points == {("SELECT", "pg"): 1}
+    assert live.metrics["db.client.slow_queries"].points == {("SELECT", "pg"): 1}
 
 
 async def test_asyncpg_slow_query_finds_the_awaiting_caller(
@@ -105,7 +105,7 @@ def test_psycopg_error_type_without_values(
         "duplicate key value violates unique constraint ?\nDETAIL:  Key (email)=(?) already exists."
     )
     assert "ann@example.com" not in repr(obs_capture.records)
-    assert obs_capture.metrics()["db.client.errors"].points == {
+    assert obs_capture.metrics["db.client.errors"].points == {
         ("INSERT", "pg", "UniqueViolation"): 1
     }
 

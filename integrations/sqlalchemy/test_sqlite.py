@@ -100,7 +100,7 @@ def test_statement_spans_snapshot(obs_capture: Capture, engines: Engines) -> Non
             "db.statement": "SELECT id FROM users WHERE email = ?",
         },
     ]
-    queries = obs_capture.metrics()["db.client.queries"].points
+    queries = obs_capture.metrics["db.client.queries"].points
     assert queries == {("CREATE", "main"): 1, ("INSERT", "main"): 1, ("SELECT", "main"): 1}
 
 
@@ -166,7 +166,7 @@ def test_failed_statement_has_error_type_and_the_app_gets_its_exception(
         "db.table": "users",
         "db.statement": "INSERT INTO users VALUES (?)",
     }
-    errors = obs_capture.metrics()["db.client.errors"].points
+    errors = obs_capture.metrics["db.client.errors"].points
     assert errors == {("INSERT", "main", "IntegrityError"): 1}
 
 
@@ -188,7 +188,7 @@ def test_metrics_count_every_statement_whatever_the_sample_rate(engines: Engines
             for _ in range(10):
                 conn.execute(sa.text("SELECT 1"))
         assert cap.spans == []
-        assert cap.metrics()["db.client.queries"].points == {("SELECT", "main"): 10}
+        assert cap.metrics["db.client.queries"].points == {("SELECT", "main"): 10}
         duration = histogram(cap, "db.client.duration", ("SELECT", "main"))
         assert duration.count == 10
 
@@ -202,7 +202,7 @@ def test_outside_a_trace_statements_are_counted_not_traced(
         with pytest.raises(sa.exc.OperationalError):
             conn.execute(sa.text("SELECT * FROM nope"))
     assert obs_capture.records == []
-    metrics = obs_capture.metrics()
+    metrics = obs_capture.metrics
     assert metrics["db.client.queries"].points == {("SELECT", "main"): 2}
     assert metrics["db.client.errors"].points == {("SELECT", "main", "OperationalError"): 1}
 
@@ -229,7 +229,7 @@ def test_instrumenting_twice_and_option_engines_give_one_span(
     for target in (engine, autocommit):
         with obs.span("request"), target.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
-    assert obs_capture.names() == ["db.query", "request", "db.query", "request"]
+    assert obs_capture.names == ["db.query", "request", "db.query", "request"]
 
 
 async def test_async_engine_yields_exactly_one_span_per_statement(
@@ -308,7 +308,7 @@ def test_slow_query_event_log_and_counter(
     exported = repr(event) + repr(slow_span) + caplog.text
     assert "SECRET" not in exported and "sleep_ms(80)" not in exported
     assert location in caplog.text and "SELECT sleep_ms(?) AS ?" in caplog.text
-    assert live.metrics()["db.client.slow_queries"].points == {("SELECT", "main"): 1}
+    assert live.metrics["db.client.slow_queries"].points == {("SELECT", "main"): 1}
 
 
 async def test_slow_async_query_outside_a_trace_finds_the_awaiting_caller(
@@ -369,8 +369,8 @@ def test_staticpool_reuses_its_one_connection(live: Capture, engines: Engines) -
             assert gauge(live, "checked_out", "st") == 1
             assert gauge(live, "open", "st") == 1
             assert gauge(live, "size", "st") == 1
-    assert live.metrics()["db.client.pool.connections.created"].points == {("st",): 1}
-    assert live.metrics()["db.client.pool.checkouts"].points == {("st",): 3}
+    assert live.metrics["db.client.pool.connections.created"].points == {("st",): 1}
+    assert live.metrics["db.client.pool.checkouts"].points == {("st",): 3}
     assert (gauge(live, "checked_out", "st"), gauge(live, "idle", "st")) == (0, 1)
 
 
@@ -378,7 +378,7 @@ def test_invalidated_connections_are_counted(live: Capture, engines: Engines) ->
     engine = engines(sa.create_engine, "sqlite://", pool_logging_name="main")
     with engine.connect() as conn:
         conn.invalidate()
-    metrics = live.metrics()
+    metrics = live.metrics
     assert metrics["db.client.pool.connections.invalidated"].points == {("main",): 1}
     assert metrics["db.client.pool.connections.closed"].points == {("main",): 1}
 
@@ -390,8 +390,8 @@ def test_dispose_keeps_instrumenting_and_uninstrument_undoes_everything(
     engine.dispose()  # a new pool: still timed, still counted
     with obs.span("request"), engine.connect() as conn:
         conn.execute(sa.text("SELECT 1"))
-    assert obs_capture.names() == ["db.query", "request"]
-    assert obs_capture.metrics()["db.client.pool.checkouts"].points == {("main",): 1}
+    assert obs_capture.names == ["db.query", "request"]
+    assert obs_capture.metrics["db.client.pool.checkouts"].points == {("main",): 1}
     integration.uninstrument_sqlalchemy(engine)
     assert "connect" not in vars(engine.pool)
     assert not {"do_execute", "do_execute_no_params", "do_executemany"} & set(vars(engine.dialect))
@@ -399,9 +399,9 @@ def test_dispose_keeps_instrumenting_and_uninstrument_undoes_everything(
     with obs.span("request"), engine.connect() as conn:
         conn.execute(sa.text("SELECT 1"))
     engine.dispose()
-    assert obs_capture.names() == ["request"]
+    assert obs_capture.names == ["request"]
     assert "db.client.pool.connections.created" not in {
-        name for name, snap in obs_capture.metrics().items() if snap.points
+        name for name, snap in obs_capture.metrics.items() if snap.points
     }
 
 
@@ -441,7 +441,7 @@ def test_queries_of_an_unsampled_trace_are_exported_whole_only_if_it_is_kept(
     with capture(sampling=SamplingOptions(ratio=0.0)) as cap:
         with obs.span("forgotten"), engine.connect() as conn:
             conn.execute(sa.text("SELECT 1")).all()
-        assert cap.names() == []
+        assert cap.names == []
         with pytest.raises(RuntimeError), obs.span("kept") as root, engine.begin() as conn:
             conn.execute(sa.text("CREATE TABLE t (x INTEGER)"))
             conn.execute(sa.text("INSERT INTO t (x) VALUES (:x)"), [{"x": 1}, {"x": 2}])
@@ -460,7 +460,7 @@ def test_queries_of_an_unsampled_trace_are_exported_whole_only_if_it_is_kept(
         }
         assert len({q["span_id"] for q in queries}) == 3
         assert cap.span("kept")["status"] == "error"
-        counted = cap.metrics()["db.client.queries"].points
+        counted = cap.metrics["db.client.queries"].points
         assert sum(counted.values()) == 4  # every statement, whichever traces were kept
 
 
@@ -502,4 +502,4 @@ def test_statements_without_parameters_and_keyword_calls_are_timed(
         assert cursor.fetchall() == [(3,)]
     statements = [s["db.statement"] for s in obs_capture.spans if s["name"] == "db.query"]
     assert statements == ["SELECT ?", "SELECT ?", "SELECT ?"]
-    assert obs_capture.metrics()["db.client.queries"].points == {("SELECT", "main"): 3}
+    assert obs_capture.metrics["db.client.queries"].points == {("SELECT", "main"): 3}

@@ -201,7 +201,7 @@ async def test_exception_is_recorded_500_reraised_and_scrubbed(obs_capture: Capt
     )
     assert first["error_message"] == "upstream refused [REDACTED]"
     assert second["http.status_code"] == 500
-    assert obs_capture.metrics()["http.server.requests"].points == {("GET", "/fail", "5xx"): 2}
+    assert obs_capture.metrics["http.server.requests"].points == {("GET", "/fail", "5xx"): 2}
 
 
 async def test_http_exception_is_a_4xx_not_an_error(obs_capture: Capture) -> None:
@@ -241,7 +241,7 @@ async def test_excluded_health_path_produces_no_span(obs_capture: Capture) -> No
     assert response.text == "ok"
     assert "x-request-id" not in response.headers
     assert obs_capture.records == []
-    assert obs_capture.metrics()["http.server.requests"].points == {}
+    assert obs_capture.metrics["http.server.requests"].points == {}
 
 
 async def test_x_request_id_echoed_when_valid_generated_when_absent_or_invalid(
@@ -280,7 +280,7 @@ async def test_incoming_unsampled_flag_is_honoured_and_metrics_still_count(
     async with client(make_app()) as c:
         await c.get("/items/1", headers={"traceparent": TRACEPARENT[:-2] + "00"})
     assert obs_capture.records == []
-    assert obs_capture.metrics()["http.server.requests"].points == {
+    assert obs_capture.metrics["http.server.requests"].points == {
         ("GET", "/items/{item_id}", "2xx"): 1
     }
 
@@ -292,7 +292,7 @@ async def test_ratio_zero_exports_nothing_but_counts_every_request() -> None:
                 await c.get(f"/items/{i}")
             await c.get("/nowhere")
         assert cap.records == []
-        assert cap.metrics()["http.server.requests"].points == {
+        assert cap.metrics["http.server.requests"].points == {
             ("GET", "/items/{item_id}", "2xx"): 5,
             ("GET", "", "4xx"): 1,
         }
@@ -303,7 +303,7 @@ async def test_ratio_zero_keeps_failed_request_traces() -> None:
         async with client(make_app(), raise_app_exceptions=False) as c:
             await c.get("/items/1")
             await c.get("/fail")
-        assert cap.names() == ["GET /fail"]
+        assert cap.names == ["GET /fail"]
 
 
 def test_websocket_passes_through_and_produces_no_span(obs_capture: Capture) -> None:
@@ -336,7 +336,7 @@ def test_lifespan_passes_through_and_flushes_on_shutdown(
         assert tc.get("/state").text == "True"
     assert events == ["startup", "shutdown"]
     assert flushes == [True]  # flushed, within the shutdown deadline
-    assert obs_capture.names() == ["GET /state"]
+    assert obs_capture.names == ["GET /state"]
 
 
 async def test_no_ip_cookie_or_authorization_value_in_exported_jsonl(
@@ -382,14 +382,14 @@ async def test_http_metrics_by_method_route_and_status_class(obs_capture: Captur
         await c.post("/items/2")
         await c.get("/forbidden")
         await c.get("/fail")
-    points = obs_capture.metrics()["http.server.requests"].points
+    points = obs_capture.metrics["http.server.requests"].points
     assert points == {
         ("GET", "/items/{item_id}", "2xx"): 2,
         ("POST", "/items/{item_id}", "4xx"): 1,
         ("GET", "/forbidden", "4xx"): 1,
         ("GET", "/fail", "5xx"): 1,
     }
-    assert set(obs_capture.metrics()["http.server.active"].points.values()) == {0.0}
+    assert set(obs_capture.metrics["http.server.active"].points.values()) == {0.0}
 
 
 # -- 500 responses built by Starlette's error handling (ServerErrorMiddleware) --------------------

@@ -22,7 +22,7 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
@@ -57,6 +57,9 @@ _pipeline: Pipeline | None = None
 _limiters: weakref.WeakKeyDictionary[Pipeline, RateLimiter] = weakref.WeakKeyDictionary()
 _hooks_installed = False
 _deadline: float | None = None  # monotonic; fixed by the first shutdown hook to run
+# Config fields a ``configure()`` cannot change while a scope pinned them (``testing.capture``:
+# an app module that configures at import, inside the test, still exports to the capture).
+_pinned: dict[str, Any] = {}
 
 
 def _exporter_from_spec(spec: Any) -> Exporter:
@@ -111,23 +114,28 @@ def configure(
 ) -> Config:
     """Configure obs-middleware for this process; returns the effective ``Config``.
 
-    Every argument falls back to its ``OBS_*`` environment variable, then to its default.
+    Every argument falls back to its ``OBS_*`` environment variable, then to its default (every
+    option and variable: docs/CONFIGURATION.md, generated from ``_core/config.SETTINGS``).
     ``exporters`` takes names (``"console"``, ``"jsonl"``, ``"jsonl:/path/file.jsonl"``,
     ``"memory"``, ``"none"``) or exporter objects. ``pricing`` overrides or extends the prices
     behind ``cost.usd``. Calling again replaces the configuration: what the previous pipeline
-    queued is flushed first. Raises ``ValueError`` on an invalid option.
+    queued is flushed first. Inside ``obs_middleware.testing.capture()`` (the ``obs_capture``
+    fixture) the capture keeps its exporter, sampling and pipeline options; the rest applies until
+    the capture ends. Raises ``ValueError`` on an invalid option.
     """
-    config = build_config(
-        service=service,
-        version=version,
-        environment=environment,
-        exporters=exporters,
-        sampling=sampling,
-        pipeline=pipeline,
-        http=http,
-        redaction=redaction,
-        pricing=pricing,
-    )
+    options: dict[str, Any] = {
+        "service": service,
+        "version": version,
+        "environment": environment,
+        "exporters": exporters,
+        "sampling": sampling,
+        "pipeline": pipeline,
+        "http": http,
+        "redaction": redaction,
+        "pricing": pricing,
+    }
+    options.update(_pinned)  # pinned exporters are objects: the app's are never built
+    config = build_config(**options)
     old = activate(config)
     if old is not None:
         old.shutdown(config.pipeline.shutdown_timeout_s)
@@ -215,20 +223,33 @@ def restore(config: Config | None, pipeline: Pipeline | None) -> None:
 
 
 @contextmanager
-def scoped(config: Config, shutdown_timeout: float = 2.0) -> Iterator[Pipeline]:
+def scoped(
+    config: Config, shutdown_timeout: float = 2.0, *, pin: Iterable[str] = ()
+) -> Iterator[Pipeline]:
     """Make ``config`` current with its own pipeline for a block, then shut that pipeline down
     and reinstate the previous configuration (``testing.capture`` and test fixtures).
 
-    Unlike ``configure`` it installs no process hooks of its own beyond what ``config`` asks for.
+    ``pin``: names of ``Config`` fields (``"exporters"``, ``"sampling"``…) that a ``configure()``
+    inside the block keeps at ``config``'s values; what such a call set otherwise lasts until the
+    block ends. Unlike ``configure`` it installs no process hooks of its own beyond what
+    ``config`` asks for.
     """
+    global _pinned
     with _lock:
         saved = (_config, _pipeline)
+        saved_pins = _pinned
         activate(config)
         own = _pipeline
+        _pinned = {name: getattr(config, name) for name in pin}
     assert own is not None
     try:
         yield own
     finally:
+        with _lock:
+            _pinned = saved_pins
+            last = _pipeline
+        if last is not None and last is not own and last is not saved[1]:
+            last.shutdown(shutdown_timeout)  # made by a configure() inside the block
         own.shutdown(shutdown_timeout)
         restore(*saved)
 

@@ -50,7 +50,10 @@ def test_every_option_group_is_read_from_obs_env_vars() -> None:
             "OBS_FLUSH_ON_SIGTERM": "false",
             "OBS_EXCLUDE_PATHS": "/ping, /metrics",
             "OBS_CAPTURE_HEADERS": "user-agent",
+            "OBS_ALLOW_SENSITIVE_HEADERS": "yes",
+            "OBS_REQUEST_ID_HEADER": "X-Correlation-ID",
             "OBS_PROMPT_MAX_CHARS": "50",
+            "OBS_REDACT_PATTERNS": "acct-[0-9]{4,8}",
         }
     )
     assert (config.service, config.version, config.environment) == (
@@ -67,9 +70,52 @@ def test_every_option_group_is_read_from_obs_env_vars() -> None:
         shutdown_timeout_s=3.0,
         flush_on_sigterm=False,
     )
-    assert config.http.exclude_paths == ("/ping", "/metrics")
+    assert config.http.exclude_paths == (
+        "/health",
+        "/healthz",
+        "/livez",
+        "/readyz",
+        "/ping",
+        "/metrics",
+    )
     assert config.http.capture_headers == ("user-agent",)
-    assert config.redaction == RedactionOptions(prompt_max_chars=50)
+    assert config.http.allow_sensitive_headers is True
+    assert config.http.request_id_header == "X-Correlation-ID"
+    assert config.redaction == RedactionOptions(
+        prompt_max_chars=50, extra_patterns=("acct-[0-9]{4,8}",)
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "paths"),
+    [
+        ("/chat", ("/health", "/healthz", "/livez", "/readyz", "/chat")),
+        ("/chat, -/livez, -/readyz, /health", ("/health", "/healthz", "/chat")),
+        ("-/health,-/healthz,-/livez,-/readyz", ()),
+        ("-/nowhere", ("/health", "/healthz", "/livez", "/readyz")),
+    ],
+)
+def test_obs_exclude_paths_adds_to_the_defaults_and_a_minus_removes_one(
+    raw: str, paths: tuple[str, ...]
+) -> None:
+    assert from_env({"OBS_EXCLUDE_PATHS": raw}).http.exclude_paths == paths
+
+
+def test_obs_redact_patterns_takes_one_pattern_or_a_json_array() -> None:
+    read = from_env({"OBS_REDACT_PATTERNS": '["a{1,2}", "tok_\\\\w+"]'}).redaction
+    assert read.extra_patterns == ("a{1,2}", r"tok_\w+")
+
+
+@pytest.mark.parametrize("raw", ["(unclosed", '["ok", 3]', "[not json"])
+def test_invalid_obs_redact_patterns_warns_and_keeps_none(raw: str) -> None:
+    with pytest.warns(UserWarning, match="OBS_REDACT_PATTERNS"):
+        config = from_env({"OBS_REDACT_PATTERNS": raw, "OBS_PROMPT_MAX_CHARS": "10"})
+    assert config.redaction == RedactionOptions(prompt_max_chars=10)
+
+
+def test_an_invalid_extra_pattern_in_code_raises_naming_the_option() -> None:
+    with pytest.raises(ValueError, match=r"redaction\.extra_patterns"):
+        RedactionOptions(extra_patterns=("(",))
 
 
 def test_known_http_methods_are_a_full_override_from_the_environment() -> None:

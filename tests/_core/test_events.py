@@ -142,7 +142,7 @@ def test_no_handler_means_nothing_is_dispatched(
     with obs.span("quiet"):
         obs.emit("quiet.event")
     assert dispatched == []
-    assert obs_capture.names() == ["quiet.event", "quiet"]
+    assert obs_capture.names == ["quiet.event", "quiet"]
 
 
 def test_active_flag_follows_attach_and_detach(handlers: Attach) -> None:

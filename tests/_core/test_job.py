@@ -73,7 +73,7 @@ def test_failed_job_emits_job_failed_and_reraises(obs_capture: Capture) -> None:
         "out of memory",
     )
     assert obs_capture.span("job render")["job.state"] == "failed"
-    metrics = obs_capture.metrics()
+    metrics = obs_capture.metrics
     assert metrics["job.failures"].points == {("render", "RuntimeError"): 1}
     assert metrics["job.runs"].points == {("render", "error"): 1}
     assert metrics["job.active"].points == {("render",): 0.0}
@@ -120,7 +120,7 @@ def test_queue_time_from_aware_and_naive_datetimes(obs_capture: Capture) -> None
     queued = [r["job.queue_ms"] for r in obs_capture.spans]
     assert queued[0] == 1501.0
     assert queued[1] > 1500.0
-    assert obs_capture.metrics()["job.queue_time"].points[("t",)].count == 2  # type: ignore[union-attr]
+    assert obs_capture.metrics["job.queue_time"].points[("t",)].count == 2  # type: ignore[union-attr]
 
 
 def test_deferred_start_records_setup_time(obs_capture: Capture) -> None:
@@ -145,9 +145,9 @@ async def test_async_job_with_an_ai_call_costs_by_service_type(obs_capture: Capt
     assert span["cost.usd"] == pytest.approx(9e-06)
     ai = obs_capture.span("ai.request")
     assert ai["parent_id"] == span["span_id"]
-    points = obs_capture.metrics()["ai.cost_usd"].points
+    points = obs_capture.metrics["ai.cost_usd"].points
     assert points == {("openai", "gpt-4o-mini", "chat", "caption", ""): pytest.approx(9e-06)}
-    metrics = obs_capture.metrics()
+    metrics = obs_capture.metrics
     assert metrics["job.runs"].points == {("caption", "ok"): 1}
 
 

@@ -61,7 +61,7 @@ def test_ratio_zero_exports_nothing() -> None:
         with obs.span("root"), obs.span("child"):
             obs.emit("inside")
         obs.emit("outside")  # not part of any trace: always exported
-        assert cap.names() == ["outside"]
+        assert cap.names == ["outside"]
 
 
 def test_error_keeps_the_whole_unsampled_trace() -> None:
@@ -73,7 +73,7 @@ def test_error_keeps_the_whole_unsampled_trace() -> None:
                 raise RuntimeError
         with obs.span("other-trace"):
             pass
-        assert cap.names() == ["ok-child", "failing-child", "root"]
+        assert cap.names == ["ok-child", "failing-child", "root"]
         assert len({r["trace_id"] for r in cap.spans}) == 1
 
 
@@ -81,14 +81,14 @@ def test_error_event_keeps_the_whole_unsampled_trace() -> None:
     with capture(sampling=SamplingOptions(ratio=0.0)) as cap:
         with obs.span("root"):
             obs.emit("job.failed", status="error")
-        assert cap.names() == ["job.failed", "root"]
+        assert cap.names == ["job.failed", "root"]
 
 
 def test_keep_errors_false_drops_failed_unsampled_traces() -> None:
     with capture(sampling=SamplingOptions(ratio=0.0, keep_errors=False)) as cap:
         with pytest.raises(RuntimeError), obs.span("root"):
             raise RuntimeError
-        assert cap.names() == []
+        assert cap.names == []
 
 
 def test_slow_trace_is_kept_whole_with_deterministic_clock() -> None:
@@ -100,7 +100,7 @@ def test_slow_trace_is_kept_whole_with_deterministic_clock() -> None:
             for name in ("a", "b", "c"):
                 with obs.span(name):
                     pass
-        assert cap.names() == ["a", "b", "c", "slow-root"]
+        assert cap.names == ["a", "b", "c", "slow-root"]
         assert cap.span("slow-root")["duration_ms"] == 7.0
 
 
@@ -109,7 +109,7 @@ def test_slow_child_keeps_a_fast_root() -> None:
         with obs.span("root"):
             child = obs.span("slow-child").start()
             child.end(end_ns=child.start_ns + 60_000_000)
-        assert cap.names() == ["slow-child", "root"]
+        assert cap.names == ["slow-child", "root"]
         assert cap.span("root")["duration_ms"] < 50
 
 
@@ -121,7 +121,7 @@ def test_span_ending_after_its_kept_root_is_still_exported() -> None:
             with pytest.raises(RuntimeError), obs.span("boom"):
                 raise RuntimeError
         late.end()
-        assert cap.names() == ["boom", "root", "late"]
+        assert cap.names == ["boom", "root", "late"]
 
 
 def test_span_ending_after_its_dropped_root_is_dropped() -> None:
@@ -130,7 +130,7 @@ def test_span_ending_after_its_dropped_root_is_dropped() -> None:
             late = obs.span("late").start()
             late.deactivate()
         late.end()
-        assert cap.names() == []
+        assert cap.names == []
 
 
 def test_incoming_unsampled_flag_is_honoured_at_ratio_one() -> None:
@@ -138,7 +138,7 @@ def test_incoming_unsampled_flag_is_honoured_at_ratio_one() -> None:
     with capture() as cap:
         with _span.Span("server", {}, "server", remote) as s:
             assert s.sampled is False
-        assert cap.names() == []
+        assert cap.names == []
 
 
 def test_incoming_sampled_flag_is_honoured_at_ratio_zero() -> None:
@@ -146,7 +146,7 @@ def test_incoming_sampled_flag_is_honoured_at_ratio_zero() -> None:
     with capture(sampling=SamplingOptions(ratio=0.0)) as cap:
         with _span.Span("server", {}, "server", remote):
             pass
-        assert cap.names() == ["server"]
+        assert cap.names == ["server"]
 
 
 def test_tail_buffer_overflow_is_counted_as_dropped() -> None:
@@ -157,7 +157,7 @@ def test_tail_buffer_overflow_is_counted_as_dropped() -> None:
                     pass
             raise RuntimeError
         assert len(cap.spans) == MAX_BUFFERED + 1
-        assert cap.metrics()["obs.dropped"].points == {("tail_buffer_full",): 5}
+        assert cap.metrics["obs.dropped"].points == {("tail_buffer_full",): 5}
 
 
 def test_without_exporters_nothing_is_queued_and_no_worker_starts(
@@ -281,7 +281,7 @@ def test_export_test_answers_as_the_finisher_decides() -> None:
         assert not _span.may_export(root, root.start_ns)
     with capture() as cap, obs.span("root") as root:  # sampled
         assert _span.may_export(root, root.start_ns)
-    assert cap.names() == ["root"]
+    assert cap.names == ["root"]
 
 
 def test_without_exporters_nothing_may_be_exported(configured: Callable[..., object]) -> None:
@@ -313,7 +313,7 @@ def test_held_spans_are_built_only_for_a_kept_trace_and_a_failing_builder_is_cou
         dropped_before = registry.snapshot()["obs.dropped"].points.get(("internal_error",), 0)
         hold(["q1", "broken", "q2"], fail=True)
         assert built == ["q1", "broken", "q2"]
-        assert cap.names() == ["q1", "q2", "root"]
+        assert cap.names == ["q1", "q2", "root"]
         q1, _, root = cap.spans
         assert q1["parent_id"] == root["span_id"] and q1["trace_id"] == root["trace_id"]
         dropped = registry.snapshot()["obs.dropped"].points[("internal_error",)]

@@ -235,7 +235,7 @@ def test_base_exception_from_stop_handler_propagates_after_the_span_is_exported(
         with pytest.raises(exc_type), obs.span("work"):
             pass
         assert obs.current_span() is request
-    assert obs_capture.names() == ["work", "request"]
+    assert obs_capture.names == ["work", "request"]
 
 
 def test_base_exception_from_emit_handler_propagates_after_the_event_is_exported(
@@ -247,7 +247,7 @@ def test_base_exception_from_emit_handler_propagates_after_the_event_is_exported
     handlers("interrupt", "job.", interrupt)
     with pytest.raises(KeyboardInterrupt):
         obs.emit("job.queued")
-    assert obs_capture.names() == ["job.queued"]
+    assert obs_capture.names == ["job.queued"]
 
 
 def test_child_span_joins_the_parent_trace_never_current_and_ends_at_the_given_time(

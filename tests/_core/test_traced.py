@@ -23,7 +23,7 @@ def test_traced_sync_function_is_a_span_named_by_qualname(obs_capture: Capture) 
         return n * 2
 
     assert resize(21) == 42
-    assert obs_capture.names() == [resize.__qualname__]
+    assert obs_capture.names == [resize.__qualname__]
     assert resize.__name__ == "resize"
 
 
@@ -72,7 +72,7 @@ def test_traced_generator_times_the_whole_iteration_and_passes_return_value(
     with pytest.raises(StopIteration) as stop:
         next(gen)
     assert stop.value.value == "done"
-    assert obs_capture.names() == ["frames"]
+    assert obs_capture.names == ["frames"]
     assert obs_capture.span("frames")["status"] == "ok"
 
 
@@ -96,7 +96,7 @@ async def test_traced_async_generator_times_the_whole_iteration(obs_capture: Cap
             yield t
 
     assert [t async for t in tokens()] == ["a", "b"]
-    assert obs_capture.names() == ["tokens"]
+    assert obs_capture.names == ["tokens"]
 
 
 def test_traced_generator_does_not_become_parent_of_callers_spans(obs_capture: Capture) -> None:
@@ -165,4 +165,4 @@ async def test_span_as_decorator_on_async_function(obs_capture: Capture) -> None
         return 1
 
     assert await step() == 1
-    assert obs_capture.names() == ["step"]
+    assert obs_capture.names == ["step"]

@@ -81,7 +81,7 @@ def test_exception_is_recorded_and_reraised_keeping_a_finer_status(obs_capture: 
     first, second = obs_capture.spans
     assert (first["status"], first["error_type"]) == ("content_violation", "ValueError")
     assert (second["status"], second["error_type"]) == ("error", "KeyError")
-    errors = obs_capture.metrics()["ai.errors"].points
+    errors = obs_capture.metrics["ai.errors"].points
     assert errors == {
         ("openai", "m", "chat", "ValueError"): 1,
         ("openai", "m", "chat", "KeyError"): 1,
@@ -225,8 +225,8 @@ def test_a_usage_value_that_is_no_count_is_dropped_counted_and_not_priced(
     assert record["ai.usage.invalid"] == "output_tokens,image_count"
     assert record["cost.unknown"] == "invalid usage reported: output_tokens,image_count"
     assert "cost.usd" not in record and "cost.usd" not in obs_capture.span("request")
-    assert obs_capture.metrics()["obs.dropped"].points == {("invalid_usage:openai",): 2}
-    assert obs_capture.metrics()["ai.cost_usd"].points == {}
+    assert obs_capture.metrics["obs.dropped"].points == {("invalid_usage:openai",): 2}
+    assert obs_capture.metrics["ai.cost_usd"].points == {}
 
 
 def test_integral_floats_and_int_subclasses_are_counts(obs_capture: Capture) -> None:
@@ -261,7 +261,7 @@ def test_seconds_units_pixels_and_provider_cost_must_be_finite_and_non_negative(
     assert reported["cost.unknown"] == "invalid cost reported"
     for record in (compute, units, reported):
         assert "cost.usd" not in record
-    assert obs_capture.metrics()["ai.cost_usd"].points == {}
+    assert obs_capture.metrics["ai.cost_usd"].points == {}
 
 
 def test_a_negative_price_in_the_table_is_never_added_to_the_cost() -> None:
@@ -272,7 +272,7 @@ def test_a_negative_price_in_the_table_is_never_added_to_the_cost() -> None:
         record = cap.span("ai.request")
         assert record["cost.unknown"] == "invalid cost computed: -0.001"
         assert "cost.usd" not in record and "cost.usd" not in cap.span("request")
-        assert cap.metrics()["ai.cost_usd"].points == {}
+        assert cap.metrics["ai.cost_usd"].points == {}
 
 
 def test_pricing_that_raises_still_ends_the_span_and_later_spans_nest_right(

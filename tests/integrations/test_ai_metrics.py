@@ -16,7 +16,7 @@ def test_metrics_count_and_time_every_call(obs_capture: Capture) -> None:
     for _ in range(3):
         with ai_call("fal", "run", "fal-ai/flux/dev"):
             pass
-    metrics = obs_capture.metrics()
+    metrics = obs_capture.metrics
     assert metrics["ai.requests"].points == {("fal", "fal-ai/flux/dev", "run"): 3}
     duration = metrics["ai.duration"].points[("fal", "fal-ai/flux/dev", "run")]
     assert duration.count == 3  # type: ignore[union-attr]
@@ -32,9 +32,9 @@ def test_cost_metric_by_route_and_tier_is_recorded_when_the_root_ends(
             call.set_tokens(input=20, output=10)
         with ai_call("openai", "chat", "gpt-4o-mini") as call:
             call.set_tokens(input=20, output=10)
-        assert obs_capture.metrics()["ai.cost_usd"].points == {}
+        assert obs_capture.metrics["ai.cost_usd"].points == {}
         root.attrs["http.route"] = "/images/{id}"  # the middleware names the root at its end
-    points = obs_capture.metrics()["ai.cost_usd"].points
+    points = obs_capture.metrics["ai.cost_usd"].points
     assert points == {
         ("openai", "gpt-4o-mini", "chat", "/images/{id}", "pro"): pytest.approx(1.8e-05)
     }
@@ -52,13 +52,13 @@ def test_cost_metric_of_a_call_made_after_its_root_ended(obs_capture: Capture) -
         later = contextvars.copy_context()
     later.run(background)
     assert obs_capture.span("ai.request")["cost.usd"] == pytest.approx(9e-06)
-    points = obs_capture.metrics()["ai.cost_usd"].points
+    points = obs_capture.metrics["ai.cost_usd"].points
     assert points == {("openai", "gpt-4o-mini", "chat", "/jobs", "pro"): pytest.approx(9e-06)}
 
 
 def test_cost_metric_when_the_call_is_the_root(obs_capture: Capture) -> None:
     with ai_call("openai", "chat", "gpt-4o-mini") as call:
         call.set_tokens(input=20, output=10)
-    points = obs_capture.metrics()["ai.cost_usd"].points
+    points = obs_capture.metrics["ai.cost_usd"].points
     assert points == {("openai", "gpt-4o-mini", "chat", "", ""): pytest.approx(9e-06)}
     assert "cost.usd" in obs_capture.span("ai.request")

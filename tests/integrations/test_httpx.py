@@ -101,7 +101,7 @@ def test_a_made_up_method_is_other_on_the_span_and_the_metric(obs_capture: Captu
         "_OTHER",
         "CUSTOM0",
     )
-    assert obs_capture.metrics()["http.client.requests"].points == {
+    assert obs_capture.metrics["http.client.requests"].points == {
         ("_OTHER", "api.example.com", "2xx"): 20,
         ("PATCH", "api.example.com", "2xx"): 1,
     }
@@ -123,7 +123,7 @@ def test_error_status_and_transport_failure_mark_the_span_failed(obs_capture: Ca
         "ConnectError",
         False,
     )
-    points = obs_capture.metrics()["http.client.requests"].points
+    points = obs_capture.metrics["http.client.requests"].points
     assert points == {
         ("GET", "svc.internal", "4xx"): 1,
         ("GET", "svc.internal", "xxx"): 1,
@@ -135,7 +135,7 @@ async def test_async_client_span_belongs_to_the_awaiting_task(obs_capture: Captu
         with obs.span("handler"):
             response = await c.get("https://api.example.com/v1/ping")
     assert response.status_code == 200
-    assert obs_capture.names() == ["GET api.example.com", "handler"]
+    assert obs_capture.names == ["GET api.example.com", "handler"]
     child, parent = obs_capture.spans
     assert child["parent_id"] == parent["span_id"]
     tp = parse_traceparent(seen[0].headers["traceparent"].encode())
@@ -189,7 +189,7 @@ def test_patch_is_idempotent_and_unpatch_stops_tracing(obs_capture: Capture) -> 
     obs_httpx.unpatch()
     with client() as c:
         c.get("https://api.example.com/two")
-    assert obs_capture.names() == ["GET api.example.com"]
+    assert obs_capture.names == ["GET api.example.com"]
 
 
 def test_our_own_failure_never_reaches_the_caller(
@@ -219,7 +219,7 @@ class _ForwardingTransport(httpx.BaseTransport):
 def test_a_client_sending_through_another_client_makes_one_span(obs_capture: Capture) -> None:
     with obs.span("job"), httpx.Client(transport=_ForwardingTransport()) as c:
         c.get("https://api.example.com/x")
-    assert obs_capture.names() == ["GET api.example.com", "job"]
+    assert obs_capture.names == ["GET api.example.com", "job"]
 
 
 async def test_no_span_exports_query_values_of_a_failed_request(

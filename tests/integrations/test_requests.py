@@ -87,7 +87,7 @@ def test_redirects_stay_in_one_span_and_carry_its_traceparent(
 ) -> None:
     s, adapter = session
     assert s.get("https://api.example.com/old").status_code == 200
-    assert obs_capture.names() == ["GET api.example.com"]
+    assert obs_capture.names == ["GET api.example.com"]
     first, second = (r.headers["traceparent"] for r in adapter.seen)
     assert first == second
 
@@ -132,7 +132,7 @@ def test_unpatch_stops_tracing(
     s.get("https://api.example.com/a")
     obs_requests.unpatch()
     s.get("https://api.example.com/b")
-    assert obs_capture.names() == ["GET api.example.com"]
+    assert obs_capture.names == ["GET api.example.com"]
 
 
 def test_no_span_exports_query_values_of_a_failed_request(

@@ -79,7 +79,7 @@ def response_headers(sent: list[Message]) -> dict[bytes, bytes]:
 
 
 def http_points(cap: Capture, name: str) -> dict[tuple[str, ...], Any]:
-    return dict(cap.metrics()[name].points)
+    return dict(cap.metrics[name].points)
 
 
 # -- the server span -------------------------------------------------------------------------------
@@ -373,7 +373,7 @@ async def test_per_app_options_override_the_configuration(obs_capture: Capture) 
     app = ObsMiddleware(routed("/ping"), options=HttpOptions(exclude_paths=("/ping",)))
     await call(app, scope_for("/ping"))
     await call(app, scope_for("/health"))
-    assert obs_capture.names() == ["GET /ping"]
+    assert obs_capture.names == ["GET /ping"]
 
 
 # -- correlation id and trace context --------------------------------------------------------------
@@ -515,7 +515,7 @@ def test_arbitrary_trace_headers_through_the_middleware_never_raise() -> None:
     try:
         with capture(fixed=False) as cap:
             check()
-            assert cap.metrics()["http.server.requests"].points[("GET", "/r", "2xx")] >= 1000
+            assert cap.metrics["http.server.requests"].points[("GET", "/r", "2xx")] >= 1000
     finally:
         loop.close()
 
@@ -693,7 +693,7 @@ async def test_ratio_zero_keeps_failed_requests_whole() -> None:
         await call(ObsMiddleware(routed("/ok")), scope_for("/ok"))
         with pytest.raises(RuntimeError):
             await call(ObsMiddleware(app), scope_for("/boom"))
-        assert cap.names() == ["db.query", "GET"]
+        assert cap.names == ["db.query", "GET"]
         assert http_points(cap, "http.server.requests") == {
             ("GET", "/ok", "2xx"): 1,
             ("GET", "", "5xx"): 1,

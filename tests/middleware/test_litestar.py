@@ -190,7 +190,7 @@ async def test_metrics_are_kept_per_procedure(obs_capture: Capture) -> None:
     await call(app, "POST", "/v1/images", b'{"prompt": "a", "steps": "x"}')
     await call(app, "GET", "/v1/images/7")
     await call(app, "GET", "/v1/images/crash")
-    metrics = obs_capture.metrics()
+    metrics = obs_capture.metrics
     assert metrics["procedure.calls"].points == {
         ("createImage",): 2,
         ("get_image",): 1,
@@ -211,7 +211,7 @@ async def test_slow_dependencies_and_guards_become_child_spans(obs_capture: Capt
     app = make_app(slow_ms=0.5)  # the test clock advances 1 ms per reading
     await call(app, "GET", "/v1/images/3")
     await call(app, "GET", "/v1/images/admin", headers=((b"x-role", b"admin"),))
-    assert obs_capture.names() == [
+    assert obs_capture.names == [
         "litestar.dependencies",
         "GET /v1/images/{image_id}",
         "litestar.guards",
@@ -225,7 +225,7 @@ async def test_slow_dependencies_and_guards_become_child_spans(obs_capture: Capt
 async def test_fast_steps_make_no_spans(obs_capture: Capture) -> None:
     app = make_app(slow_ms=1000)
     await call(app, "GET", "/v1/images/3")
-    assert obs_capture.names() == ["GET /v1/images/{image_id}"]
+    assert obs_capture.names == ["GET /v1/images/{image_id}"]
 
 
 async def test_unmatched_path_is_traced_without_a_procedure(obs_capture: Capture) -> None:
@@ -238,7 +238,7 @@ async def test_excluded_paths_are_not_traced(obs_capture: Capture) -> None:
     app = make_app(http=HttpOptions(exclude_paths=("/ping",)))
     await call(app, "GET", "/ping")
     assert obs_capture.spans == []
-    assert obs_capture.metrics()["procedure.calls"].points == {}
+    assert obs_capture.metrics["procedure.calls"].points == {}
 
 
 async def test_instrument_all_adds_the_plugin_to_apps_created_afterwards(
@@ -253,10 +253,10 @@ async def test_instrument_all_adds_the_plugin_to_apps_created_afterwards(
         obs.uninstrument_all()
     assert sum(isinstance(p, ObsPlugin) for p in explicit.plugins) == 1
     await call(app, "GET", "/ping")
-    assert obs_capture.names() == ["GET /ping"]
+    assert obs_capture.names == ["GET /ping"]
     later = Litestar(route_handlers=[ping], logging_config=None, openapi_config=None)
     await call(later, "GET", "/ping")
-    assert obs_capture.names() == ["GET /ping"]  # uninstrumented: no plugin on new apps
+    assert obs_capture.names == ["GET /ping"]  # uninstrumented: no plugin on new apps
 
 
 def test_patch_is_idempotent_and_unpatch_restores_litestar() -> None:

@@ -151,6 +151,26 @@ def test_streamed_body_counts_all_chunks_and_span_ends_on_close(obs_capture: Cap
     assert record["http.response_size"] == 6
 
 
+def test_span_ends_once_content_length_bytes_are_out_before_the_body_is_exhausted(
+    obs_capture: Capture,
+) -> None:
+    def app(environ: Environ, start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Length", "5")])
+        yield b"aaa"
+        yield b"bb"
+
+    result = ObsWSGIMiddleware(app)(environ_for(), lambda status, headers, exc=None: None)
+    chunks = iter(result)
+    assert next(chunks) == b"aaa"
+    assert obs_capture.records == []  # 3 of 5 bytes
+    assert next(chunks) == b"bb"
+    (record,) = obs_capture.spans  # ended with the last byte, no StopIteration or close yet
+    assert record["http.response_size"] == 5
+    assert list(chunks) == []
+    result.close()  # type: ignore[attr-defined]
+    assert len(obs_capture.spans) == 1
+
+
 def test_ended_span_is_not_changed_when_an_abandoned_body_is_collected(
     obs_capture: Capture,
 ) -> None:
@@ -222,7 +242,29 @@ def test_excluded_paths_produce_no_span(obs_capture: Capture, path: str) -> None
     _, headers, _ = call(ObsWSGIMiddleware(routed(path)), environ_for(path))
     assert "x-request-id" not in {k.lower() for k in headers}
     assert obs_capture.records == []
-    assert obs_capture.metrics()["http.server.requests"].points == {}
+    assert obs_capture.metrics["http.server.requests"].points == {}
+
+
+def test_spans_started_by_an_excluded_request_are_dropped_with_it(obs_capture: Capture) -> None:
+    calls: list[str] = []
+
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        calls.append(environ["PATH_INFO"])
+        with obs.span("health.check"):
+            obs.emit("health.checked")
+        if environ.get("QUERY_STRING") == "fail":
+            raise RuntimeError("down")
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    middleware = ObsWSGIMiddleware(app)
+    assert call(middleware, environ_for("/health"))[2] == b"ok"
+    with pytest.raises(RuntimeError, match="down"):
+        call(middleware, environ_for("/health?fail"))
+    assert calls == ["/health", "/health"]  # once per request, even when it raises
+    assert obs_capture.records == []
+    assert obs_capture.metrics["obs.dropped"].points == {("excluded_path",): 4}
+    assert obs.current_span() is None
 
 
 def test_valid_x_request_id_is_echoed(obs_capture: Capture) -> None:
@@ -328,12 +370,12 @@ def test_http_metrics_by_method_route_and_status_class(obs_capture: Capture) -> 
     call(ObsWSGIMiddleware(routed("/a")), environ_for("/a"))
     call(ObsWSGIMiddleware(routed("/a", "500 Internal Server Error")), environ_for("/a"))
     call(ObsWSGIMiddleware(routed(None, "404 Not Found")), environ_for("/zzz", "DELETE"))
-    assert obs_capture.metrics()["http.server.requests"].points == {
+    assert obs_capture.metrics["http.server.requests"].points == {
         ("GET", "/a", "2xx"): 1,
         ("GET", "/a", "5xx"): 1,
         ("DELETE", "", "4xx"): 1,
     }
-    assert obs_capture.metrics()["http.server.active"].points == {("GET",): 0, ("DELETE",): 0}
+    assert obs_capture.metrics["http.server.active"].points == {("GET",): 0, ("DELETE",): 0}
     statuses = [r["status"] for r in obs_capture.spans]
     assert statuses == ["ok", "error", "ok"]
 
@@ -345,7 +387,7 @@ def test_unknown_methods_share_one_other_series_and_keep_the_original_on_the_spa
     for i in range(50):
         call(app, environ_for("/r", REQUEST_METHOD=f"M{i}"))
     call(app, environ_for("/r", method="PATCH"))
-    counts = obs_capture.metrics()["http.server.requests"].points
+    counts = obs_capture.metrics["http.server.requests"].points
     assert counts == {("_OTHER", "/r", "2xx"): 50, ("PATCH", "/r", "2xx"): 1}
     first = obs_capture.spans[0]
     assert (first["name"], first["http.method"], first["http.request.method_original"]) == (
@@ -369,7 +411,7 @@ def test_http_metrics_are_exact_under_many_server_threads(obs_capture: Capture) 
         t.start()
     for t in threads:
         t.join()
-    metrics = obs_capture.metrics()
+    metrics = obs_capture.metrics
     assert metrics["http.server.requests"].points == {("GET", "/t", "2xx"): 400}
     assert metrics["http.server.active"].points == {("GET",): 0}
     assert len(obs_capture.spans) == 400

@@ -87,7 +87,7 @@ async def test_request_calling_two_providers_is_one_trace_with_cost_and_tier_on_
     assert "cost.unknown" not in root
     assert (root["user_id"], root["tier"]) == ("u1", "pro")
 
-    points = obs_capture.metrics()["ai.cost_usd"].points
+    points = obs_capture.metrics["ai.cost_usd"].points
     assert points == {
         ("openai", calls["openai"]["ai.model"], "chat", "/generate", "pro"): calls["openai"][
             "cost.usd"

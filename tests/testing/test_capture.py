@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 import pytest
 
 import obs_middleware as obs
@@ -68,7 +72,7 @@ def test_whole_trace_snapshot_with_event_and_user(obs_capture: Capture) -> None:
 def test_span_lookup_and_names(obs_capture: Capture) -> None:
     with obs.span("x"):
         obs.emit("e")
-    assert obs_capture.names() == ["e", "x"]
+    assert obs_capture.names == ["e", "x"]
     assert obs_capture.span("x")["type"] == "span"
     with pytest.raises(AssertionError, match="expected one span 'missing'"):
         obs_capture.span("missing")
@@ -80,7 +84,7 @@ def test_clear_forgets_records_and_metrics(obs_capture: Capture) -> None:
         pass
     obs_capture.clear()
     assert obs_capture.records == []
-    assert obs_capture.metrics()["test.capture.clear"].points == {}
+    assert obs_capture.metrics["test.capture.clear"].points == {}
 
 
 def test_capture_restores_the_previous_configuration_and_clock() -> None:
@@ -90,15 +94,15 @@ def test_capture_restores_the_previous_configuration_and_clock() -> None:
             pass
         with obs.span("outer"):
             pass
-        assert inner.names() == ["inner"]
-        assert outer.names() == ["outer"]
+        assert inner.names == ["inner"]
+        assert outer.names == ["outer"]
     assert (_setup.current_pipeline(), _span.clock_ns, _span.randbits) == saved
 
 
 def test_capture_resets_metrics_on_entry() -> None:
     registry.counter("test.capture.reset", ()).add(())
     with capture() as cap:
-        assert cap.metrics()["test.capture.reset"].points == {}
+        assert cap.metrics["test.capture.reset"].points == {}
 
 
 def test_capture_not_fixed_uses_real_ids() -> None:
@@ -124,3 +128,58 @@ def test_capture_passes_configure_options_through() -> None:
             pass
         record = cap.span("x")
     assert (record["service"], record["environment"]) == ("svc", "test")
+
+
+APP_MODULE = """
+import obs_middleware as obs
+
+obs.configure(
+    service="shop",
+    exporters=["jsonl:{path}"],
+    sampling=obs.SamplingOptions(ratio=0.0, keep_errors=False),
+)
+
+
+def handle():
+    with obs.span("checkout"):
+        pass
+"""
+
+
+def _import_app(tmp_path: Path) -> ModuleType:
+    source = tmp_path / "shop_app.py"
+    source.write_text(APP_MODULE.format(path=tmp_path / "app.jsonl"))
+    spec = importlib.util.spec_from_file_location("shop_app", source)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_capture_wins_over_configure_called_by_an_app_module_imported_in_the_test(
+    obs_capture: Capture, tmp_path: Path
+) -> None:
+    _import_app(tmp_path).handle()  # configure() at import: its own exporter, 0 % sampling
+    assert [(r["name"], r["service"]) for r in obs_capture.spans] == [("checkout", "shop")]
+    assert not (tmp_path / "app.jsonl").exists()  # the app's exporter was never built
+
+
+def test_a_configure_inside_a_capture_ends_with_it(tmp_path: Path) -> None:
+    saved = _setup.current_pipeline()
+    with capture(service="pinned") as cap:
+        made = _import_app(tmp_path)
+        assert _setup.current_pipeline() is not saved
+        made.handle()
+        assert [r["service"] for r in cap.spans] == ["pinned"]  # given to capture(): kept
+    assert _setup.current_pipeline() is saved
+
+
+def test_names_and_metrics_are_properties_and_the_old_calls_warn(obs_capture: Capture) -> None:
+    with obs.span("x"):
+        pass
+    assert obs_capture.names == ["x"]
+    assert "obs.dropped" in obs_capture.metrics
+    with pytest.warns(DeprecationWarning, match=r"Capture.names\(\) is deprecated"):
+        assert obs_capture.names() == ["x"]
+    with pytest.warns(DeprecationWarning, match=r"Capture.metrics\(\) is deprecated"):
+        assert obs_capture.metrics() == obs_capture.metrics

@@ -1,4 +1,6 @@
-"""Configuration: grouped, frozen option dataclasses, each option also read from ``OBS_*``.
+"""Configuration: grouped, frozen option dataclasses, and ``SETTINGS``: every option, its ``OBS_*``
+variable (all but two, which are code only) and what it means; docs/CONFIGURATION.md is generated
+from it (``_core/variables.py``).
 
 Explicit arguments to ``configure()`` win over the environment, which wins over defaults. An invalid
 argument raises ``ValueError`` naming the option; an invalid environment value is warned about once
@@ -8,19 +10,23 @@ and replaced by its default, so a typo in a deployment never takes the app down.
 from __future__ import annotations
 
 import functools
+import json
 import os
+import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar, cast
 
 __all__ = [
+    "SETTINGS",
     "Config",
     "HttpOptions",
     "PipelineOptions",
     "PricingOptions",
     "RedactionOptions",
     "SamplingOptions",
+    "Setting",
     "from_env",
 ]
 
@@ -81,7 +87,9 @@ class PipelineOptions:
 class HttpOptions:
     """What the HTTP middleware records.
 
-    ``exclude_paths``: exact paths not traced (no span, no metrics), e.g. health checks.
+    ``exclude_paths``: exact paths not traced (no span, no metrics), e.g. health checks; the
+    spans and queries made while serving them are dropped with them, counted as
+    ``obs.dropped{reason="excluded_path"}``.
     ``capture_headers``: request header names recorded as ``http.request.header.<name>``.
     ``allow_sensitive_headers``: opt-in to capture Authorization/Cookie/API-key headers listed in
     ``capture_headers`` (dropped otherwise).
@@ -128,6 +136,14 @@ class RedactionOptions:
     prompt_max_chars: int = 200
     extra_patterns: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        _check(self.prompt_max_chars >= 0, "redaction.prompt_max_chars must be >= 0")
+        for pattern in self.extra_patterns:
+            try:
+                re.compile(pattern)
+            except (re.error, TypeError) as exc:
+                raise ValueError(f"redaction.extra_patterns: {pattern!r}: {exc}") from None
+
 
 @dataclass(frozen=True)
 class PricingOptions:
@@ -162,29 +178,176 @@ def _check(ok: bool, message: str) -> None:
         raise ValueError(message)
 
 
-_ENV: dict[str, tuple[str, str]] = {
-    # env var: (group or "" for top level, option)
-    "OBS_SERVICE": ("", "service"),
-    "OBS_VERSION": ("", "version"),
-    "OBS_ENVIRONMENT": ("", "environment"),
-    "OBS_EXPORTERS": ("", "exporters"),
-    "OBS_TRACES_PER_S": ("sampling", "traces_per_s"),
-    "OBS_SAMPLE_RATIO": ("sampling", "ratio"),
-    "OBS_SLOW_MS": ("sampling", "slow_ms"),
-    "OBS_KEEP_ERRORS": ("sampling", "keep_errors"),
-    "OBS_QUEUE_SIZE": ("pipeline", "queue_size"),
-    "OBS_BATCH_SIZE": ("pipeline", "batch_size"),
-    "OBS_EXPORT_INTERVAL_S": ("pipeline", "interval_s"),
-    "OBS_SHUTDOWN_TIMEOUT_S": ("pipeline", "shutdown_timeout_s"),
-    "OBS_FLUSH_ON_SIGTERM": ("pipeline", "flush_on_sigterm"),
-    "OBS_EXCLUDE_PATHS": ("http", "exclude_paths"),
-    "OBS_CAPTURE_HEADERS": ("http", "capture_headers"),
-    "OBS_PROPAGATE_HOSTS": ("http", "propagate_hosts"),
-    "OBS_NO_PROPAGATE_HOSTS": ("http", "no_propagate_hosts"),
-    "OBS_HTTP_KNOWN_METHODS": ("http", "known_methods"),
-    "OBS_PROMPT_MAX_CHARS": ("redaction", "prompt_max_chars"),
-    "OBS_PRICING_FILE": ("pricing", "file"),
+@dataclass(frozen=True)
+class Setting:
+    """One option of ``configure()``: its ``OBS_*`` variable (None: code only) and what it is.
+
+    ``parse(raw, default)`` reads the variable; None: by the type of the default (booleans
+    ``1/true/yes/on`` and ``0/false/no/off``, numbers, comma-separated lists, text).
+    """
+
+    option: str  # "service", or "group.option": "sampling.ratio"
+    variable: str | None
+    doc: str
+    parse: Callable[[str, Any], Any] | None = None
+    default_doc: str | None = None  # the default in words, when its value says too little
+
+
+def _path_entries(raw: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """``OBS_EXCLUDE_PATHS``: entries add to the default paths; ``-/path`` removes one."""
+    paths = list(default)
+    for entry in _split(raw):
+        if entry.startswith("-"):
+            if entry[1:] in paths:
+                paths.remove(entry[1:])
+        elif entry not in paths:
+            paths.append(entry)
+    return tuple(paths)
+
+
+def _patterns(raw: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """``OBS_REDACT_PATTERNS``: one regular expression, or a JSON array of them (commas are
+    common inside patterns, so no comma-separated list)."""
+    if not raw.lstrip().startswith("["):
+        return (raw,)
+    value = json.loads(raw)
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise ValueError("expected a JSON array of strings")
+    return tuple(value)
+
+
+# Every option of configure(), in the order of the generated table (docs/CONFIGURATION.md).
+SETTINGS: tuple[Setting, ...] = (
+    Setting("service", "OBS_SERVICE", "Service name on every record."),
+    Setting("version", "OBS_VERSION", "Service version on every record."),
+    Setting("environment", "OBS_ENVIRONMENT", "Deployment environment on every record."),
+    Setting(
+        "exporters",
+        "OBS_EXPORTERS",
+        "Where telemetry goes, comma-separated: `console`, `jsonl[:path]`, `memory`, "
+        "`sqlite[:path]`, `otlp[:url]`, `prometheus[:[addr:]port]`, `tinybird[:datasource]`, "
+        "`clickhouse[:url]`, `http:url`, `none`. Exporter objects: in code. An unknown name in "
+        "the variable is warned about and skipped.",
+        default_doc="`console` on a TTY, else `jsonl` (JSON lines on stdout)",
+    ),
+    Setting(
+        "sampling.traces_per_s",
+        "OBS_TRACES_PER_S",
+        "Adaptive export: every trace until the process starts more than this many per second, "
+        "then head sampling at that rate. `0`: no limit.",
+    ),
+    Setting(
+        "sampling.ratio", "OBS_SAMPLE_RATIO", "A fixed head-sampling share of new traces, [0, 1]."
+    ),
+    Setting(
+        "sampling.slow_ms",
+        "OBS_SLOW_MS",
+        "A trace with a span slower than this (ms) is kept whatever was sampled.",
+    ),
+    Setting(
+        "sampling.keep_errors",
+        "OBS_KEEP_ERRORS",
+        "A trace with an error is kept whatever was sampled.",
+    ),
+    Setting(
+        "pipeline.queue_size",
+        "OBS_QUEUE_SIZE",
+        "Records buffered before new ones are dropped (counted in `obs.dropped`).",
+    ),
+    Setting("pipeline.batch_size", "OBS_BATCH_SIZE", "Records per export batch."),
+    Setting("pipeline.interval_s", "OBS_EXPORT_INTERVAL_S", "Longest wait between exports (s)."),
+    Setting(
+        "pipeline.shutdown_timeout_s",
+        "OBS_SHUTDOWN_TIMEOUT_S",
+        "One deadline for the whole shutdown (s), however many hooks run.",
+    ),
+    Setting(
+        "pipeline.flush_on_sigterm",
+        "OBS_FLUSH_ON_SIGTERM",
+        "Chain a SIGTERM handler that hands what is queued to the exporters.",
+    ),
+    Setting(
+        "http.exclude_paths",
+        "OBS_EXCLUDE_PATHS",
+        "Exact paths not traced: no span, no metrics, and the spans and queries made while "
+        "serving them are dropped (counted in `obs.dropped{reason=excluded_path}`). The variable "
+        "adds to the defaults; `-/path` removes one: `OBS_EXCLUDE_PATHS=/chat,-/livez`. In code, "
+        "`HttpOptions(exclude_paths=...)` replaces them.",
+        parse=_path_entries,
+    ),
+    Setting(
+        "http.capture_headers",
+        "OBS_CAPTURE_HEADERS",
+        "Request headers recorded as `http.request.header.<name>`, comma-separated.",
+    ),
+    Setting(
+        "http.allow_sensitive_headers",
+        "OBS_ALLOW_SENSITIVE_HEADERS",
+        "Record Authorization, Cookie and API-key headers listed in `capture_headers` "
+        "(dropped otherwise).",
+    ),
+    Setting(
+        "http.request_id_header",
+        "OBS_REQUEST_ID_HEADER",
+        "The correlation-id header read from requests and echoed on responses.",
+    ),
+    Setting(
+        "http.user_id",
+        None,
+        "Hook `scope -> user id | None` called at the end of a request when `obs.set_user` was "
+        "not: a function, so in code only.",
+    ),
+    Setting(
+        "http.propagate_hosts",
+        "OBS_PROPAGATE_HOSTS",
+        "Outbound hosts that receive a `traceparent` (`*.example.com` matches subdomains); "
+        "empty: every host.",
+    ),
+    Setting(
+        "http.no_propagate_hosts",
+        "OBS_NO_PROPAGATE_HOSTS",
+        "Outbound hosts that never receive a `traceparent`.",
+    ),
+    Setting(
+        "http.known_methods",
+        "OBS_HTTP_KNOWN_METHODS",
+        "Request methods recorded as sent (a full override); others are recorded as `_OTHER`.",
+    ),
+    Setting(
+        "redaction.prompt_max_chars",
+        "OBS_PROMPT_MAX_CHARS",
+        "Prompts are truncated to this length (0 drops them).",
+    ),
+    Setting(
+        "redaction.extra_patterns",
+        "OBS_REDACT_PATTERNS",
+        "More regular expressions whose matches become `[REDACTED]`. The variable: one "
+        'pattern, or a JSON array of them (`["acct-[0-9]{6}", "tok_\\\\w+"]`).',
+        parse=_patterns,
+    ),
+    Setting(
+        "pricing.prices",
+        None,
+        "Prices merged over the shipped table: a mapping, so in code, or as a JSON file through "
+        "`OBS_PRICING_FILE`.",
+    ),
+    Setting(
+        "pricing.file",
+        "OBS_PRICING_FILE",
+        "A JSON file of prices, applied before `prices`.",
+    ),
+)
+
+# env var: (group or "" for top level, option, parse)
+_ENV: dict[str, tuple[str, str, Callable[[str, Any], Any] | None]] = {
+    s.variable: (s.option.rpartition(".")[0], s.option.rpartition(".")[2], s.parse)
+    for s in SETTINGS
+    if s.variable is not None
 }
+
+
+def _split(raw: str) -> list[str]:
+    return [p.strip() for p in raw.split(",") if p.strip()]
 
 
 def _convert(raw: str, default: Any) -> Any:
@@ -199,7 +362,7 @@ def _convert(raw: str, default: Any) -> Any:
     if isinstance(default, float):
         return float(raw)
     if isinstance(default, tuple):
-        return tuple(p.strip() for p in raw.split(",") if p.strip())
+        return tuple(_split(raw))
     return raw
 
 
@@ -211,13 +374,13 @@ def from_env(environ: Mapping[str, str] = os.environ) -> Config:
     tried alone so the warning names the culprit.
     """
     groups: dict[str, dict[str, tuple[str, str, Any]]] = {}
-    for var, (group, option) in _ENV.items():
+    for var, (group, option, parse) in _ENV.items():
         raw = environ.get(var)
         if raw is None:
             continue
         default = getattr(getattr(Config(), group) if group else Config(), option)
         try:
-            value = _convert(raw, default if default is not None else "")
+            value = (parse or _convert)(raw, default if default is not None else "")
         except (TypeError, ValueError) as exc:
             warnings.warn(f"obs-middleware: ignoring {var}={raw!r}: {exc}", stacklevel=2)
             continue

@@ -12,6 +12,7 @@ from .._core.context import parse_trace_fields, parse_traceparent, valid_request
 from .._core.http import content_length, other_method
 from .._core.internal import internal_error
 from .._core.metrics import http_active
+from ._excluded import run_excluded
 from ._http import captured_headers, finish_request
 from ._routes import route_template
 
@@ -54,13 +55,19 @@ class ObsMiddleware:
             else:
                 await self.app(scope, receive, send)
             return
-        span = None
         try:
             options = self.options or _setup.current_config().http
             path = scope["path"]
-            if path in options.exclude_paths:
-                await self.app(scope, receive, send)
-                return
+            excluded = path in options.exclude_paths
+        except Exception:
+            internal_error("asgi request start")
+            await self.app(scope, receive, send)
+            return
+        if excluded:  # what it starts goes with it, unexported (_excluded.py); the app runs once
+            await run_excluded(self.app, scope, receive, send)
+            return
+        span = None
+        try:
             raw = scope["headers"]
             headers = dict(raw)
             method = scope["method"]

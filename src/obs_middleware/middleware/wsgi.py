@@ -14,6 +14,7 @@ from .._core.context import parse_traceparent, valid_request_id
 from .._core.http import content_length, other_method
 from .._core.internal import internal_error
 from .._core.metrics import http_active
+from ._excluded import end_silence, silence
 from ._http import captured_headers, finish_request
 
 __all__ = ["ObsWSGIMiddleware"]
@@ -35,8 +36,10 @@ class ObsWSGIMiddleware:
     """Trace every WSGI request: ``app.wsgi_app = ObsWSGIMiddleware(app.wsgi_app)``.
 
     Records what ``ObsMiddleware`` records. The route template comes from ``environ["obs.route"]``;
-    for a Flask app it is filled from ``request.url_rule`` automatically. The span ends when the
-    server closes the response iterable, so streamed bodies are timed to their last chunk.
+    for a Flask app it is filled from ``request.url_rule`` automatically. The span ends with the
+    body's last byte: when the response iterable has yielded ``Content-Length`` bytes, is exhausted,
+    fails or is closed, whichever comes first; so streamed bodies are timed to their last chunk, and
+    a test client that reads only the first chunk (Flask's) still sees the span end.
     """
 
     def __init__(self, app: WSGIApp, *, options: HttpOptions | None = None) -> None:
@@ -46,12 +49,21 @@ class ObsWSGIMiddleware:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         """Handle one WSGI request."""
-        span = None
         try:
             options = self.options or _setup.current_config().http
             path = environ.get("PATH_INFO", "")
-            if path in options.exclude_paths:
+            excluded = path in options.exclude_paths
+        except Exception:
+            internal_error("wsgi request start")
+            return self.app(environ, start_response)
+        if excluded:  # what the app starts goes with it, unexported (_excluded.py)
+            token = silence()
+            try:
                 return self.app(environ, start_response)
+            finally:
+                end_silence(token)
+        span = None
+        try:
             method = environ.get("REQUEST_METHOD", "GET")
             remote = parse_traceparent(
                 _encoded(environ, "HTTP_TRACEPARENT"), _encoded(environ, "HTTP_TRACESTATE")
@@ -86,6 +98,9 @@ class ObsWSGIMiddleware:
         ) -> Callable[[bytes], object]:
             try:
                 state.status = int(status[:3])
+                for name, value in headers:
+                    if name.lower() == "content-length":
+                        state.expected = content_length(value)
                 headers = [*headers, (options.request_id_header, request_id)]
             except Exception:
                 internal_error("wsgi start_response")
@@ -113,6 +128,7 @@ class _Request:
         "active",
         "done",
         "environ",
+        "expected",
         "options",
         "request_size",
         "response_size",
@@ -135,6 +151,7 @@ class _Request:
         self.environ = environ
         self.status = 0
         self.response_size = 0
+        self.expected: int | None = None  # the response's Content-Length
         self.done = False
 
     def fail(self, exc: BaseException) -> None:
@@ -166,7 +183,8 @@ class _Request:
 
 class _Body:
     """The app's response iterable: counts bytes, makes the server span current while the app's
-    iterator runs, and ends the span when the body is exhausted, fails or is closed."""
+    iterator runs, and ends the span when the body is complete (``Content-Length`` bytes),
+    exhausted, fails or is closed."""
 
     __slots__ = ("_iterator", "_result", "_state")
 
@@ -194,6 +212,9 @@ class _Body:
         finally:
             state.span.deactivate()
         state.response_size += len(chunk)
+        expected = state.expected
+        if expected is not None and state.response_size >= expected:
+            state.finish()  # the whole body: a client need not ask for more to end the span
         return chunk
 
     def close(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -21,7 +22,12 @@ _EPOCH_NS = 1_767_225_600 * 10**9
 
 
 class Capture:
-    """What a test reads: every exported record (after a flush), split by type, and metrics."""
+    """What a test reads: every exported record so far, and the metrics, all as properties.
+
+    ``records``, ``spans``, ``events``, ``names`` (after a flush) and ``metrics``; the methods
+    ``span(name)`` finds one span, ``clear()`` forgets. (``names()`` and ``metrics()``, the
+    methods of 0.x, still work and warn.)
+    """
 
     def __init__(self, exporter: MemoryExporter) -> None:
         self.exporter = exporter
@@ -42,25 +48,63 @@ class Capture:
         """Event records (``obs.emit``), in order."""
         return [r for r in self.records if r["type"] == "event"]
 
+    @property
+    def names(self) -> list[str]:
+        """Names of all records, in order."""
+        return _Called([r["name"] for r in self.records], "names")
+
+    @property
+    def metrics(self) -> dict[str, MetricSnapshot]:
+        """The metrics registry's snapshot, by metric name."""
+        return _CalledDict(registry.snapshot(), "metrics")
+
     def span(self, name: str) -> Record:
         """The single span record named ``name`` (AssertionError if not exactly one)."""
         found = [r for r in self.spans if r["name"] == name]
-        assert len(found) == 1, f"expected one span {name!r}, found {len(found)}: {self.names()}"
+        assert len(found) == 1, f"expected one span {name!r}, found {len(found)}: {self.names}"
         return found[0]
-
-    def names(self) -> list[str]:
-        """Names of all records, in order."""
-        return [r["name"] for r in self.records]
-
-    def metrics(self) -> dict[str, MetricSnapshot]:
-        """The metrics registry's snapshot."""
-        return registry.snapshot()
 
     def clear(self) -> None:
         """Forget records and metric values."""
         _setup.flush(5.0)
         self.exporter.clear()
         registry.reset()
+
+
+def _deprecated_call(name: str) -> None:
+    warnings.warn(
+        f"Capture.{name}() is deprecated: read the property Capture.{name}",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+
+
+class _Called(list[str]):
+    """``Capture.names``; calling it (the 0.x method) warns and returns it."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, items: list[str], name: str) -> None:
+        super().__init__(items)
+        self._name = name
+
+    def __call__(self) -> list[str]:
+        _deprecated_call(self._name)
+        return self
+
+
+class _CalledDict(dict[str, MetricSnapshot]):
+    """``Capture.metrics``; calling it (the 0.x method) warns and returns it."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, items: dict[str, MetricSnapshot], name: str) -> None:
+        super().__init__(items)
+        self._name = name
+
+    def __call__(self) -> dict[str, MetricSnapshot]:
+        _deprecated_call(self._name)
+        return self
 
 
 @contextmanager
@@ -94,7 +138,10 @@ def capture(
     """Configure a memory exporter (and, with ``fixed``, deterministic ids/clock) for a block.
 
     Every trace is captured (no rate limit) unless ``sampling`` says otherwise. Metrics are reset
-    on entry. The previous configuration is restored on exit.
+    on entry. The capture wins over an ``obs.configure()`` made inside the block (an app module
+    imported by the test): that call keeps the capture's exporter, sampling and pipeline options,
+    and the options given here, and sets the rest (service, ``http``…). The configuration from
+    before the block is restored on exit.
     """
     exporter = MemoryExporter()
     registry.reset()
@@ -105,7 +152,10 @@ def capture(
         pipeline=PipelineOptions(interval_s=0.05, flush_on_sigterm=False),
         **configure_kw,
     )
-    with _setup.scoped(config):
+    pin = ["exporters", "sampling", "pipeline", *configure_kw]
+    if http is not None:
+        pin.append("http")
+    with _setup.scoped(config, pin=pin):
         if fixed:
             with deterministic():
                 yield Capture(exporter)

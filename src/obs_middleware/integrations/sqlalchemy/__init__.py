@@ -1,10 +1,13 @@
 """SQLAlchemy 2.x: a ``db.query`` span per statement, query and pool metrics, slow-query events.
 
-``instrument_all()`` wraps ``Engine.__init__``, so every engine made afterwards is instrumented
-once, however it was made (``create_engine`` imported before the patch, ``create_async_engine`` —
-whose engine is instrumented through its ``sync_engine`` — or ``engine_from_config``).
-``obs.instrument_sqlalchemy(*engines)`` instruments engines that already exist, sync or async, any
-number of them; a second call on the same engine only updates its options.
+``instrument_all()`` instruments the engines that exist already (the usual ``db.py`` makes one at
+import, before ``main.py`` calls it: found once through the garbage collector, see ``_existing``)
+and wraps ``Engine.__init__``, so every engine made afterwards is instrumented once, however it was
+made (``create_engine`` imported before the patch, ``create_async_engine`` — whose engine is
+instrumented through its ``sync_engine`` — or ``engine_from_config``). ``uninstrument_all()``
+undoes both. ``obs.instrument_sqlalchemy(*engines)`` instruments given engines, sync or async, any
+number of them, with or without ``instrument_all()``; they stay instrumented through
+``uninstrument_all()``, and a second call on the same engine only updates its options.
 
 Per statement inside a trace (a request, a job, any ``obs.span``): a child span ``db.query`` with
 ``db.operation``, ``db.table`` (when cheaply known), ``db.statement`` with every literal replaced by
@@ -45,7 +48,7 @@ Cost per statement, exporting its span included: BENCHMARKS.md ("SQLAlchemy quer
 
 This package: ``patch``/``unpatch`` and ``instrument_sqlalchemy`` here; ``_statements`` (the
 per-statement hot path), ``_pools`` (pool events, checkout timing, gauges), ``_state`` (what each
-instrumented engine keeps), ``_metrics``.
+instrumented engine keeps), ``_existing`` (engines made before the patch), ``_metrics``.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from ..._core.internal import warn_once
 from ..._core.patches import Patches
 from .._registry import lookup, version_in_range
 from . import _state
+from ._existing import existing_engines
 from ._metrics import Metrics
 from ._pools import observe_pool
 from ._state import (
@@ -91,11 +95,15 @@ def instrument_sqlalchemy(
 ) -> None:
     """Instrument existing engines (``Engine`` or ``AsyncEngine``), each exactly once.
 
-    Engines made after ``obs.instrument_all()`` are instrumented already; calling this for one of
-    them changes only the options given. ``slow_query_ms``: slow-query threshold (default 100, env
-    ``OBS_DB_SLOW_QUERY_MS``). ``commenter``: append ``/*traceparent='…'*/`` to statements (default
-    off, env ``OBS_DB_COMMENTER``). Never raises: an engine it cannot instrument, or a SQLAlchemy
-    version outside ``supported``, gets one warning and is left alone.
+    ``obs.instrument_all()`` instruments every engine alive when it runs and every engine made
+    afterwards: this is for apps that do not call it (``instrument_sqlalchemy(engine)`` right
+    after ``create_engine``), for options per engine, and for an engine hidden by ``gc.freeze()``.
+    Calling it for an engine already instrumented changes only the options given; an engine
+    named here stays instrumented through ``obs.uninstrument_all()``. ``slow_query_ms``:
+    slow-query threshold (default 100, env ``OBS_DB_SLOW_QUERY_MS``). ``commenter``: append
+    ``/*traceparent='…'*/`` to statements (default off, env ``OBS_DB_COMMENTER``). Never raises:
+    an engine it cannot instrument, or a SQLAlchemy version outside ``supported``, gets one
+    warning and is left alone.
     """
     version = library().__version__
     if not version_in_range(version, _ROW.supported):
@@ -123,10 +131,11 @@ def uninstrument_sqlalchemy(*engines: Any) -> None:
 
 
 def patch() -> None:
-    """Instrument every engine created from now on (idempotent)."""
+    """Instrument every engine alive now and every engine created from now on (idempotent)."""
     with _state.lock:
         if not _patches:
             _patches.wrap("sqlalchemy.engine", "Engine.__init__", _on_engine_init)
+            _instrument_existing()
 
 
 def unpatch() -> None:
@@ -140,6 +149,20 @@ def unpatch() -> None:
 
 
 # -- instrumentation -----------------------------------------------------------------------------
+
+
+def _instrument_existing() -> None:
+    """Engines made before the patch (``db.py`` imported before ``instrument_all()``)."""
+    try:
+        engines = existing_engines()
+    except Exception:
+        internal_error("finding engines made before instrument_all()")
+        return
+    for engine in engines:
+        try:
+            _instrument(engine, auto=True, slow_query_ms=None, commenter=None)
+        except Exception:
+            internal_error("instrumenting an engine made before instrument_all()")
 
 
 def _on_engine_init(
