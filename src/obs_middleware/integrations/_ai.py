@@ -63,6 +63,8 @@ API for integration modules (openai, replicate, fal, modal, comfyui)::
     event(name, **fields)                             a span event (queue position, progress)
     attrs / span / provider / operation / usage       raw access; ``handle``: a free slot for
                                                       the SDK object (prediction, request handle)
+    model / response_model                            read only (the setters keep them equal to
+                                                      ``ai.model`` / ``ai.response_model``)
     wrap_stream(stream, on_item=None, *, on_end=None, reenter=False)
         Attach a (sync or async) iterator or SDK stream object: the call then ends when the
         stream ends (exhausted, error, ``close``/``aclose``/``__exit__``, or garbage
