@@ -3,6 +3,7 @@ ids, usage and cost; streams, the ``.stream()`` double-count trap, failures, pri
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 from typing import Any
@@ -17,7 +18,7 @@ from starlette.routing import Route
 
 import obs_middleware as obs
 from obs_middleware.integrations import openai as obs_openai
-from obs_middleware.testing import Capture
+from obs_middleware.testing import Capture, capture
 from obs_middleware.testing.emulators.openai import OpenAIEmulator, error_body
 
 HI = [{"role": "user", "content": "Say hi"}]
@@ -57,6 +58,7 @@ def test_chat_completion_is_one_span_with_model_ids_usage_and_cost(
         "ai.provider",
         "ai.operation",
         "ai.model",
+        "ai.response_model",
         "ai.prompt",
         "ai.input.temperature",
         "ai.input.max_tokens",
@@ -72,7 +74,8 @@ def test_chat_completion_is_one_span_with_model_ids_usage_and_cost(
         "status": "ok",
         "ai.provider": "openai",
         "ai.operation": "chat",
-        "ai.model": "gpt-4o-mini-2024-07-18",  # the resolved snapshot, priced as gpt-4o-mini
+        "ai.model": "gpt-4o-mini",  # as requested: the one name metrics and reports use
+        "ai.response_model": "gpt-4o-mini-2024-07-18",  # the snapshot, priced as gpt-4o-mini
         "ai.prompt": "Say hi",
         "ai.input.temperature": 0.2,
         "ai.input.max_tokens": 50,
@@ -84,16 +87,15 @@ def test_chat_completion_is_one_span_with_model_ids_usage_and_cost(
         "ai.finish_reason": "stop",
         "cost.usd": 9e-06,  # (20 x $0.15 + 10 x $0.60) / 1M
     }
-    assert obs_capture.metrics["ai.requests"].points == {
-        ("openai", "gpt-4o-mini-2024-07-18", "chat"): 1
-    }
+    assert obs_capture.metrics["ai.requests"].points == {("openai", "gpt-4o-mini", "chat"): 1}
 
 
 async def test_async_chat_completion(aclient: openai.AsyncOpenAI, obs_capture: Capture) -> None:
     completion = await aclient.chat.completions.create(model="gpt-4o", messages=HI)
     record = only_ai_span(obs_capture)
-    assert pick(record, "ai.model", "ai.response_id", "cost.usd") == {
-        "ai.model": "gpt-4o-2024-08-06",
+    assert pick(record, "ai.model", "ai.response_model", "ai.response_id", "cost.usd") == {
+        "ai.model": "gpt-4o",
+        "ai.response_model": "gpt-4o-2024-08-06",
         "ai.response_id": completion.id,
         "cost.usd": 0.00015,  # (20 x $2.50 + 10 x $10) / 1M
     }
@@ -230,9 +232,11 @@ def test_responses_create_and_stream_helper_are_one_span_each(
     assert response.output_text == streamed.output_text == "Hello from the emulator."
     first, second = ai_spans(obs_capture)
     for record, resp in ((first, response), (second, streamed)):
-        assert pick(record, "ai.operation", "ai.model", "ai.response_id", "cost.usd") == {
+        keys = ("ai.operation", "ai.model", "ai.response_model", "ai.response_id", "cost.usd")
+        assert pick(record, *keys) == {
             "ai.operation": "responses",
-            "ai.model": "gpt-4o-2024-08-06",
+            "ai.model": "gpt-4o",
+            "ai.response_model": "gpt-4o-2024-08-06",
             "ai.response_id": resp.id,
             "cost.usd": 0.00015,
         }
@@ -314,6 +318,44 @@ def test_server_error_fails_the_span_and_counts(
     }
 
 
+def test_failed_and_answered_calls_are_one_model_with_a_true_error_rate(
+    client: openai.OpenAI, emu: OpenAIEmulator, obs_capture: Capture
+) -> None:
+    # The emulator answers with the dated snapshot, as the API does; one call in four fails.
+    for i in range(8):
+        if i % 4 == 0:
+            emu.fail("/chat/completions", 500, error_body("busy", type_="server_error"), times=1)
+        with contextlib.suppress(openai.InternalServerError):
+            client.chat.completions.create(model="gpt-4o-mini", messages=HI)
+    metrics = obs_capture.metrics
+    assert metrics["ai.requests"].points == {("openai", "gpt-4o-mini", "chat"): 8}
+    assert metrics["ai.errors"].points == {
+        ("openai", "gpt-4o-mini", "chat", "InternalServerError"): 2
+    }
+    spans = ai_spans(obs_capture)
+    assert {s["ai.model"] for s in spans} == {"gpt-4o-mini"}
+    assert [s.get("ai.response_model") for s in spans if s["status"] == "ok"] == [
+        "gpt-4o-mini-2024-07-18"
+    ] * 6
+
+
+def test_a_snapshot_with_its_own_price_is_priced_by_it(
+    emu: OpenAIEmulator, obs_capture: Capture
+) -> None:
+    prices = {
+        "models": {"openai": {"gpt-4o-2024-05-13": {"per_token": {"input": 5, "output": 15}}}}
+    }
+    emu.snapshots = {"gpt-4o": "gpt-4o-2024-05-13"}
+    with (
+        capture(pricing=obs.PricingOptions(prices=prices)) as cap,
+        openai.OpenAI(api_key="sk-test", base_url=emu.url + "/v1", max_retries=0) as c,
+    ):
+        c.chat.completions.create(model="gpt-4o", messages=HI)
+    record = only_ai_span(cap)
+    assert (record["ai.model"], record["ai.response_model"]) == ("gpt-4o", "gpt-4o-2024-05-13")
+    assert record["cost.usd"] == pytest.approx(2.5e-4)  # (20 x $5 + 10 x $15) / 1M, not gpt-4o's
+
+
 def test_connection_error_fails_the_span(obs_capture: Capture) -> None:
     with OpenAIEmulator() as gone:
         url = gone.url
@@ -370,7 +412,7 @@ async def test_root_span_of_a_request_carries_the_summed_cost(
     assert {s["trace_id"] for s in ai_spans(obs_capture)} == {root["trace_id"]}
     points = obs_capture.metrics["ai.cost_usd"].points
     assert points == {
-        ("openai", "gpt-4o-mini-2024-07-18", "chat", "/generate", "pro"): pytest.approx(9e-06),
+        ("openai", "gpt-4o-mini", "chat", "/generate", "pro"): pytest.approx(9e-06),
         ("openai", "dall-e-3", "images.generate", "/generate", "pro"): pytest.approx(0.04),
     }
 

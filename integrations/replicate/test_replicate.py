@@ -199,16 +199,24 @@ async def test_async_create_by_version(client: replicate.Client, obs_capture: Ca
     assert wait["cost.usd"] == 0.003
 
 
-def test_deployment_prediction_is_one_span_on_the_underlying_model(
-    client: replicate.Client, obs_capture: Capture
+def test_deployment_prediction_is_grouped_by_the_deployment_and_priced_by_its_model(
+    client: replicate.Client, emu: ReplicateEmulator, obs_capture: Capture
 ) -> None:
+    emu.fail("/deployments", 500, {"detail": "down"})
+    with pytest.raises(ReplicateError):
+        client.deployments.predictions.create("acme/flux-prod", input={"prompt": "x"})
     prediction = client.deployments.predictions.create("acme/flux-prod", input={"prompt": "x"})
-    record = only_ai_span(obs_capture)
-    assert pick(record, "ai.deployment", "ai.model", "ai.request_id") == {
+    failed, record = ai_spans(obs_capture)
+    assert pick(record, "ai.deployment", "ai.model", "ai.response_model", "ai.request_id") == {
         "ai.deployment": "acme/flux-prod",
-        "ai.model": FLUX,
+        "ai.model": "acme/flux-prod",  # as called, failed or not: one row, a true error rate
+        "ai.response_model": FLUX,  # what ran, and what the call is priced by
         "ai.request_id": prediction.id,
     }
+    assert failed["ai.model"] == "acme/flux-prod"
+    operation = ("replicate", "acme/flux-prod", "predictions.create")
+    assert obs_capture.metrics["ai.requests"].points == {operation: 2}
+    assert obs_capture.metrics["ai.errors"].points == {(*operation, "ReplicateError"): 1}
 
 
 # -- streams -------------------------------------------------------------------------------------

@@ -57,6 +57,31 @@ def test_dated_snapshot_uses_longest_matching_base_model() -> None:
     assert estimate("openai", "gpt-4o-2024-08-06", usage).usd == pytest.approx(2.5)
 
 
+def test_the_most_specific_of_requested_and_response_names_prices_the_call() -> None:
+    per_token = {"per_token": {"input": 1.0}}
+    prices = PricingOptions(
+        prices={
+            "models": {
+                "openai": {
+                    "m": per_token,
+                    "m-2024-05-13": {"per_token": {"input": 2.0}},
+                    "m-turbo": {"per_token": {"input": 3.0}},
+                }
+            }
+        }
+    )
+    usage = Usage(input_tokens=1_000_000)
+
+    def usd(model: str, response: str | None) -> float | None:
+        return estimate("openai", model, usage, prices, response_model=response).usd
+
+    assert usd("m", "m-2024-05-13") == pytest.approx(2.0)  # the snapshot's own price
+    assert usd("m", "m-2024-08-06") == pytest.approx(1.0)  # its family's
+    assert usd("m-turbo-preview", "m-0125-preview") == pytest.approx(3.0)  # an alias's family
+    assert usd("acme/deployment", "m-2024-05-13") == pytest.approx(2.0)  # only one has a price
+    assert usd("m", None) == pytest.approx(1.0)
+
+
 def test_fine_tuned_model_has_no_price() -> None:
     price = estimate("openai", "ft:gpt-4o-mini-2024-07-18:acme::x1", Usage(input_tokens=5))
     assert price.usd is None

@@ -41,4 +41,8 @@ def test_demo_prints_samples_and_the_report_and_leaves_a_store_and_jsonl(tmp_pat
     assert {r["service"] for r in records} == {"obs-demo"}
     with sqlite3.connect(store) as conn:
         (count,) = conn.execute("SELECT count(*) FROM records").fetchone()
+        models = conn.execute("SELECT DISTINCT ai_model FROM records WHERE ai_provider = 'openai'")
+        openai_models = {m for (m,) in models}
     assert count == len(records)  # the store holds what the JSON lines file holds
+    # One row per model asked for, failed calls included: never the dated snapshot that answered.
+    assert openai_models and openai_models <= {"gpt-4o-mini", "gpt-4o", "gpt-image-1"}

@@ -191,3 +191,26 @@ def test_render_shows_none_for_empty_sections() -> None:
     }
     text = render({**empty, "services": [], "first_us": None, "last_us": None}, "x.db")
     assert text.count("(none)") == 8
+
+
+def test_render_tells_statements_apart_and_writes_small_costs_with_their_digits() -> None:
+    empty = {k: [] for k in ("routes", "pools", "ai_by_model", "jobs", "dropped")}
+    columns = "SELECT users.id, users.email, users.name, users.created_at FROM users WHERE"
+    timing = {"calls": 1, "p50": 1.0, "p95": 1.0, "max": 1.0, "location": None}
+    queries = [{"statement": f"{columns} users.{c} = ?", **timing} for c in ("id", "email")]
+    cost = {"calls": 1, "cost_usd": 3.6e-05}
+    text = render(
+        {
+            **empty,
+            "slow_queries": queries,
+            "ai_by_user": [{"user": "u1", "tier": "pro", **cost}],
+            "ai_by_tier": [{"tier": "pro", **cost}],
+            "services": ["svc"],
+            "first_us": None,
+            "last_us": None,
+        },
+        "x.db",
+    )
+    assert "SELECT users.id, users.email…WHERE users.id = ?" in text
+    assert "SELECT users.id, users.email…ERE users.email = ?" in text
+    assert text.count("$0.000036") == 2 and "$0.0000 " not in text

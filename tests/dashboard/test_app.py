@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
+from obs_middleware.cli._stats import usd
 from obs_middleware.dashboard import create_app
 from obs_middleware.exporters.sqlite import SqliteExporter
 from obs_middleware.exporters.sqlite_store import Filters, Store
@@ -106,7 +111,11 @@ def test_cost_database_jobs_and_meta_endpoints_answer(client: TestClient) -> Non
     cost = client.get("/api/cost").json()
     assert sum(u["cost_usd"] for u in cost["by_user"]) == pytest.approx(0.4)
     assert cost["by_model"][0]["model"] == "gpt-4o-mini"
-    assert client.get("/api/database").json() == {"slow_queries": [], "pools": []}
+    assert client.get("/api/database").json() == {
+        "slow_queries": [],
+        "pools": [],
+        "pool_peaks": [],
+    }
     assert client.get("/api/jobs").json() == {"jobs": [], "dropped": []}
     meta = client.get("/api/meta").json()
     assert meta["services"] == ["svc"] and meta["routes"] == ["/a", "/b/{id}"]
@@ -118,3 +127,32 @@ def test_page_and_assets_are_served_and_a_missing_store_is_reported(tmp_path: Pa
     assert page.status_code == 200 and '<script src="/static/app.js">' in page.text
     assert client.get("/static/app.js").status_code == 200
     assert client.get("/api/overview").json()["empty"] is True
+
+
+def test_slow_queries_carry_labels_that_tell_long_statements_apart(tmp_path: Path) -> None:
+    columns = "SELECT users.id, users.email, users.name, users.created_at FROM users WHERE"
+    path = tmp_path / "obs.db"
+    exporter = SqliteExporter(path)
+    for i, where in enumerate(("users.id = ?", "users.email = ?")):
+        (child, _, root) = server(i + 1, "/a", 5.0 + i, "u1")
+        child.update({"name": "db.query", "db.statement": f"{columns} {where}"})
+        exporter.export([child, root])
+    exporter.shutdown()
+    queries = TestClient(create_app(path)).get("/api/database").json()["slow_queries"]
+    labels = [q["label"] for q in queries]
+    assert labels == ["SELECT users.id….email = ?", "SELECT users.id…ers.id = ?"]
+
+
+def test_page_writes_dollars_as_obs_report_does() -> None:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    source = (Path(create_app.__code__.co_filename).parent / "static" / "app.js").read_text()
+    match = re.search(r"^function fmtUsd\(v\) \{.*?^\}", source, re.S | re.M)
+    assert match is not None
+    values = [0.0, 3.6e-05, 9e-06, 0.00108, 0.0099, 0.0338, 0.425, 1.0, 1234.5, 1e-10, 1e-12]
+    script = f"{match.group()}\nconsole.log(JSON.stringify({json.dumps(values)}.map(fmtUsd)));"
+    shown = subprocess.run(
+        [node, "-e", script], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+    assert json.loads(shown) == [usd(v) for v in values]

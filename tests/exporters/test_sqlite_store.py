@@ -1,4 +1,5 @@
-"""Store figures that ``obs report`` and ``obs dashboard`` share: jobs, pools, time series."""
+"""Store figures that ``obs report`` and ``obs dashboard`` share: jobs, pools, time series, AI
+calls by model, statements told apart."""
 
 from __future__ import annotations
 
@@ -6,13 +7,14 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 import obs_middleware as obs
 from obs_middleware._core.metrics import Registry
 from obs_middleware.exporters import sqlite as sqlite_exporter
 from obs_middleware.exporters.memory import MemoryExporter
 from obs_middleware.exporters.sqlite import SqliteExporter
-from obs_middleware.exporters.sqlite_store import Filters, Store
+from obs_middleware.exporters.sqlite_store import Filters, Store, fingerprint, short_labels
 
 
 def test_jobs_are_counted_once_per_job_by_their_last_state(tmp_path: Path, configured) -> None:
@@ -83,3 +85,81 @@ def test_timeseries_buckets_count_every_request(tmp_path: Path, configured) -> N
     assert sum(p["requests"] for p in points) == 30
     errors = sum(p["error_rate"] * p["requests"] for p in points)
     assert errors == pytest.approx(3)
+
+
+def test_a_burst_of_checkouts_between_two_samples_keeps_its_peak_in_use(
+    tmp_path: Path, configured
+) -> None:
+    path = tmp_path / "obs.db"
+    configured(exporters=[SqliteExporter(path, metrics_interval_s=3600)])
+    engine = sa.create_engine(
+        f"sqlite:///{tmp_path / 'app.sqlite'}", pool_size=4, pool_logging_name="app"
+    )
+    obs.instrument_sqlalchemy(engine)
+    try:
+        with engine.connect(), engine.connect(), engine.connect():
+            pass  # three in use at once, returned long before metrics are sampled
+        for _ in range(6):
+            with engine.connect():
+                pass
+        with obs.span("tick"):  # the store's first batch, and the samples: none in use
+            pass
+        obs.shutdown(5.0)
+    finally:
+        obs.uninstrument_sqlalchemy(engine)
+        engine.dispose()
+    store = Store(path)
+    (pool,) = store.pools(Filters())
+    (checked_out,) = [g for g in store.gauges(Filters()) if g["name"].endswith("checked_out")]
+    store.close()
+    assert checked_out["peak"] == 0  # what the sampled gauge alone says
+    assert (pool["pool"], pool["checkouts"], pool["peak_checked_out"]) == ("app", 9.0, 3.0)
+    assert pool["peak_overflow"] == 0.0
+    assert pool["peak_utilization"] is None  # not 0 %: no sample saw one in use, nor capacity
+
+
+def test_ai_calls_group_by_the_requested_model_and_count_every_failure(
+    tmp_path: Path, configured
+) -> None:
+    path = tmp_path / "obs.db"
+    configured(exporters=[SqliteExporter(path)])
+    outcomes = ["ok", "ok", "invalid_input", "error", "cancelled", "content_violation"]
+    for status in outcomes:
+        attrs = {"ai.provider": "openai", "ai.model": "gpt-4o-mini"}
+        if status == "ok":
+            attrs["ai.response_model"] = "gpt-4o-mini-2024-07-18"
+        with obs.span("ai.request", _kind="client", **attrs) as s:
+            s.status = status
+    obs.shutdown(5.0)
+    store = Store(path)
+    (row,) = store.ai(Filters())
+    (by_tier,) = store.ai(Filters(), ("tier",))
+    store.close()
+    assert (row["model"], row["response_models"]) == ("gpt-4o-mini", ["gpt-4o-mini-2024-07-18"])
+    assert (row["calls"], row["errors"], row["error_rate"]) == (6, 3, 0.5)
+    assert "response_models" not in by_tier
+
+
+def test_statements_that_share_their_start_or_their_ends_are_told_apart() -> None:
+    columns = "SELECT users.id, users.email, users.name, users.created_at FROM users"
+    by_id, by_email = f"{columns} WHERE users.id = ?", f"{columns} WHERE users.email = ?"
+    join = "SELECT a FROM t JOIN u{} USING (id) WHERE t.id = ?"
+    middle = [join.format("_" * 60 + j) for j in "12"]
+    # Two pairs parting at two places: shown where they part, then told apart by fingerprint.
+    deep = [
+        f"SELECT a FROM t WHERE {'x' * 20}{c}{'y' * 30}{q}{'y' * 30} = ?"
+        for c, q in ("1a", "1b", "2a")
+    ]
+    texts = [by_id, by_email, *middle, *deep, "SELECT 1"]
+    labels = short_labels(texts, 48)
+    assert len(set(labels)) == len(texts)
+    assert all(len(label) <= 48 for label in labels)
+    assert labels[:4] == [
+        "SELECT users.id, users.email…WHERE users.id = ?",
+        "SELECT users.id, users.email…ERE users.email = ?",
+        "SELECT a FRO…____________1 USING (id) WHERE t.i…",
+        "SELECT a FRO…____________2 USING (id) WHERE t.i…",
+    ]
+    assert [label[-10:] for label in labels[4:6]] == [" #" + fingerprint(t) for t in deep[:2]]
+    assert labels[6] == "SELECT a FRO…xxxxxxxxxxxx2yyyyyyyyyyyyyyyyyyyyy…"
+    assert labels[-1] == "SELECT 1"

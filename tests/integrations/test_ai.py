@@ -64,6 +64,32 @@ def test_nested_entry_point_of_same_provider_joins_and_enriches(obs_capture: Cap
     assert record["ai.model_version"] == "v1"
 
 
+def test_a_call_is_grouped_by_the_model_asked_for_whatever_the_response_names(
+    obs_capture: Capture,
+) -> None:
+    with ai_call("openai", "chat", "gpt-4o-mini") as call:
+        call.set_tokens(input=20, output=10)
+        call.set_response_model("gpt-4o-mini-2024-07-18")
+    with pytest.raises(RuntimeError), ai_call("openai", "chat", "gpt-4o-mini"):
+        raise RuntimeError("busy")
+    with ai_call("replicate", "predictions.create") as unnamed:  # a bare version id
+        unnamed.set_response_model("a/b")
+    answered, failed, bare = obs_capture.spans
+    assert (answered["ai.model"], answered["ai.response_model"]) == (
+        "gpt-4o-mini",
+        "gpt-4o-mini-2024-07-18",
+    )
+    assert (failed["ai.model"], "ai.response_model" in failed) == ("gpt-4o-mini", False)
+    assert (bare["ai.model"], bare["ai.response_model"]) == ("a/b", "a/b")
+    metrics = obs_capture.metrics
+    assert metrics["ai.requests"].points == {
+        ("openai", "gpt-4o-mini", "chat"): 2,
+        ("replicate", "a/b", "predictions.create"): 1,
+    }
+    assert metrics["ai.errors"].points == {("openai", "gpt-4o-mini", "chat", "RuntimeError"): 1}
+    assert answered["cost.usd"] == 9e-06
+
+
 def test_another_provider_inside_is_a_child_span(obs_capture: Capture) -> None:
     with ai_call("modal", "remote", "fn"), ai_call("openai", "chat", "gpt-4o"):
         pass

@@ -80,39 +80,53 @@ class Table:
             p: dict(r) for p, r in (data.get("gpu_per_second") or {}).items()
         }
         self._prefixes = {p: sorted(m, key=len, reverse=True) for p, m in self.models.items()}
-        self._plans: dict[tuple[str, str], _Plan] = {}  # per (provider, model), see quote()
+        # per (provider, model, response model), see quote()
+        self._plans: dict[tuple[str, str | None, str | None], _Plan] = {}
 
-    def entry(self, provider: str, model: str | None) -> Mapping[str, Any] | None:
-        """Find the pricing entry for ``model``.
+    def entry(
+        self, provider: str, model: str | None, response_model: str | None = None
+    ) -> Mapping[str, Any] | None:
+        """Find the pricing entry of a call to ``model`` answered by ``response_model``.
 
-        Exact name, else the longest ``name-…`` prefix (``gpt-4o-mini-2024-07-18`` →
-        ``gpt-4o-mini``), else the provider default.
+        The most specific table name either matches: an exact name, or the longest ``name-…``
+        prefix (``gpt-4o-mini-2024-07-18`` → ``gpt-4o-mini``); the longer table name wins, the
+        response's on a tie (a snapshot priced on its own beats its family; an alias's family,
+        ``gpt-4-turbo-preview``, beats the bare ``gpt-4`` its snapshot's name starts with).
+        Neither: the provider default.
         """
-        found: Mapping[str, Any] | None = None
+        best: str | None = None
+        for name in (response_model, model):
+            found = self._name(provider, name) if name else None
+            if found is not None and (best is None or len(found) > len(best)):
+                best = found
+        if best is None:
+            return self.defaults.get(provider)
+        entry: Mapping[str, Any] = self.models[provider][best]
+        return entry
+
+    def _name(self, provider: str, model: str) -> str | None:
+        """The table's name for ``model``: itself, or its longest ``name-…`` prefix."""
         models = self.models.get(provider, {})
-        if model:
-            found = models.get(model)
-            if found is None:
-                for name in self._prefixes.get(provider, ()):
-                    if model.startswith(name) and model[len(name)] in "-@:":
-                        found = models[name]
-                        break
-        if found is None:
-            found = self.defaults.get(provider)
-        return found
+        if model in models:
+            return model
+        for name in self._prefixes.get(provider, ()):
+            if model.startswith(name) and model[len(name)] in "-@:":
+                return name
+        return None
 
     def quote(
-        self, provider: str, model: str | None, usage: Usage
+        self, provider: str, model: str | None, usage: Usage, response_model: str | None = None
     ) -> tuple[float | None, str | None]:
         """``(usd, None)``, or ``(None, reason)``; never raises on bad table data or usage.
 
-        The pricers of a model are built once (rates as floats), so a call pays for its own
-        arithmetic only.
+        ``response_model``: the model the provider says answered, when it names one (see
+        ``entry``). The pricers of a pair of names are built once (rates as floats), so a call
+        pays for its own arithmetic only.
         """
-        key = (provider, model or "")
+        key = (provider, model, response_model)
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plan(provider, model)
+            plan = self._plan(provider, model, response_model)
             if len(self._plans) < _MAX_CACHED_MODELS:
                 self._plans[key] = plan
         if isinstance(plan, str):
@@ -129,10 +143,10 @@ class Table:
             return None, f"usage out of range: {exc}"
         return None, f"usage not reported for {kinds}"
 
-    def _plan(self, provider: str, model: str | None) -> _Plan:
-        entry = self.entry(provider, model)
+    def _plan(self, provider: str, model: str | None, response_model: str | None) -> _Plan:
+        entry = self.entry(provider, model, response_model)
         if entry is None:
-            return f"no price for {provider} model {model or '(none)'}"
+            return f"no price for {provider} model {response_model or model or '(none)'}"
         gpu = self.gpu.get(provider, {})
         pricers = tuple(
             _pricer(kind, entry[kind], gpu) for kind in _ORDER if entry.get(kind) is not None
@@ -204,11 +218,19 @@ def round_usd(usd: float) -> float:
 
 
 def estimate(
-    provider: str, model: str | None, usage: Usage, options: PricingOptions | None = None
+    provider: str,
+    model: str | None,
+    usage: Usage,
+    options: PricingOptions | None = None,
+    *,
+    response_model: str | None = None,
 ) -> Price:
-    """Price one call. Never raises on bad table data: that becomes ``unknown``."""
+    """Price one call (to ``model``, answered by ``response_model`` when the provider said).
+
+    Never raises on bad table data: that becomes ``unknown``.
+    """
     prices = table(options)
-    usd, unknown = prices.quote(provider, model, usage)
+    usd, unknown = prices.quote(provider, model, usage, response_model)
     return Price(usd, unknown, prices.version)
 
 

@@ -1,10 +1,30 @@
-"""Plain-text tables shared by ``obs check`` and ``obs report``."""
+"""Plain-text tables shared by ``obs check`` and ``obs report``, and how they write dollars."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
-__all__ = ["table"]
+__all__ = ["table", "usd"]
+
+
+def usd(value: float) -> str:
+    """A cost with the digits it needs: ``$1,234.50``, ``$0.0123``, ``$0.000036``, ``$0``.
+
+    Below a cent, two significant digits: a cost that is not zero never reads ``$0.0000``.
+    The dashboard's ``fmtUsd`` writes the same (``dashboard/static/app.js``).
+    """
+    if value < 0:
+        return "-" + usd(-value)
+    if value == 0:
+        return "$0"
+    if value >= 1:
+        return f"${value:,.2f}"
+    if value >= 0.01:
+        return f"${value:.4f}"
+    if value < 1e-10:  # below what pricing rounds to
+        return "<$0.0000000001"
+    return f"${value:.{1 - math.floor(math.log10(value))}f}"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]], title: str = "") -> str:

@@ -1,8 +1,10 @@
 """``obs report``: terminal tables from the SQLite store.
 
 Requests and error rate per route with exact p50/p95/p99, the slowest queries with their code
-location, connection pool gauges, AI calls and cost by provider/model/user/tier, jobs by state,
-and dropped telemetry. ``--json`` prints the same figures as one JSON document.
+location (each statement told apart, however long), connection pool gauges and peaks, AI calls,
+error rate and cost by provider/model (the model asked for; the snapshots that answered beside
+it), by user and by tier, jobs by state, and dropped telemetry. Costs keep their significant
+digits (``$0.000036``). ``--json`` prints the same figures as one JSON document.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from typing import Any, TextIO
 
 import orjson
 
-from ..exporters.sqlite_store import Filters, Row, Store
-from ._stats import table
+from ..exporters.sqlite_store import Filters, Row, Store, short_labels
+from ._stats import table, usd
 
 __all__ = ["figures", "render", "run"]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+_STATEMENT_WIDTH = 48
 
 
 def parse_since(text: str | None, now_s: float | None = None) -> int | None:
@@ -61,15 +64,6 @@ def _pct(rate: float) -> str:
     return f"{100 * rate:.1f} %"
 
 
-def _usd(value: float) -> str:
-    return f"${value:,.4f}"
-
-
-def _short(text: str | None, width: int) -> str:
-    text = " ".join((text or "").split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
 def _stamp(us: int | None) -> str:
     if us is None:
         return "-"
@@ -85,8 +79,7 @@ def _route_row(r: Row) -> list[object]:
 
 def _query_row(q: Row) -> list[object]:
     return [
-        _short(q["statement"], 48), q["calls"], _ms(q["p50"]), _ms(q["p95"]), _ms(q["max"]),
-        q["location"] or "-",
+        q["label"], q["calls"], _ms(q["p50"]), _ms(q["p95"]), _ms(q["max"]), q["location"] or "-",
     ]  # fmt: skip
 
 
@@ -104,9 +97,11 @@ def _int(value: float | None) -> int | None:
 
 
 def _model_row(a: Row) -> list[object]:
+    answered = ", ".join(m for m in a["response_models"] if m != a["model"]) or "-"
     return [
-        a["provider"], a["model"] or "-", a["calls"], a["errors"], _ms(a["p50"]), _ms(a["p95"]),
-        a["input_tokens"], a["output_tokens"], a["images"], _usd(a["cost_usd"]),
+        a["provider"], a["model"] or "-", answered, a["calls"], a["errors"],
+        _pct(a["error_rate"]), _ms(a["p50"]), _ms(a["p95"]), a["input_tokens"],
+        a["output_tokens"], a["images"], usd(a["cost_usd"]),
     ]  # fmt: skip
 
 
@@ -139,8 +134,10 @@ _SECTIONS: list[tuple[str, str, list[str], Callable[[Row], list[object]]]] = [
         [
             "provider",
             "model",
+            "answered as",
             "calls",
             "errors",
+            "error rate",
             "p50 ms",
             "p95 ms",
             "tokens in",
@@ -154,13 +151,13 @@ _SECTIONS: list[tuple[str, str, list[str], Callable[[Row], list[object]]]] = [
         "AI cost by user",
         "ai_by_user",
         ["user", "tier", "calls", "cost"],
-        lambda a: [a["user"] or "-", a["tier"] or "-", a["calls"], _usd(a["cost_usd"])],
+        lambda a: [a["user"] or "-", a["tier"] or "-", a["calls"], usd(a["cost_usd"])],
     ),
     (
         "AI cost by tier",
         "ai_by_tier",
         ["tier", "calls", "cost"],
-        lambda a: [a["tier"] or "-", a["calls"], _usd(a["cost_usd"])],
+        lambda a: [a["tier"] or "-", a["calls"], usd(a["cost_usd"])],
     ),
     (
         "Jobs by state",
@@ -190,6 +187,10 @@ def render(data: dict[str, Any], path: str) -> str:
         f"obs report — {path}  services: {', '.join(data['services']) or '-'}  "
         f"from {_stamp(data['first_us'])} to {_stamp(data['last_us'])}"
     )
+    queries = data["slow_queries"]
+    labels = short_labels([q["statement"] or "" for q in queries], _STATEMENT_WIDTH)
+    shown = [{**q, "label": label} for q, label in zip(queries, labels, strict=True)]
+    data = {**data, "slow_queries": shown}
     tables = [
         table(headers, [build(row) for row in data[key]], title)
         for title, key, headers, build in _SECTIONS

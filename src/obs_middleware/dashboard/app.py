@@ -21,12 +21,13 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..exporters.sqlite_store import Filters, Store
+from ..exporters.sqlite_store import Filters, Store, short_labels
 
 __all__ = ["create_app", "is_loopback", "serve"]
 
 _STATIC = Path(__file__).parent / "static"
 _MAX_TRACES = 500
+_LABEL_WIDTH = 26  # characters of a bar label (app.js barChart)
 
 
 def _filters(store: Store, request: Request) -> Filters:
@@ -76,7 +77,15 @@ def _cost(store: Store, f: Filters, request: Request) -> dict[str, Any]:
 
 
 def _database(store: Store, f: Filters, request: Request) -> dict[str, Any]:
-    return {"slow_queries": store.slow_queries(f, 12), "pools": store.gauges(f, "db.client.pool")}
+    queries = store.slow_queries(f, 12)
+    labels = short_labels([q["statement"] or "" for q in queries], _LABEL_WIDTH)
+    for query, label in zip(queries, labels, strict=True):
+        query["label"] = label
+    return {
+        "slow_queries": queries,
+        "pools": store.gauges(f, "db.client.pool"),
+        "pool_peaks": store.pools(f),
+    }
 
 
 def _jobs(store: Store, f: Filters, request: Request) -> dict[str, Any]:

@@ -8,6 +8,7 @@ group's durations.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -18,10 +19,12 @@ import orjson
 
 from .sqlite import COLUMNS, connect, row_to_record
 
-__all__ = ["Filters", "Row", "Store", "percentile"]
+__all__ = ["Filters", "Row", "Store", "fingerprint", "percentile", "short_labels"]
 
 Row = dict[str, Any]
 
+# Statuses of an AI call that are no failure (as the ``ai.errors`` metric counts).
+_AI_OK = ("ok", "cancelled")
 # Attribute keys a query span may carry to say where in the user's code it ran.
 _LOCATION_KEYS = (
     ("code.filepath", "code.lineno", "code.function"),
@@ -67,6 +70,64 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     lo = int(pos)
     hi = min(lo + 1, n - 1)
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def fingerprint(statement: str) -> str:
+    """A short stable id of a statement's text (8 hex digits), to tell statements apart."""
+    return hashlib.blake2b(statement.encode("utf-8", "replace"), digest_size=4).hexdigest()
+
+
+def short_labels(texts: Sequence[str], width: int) -> list[str]:
+    """``texts`` cut to ``width`` characters each, every different text still told apart.
+
+    A long text keeps its start and its end (``SELECT … WHERE users.email = ?``: statements that
+    share their first columns differ in their ``WHERE``). Texts that would still read the same
+    show where they part (``SELECT ima…WHERE vector_probe(…``), and end with their
+    ``fingerprint`` if even that is not enough.
+    """
+    flat = [" ".join(text.split()) for text in texts]
+    labels = [_middle_cut(text, width) for text in flat]
+    for indexes in _clashes(flat, labels):
+        # Where they part: the common prefix of a group is that of its least and greatest text.
+        lo, hi = min(flat[i] for i in indexes), max(flat[i] for i in indexes)
+        split = next((n for n, (a, b) in enumerate(zip(lo, hi, strict=False)) if a != b), len(lo))
+        for i in indexes:
+            labels[i] = _window(flat[i], width, split)
+    for indexes in _clashes(flat, labels):
+        for i in indexes:
+            tag = " #" + fingerprint(flat[i])
+            labels[i] = _middle_cut(flat[i], max(width - len(tag), 2)) + tag
+    return labels
+
+
+def _clashes(texts: Sequence[str], labels: Sequence[str]) -> list[list[int]]:
+    """Indexes of different texts given the same label, grouped by label."""
+    by_label: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_label.setdefault(label, []).append(i)
+    return [group for group in by_label.values() if len({texts[i] for i in group}) > 1]
+
+
+def _middle_cut(text: str, width: int) -> str:
+    if len(text) <= width:
+        return text
+    head = (width - 1) * 3 // 5
+    tail = width - 1 - head
+    return text[:head].rstrip() + "…" + (text[-tail:].lstrip() if tail > 0 else "")
+
+
+def _window(text: str, width: int, split: int) -> str:
+    """``text`` cut to ``width`` around ``split``: where it parts from texts sharing its start."""
+    if len(text) <= width:
+        return text
+    head = width // 4
+    start = max(split - width // 4, head)
+    if start <= head:
+        return text[: width - 1] + "…"
+    rest = text[start : start + width - head - 1]
+    if start + len(rest) < len(text):
+        rest = rest[:-1] + "…"
+    return text[:head] + "…" + rest
 
 
 def _summary(durations: Sequence[float]) -> dict[str, float]:
@@ -172,7 +233,11 @@ class Store:
 
     # -- database ----------------------------------------------------------------------------------
     def slow_queries(self, f: Filters, limit: int = 10) -> list[Row]:
-        """Statements by slowest call: calls, p50/p95/max (ms) and the slowest call's location."""
+        """Statements by slowest call: calls, p50/p95/max (ms) and the slowest call's location.
+
+        One row per statement text, which is already the query's shape (the integrations strip
+        its literals and collapse ``IN`` lists); ``fingerprint`` names it in a few characters.
+        """
         params: list[Any] = []
         where = f.sql(params)
         rows = self._rows(
@@ -189,6 +254,7 @@ class Store:
             out.append(
                 {
                     "statement": statement,
+                    "fingerprint": fingerprint(statement),
                     "calls": len(items),
                     "location": _location(attrs),
                     "system": attrs.get("db.system"),
@@ -226,14 +292,16 @@ class Store:
         return out
 
     def pools(self, f: Filters) -> list[Row]:
-        """Summarise each connection pool: size, peaks, checkouts, timeouts."""
+        """Summarise each connection pool: size, peaks, checkouts, timeouts.
+
+        The gauges are samples (every few seconds), and a burst of checkouts returns its
+        connections between two: the peaks are also read from what the samples keep (see
+        ``_pool_peaks``), never below what the pool certainly reached.
+        """
         by_pool: dict[str, dict[str, Row]] = {}
         for g in self.gauges(f, "db.client.pool."):
             pool = str(g["labels"].get("pool.name", "?"))
             by_pool.setdefault(pool, {})[g["name"].removeprefix("db.client.pool.")] = g
-
-        def value(metrics: dict[str, Row], name: str, key: str) -> float | None:
-            return metrics[name][key] if name in metrics else None
 
         def count(metrics: dict[str, Row], name: str) -> float:
             # A counter has no sample until its first increment: absent means none happened.
@@ -242,10 +310,8 @@ class Store:
         return [
             {
                 "pool": pool,
-                "size": value(m, "size", "last"),
-                "peak_checked_out": value(m, "checked_out", "peak"),
-                "peak_overflow": value(m, "overflow", "peak"),
-                "peak_utilization": value(m, "utilization", "peak"),
+                "size": m["size"]["last"] if "size" in m else None,
+                **_pool_peaks(m, count(m, "checkouts")),
                 "checkouts": count(m, "checkouts"),
                 "timeouts": count(m, "timeouts"),
                 "connections_created": count(m, "connections.created"),
@@ -273,7 +339,13 @@ class Store:
         ).fetchall()
 
     def ai(self, f: Filters, by: Sequence[str] = ("provider", "model")) -> list[Row]:
-        """AI calls grouped by any of provider, model, user, tier: calls, errors, latency, cost."""
+        """AI calls grouped by any of provider, model, user, tier: calls, errors, latency, cost.
+
+        The model is the one each call asked for (``ai.model``), so a model's failed calls count
+        against it; grouped by model, ``response_models`` lists the names its answers gave
+        (``ai.response_model``: dated snapshots). An error is any status but ok and cancelled,
+        as the ``ai.errors`` metric counts.
+        """
         index = {"provider": 0, "model": 1, "user": 2, "tier": 3}
         groups: dict[tuple[Any, ...], list[sqlite3.Row]] = {}
         for row in self._ai_spans(f):
@@ -281,11 +353,18 @@ class Store:
         out = []
         for key, items in groups.items():
             attrs = [_attrs(r[7]) for r in items]
+            errors = sum(1 for r in items if r[5] not in _AI_OK)
+            extra: Row = {}
+            if "model" in by:
+                answered = {a.get("ai.response_model") for a in attrs}
+                extra["response_models"] = sorted(str(m) for m in answered if m)
             out.append(
                 {
                     **dict(zip(by, key, strict=True)),
+                    **extra,
                     "calls": len(items),
-                    "errors": sum(1 for r in items if r[5] == "error"),
+                    "errors": errors,
+                    "error_rate": errors / len(items),
                     "input_tokens": sum(a.get("ai.input_tokens") or 0 for a in attrs),
                     "output_tokens": sum(a.get("ai.output_tokens") or 0 for a in attrs),
                     "images": sum(a.get("ai.image_count") or 0 for a in attrs),
@@ -434,6 +513,47 @@ class Store:
             "users": distinct("user_id"),
             "models": distinct("ai_model"),
         }
+
+
+def _pool_peaks(m: dict[str, Row], checkouts: float) -> Row:
+    """Peak checked out, overflow and utilisation of one pool from its sampled gauges.
+
+    A sample misses a burst that ended before it, but not what the burst left behind: a bounded
+    ``QueuePool`` (it reports ``utilization``) and a ``NullPool`` (size 0) open a connection only
+    when every open one is checked out, so the most connections ever open at once were all in
+    use at once, and the open count stays up until they are closed. And a pool checked out at
+    all had one connection in use.
+    """
+
+    def peak(name: str) -> float | None:
+        return m[name]["peak"] if name in m else None
+
+    in_use = peak("checked_out")
+    overflow = peak("overflow")
+    utilization = peak("utilization")
+    size = m["size"]["last"] if "size" in m else None
+    derived = 1.0 if checkouts > 0 else 0.0
+    if (utilization is not None or size == 0) and "open" in m:
+        derived = max(derived, m["open"]["peak"])
+    if derived > (in_use or 0.0):
+        in_use = derived
+        if size and overflow is not None:
+            overflow = max(overflow, in_use - size)
+        if utilization is not None:  # the samples' figure is below the truth: unknown, or this
+            capacity = _capacity(m)
+            utilization = max(utilization, in_use / capacity) if capacity else None
+    return {"peak_checked_out": in_use, "peak_overflow": overflow, "peak_utilization": utilization}
+
+
+def _capacity(m: dict[str, Row]) -> float | None:
+    """The capacity (size + max overflow) of a bounded pool, from a sample with some in use."""
+    if "checked_out" not in m or "utilization" not in m:
+        return None
+    used = dict(m["utilization"]["series"])
+    for ts, out in m["checked_out"]["series"]:
+        if out > 0 and used.get(ts, 0) > 0:
+            return float(round(out / used[ts]))
+    return None
 
 
 def _location(attrs: dict[str, Any]) -> str | None:

@@ -13,15 +13,15 @@ API for integration modules (openai, replicate, fal, modal, comfyui)::
 
 ``ai_call(provider, operation, model=None, *, private=False) -> AICall``
     Context manager (use plain ``with`` in async code too). The outermost one starts the span
-    ``ai.request`` (kind ``client``; attributes ``ai.provider``, ``ai.operation``, ``ai.model``)
-    and makes the call *active* for ``provider`` in this context. While it is active, another
-    ``ai_call`` of the same provider (an SDK entry point calling another: replicate ``run`` →
-    ``predictions.create``, fal ``subscribe`` → ``submit``, openai ``.stream()`` → ``create``)
-    returns the same ``AICall``: its setters enrich the outer span and leaving its ``with`` does
-    nothing, so one logical call is one span. An exception leaving the outermost ``with`` is
-    recorded and re-raised: status ``error``, or the finer one the integration set on
-    ``call.span.status`` before re-raising (``invalid_input``, ``content_violation``). The span
-    ends there unless a stream is attached.
+    ``ai.request`` (kind ``client``; attributes ``ai.provider``, ``ai.operation``, ``ai.model``: the
+    model the request names) and makes the call *active* for ``provider`` in this context. While it
+    is active, another ``ai_call`` of the same provider (an SDK entry point calling another:
+    replicate ``run`` → ``predictions.create``, fal ``subscribe`` → ``submit``, openai ``.stream()``
+    → ``create``) returns the same ``AICall``: its setters enrich the outer span and leaving its
+    ``with`` does nothing, so one logical call is one span. An exception leaving the outermost
+    ``with`` is recorded and re-raised: status ``error``, or the finer one the integration set on
+    ``call.span.status`` before re-raising (``invalid_input``, ``content_violation``). The span ends
+    there unless a stream is attached.
 
 ``current_call(provider=None) -> AICall | None``
     The active call (of ``provider``), for hooks that only enrich (headers, status polls). The
@@ -33,6 +33,12 @@ API for integration modules (openai, replicate, fal, modal, comfyui)::
 
 ``AICall`` (each setter replaces, never sums; all values go to the span's attributes):
     set_model(model, *, version=None, app_id=None)     ai.model, ai.model_version, ai.app_id
+        ``ai.model`` is the model the request names (OTel ``gen_ai.request.model``): the one
+        name a call is grouped by in metrics and reports, whether it succeeds or fails.
+    set_response_model(model)                         ai.response_model: the model the provider
+        says answered (OTel ``gen_ai.response.model``: OpenAI's dated snapshot, the model behind
+        a Replicate deployment); also ``ai.model`` when the request named none. Pricing uses
+        the most specific of the two names that has a price.
     set_request_id(request_id)                        ai.request_id (prediction / request id)
     set_inputs(prompt=None, params=None)              ai.prompt, ai.input.<name> (scalars only):
         truncated to ``redaction.prompt_max_chars``, secrets scrubbed, base64/data: URIs
@@ -57,6 +63,8 @@ API for integration modules (openai, replicate, fal, modal, comfyui)::
     event(name, **fields)                             a span event (queue position, progress)
     attrs / span / provider / operation / usage       raw access; ``handle``: a free slot for
                                                       the SDK object (prediction, request handle)
+    model / response_model                            read only (the setters keep them equal to
+                                                      ``ai.model`` / ``ai.response_model``)
     wrap_stream(stream, on_item=None, *, on_end=None, reenter=False)
         Attach a (sync or async) iterator or SDK stream object: the call then ends when the
         stream ends (exhausted, error, ``close``/``aclose``/``__exit__``, or garbage
@@ -72,9 +80,10 @@ API for integration modules (openai, replicate, fal, modal, comfyui)::
 At the end: ``cost.usd`` (or ``cost.unknown`` with the reason) and ``cost.pricing_version`` on
 the span, the cost added to the local root span's ``cost.usd`` (pricing never keeps the span
 from ending; a negative or non-finite cost is never used); metrics ``ai.duration`` (histogram;
-``ai.requests`` is its count) and ``ai.errors`` (any status but ok/cancelled) by provider, model,
-operation (+ error type); ``ai.cost_usd`` by provider, model, operation, route
-(the root's ``http.route``, or ``job.service_type``) and tier, recorded when the root ends.
+``ai.requests`` is its count) and ``ai.errors`` (any status but ok/cancelled) by provider, model
+(the requested ``ai.model``, never the snapshot), operation (+ error type); ``ai.cost_usd`` by
+provider, model, operation, route (the root's ``http.route``, or ``job.service_type``) and tier,
+recorded when the root ends.
 
 Beside this module: ``_ai_values`` (prompts sanitized, usage numbers checked, ``safe``),
 ``_ai_stream`` (the stream proxies) and ``_ai_metrics`` (the AI metrics, the cost rollup).
@@ -134,9 +143,11 @@ class AICall:
         "_token",
         "finished",
         "handle",
+        "model",
         "operation",
         "private",
         "provider",
+        "response_model",
         "span",
         "usage",
     )
@@ -145,9 +156,13 @@ class AICall:
         self.provider = provider
         self.operation = operation
         self.private = private
+        # The metric label (``ai.model``) and the name pricing tries first: kept here as well as
+        # on the span, so that the end reads them without a lookup.
+        self.model = str(model) if model else ""
+        self.response_model: str | None = None
         attrs: dict[str, Any] = {"ai.provider": provider, "ai.operation": operation}
         if model:
-            attrs["ai.model"] = model
+            attrs["ai.model"] = self.model
         self.span = _span.Span("ai.request", attrs, "client")
         self.usage = cost.Usage()
         self.handle: Any = None
@@ -239,14 +254,27 @@ class AICall:
     def set_model(
         self, model: str | None, *, version: str | None = None, app_id: str | None = None
     ) -> None:
-        """Model name (a low-cardinality metric label), version id, app/endpoint id."""
+        """The model the request names (the metric label), its version id, app/endpoint id."""
         attrs = self.span.attrs
         if model:
-            attrs["ai.model"] = model
+            attrs["ai.model"] = self.model = str(model)
         if version:
             attrs["ai.model_version"] = version
         if app_id:
             attrs["ai.app_id"] = app_id
+
+    def set_response_model(self, model: str | None) -> None:
+        """The model the provider says answered (a dated snapshot): ``ai.response_model``.
+
+        Calls stay grouped by the requested ``ai.model``; this name only refines the price. It
+        becomes ``ai.model`` too when the request named no model.
+        """
+        if model:
+            attrs = self.span.attrs
+            name = model if type(model) is str else str(model)
+            self.response_model = attrs["ai.response_model"] = name
+            if not self.model:
+                self.model = attrs["ai.model"] = name
 
     def set_request_id(self, request_id: str | None) -> None:
         """Set the provider's id for this call (request, prediction, function call)."""
@@ -459,7 +487,7 @@ class AICall:
             attrs["ai.stream_end"] = how
         if self.private or local.private:
             privatize(span)
-        labels = (self.provider, str(attrs.get("ai.model") or ""), self.operation)
+        labels = (self.provider, self.model, self.operation)
         try:
             self._price(attrs, local, labels)
         except Exception:
@@ -486,7 +514,7 @@ class AICall:
             attrs["cost.unknown"] = "invalid usage reported: " + attrs["ai.usage.invalid"]
         else:
             prices = cost.table(_setup.current_config().pricing)
-            usd, unknown = prices.quote(self.provider, labels[1] or None, self.usage)
+            usd, unknown = prices.quote(self.provider, self.model, self.usage, self.response_model)
             attrs["cost.pricing_version"] = prices.version
             if usd is not None and not 0 <= usd < math.inf:  # a negative price in the table
                 usd, unknown = None, f"invalid cost computed: {usd}"
@@ -515,8 +543,8 @@ def ai_call(
     """Return the call to enter for one SDK entry point: new, or the active one of ``provider``."""
     active = _active.get()
     if active is not None and active.provider == provider and not active.finished:
-        if model and not active.span.attrs.get("ai.model"):
-            active.span.attrs["ai.model"] = model
+        if model and not active.model:
+            active.set_model(model)
         if private:
             active.private = True
         return active

@@ -1,5 +1,9 @@
 """The AI metrics, and the cost rollup that records ``ai.cost_usd`` once the trace's root has
-ended (its route and tier known). Part of ``_ai``, split out for size."""
+ended (its route and tier known). Part of ``_ai``, split out for size.
+
+The ``ai.model`` label is the model the request names (``AICall.model``), never the snapshot a
+response reports: a model's failed and successful calls are one series, so its error rate holds.
+"""
 
 from __future__ import annotations
 

@@ -3,8 +3,10 @@
 Patches the resource methods (sync and async): ``chat.completions.create``/``parse``,
 ``completions.create``, ``responses.create``/``parse``, ``images.generate``/``edit``/
 ``create_variation``, ``embeddings.create``, and the ``.stream()`` managers of chat and responses
-(whose inner ``create`` joins the manager's span: one span, not two). Records model (the
-resolved snapshot), ``x-request-id`` (``ai.request_id``), response id, sanitized prompt and
+(whose inner ``create`` joins the manager's span: one span, not two). Records the model asked
+for (``ai.model``: metrics and reports group by it, failed calls included) and the snapshot that
+answered (``ai.response_model``, e.g. ``gpt-4o-mini-2024-07-18``: priced by it when the table
+has a price for it), ``x-request-id`` (``ai.request_id``), response id, sanitized prompt and
 scalar parameters, token usage (streams: from the final usage chunk, sent when
 ``stream_options={"include_usage": True}``), image count/size/quality, and cost. Streams end
 their span when exhausted, closed or collected. HTTP errors set ``ai.http_status`` and status
@@ -124,11 +126,9 @@ def _embedding_inputs(call: AICall, kwargs: dict[str, Any]) -> None:
 
 # -- results -------------------------------------------------------------------------------------
 def _common(call: AICall, result: Any) -> dict[str, Any]:
-    # Model, response id and request id; returns the span's attributes for the caller to add to.
+    # Snapshot, response id and request id; returns the span's attributes for the caller to add to.
     attrs = call.span.attrs
-    model = getattr(result, "model", None)
-    if model:
-        attrs["ai.model"] = model
+    call.set_response_model(getattr(result, "model", None))
     response_id = getattr(result, "id", None)
     if isinstance(response_id, str):
         attrs["ai.response_id"] = response_id
@@ -237,7 +237,7 @@ def _responses_event(call: AICall, event: Any) -> None:
     if response is None:
         return
     if "ai.response_id" not in call.attrs:
-        call.set_model(getattr(response, "model", None))
+        call.set_response_model(getattr(response, "model", None))
         call.attrs["ai.response_id"] = getattr(response, "id", None)
     usage = getattr(response, "usage", None)
     if usage is not None:

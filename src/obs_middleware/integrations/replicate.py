@@ -3,7 +3,8 @@
 Patches ``Client.run``/``async_run``/``stream``/``async_stream`` and the prediction entry
 points they call (``predictions.create``, ``models.predictions.create``, deployments'
 ``predictions.create``, ``Prediction.wait``; sync and async). A ``run()`` is one span: the inner
-``create`` and ``wait`` join it and give it the prediction id (``ai.request_id``), model and
+``create`` and ``wait`` join it and give it the prediction id (``ai.request_id``), the model
+that ran (``ai.response_model``; ``ai.model`` stays the model or deployment called) and
 version, status, queue time (``started_at - created_at``), ``metrics.predict_time``
 (``ai.gpu_seconds``), token counts of language models and the number of output files. The
 module aliases (``replicate.run``…), bound to the default client at import, are re-bound so
@@ -86,7 +87,9 @@ def _from_prediction(call: AICall, prediction: Any) -> None:
     if prediction is None:
         return
     call.set_request_id(getattr(prediction, "id", None))
-    call.set_model(getattr(prediction, "model", None), version=getattr(prediction, "version", None))
+    call.set_model(None, version=getattr(prediction, "version", None))
+    # What ran (a deployment's model): the call stays grouped under the name it was made with.
+    call.set_response_model(getattr(prediction, "model", None))
     status = getattr(prediction, "status", None)
     call.attrs["ai.prediction_status"] = status
     created = _timestamp(getattr(prediction, "created_at", None))

@@ -18,9 +18,15 @@ function fmtMs(ms) {
   return ms.toFixed(2) + " ms";
 }
 function fmtNum(n) { return n == null ? "-" : Number(n).toLocaleString("en-US", { maximumFractionDigits: 2 }); }
+// As obs report writes dollars (cli/_stats.py usd): below a cent, two significant digits.
 function fmtUsd(v) {
-  if (v > 0 && v < 0.0001) return "<$0.0001";
-  return "$" + (v || 0).toFixed(v >= 1 ? 2 : 4);
+  v = v || 0;
+  if (v < 0) return "-" + fmtUsd(-v);
+  if (v === 0) return "$0";
+  if (v >= 1) return "$" + v.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+  if (v >= 0.01) return "$" + v.toFixed(4);
+  if (v < 1e-10) return "<$0.0000000001";
+  return "$" + v.toFixed(1 - Math.floor(Math.log10(v)));
 }
 function fmtPct(r) { return (100 * (r || 0)).toFixed(1) + " %"; }
 function fmtTime(us, fine) {
@@ -181,7 +187,7 @@ function renderCost(c) {
 
 function renderDatabase(d) {
   barChart($("#chart-queries"), d.slow_queries.slice(0, 8).map((q) => ({
-    label: q.statement, value: q.max, color: COLORS[3],
+    label: q.label || q.statement, value: q.max, color: COLORS[3],
     tip: `${q.statement}<br>${q.calls} calls · p95 ${fmtMs(q.p95)} · max ${fmtMs(q.max)}<br>${q.location || "location unknown"}`,
   })), { format: fmtMs, labelWidth: 190, empty: "no queries in this window" });
   const series = [];
@@ -196,6 +202,9 @@ function renderDatabase(d) {
     if (m.size) series.push({ name: `${short} size`, color: COLORS[(i * 2 + 1) % COLORS.length], dash: true, points: m.size.series.map(([t, v]) => [t, v]) });
   });
   lineChart($("#chart-pool"), series, { yFormat: fmtNum });
+  const peaks = (d.pool_peaks || []).map((p) => `${p.pool.replace(/^.*\//, "")}: peak ${fmtNum(p.peak_checked_out)} in use` +
+    `${p.size != null ? ` of ${fmtNum(p.size)}` : ""} · ${fmtNum(p.checkouts)} checkouts`);
+  if (peaks.length) $("#chart-pool").insertAdjacentHTML("beforeend", `<div class="legend">${peaks.map(esc).join("<br>")}</div>`);
 }
 
 function renderJobs(j) {
