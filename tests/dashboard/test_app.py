@@ -118,3 +118,14 @@ def test_page_and_assets_are_served_and_a_missing_store_is_reported(tmp_path: Pa
     assert page.status_code == 200 and '<script src="/static/app.js">' in page.text
     assert client.get("/static/app.js").status_code == 200
     assert client.get("/api/overview").json()["empty"] is True
+
+
+def test_a_file_that_is_not_a_store_is_reported_not_raised(tmp_path: Path) -> None:
+    jsonl = tmp_path / "records.jsonl"
+    jsonl.write_text('{"type": "span"}\n')
+    meta = TestClient(create_app(jsonl)).get("/api/meta")
+    assert meta.status_code == 200
+    assert meta.json() == {
+        "error": f"{jsonl} is not an obs SQLite store (file is not a database)",
+        "empty": True,
+    }
