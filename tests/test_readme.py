@@ -6,8 +6,9 @@ SDK's own ``OPENAI_BASE_URL``. A block may be followed by a comment the reader d
 ``<!-- readme-test: GET /path -> 200, POST /other?x=1 -> 200 -->``: the ``app`` the block built
 (ASGI, or Flask's) then answers those requests with those statuses, and the console exporter's
 output names no ``/metrics`` request (scrapes are not traced). ``<!-- readme-test: skip
-(reason) -->`` leaves a block out; no block needs it today. Shell blocks are not run: the ``obs``
-commands they show are driven by tests/cli/test_pip_user.py.
+(reason) -->`` leaves a block out; no block needs it today. The blocks also pass ``mypy
+--strict``, as a user's app would. Shell blocks are not run: the ``obs`` commands they show are
+driven by tests/cli/test_pip_user.py.
 """
 
 from __future__ import annotations
@@ -159,3 +160,21 @@ def test_python_block_runs(block: Block, tmp_path: Path, openai_url: str) -> Non
     for method, path, _ in block.requests:
         if path != "/metrics":
             assert f"{method} /" in proc.stdout, f"no server span for {method} {path}"
+
+
+def test_python_blocks_pass_mypy_strict(tmp_path: Path) -> None:
+    files = []
+    for i, block in enumerate(PYTHON):
+        path = tmp_path / f"readme_block_{i}.py"
+        path.write_text(block.code)
+        files.append(path.name)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "cache"), *files],
+        cwd=tmp_path,
+        env=os.environ | {"MYPYPATH": str(ROOT / "src")},  # this tree, not an installed copy
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -8,7 +8,7 @@ gauges as they are. Label names are sanitised the same way (``http.route`` → `
 Where metrics are served (each start logs it once at INFO):
 
 - ``metrics_app()``: an ASGI app to route at ``/metrics`` in the application itself
-  (``app.add_route("/metrics", metrics_app())``); scrapes are not traced.
+  (``Route("/metrics", metrics_app())``); scrapes are not traced.
 - A port of their own: exporter ``"prometheus"`` (port 9464, Prometheus' usual exporter port),
   ``"prometheus:PORT"``, or ``"prometheus:ADDR:PORT"``; ``PrometheusExporter(port=...)`` in code.
   The server binds 127.0.0.1 unless an address is given (``prometheus:0.0.0.0:9464``) or
@@ -297,10 +297,10 @@ class MetricsApp:
 def metrics_app(multiprocess_dir: str | None = None) -> MetricsApp:
     """Return an ASGI app answering Prometheus scrapes, to route at ``/metrics``.
 
-    Starlette and FastAPI: ``app.add_route("/metrics", metrics_app())`` (a ``Mount`` answers
-    ``/metrics`` with a redirect to ``/metrics/``); Litestar: ``asgi("/metrics")(metrics_app())``
-    among the route handlers. Scrapes are not traced. ``multiprocess_dir``: see the module
-    docstring.
+    Starlette and FastAPI: ``Route("/metrics", metrics_app())`` among the app's routes, or
+    ``app.add_route("/metrics", metrics_app())`` (a ``Mount`` answers ``/metrics`` with a redirect
+    to ``/metrics/``); Litestar: ``asgi("/metrics", copy_scope=False)(metrics_app())`` among the
+    route handlers. Scrapes are not traced. ``multiprocess_dir``: see the module docstring.
     """
     directory = _directory(multiprocess_dir)
     reg, _ = _registry(directory)
