@@ -21,7 +21,7 @@ __all__ = ["main"]
 _STORE_HELP = "SQLite store path (default: $OBS_STORE or obs.db)"
 
 # command -> (the modules it imports beyond the core, the extra that installs them)
-NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
+_NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
     "demo": (("starlette", "litestar", "sqlalchemy"), "demo"),
     "dashboard": (("starlette", "uvicorn"), "dashboard"),
 }
@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     missing = _missing(args.command)
     if missing:
-        extra = NEEDS[args.command][1]
+        extra = _NEEDS[args.command][1]
         print(
             f"obs {args.command} needs {' and '.join(missing)}, not installed here: "
             f"pip install 'obs-middleware[{extra}]'",
@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _missing(command: str) -> list[str]:
-    modules, _ = NEEDS.get(command, ((), ""))
+    modules, _ = _NEEDS.get(command, ((), ""))
     return [m for m in modules if importlib.util.find_spec(m) is None]
 
 
