@@ -1,4 +1,5 @@
-"""The unified record (DESIGN §7): fixed keys on every record, ids as hex, RFC 3339 times."""
+"""The unified record (docs/ARCHITECTURE.md, "The record"): fixed keys on every record, ids as hex,
+RFC 3339 times."""
 
 from __future__ import annotations
 

@@ -49,7 +49,7 @@ class MiniSpan:
 
 
 def _floor_exporter(workdir: Path) -> tuple[Callable[[], None], Callable[[], int]]:
-    """Encode what MiniSpan queued as the least a §7 jsonl record can be; one write per flush.
+    """Encode what MiniSpan queued as the least a jsonl record can be; one write per flush.
 
     The lower bound of any exporting implementation: no sampling, metrics, events, attribute
     protection or batching thread; ids as hex, the start as RFC 3339, one orjson call per record.

@@ -165,7 +165,7 @@ def test_obs_report_command_prints_the_same_figures_as_json_and_as_tables(
 
 def test_report_on_a_missing_store_exits_1_with_a_hint(tmp_path: Path, capsys) -> None:
     assert main(["report", "--store", str(tmp_path / "none.db")]) == 1
-    assert "make demo" in capsys.readouterr().err
+    assert "run `obs demo` to make one" in capsys.readouterr().err
 
 
 def test_since_parses_durations_and_rejects_others() -> None:

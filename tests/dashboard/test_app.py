@@ -156,3 +156,14 @@ def test_page_writes_dollars_as_obs_report_does() -> None:
         [node, "-e", script], capture_output=True, text=True, check=True, timeout=30
     ).stdout
     assert json.loads(shown) == [usd(v) for v in values]
+
+
+def test_a_file_that_is_not_a_store_is_reported_not_raised(tmp_path: Path) -> None:
+    jsonl = tmp_path / "records.jsonl"
+    jsonl.write_text('{"type": "span"}\n')
+    meta = TestClient(create_app(jsonl)).get("/api/meta")
+    assert meta.status_code == 200
+    assert meta.json() == {
+        "error": f"{jsonl} is not an obs SQLite store (file is not a database)",
+        "empty": True,
+    }

@@ -21,18 +21,26 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from litestar import Litestar, get
+from litestar.handlers import asgi
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 
 from obs_middleware import _setup
 from obs_middleware._core.metrics import dropped, http_active, http_duration, registry
-from obs_middleware.exporters import prometheus
+from obs_middleware.exporters import MemoryExporter, prometheus
 from obs_middleware.exporters.prometheus import (
     ObsCollector,
     PrometheusExporter,
     metrics_app,
     prometheus_name,
 )
+from obs_middleware.middleware import ObsMiddleware
+from obs_middleware.middleware.litestar import ObsPlugin
 
 
 @pytest.fixture(autouse=True)
@@ -131,6 +139,58 @@ def test_asgi_app_serves_the_metrics():
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     assert 'obs_dropped_total{reason="x"} 1.0' in response.text
+
+
+def _starlette_app() -> object:
+    async def hello(request: object) -> PlainTextResponse:
+        return PlainTextResponse("hi")
+
+    app = Starlette(routes=[Route("/hello", hello)])
+    app.add_route("/metrics", metrics_app())
+    app.add_middleware(ObsMiddleware)
+    return app
+
+
+def _fastapi_app() -> object:
+    app = FastAPI()
+
+    @app.get("/hello")
+    async def hello() -> str:
+        return "hi"
+
+    app.add_route("/metrics", metrics_app())
+    app.add_middleware(ObsMiddleware)
+    return app
+
+
+def _litestar_app() -> object:
+    @get("/hello")
+    async def hello() -> str:
+        return "hi"
+
+    metrics = asgi("/metrics", copy_scope=False)(metrics_app())
+    return Litestar(route_handlers=[hello, metrics], plugins=[ObsPlugin()])
+
+
+@pytest.mark.parametrize("make_app", [_starlette_app, _fastapi_app, _litestar_app])
+def test_metrics_app_at_metrics_answers_without_redirect_and_scrapes_are_not_traced(
+    configured, make_app
+):
+    memory = MemoryExporter()
+    configured(exporters=[memory])
+    app = make_app()
+
+    async def drive() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            return [await client.get(path) for path in ("/hello", "/metrics", "/metrics")]
+
+    hello, _, scrape = asyncio.run(drive())
+    assert (hello.status_code, scrape.status_code) == (200, 200)
+    assert 'http_route="/hello"' in scrape.text
+    assert "/metrics" not in scrape.text  # the first scrape was not counted as traffic
+    assert _setup.flush(5.0)
+    assert [r["name"] for r in memory.records if r.get("span.kind") == "server"] == ["GET /hello"]
 
 
 def test_standalone_port_on_loopback():

@@ -6,12 +6,16 @@ from typing import Any
 
 from .redact import client_text
 
-__all__ = ["OTHER_METHOD", "STATUS_CLASS", "content_length", "other_method"]
+__all__ = ["OTHER_METHOD", "STATUS_CLASS", "UNTRACED", "content_length", "other_method"]
 
 OTHER_METHOD = "_OTHER"  # OTel's name for a method not in HttpOptions.known_methods
 
 # The ``http.status_class`` label: ``STATUS_CLASS.get(status // 100, "xxx")`` (0: no response).
 STATUS_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+
+# A key an ASGI app sets in its request's scope to leave that request untraced, as an excluded
+# path is (no span, no metrics): the Prometheus ``metrics_app()`` does, so scrapes are not traffic.
+UNTRACED = "obs.untraced"
 
 
 def content_length(value: bytes | str | None) -> int | None:

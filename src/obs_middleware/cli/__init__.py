@@ -1,13 +1,15 @@
 """The ``obs`` command: ``demo``, ``report``, ``dashboard``, ``check``.
 
 The parser lives here; each subcommand's module (imported only when it runs, so ``obs --help``
-stays instant) has ``run(args) -> exit code``.
+stays instant) has ``run(args) -> exit code``. A command whose libraries are not installed says
+which extra brings them instead of failing on an import.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 from collections.abc import Sequence
 
@@ -17,6 +19,12 @@ from ..exporters.sqlite import default_path
 __all__ = ["main"]
 
 _STORE_HELP = "SQLite store path (default: $OBS_STORE or obs.db)"
+
+# command -> (the modules it imports beyond the core, the extra that installs them)
+_NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "demo": (("starlette", "litestar", "sqlalchemy"), "demo"),
+    "dashboard": (("starlette", "uvicorn"), "dashboard"),
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,12 +69,26 @@ def _store_options(p: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``obs`` command line; returns the process exit code."""
     args = _parser().parse_args(argv)
+    missing = _missing(args.command)
+    if missing:
+        extra = _NEEDS[args.command][1]
+        print(
+            f"obs {args.command} needs {' and '.join(missing)}, not installed here: "
+            f"pip install 'obs-middleware[{extra}]'",
+            file=sys.stderr,
+        )
+        return 1
     module = importlib.import_module(f"{__name__}.{args.command}")
     try:
         code: int = module.run(args)
     except KeyboardInterrupt:
         return 130
     return code
+
+
+def _missing(command: str) -> list[str]:
+    modules, _ = _NEEDS.get(command, ((), ""))
+    return [m for m in modules if importlib.util.find_spec(m) is None]
 
 
 if __name__ == "__main__":  # pragma: no cover

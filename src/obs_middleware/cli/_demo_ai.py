@@ -88,7 +88,9 @@ class Providers:
             try:
                 emulator, client = setup()
             except ImportError as exc:
-                self.skipped[name] = f"{exc.name or exc} is not available"
+                self.skipped[name] = (
+                    f"{exc.name or exc} is not installed (pip install 'obs-middleware[demo]')"
+                )
                 continue
             self.emulators[name] = emulator
             self.clients[name] = client

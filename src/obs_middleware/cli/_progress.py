@@ -1,12 +1,16 @@
-"""A one-line progress bar for ``obs demo`` (plain lines when not on a terminal)."""
+"""Progress for the ``obs`` commands: a one-line bar (``obs demo``), and a message printed only
+when a step outlasts a second (``after``)."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from typing import TextIO
 
-__all__ = ["Progress"]
+__all__ = ["Progress", "after"]
 
 _WIDTH = 32
 
@@ -59,3 +63,24 @@ class Progress:
         if self.tty:
             self.stream.write("\r" + self._line() + "\n")
             self.stream.flush()
+
+
+@contextlib.contextmanager
+def after(delay_s: float, message: str, stream: TextIO | None = None) -> Iterator[None]:
+    """Print ``message`` (to stderr) if the block is still running ``delay_s`` seconds in.
+
+    A quick step prints nothing; a slow one says what it is doing instead of looking hung.
+    """
+    out = stream or sys.stderr
+
+    def say() -> None:
+        out.write(message + "\n")
+        out.flush()
+
+    timer = threading.Timer(delay_s, say)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()

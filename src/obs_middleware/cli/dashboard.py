@@ -7,23 +7,17 @@ warned about: the page serves prompts, user ids and error messages without authe
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
+
+from ._store import MISSING_HINT, problem
 
 __all__ = ["run"]
 
 
 def run(args: argparse.Namespace) -> int:
     """``obs dashboard``: serve until interrupted."""
-    missing = [m for m in ("starlette", "uvicorn") if importlib.util.find_spec(m) is None]
-    if missing:
-        print(
-            f"obs dashboard needs {' and '.join(missing)}: pip install 'obs-middleware[dashboard]'",
-            file=sys.stderr,
-        )
-        return 1
-    from ..dashboard import is_loopback, serve  # noqa: PLC0415 - after the dependency check
+    from ..dashboard import is_loopback, serve  # noqa: PLC0415 - after main's dependency check
 
     remote = not is_loopback(args.host)
     if remote and not args.allow_remote:
@@ -44,7 +38,15 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     if not os.path.exists(args.store):
-        print(f"obs dashboard: no store at {args.store} yet; the page fills in when it appears")
+        print(
+            f"obs dashboard: no store at {args.store} yet; the page fills in when it appears "
+            f"({MISSING_HINT})"
+        )
+    else:
+        trouble = problem(args.store)
+        if trouble is not None:
+            print(f"obs dashboard: {trouble}", file=sys.stderr)
+            return 1
     print(f"obs dashboard: http://{args.host}:{args.port}/  (store {os.path.abspath(args.store)})")
     serve(args.store, host=args.host, port=args.port, allow_remote=remote)
     return 0

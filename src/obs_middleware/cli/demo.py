@@ -30,7 +30,7 @@ from ..exporters.sqlite_store import Filters
 from . import _asgi as asgi
 from ._demo_ai import Providers
 from ._demo_app import USERS, DemoService
-from ._progress import Progress
+from ._progress import Progress, after
 from .report import report
 
 __all__ = ["SERVICE", "run"]
@@ -256,7 +256,8 @@ def run(args: argparse.Namespace) -> int:
         finally:
             service.db.close()
             providers.close()
-    obs.shutdown(30.0)
+    with after(1.0, "obs demo: writing the last records to the store…"):
+        obs.shutdown(30.0)
     print(f"\n{sent} requests ({failures} answered 5xx) in {time.perf_counter() - started:.1f} s")
     print(f"records: {store} (SQLite store) and {jsonl} (JSON lines)\n")
     report(store, Filters(SERVICE))

@@ -10,6 +10,7 @@ digits (``$0.000036``). ``--json`` prints the same figures as one JSON document.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
@@ -19,7 +20,9 @@ from typing import Any, TextIO
 import orjson
 
 from ..exporters.sqlite_store import Filters, Row, Store, short_labels
+from ._progress import after
 from ._stats import table, usd
+from ._store import problem
 
 __all__ = ["figures", "render", "run"]
 
@@ -216,12 +219,18 @@ def run(args: argparse.Namespace) -> int:
     """``obs report``."""
     try:
         f = Filters(args.service, parse_since(args.since))
-        report(args.store, f, as_json=args.json)
-    except FileNotFoundError:
-        hint = "run `make demo`, or export to the 'sqlite' exporter"
-        print(f"obs report: no store at {args.store} ({hint})", file=sys.stderr)
-        return 1
     except ValueError as exc:
         print(f"obs report: {exc}", file=sys.stderr)
         return 2
+    trouble = problem(args.store)
+    if trouble is not None:
+        print(f"obs report: {trouble}", file=sys.stderr)
+        return 1
+    with after(1.0, f"obs report: reading {args.store} ({_size(args.store)})…"):
+        report(args.store, f, as_json=args.json)
     return 0
+
+
+def _size(path: str) -> str:
+    size = os.path.getsize(path)
+    return f"{size / 1e6:,.1f} MB" if size >= 1e6 else f"{size / 1e3:,.0f} kB"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,9 @@ def create_app(store_path: str | os.PathLike[str]) -> Starlette:
                 return JSONResponse({"error": f"no store at {path} yet", "empty": True})
             try:
                 return JSONResponse(figure(store, _filters(store, request), request))
+            except sqlite3.DatabaseError as exc:  # a file that is not (or no longer) a store
+                error = f"{path} is not an obs SQLite store ({exc})"
+                return JSONResponse({"error": error, "empty": True})
             finally:
                 store.close()
 

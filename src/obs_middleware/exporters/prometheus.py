@@ -7,7 +7,8 @@ gauges as they are. Label names are sanitised the same way (``http.route`` → `
 
 Where metrics are served (each start logs it once at INFO):
 
-- ``metrics_app()``: an ASGI app to mount at ``/metrics`` in the application itself.
+- ``metrics_app()``: an ASGI app to route at ``/metrics`` in the application itself
+  (``Route("/metrics", metrics_app())``); scrapes are not traced.
 - A port of their own: exporter ``"prometheus"`` (port 9464, Prometheus' usual exporter port),
   ``"prometheus:PORT"``, or ``"prometheus:ADDR:PORT"``; ``PrometheusExporter(port=...)`` in code.
   The server binds 127.0.0.1 unless an address is given (``prometheus:0.0.0.0:9464``) or
@@ -49,12 +50,13 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString
 
+from .._core.http import UNTRACED
 from .._core.internal import warn_once
 from .._core.metrics import HistogramPoint, MetricSnapshot, registry
 from .._json import dumps_json, valid_text
 from .._record import Record
 
-__all__ = ["ObsCollector", "PrometheusExporter", "metrics_app", "prometheus_name"]
+__all__ = ["MetricsApp", "ObsCollector", "PrometheusExporter", "metrics_app", "prometheus_name"]
 
 _log = logging.getLogger("obs_middleware")
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
@@ -274,15 +276,39 @@ def _directory(multiprocess_dir: str | None) -> str | None:
     )
 
 
-def metrics_app(multiprocess_dir: str | None = None) -> Callable[..., Any]:
-    """Return an ASGI app answering Prometheus scrapes (mount it at ``/metrics``)."""
+class MetricsApp:
+    """The ASGI app ``metrics_app()`` returns: answers every HTTP request with a scrape.
+
+    A class, not a function, so that Starlette's ``Route``/``add_route`` call it as an ASGI app
+    (an exact ``/metrics`` route, where a ``Mount`` would redirect ``/metrics`` to
+    ``/metrics/``); it marks its request untraced, so ``ObsMiddleware`` records no span and no
+    metrics for scrapes.
+    """
+
+    def __init__(self, app: Callable[..., Any]) -> None:
+        self._app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Answer one scrape (only HTTP scopes reach it from a route)."""
+        scope[UNTRACED] = True
+        await self._app(scope, receive, send)
+
+
+def metrics_app(multiprocess_dir: str | None = None) -> MetricsApp:
+    """Return an ASGI app answering Prometheus scrapes, to route at ``/metrics``.
+
+    Starlette and FastAPI: ``Route("/metrics", metrics_app())`` among the app's routes, or
+    ``app.add_route("/metrics", metrics_app())`` (a ``Mount`` answers ``/metrics`` with a redirect
+    to ``/metrics/``); Litestar: ``asgi("/metrics", copy_scope=False)(metrics_app())`` among the
+    route handlers. Scrapes are not traced. ``multiprocess_dir``: see the module docstring.
+    """
     directory = _directory(multiprocess_dir)
     reg, _ = _registry(directory)
     _log.info(
         "obs-middleware: Prometheus metrics of %s served where metrics_app() is mounted",
         f"every process writing to {directory}" if directory else "this process",
     )
-    return make_asgi_app(reg)
+    return MetricsApp(make_asgi_app(reg))
 
 
 DEFAULT_PORT = 9464

@@ -9,7 +9,7 @@ from .. import _setup
 from .._core import span as _span
 from .._core.config import HttpOptions
 from .._core.context import parse_trace_fields, parse_traceparent, valid_request_id
-from .._core.http import content_length, other_method
+from .._core.http import UNTRACED, content_length, other_method
 from .._core.internal import internal_error
 from .._core.metrics import http_active
 from ._excluded import run_excluded
@@ -129,16 +129,19 @@ class ObsMiddleware:
         finally:
             try:
                 next(active)
-                finish_request(
-                    span,
-                    route_template(scope, span.attrs),
-                    status,
-                    request_size,
-                    response_size,
-                    end_ns,
-                    options,
-                    scope,
-                )
+                if UNTRACED in scope:  # an app that asked not to be traced (metrics_app)
+                    span.deactivate()
+                else:
+                    finish_request(
+                        span,
+                        route_template(scope, span.attrs),
+                        status,
+                        request_size,
+                        response_size,
+                        end_ns,
+                        options,
+                        scope,
+                    )
             except Exception:
                 internal_error("asgi request end")
 

@@ -334,7 +334,7 @@ async function refresh() {
     const meta = await api("meta");
     if (meta.error) {
       $("#empty").hidden = false;
-      $("#empty").textContent = `${meta.error} — run \`make demo\`, or configure the "sqlite" exporter.`;
+      $("#empty").textContent = `${meta.error} — run \`obs demo\`, or configure the "sqlite" exporter.`;
       return;
     }
     $("#empty").hidden = true;
