@@ -12,8 +12,8 @@ method needs to check them. Modes:
 - ``none``: ``exporters="none"``: only what the request thread does;
 - ``middleware-only``: ``ObsMiddleware`` alone, ``exporters="none"``, no ``instrument_all()``.
 
-The bare engines are made before ``instrument_all()`` (it instruments engines made after it), the
-instrumented one after. W1's OpenAI and httpx patches patch SDK classes that the bare apps use
+The bare engines are made before ``instrument_all()`` and uninstrumented after each call of it
+(it instruments every engine alive, see ``bare_engines``), the instrumented one after. W1's OpenAI and httpx patches patch SDK classes that the bare apps use
 too, so W1 toggles them: the ``obs`` side's ``before()`` calls ``instrument_all()`` and its
 ``after()`` ``uninstrument_all()``, both untimed; its engine is pinned with
 ``instrument_sqlalchemy(engine)`` so that it stays instrumented through the toggle. W2 and W3 keep
@@ -134,13 +134,20 @@ def _configure(mode: str, workdir: Path) -> Path | None:
     return path
 
 
+# The bare apps' engines: instrument_all() finds and instruments the engines alive when it runs,
+# so each call is followed by uninstrumenting these.
+bare_engines: list[Any] = []
+
+
 def _instrument_all() -> list[str]:
     report = obs.instrument_all()
+    for engine in bare_engines:
+        obs.uninstrument_sqlalchemy(engine)
     return [o.name for o in report if o.status in ("patched", "already")]
 
 
 def _toggle_on() -> None:
-    obs.instrument_all()
+    _instrument_all()
 
 
 def _toggle_off() -> None:
@@ -164,8 +171,11 @@ def build(workload: str, mode: str, workdir: Path) -> Setup:
     def side(name: str, app: Any) -> Side:
         return Side(name, Driver(app, loop=loop, **module.REQUEST), module.check)
 
-    bare = side("bare", module.new_app(url)[0])
-    bare2 = side("bare2", module.new_app(url)[0])
+    bare_app, bare_engine = module.new_app(url)
+    bare2_app, bare2_engine = module.new_app(url)
+    bare_engines[:] = [bare_engine, bare2_engine]
+    bare = side("bare", bare_app)
+    bare2 = side("bare2", bare2_app)
     for _ in range(5):  # first requests open connections, compile routes, fill caches
         bare.driver.call_once()
     bare_calls = call_count(bare)
