@@ -277,7 +277,7 @@ def test_tally_is_exact_under_many_threads(reg: Registry) -> None:
 
 def test_histogram_folds_long_queues_on_the_recording_thread_exactly(reg: Registry) -> None:
     h = reg.histogram("h", ("k",), bounds=(1.0, 10.0))
-    values = [0.5, 5.0, 50.0] * (metrics._FOLD_AT + 1)  # several folds per label set
+    values = [0.5, 5.0, 50.0] * (metrics.FOLD_AT + 1)  # several folds per label set
     for v in values:
         h.record(("a",), v)
         h.record(("b",), v * 2)
@@ -285,3 +285,26 @@ def test_histogram_folds_long_queues_on_the_recording_thread_exactly(reg: Regist
     n = len(values) // 3
     assert rows[("a",)] == [n, n, n, sum(values), len(values)]
     assert rows[("b",)] == [n, n, n, 2 * sum(values), len(values)]
+
+
+def test_a_kept_series_records_like_record_and_stays_valid_across_reset(reg: Registry) -> None:
+    h = reg.histogram("h", ("k",), bounds=(1.0,))
+    series = h.series(("a",))
+    assert h.series(("a",)) is series and series.labels == ("a",)
+    assert h.rows() == {}  # a series asked for but never recorded shows no point
+    series.append(0.5)
+    h.record(("a",), 2.0)
+    assert h.rows() == {("a",): [1, 1, 2.5, 2]}
+    h.reset()
+    assert h.rows() == {}
+    series.append(0.5)  # the handle still records after a reset (metrics reset after fork)
+    assert h.rows() == {("a",): [1, 0, 0.5, 1]}
+
+
+def test_beyond_the_cap_a_series_is_the_overflow_one_and_says_so(
+    reg: Registry, overflow_log: None
+) -> None:
+    h = reg.histogram("h", ("k",))
+    h.max_series = 1
+    assert h.series(("a",)).labels == ("a",)
+    assert h.series(("b",)).labels == (metrics.OVERFLOW,)

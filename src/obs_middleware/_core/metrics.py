@@ -35,6 +35,7 @@ from .internal import warn_once
 
 __all__ = [
     "DURATION_BUCKETS_MS",
+    "FOLD_AT",
     "OVERFLOW",
     "Counter",
     "Gauge",
@@ -44,6 +45,7 @@ __all__ = [
     "InFlight",
     "MetricSnapshot",
     "Registry",
+    "Series",
     "Tally",
     "dropped",
     "http_active",
@@ -52,7 +54,7 @@ __all__ = [
 ]
 
 Labels = tuple[str, ...]
-_FOLD_AT = 256  # queued observations of one histogram series folded in by the recording thread
+FOLD_AT = 256  # queued observations of one histogram series folded in by the recording thread
 Kind = Literal["counter", "updown", "gauge", "histogram"]
 
 # A 1-2-5 series from 50 µs to 60 s: percentiles interpolate within a bucket (error < one step).
@@ -257,8 +259,47 @@ class Gauge(_Metric):
         pass  # nothing stored: values live in the observed objects
 
 
+class Series(deque[float]):
+    """One label set of a histogram: the observations not folded in yet, and its row.
+
+    The hot path keeps a series (``Histogram.series``) and records with ``series.append(value)``
+    (atomic, no lock), then ``series.fold()`` once ``len(series) >= FOLD_AT``.
+    """
+
+    __slots__ = ("_histogram", "labels", "row")
+
+    def __init__(self, histogram: Histogram, labels: Labels, row: list[float]) -> None:
+        super().__init__()
+        self._histogram = histogram
+        self.labels = labels
+        self.row = row  # counts per bucket..., sum, count
+
+    def fold(self) -> None:
+        """Fold the queued observations into the row (bucketing, counting and summing in C)."""
+        with self._histogram._lock:
+            self._fold()
+
+    def _fold(self) -> None:  # under the histogram's lock: only folds take from the queue
+        count = len(self)
+        if not count:
+            return
+        popleft = self.popleft
+        values = [popleft() for _ in range(count)]
+        row = self.row
+        for index, n in collections.Counter(
+            map(bisect_left, repeat(self._histogram.bounds), values)
+        ).items():
+            row[index] += n
+        row[-2] += sum(values)
+        row[-1] += count
+
+
 class Histogram(_Metric):
-    """Fixed-bucket histogram per label set; also answers the count (a request counter)."""
+    """Fixed-bucket histogram per label set; also answers the count (a request counter).
+
+    Recording takes no lock: each label set's ``Series`` queues observations, folded into its
+    buckets on read or once ``FOLD_AT`` are queued.
+    """
 
     kind: Kind = "histogram"
 
@@ -272,82 +313,65 @@ class Histogram(_Metric):
     ) -> None:
         super().__init__(name, label_names, unit, description)
         self.bounds = tuple(bounds)
-        self._data: dict[Labels, list[float]] = {}  # counts per bucket..., sum, count
-        # Per label set: observations not folded in yet (appended without a lock), and its row.
-        self._queues: dict[Labels, tuple[deque[float], list[float]]] = {}
+        self._series: dict[Labels, Series] = {}
 
     def record(self, labels: Labels, value: float) -> None:
-        """Add one observation: an atomic append to its label set's queue, folded into the
-        buckets on read (or when ``_FOLD_AT`` are queued), so the request path takes no lock.
-        """
-        entry = self._queues.get(labels)
-        if entry is None:
-            entry = self._entry(labels)
-        queue = entry[0]
-        queue.append(value)
-        if len(queue) >= _FOLD_AT:
-            with self._lock:
-                self._fold_entry(entry)
+        """Add one observation (per-call code that records one label set keeps ``series()``)."""
+        series = self._series.get(labels)
+        if series is None:
+            series = self.series(labels)
+        series.append(value)
+        if len(series) >= FOLD_AT:
+            series.fold()
 
-    def _entry(self, labels: Labels) -> tuple[deque[float], list[float]]:
-        """The queue and row of a label set seen for the first time; beyond the cap, the
-        overflow series' (each observation sent there is counted)."""
+    def series(self, labels: Labels) -> Series:
+        """The series of ``labels``; beyond ``max_series`` label sets, the overflow series
+        (counted once per call: keep a series only if its ``labels`` are the ones asked for).
+        """
+        series = self._series.get(labels)
+        if series is not None:
+            return series
         with self._lock:
-            queues = self._queues
-            entry = queues.get(labels)
-            if entry is not None:
-                return entry
-            full = len(queues) >= self.max_series
+            known = self._series
+            series = known.get(labels)
+            if series is not None:
+                return series
+            full = len(known) >= self.max_series
             if full:
                 labels = _overflow(self)
-                entry = queues.get(labels)
-            if entry is None:
-                row = self._data[labels] = [0.0] * (len(self.bounds) + 3)
-                entry = queues[labels] = (deque(), row)
+                series = known.get(labels)
+            if series is None:
+                series = known[labels] = Series(self, labels, [0.0] * (len(self.bounds) + 3))
         if full:
             _folded(self, 1)
-        return entry
-
-    def _fold_entry(self, entry: tuple[deque[float], list[float]]) -> None:
-        """Fold what a queue holds into its row (under the lock: only folds take from queues).
-
-        Bucketing, counting and summing run in C over the batch (``map``, ``Counter``, ``sum``).
-        """
-        queue, row = entry
-        count = len(queue)
-        if not count:
-            return
-        popleft = queue.popleft
-        values = [popleft() for _ in range(count)]
-        for index, n in collections.Counter(map(bisect_left, repeat(self.bounds), values)).items():
-            row[index] += n
-        row[-2] += sum(values)
-        row[-1] += count
+        return series
 
     def _fold(self) -> None:
         with self._lock:
-            for entry in self._queues.values():
-                self._fold_entry(entry)
+            for series in self._series.values():
+                series._fold()
 
     def _points(self) -> dict[Labels, float | HistogramPoint]:
         return {k: _point(self.bounds, r) for k, r in self.rows().items()}
 
     def rows(self) -> dict[Labels, list[float]]:
-        """Copy of each label set's bucket counts, then its sum and count."""
+        """Copy of each observed label set's bucket counts, then its sum and count."""
         self._fold()
         with self._lock:
-            return {k: list(v) for k, v in self._data.items()}
+            return {k: list(s.row) for k, s in self._series.items() if s.row[-1]}
 
     def counts(self) -> dict[Labels, float]:
-        """Observation count per label set."""
+        """Observation count per observed label set."""
         self._fold()
         with self._lock:
-            return {k: r[-1] for k, r in self._data.items()}
+            return {k: s.row[-1] for k, s in self._series.items() if s.row[-1]}
 
-    def reset(self) -> None:  # noqa: D102
+    def reset(self) -> None:
+        """Forget every value; series handed out stay valid (and empty)."""
         with self._lock:
-            self._queues.clear()
-            self._data.clear()
+            for series in self._series.values():
+                series.clear()
+                series.row[:] = [0.0] * len(series.row)
 
 
 OVERFLOW = "_OTHER"  # every label of the series that takes a full metric's new label sets

@@ -10,7 +10,7 @@ from .._core import span as _span
 from .._core.config import HttpOptions
 from .._core.http import OTHER_METHOD, STATUS_CLASS
 from .._core.internal import internal_error
-from .._core.metrics import http_duration
+from .._core.metrics import FOLD_AT, Series, http_duration
 from .._core.redact import SENSITIVE_HEADERS, clean_path, scrub
 from .._core.span import Span
 
@@ -97,18 +97,23 @@ def finish_request(  # noqa: PLR0917 - positional on purpose: called once per re
             except Exception:
                 internal_error("user_id hook")
     span.end(end_ns)
-    labels = _labels.get((method, template, status))
-    if labels is None:
-        labels = _duration_labels(method, template, status)
-    http_duration.record(labels, (end_ns - span.start_ns) / 1e6)
+    series = _series.get((method, template, status))
+    if series is None:
+        series = _duration_series(method, template, status)
+    series.append((end_ns - span.start_ns) / 1e6)
+    if len(series) >= FOLD_AT:
+        series.fold()
 
 
-# (method, template, status) -> the duration metric's labels (method, route, status class)
-_labels: dict[tuple[str, str | None, int], tuple[str, str, str]] = {}
+# (method, template, status) -> the duration metric's series (method, route, status class)
+_series: dict[tuple[str, str | None, int], Series] = {}
 
 
-def _duration_labels(method: str, template: str | None, status: int) -> tuple[str, str, str]:
+def _duration_series(method: str, template: str | None, status: int) -> Series:
     labels = (method, template or "", STATUS_CLASS.get(status // 100, "xxx"))
-    if len(_labels) < _MAX_NAMES:  # as for names: raw paths from a framework must not grow us
-        _labels[method, template, status] = labels
-    return labels
+    series = http_duration.series(labels)
+    # As for names, raw paths from a framework must not grow us; an overflow series is asked for
+    # each time, so each of its observations is counted.
+    if len(_series) < _MAX_NAMES and series.labels == labels:
+        _series[method, template, status] = series
+    return series

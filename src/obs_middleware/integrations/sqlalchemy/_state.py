@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..._core import internal
-from ..._core.metrics import dropped
+from ..._core.metrics import Histogram, Series, dropped
 from .._sql import analyze
 
 if TYPE_CHECKING:
@@ -37,8 +37,9 @@ lock = threading.RLock()
 states: weakref.WeakKeyDictionary[Engine, EngineState] = weakref.WeakKeyDictionary()
 _made: weakref.WeakSet[EngineState] = weakref.WeakSet()  # every state, for their locks at fork
 
-# Per distinct statement text: (span attributes to copy, metric labels, may take a comment).
-Entry = tuple[dict[str, Any], tuple[str, str], bool]
+# Per distinct statement text: (span attributes to copy, metric labels, may take a comment, the
+# duration histogram's series of those labels).
+Entry = tuple[dict[str, Any], tuple[str, str], bool, Series | None]
 
 
 class EngineState:
@@ -86,7 +87,7 @@ class EngineState:
         self.listeners: list[tuple[str, Callable[..., Any]]] = []  # pool events we listen to
         _made.add(self)
 
-    def entry(self, statement: str) -> Entry:
+    def entry(self, statement: str, duration: Histogram) -> Entry:
         """Analyze a statement seen for the first time (then served from ``statements``)."""
         found = analyze(statement, backslash_escapes=self.backslash)
         attrs = dict(self.attrs)
@@ -94,7 +95,11 @@ class EngineState:
         if found.tables is not None:
             attrs["db.table"] = found.tables
         attrs["db.statement"] = found.statement
-        entry = (attrs, (found.operation, self.pool_name), not found.has_comment)
+        labels = (found.operation, self.pool_name)
+        series = duration.series(labels)
+        # An overflow series is not kept (None: recorded through the histogram, each counted).
+        kept = series if series.labels == labels else None
+        entry = (attrs, labels, not found.has_comment, kept)
         with self.lock:
             statements = self.statements
             if len(statements) >= MAX_STATEMENTS:

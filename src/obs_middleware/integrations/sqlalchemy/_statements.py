@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..._core import events
 from ..._core import span as _span
 from ..._core.context import format_traceparent
+from ..._core.metrics import FOLD_AT
 from ..._core.redact import PRIVATE, error_message
 from ..._core.sampling import MAX_BUFFERED
 from ._state import DIALECT_METHODS, EngineState, Entry, internal_error, library, log
@@ -68,11 +69,11 @@ def _timed(
     statements = state.statements
     new_span = _span.Span
     current = _span.get_current
-    record = metrics.duration.record
+    duration = metrics.duration
 
     def timed(cursor: Any, statement: str, parameters: Any, context: Any = None) -> Any:
         try:
-            entry = statements.get(statement) or state.entry(statement)
+            entry = statements.get(statement) or state.entry(statement, duration)
             sent = statement
             span = None
             parent = current()
@@ -127,7 +128,13 @@ def _timed(
                     span.end(end)
             if elapsed >= state.slow_ns:
                 _slow(state, span, entry, start, end, metrics)
-            record(entry[1], elapsed / 1e6)
+            series = entry[3]
+            if series is None:
+                duration.record(entry[1], elapsed / 1e6)
+            else:
+                series.append(elapsed / 1e6)
+                if len(series) >= FOLD_AT:
+                    series.fold()
         except Exception:
             internal_error("statement end")
         return result
