@@ -13,10 +13,12 @@ Each request's timeout is capped by the exporter's (the delivery layer's, shorte
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import weakref
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import requests
@@ -27,7 +29,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from .._core.context import EXPORTING
 from .http import cut
 
-__all__ = ["OtlpSession", "Unanswered", "abort_all", "quiet_sdk_logs"]
+__all__ = ["OtlpSession", "Unanswered", "abort_all", "compress", "quiet_sdk_logs", "trace_settings"]
 
 # Every connection our sessions opened in this process: ``abort_all`` shuts their sockets down.
 _open: weakref.WeakSet[HTTPConnection] = weakref.WeakSet()
@@ -85,6 +87,48 @@ class OtlpSession(requests.Session):
         if response.status_code >= 400:
             raise Unanswered(f"HTTP {response.status_code}")
         return response
+
+
+def trace_settings(
+    session: requests.Session, headers: Mapping[str, str], environ: Mapping[str, str] = os.environ
+) -> tuple[dict[str, str], str]:
+    """Headers and compression of our trace requests, from the ``OTEL_EXPORTER_OTLP_*`` variables
+    the SDK's span exporter reads (headers, compression, certificates, which go on ``session``),
+    then ``headers``. Returns the request headers and the compression (``gzip``, ``deflate``
+    or ``""``)."""
+
+    def env(name: str) -> str:
+        return environ.get(f"OTEL_EXPORTER_OTLP_TRACES_{name}") or environ.get(
+            f"OTEL_EXPORTER_OTLP_{name}", ""
+        )
+
+    out = {"Content-Type": "application/x-protobuf"}
+    if env("HEADERS"):
+        from opentelemetry.util.re import parse_env_headers  # noqa: PLC0415 - rarely set
+
+        try:
+            out.update(parse_env_headers(env("HEADERS"), liberal=True))
+        except TypeError:  # SDKs before ``liberal``
+            out.update(parse_env_headers(env("HEADERS")))
+    out.update(headers)
+    compression = env("COMPRESSION").strip().lower()
+    compression = compression if compression in ("gzip", "deflate") else ""
+    if compression:
+        out["Content-Encoding"] = compression
+    session.verify = env("CERTIFICATE") or True
+    client_cert, client_key = env("CLIENT_CERTIFICATE"), env("CLIENT_KEY")
+    if client_cert:
+        session.cert = (client_cert, client_key) if client_key else client_cert
+    return out, compression
+
+
+def compress(body: bytes, compression: str) -> bytes:
+    """``body`` compressed as ``trace_settings`` said (``""``: as it is)."""
+    if compression == "gzip":
+        return gzip.compress(body, 6, mtime=0)
+    if compression == "deflate":
+        return zlib.compress(body)
+    return body
 
 
 def abort_all() -> None:
