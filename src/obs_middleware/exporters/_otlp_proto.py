@@ -79,6 +79,10 @@ _SMALL = 4096
 _V = [varint(i) for i in range(_SMALL)]
 
 
+# ``ScopeSpans.spans`` field headers (tag and length) of spans below _SMALL bytes.
+_SPAN_HEADS = [b"\x12" + v for v in _V]
+
+
 def _len(n: int) -> bytes:
     return _V[n] if n < _SMALL else varint(n)
 
@@ -296,7 +300,9 @@ class SpanEncoder:
         span_type = _span.Span
         keys = self._keys
         names = self._names
-        small = _V
+        heads = _SPAN_HEADS
+        ids, ids_parent, times, kinds, mask = _IDS, _IDS_PARENT, _TIMES, _KINDS, _MASK64
+        traces: dict[_span.LocalTrace, bytes] = {}  # per batch: what a trace's spans share
         out: list[str] = []
         append = out.append
         for item in items:
@@ -315,26 +321,21 @@ class SpanEncoder:
                 start = (anchor + start_ns) // 1000 * 1000
                 end = start + round((item.end_ns - start_ns) // 1000 / 1000 * 1_000_000)
                 p = [
-                    _IDS_PARENT(0x0A10, tid >> 64, tid & _MASK64, 0x1208, item.span_id, 0x2208, pid)
+                    ids_parent(0x0A10, tid >> 64, tid & mask, 0x1208, item.span_id, 0x2208, pid)
                     if pid
-                    else _IDS(0x0A10, tid >> 64, tid & _MASK64, 0x1208, item.span_id),
+                    else ids(0x0A10, tid >> 64, tid & mask, 0x1208, item.span_id),
                     nf,
-                    _KINDS.get(item.kind, _INTERNAL),
-                    _TIMES(0x39, start, 0x41, end),
+                    kinds.get(item.kind, _INTERNAL),
+                    times(0x39, start, 0x41, end),
                 ]
                 add = p.append
                 error_type = item.error_type
                 if error_type is not None:
                     add(self._local(self._error_type, error_type))
-                v = local.user_id
-                if v is not None:
-                    add(self._local(self._user, v))
-                v = local.tier
-                if v is not None:
-                    add(self._local(self._tier, v))
-                v = local.request_id
-                if v is not None:
-                    add(self._local(self._request, v))
+                shared = traces.get(local)
+                if shared is None:
+                    shared = traces[local] = self._trace(local)
+                add(shared)
                 for key, value in item.attrs.items():
                     entry = keys.get(key)
                     if entry is None:
@@ -366,14 +367,9 @@ class SpanEncoder:
                     p.insert(len(p) - (status == "error"), self._events(item.events, anchor))
                 add(status_field)
                 add(_FLAGS_REMOTE if remote else _FLAGS)
-                trace_state = local.tracestate
-                if trace_state:
-                    if type(trace_state) is not str:
-                        raise _Fallback
-                    add(b"\x1a" + _text(trace_state)[1:])
                 body = b"".join(p)
                 n = len(body)
-                data = b"\x12" + (small[n] if n < _SMALL else varint(n)) + body
+                data = heads[n] + body if n < _SMALL else b"\x12" + varint(n) + body
             except (_Fallback, ArithmeticError, struct.error, TypeError, ValueError):
                 self.fallbacks += 1
                 fb = self.fallback(
@@ -406,7 +402,13 @@ class SpanEncoder:
 
     def _attribute(self, entry: _Entry, value: Any, kind: type) -> bytes:
         # An attribute field not in the cache: encoded, and cached if its value is likely to recur.
-        field = _field(b"\x4a", entry[0], _value(value))
+        if kind is str:
+            data = value.encode()
+            n = len(data)
+            kv = b"".join((entry[0], b"\x12", _len(n + 1 + len(_len(n))), b"\x0a", _len(n), data))
+            field = b"\x4a" + _len(len(kv)) + kv
+        else:
+            field = _field(b"\x4a", entry[0], _value(value))
         if self._cached < _MAX_KEYS * 8:
             if kind is str:
                 cache: dict[Any, bytes] | None = entry[1]
@@ -422,6 +424,24 @@ class SpanEncoder:
                 cache[value] = field
                 self._cached += 1
         return field
+
+    def _trace(self, local: _span.LocalTrace) -> bytes:
+        # The fields a trace's spans share: its user, tier and request id attributes (in the
+        # record path's order, after ``error.type``), and its ``tracestate``.
+        parts = []
+        for entry, value in (
+            (self._user, local.user_id),
+            (self._tier, local.tier),
+            (self._request, local.request_id),
+        ):
+            if value is not None:
+                parts.append(self._local(entry, value))
+        trace_state = local.tracestate
+        if trace_state:
+            if type(trace_state) is not str:
+                raise _Fallback
+            parts.append(b"\x1a" + _text(trace_state)[1:])
+        return b"".join(parts)
 
     def _local(self, entry: _Entry, value: Any) -> bytes:
         # A field of the trace (user, tier, request id) or the span's error type or status.
