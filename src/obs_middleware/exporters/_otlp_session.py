@@ -1,4 +1,5 @@
-"""The ``requests`` session the OTel SDK's OTLP exporters post through (``session=``, their seam).
+"""The ``requests`` session our OTLP requests go through: the trace requests we write
+(``post_body``), and the SDK's metric exporter's (``session=``, its seam).
 
 Left to itself the SDK retries a refused or unanswered request with 1 s, 2 s, 4 s backoffs until
 its timeout, blind to our breaker and to shutdown, and logs every retry: ``obs.flush()`` against a
@@ -72,9 +73,22 @@ class OtlpSession(requests.Session):
         super().__init__()
         self.limit = limit
         self._settings: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._templates: dict[str, requests.PreparedRequest] = {}
         adapter = _Adapter()
         self.mount("http://", adapter)
         self.mount("https://", adapter)
+
+    def post_body(self, url: str, headers: Mapping[str, str], body: bytes, timeout: float) -> None:
+        """POST ``body`` as ``post`` would, without its per-request preparation: the request
+        (URL, headers, cookies, netrc auth, hooks) is prepared once per URL, then copied."""
+        template = self._templates.get(url)
+        if template is None:
+            template = self.prepare_request(requests.Request("POST", url, headers=dict(headers)))
+            self._templates[url] = template
+        prepared = template.copy()
+        prepared.prepare_body(body, None)
+        settings = self.merge_environment_settings(url, {}, None, None, None)
+        self.send(prepared, timeout=timeout, allow_redirects=False, **settings)
 
     def merge_environment_settings(
         self, url: str, proxies: Any, stream: Any, verify: Any, cert: Any

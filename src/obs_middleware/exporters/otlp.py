@@ -280,7 +280,6 @@ class OTLPExporter:
         # Our session for the traces we post, the SDK's exporter for metrics.
         session = _session(self._response, self._request_timeout)
         self._post_headers, self._compression = trace_settings(session, self._headers)
-        self._template: requests.PreparedRequest | None = None
         if not metrics:
             return session, None
         return session, OTLPMetricExporter(
@@ -334,7 +333,8 @@ class OTLPExporter:
             otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True)
         )
         try:
-            self._post(compress(body, self._compression), timeout)
+            body = compress(body, self._compression)
+            self._session.post_body(self._traces_url, self._post_headers, body, timeout)
         except Unanswered:  # failed: the status (if any) says how
             pass
         finally:
@@ -345,22 +345,6 @@ class OTLPExporter:
         if status < 300:
             return Result(Outcome.OK)
         return classify_status(status, self._response.retry_after, f"OTLP HTTP {status}")
-
-    def _post(self, body: bytes, timeout: float) -> None:
-        # ``Session.post`` without its per-request preparation: the request (URL, headers,
-        # cookies, netrc auth, hooks) is prepared once per session, then copied with each body.
-        session = self._session
-        template = self._template
-        if template is None:
-            template = session.prepare_request(
-                requests.Request("POST", self._traces_url, headers=self._post_headers)
-            )
-            self._template = template
-        prepared = template.copy()
-        prepared.prepare_body(body, None)
-        assert prepared.url is not None
-        settings = session.merge_environment_settings(prepared.url, {}, None, None, None)
-        session.send(prepared, timeout=timeout, allow_redirects=False, **settings)
 
     def _request(self, spans: Sequence[str]) -> bytes:
         bound = self._bound
