@@ -130,6 +130,20 @@ def test_usual_spans_take_the_fast_path_and_equal_the_sdk_encoding(finished: lis
     assert ours(exporter, finished) == request  # again, from the caches
 
 
+def test_cached_attribute_fields_keep_their_value_type(finished: list[Any]) -> None:
+    for value in (1, True, 1.0, 0.0, -0.0, 0, False, "1", [1], (1,), [True], float("inf")):
+        with _span.Span("s", {"n": value}):
+            pass
+    exporter = make_exporter()
+    for _ in range(2):  # the second time from the caches
+        spans = spans_of(ours(exporter, finished))
+        assert spans == reference(exporter, finished)
+        assert [s.attributes[0].value.SerializeToString() for s in spans] == [
+            s.attributes[0].value.SerializeToString() for s in reference(exporter, finished)
+        ]  # -0.0 and 0.0 compare equal: their bytes do not
+    assert exporter._encoder.fallbacks == 0
+
+
 class _remote:
     """Start ``span`` under a remote parent."""
 
