@@ -32,6 +32,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,6 +47,16 @@ DEADLINE_S = 2.0  # PipelineOptions.shutdown_timeout_s, the children's default
 # hook after another each waiting a whole deadline is the failure this matrix exists for.
 MARGIN_S = 1.0
 STOPS = ("shutdown", "sigterm", "sigterm_chained", "uvicorn", "exit")
+
+
+def _spooled_span_id(item: Any) -> str:
+    """The span id of a spooled item: a record or row, or an OTLP span as encoded
+    (a ``ScopeSpans.spans`` field, as latin-1 text)."""
+    if isinstance(item, str):
+        from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans  # noqa: PLC0415
+
+        return str(ScopeSpans.FromString(item.encode("latin-1")).spans[0].span_id.hex())
+    return str(item["span_id"])
 
 
 @dataclass(frozen=True)
@@ -193,7 +204,7 @@ def run_case(case: Case, backend: Backend, closed_url: str, tmp: Path) -> Outcom
         if any(name.endswith((".seg", ".open")) for name in files):
             spool = Spool(root, 1 << 30, 1.0)
             for batch in spool.batches():
-                spooled.extend(r["span_id"] for r in batch)
+                spooled.extend(map(_spooled_span_id, batch))
                 spool.ack()
     return Outcome(
         case=case,

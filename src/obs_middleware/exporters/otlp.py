@@ -1,17 +1,20 @@
 """OTLP exporter: spans and metrics to an OpenTelemetry collector over OTLP/HTTP (``[otlp]`` extra).
 
-Records are converted, on the export thread, into the OpenTelemetry SDK's own ``ReadableSpan``
-objects and handed to the official ``OTLPSpanExporter`` (protobuf encoding and HTTP are the SDK's);
-the metrics core's snapshot becomes SDK ``MetricsData`` for ``OTLPMetricExporter`` (cumulative
-sums, gauges and explicit-bucket histograms, names and units as in the core). The SDK exporters
-post through our session (``_otlp_session``): one request per export, its timeout ours; our
-delivery layer retries, adds the circuit breaker and the optional disk spool, and stops waiting at
-shutdown.
+The pipeline hands the exporter its finished spans (``export_spans``): ``_otlp_proto`` writes the
+``ExportTraceServiceRequest`` protobuf straight from them, on the export thread, and we post it
+(OTLP/HTTP, ``application/x-protobuf``). Records given to ``export`` (and spans that encoder leaves
+to it) take the record path: converted into the OpenTelemetry SDK's own ``ReadableSpan`` objects
+(``to_otel_spans``) and encoded by the SDK; a test holds both paths equal. The metrics core's
+snapshot becomes SDK ``MetricsData`` for ``OTLPMetricExporter`` (cumulative sums, gauges and
+explicit-bucket histograms, names and units as in the core). Every request goes through our
+session (``_otlp_session``): one request per export, its timeout ours; our delivery layer retries,
+adds the circuit breaker and the optional disk spool, and stops waiting at shutdown.
 
 Mapping: ids, parent links, kind, start/end, ``ok``/``error`` status (other statuses, such as
 ``content_violation``, are UNSET with ``obs.status``), span events, the error as an ``exception``
 event, attributes as they are except a few renamed to current semantic conventions
-(``http.method`` → ``http.request.method``, ``user_id`` → ``enduser.id``…). Resource:
+(``http.method`` → ``http.request.method``, ``user_id`` → ``enduser.id``…); from spans, the
+``tracestate`` received and a parent marked remote only if it came over the wire. Resource:
 ``service.name``, ``service.version``, ``deployment.environment.name``, ``service.instance.id``
 (unique per process), ``host.name``, ``process.pid``, plus ``resource_attributes`` and
 ``OTEL_RESOURCE_ATTRIBUTES``. Point events (``obs.emit``) are not sent: OTLP has no span for them.
@@ -25,7 +28,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -33,6 +36,7 @@ import orjson
 try:
     import requests
     from opentelemetry import context as otel_context
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.metrics.export import (
@@ -50,7 +54,6 @@ try:
     )
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import Event, ReadableSpan
-    from opentelemetry.sdk.trace.export import SpanExportResult
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
     from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
     from opentelemetry.trace.status import Status, StatusCode
@@ -59,14 +62,24 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "the OTLP exporter needs the OpenTelemetry SDK: pip install 'obs-middleware[otlp]'"
     ) from exc
 
+from .._core import span as _span
 from .._core.context import EXPORTING
-from .._core.metrics import HistogramPoint, MetricSnapshot, registry
+from .._core.metrics import HistogramPoint, MetricSnapshot, dropped, registry
 from .._delivery import Delivery, DeliveryOptions, Outcome, Result, classify_status
 from .._json import json_default, jsonable, valid_text
-from .._record import FIXED_KEYS, Record
+from .._record import FIXED_KEYS, Record, to_records
 from .._record import Resource as RecordResource
 from .._version import __version__
-from ._otlp_session import OtlpSession, Unanswered, abort_all, quiet_sdk_logs
+from ._otlp_proto import RENAMED as _RENAMED
+from ._otlp_proto import SpanEncoder, request, resource_message, scope_message, varint
+from ._otlp_session import (
+    OtlpSession,
+    Unanswered,
+    abort_all,
+    compress,
+    quiet_sdk_logs,
+    trace_settings,
+)
 
 __all__ = ["OTLPExporter", "to_otel_spans"]
 
@@ -79,16 +92,7 @@ _KINDS = {
     "producer": SpanKind.PRODUCER,
     "consumer": SpanKind.CONSUMER,
 }
-_RENAMED = {
-    "http.method": "http.request.method",
-    "http.status_code": "http.response.status_code",
-    "http.request_size": "http.request.body.size",
-    "http.response_size": "http.response.body.size",
-    "error_type": "error.type",
-    "user_id": "enduser.id",
-    "tier": "obs.tier",
-    "request_id": "obs.request_id",
-}
+_SCOPE_MESSAGE = scope_message(_SCOPE.name, _SCOPE.version)
 # Record keys carried by the span itself (ids, times, status) rather than as attributes: the
 # fixed keys not renamed into an attribute, and the kind and events.
 _STRUCTURAL = frozenset(FIXED_KEYS).difference(_RENAMED) | {"span.kind", "events"}
@@ -255,12 +259,15 @@ class OTLPExporter:
         self._headers = dict(headers or {})
         self.timeout_s = timeout_s
         self._response = _LastResponse()
-        self._spans, self._metrics = self._sdk_exporters(metrics)
+        self._traces_url = f"{base}/v1/traces"
+        self._session, self._metrics = self._clients(metrics)
         quiet_sdk_logs(OTLPSpanExporter, OTLPMetricExporter)
         self.metrics_interval_s = metrics_interval_s
         self.extra_resource = dict(resource_attributes or {})
         self._instance_id = str(uuid.uuid4())
         self._resources: dict[tuple[str | None, str | None], Resource] = {}
+        self._resource_messages: dict[tuple[str | None, str | None], tuple[bytes, str]] = {}
+        self._encoder = SpanEncoder(self._sdk_span)
         self._bound: RecordResource | None = None
         self._times = _Times()
         self._start_ns = time.time_ns()
@@ -269,16 +276,13 @@ class OTLPExporter:
         options = delivery or DeliveryOptions.from_env(self.name)
         self.delivery = Delivery(self.name, self.send, options, interrupt=abort_all)
 
-    def _sdk_exporters(self, metrics: bool) -> tuple[OTLPSpanExporter, OTLPMetricExporter | None]:
-        spans = OTLPSpanExporter(
-            endpoint=f"{self.endpoint}/v1/traces",
-            headers=dict(self._headers),
-            timeout=self.timeout_s,
-            session=_session(self._response, self._request_timeout),
-        )
+    def _clients(self, metrics: bool) -> tuple[OtlpSession, OTLPMetricExporter | None]:
+        # Our session for the traces we post, the SDK's exporter for metrics.
+        session = _session(self._response, self._request_timeout)
+        self._post_headers, self._compression = trace_settings(session, self._headers)
         if not metrics:
-            return spans, None
-        return spans, OTLPMetricExporter(
+            return session, None
+        return session, OTLPMetricExporter(
             endpoint=f"{self.endpoint}/v1/metrics",
             headers=dict(self._headers),
             timeout=self.timeout_s,
@@ -290,6 +294,7 @@ class OTLPExporter:
         """Take the pipeline's service identity (the metrics' resource, ``service.version``)."""
         self._bound = resource
         self._resources.clear()
+        self._resource_messages.clear()
 
     def resource(self, service: str | None, environment: str | None) -> Resource:
         """Return the ``Resource`` of records of ``service`` in ``environment`` (cached)."""
@@ -311,31 +316,83 @@ class OTLPExporter:
         return res
 
     # -- spans -----------------------------------------------------------------------------------
-    def send(self, records: Sequence[Record], timeout: float) -> Result:
-        """Convert and export one batch (called by the delivery layer)."""
-        spans = to_otel_spans(_encodable(records), self.resource, self._times)
-        if not spans:
+    def send(self, items: Sequence[Record] | Sequence[str], timeout: float) -> Result:
+        """Post one batch (called by the delivery layer): span records, or encoded spans
+        (``export_spans``; spooled as they are)."""
+        if not items:
             return Result(Outcome.OK)
+        if isinstance(items[0], str):
+            body = self._request(items)  # type: ignore[arg-type]
+        else:
+            spans = to_otel_spans(_encodable(items), self.resource, self._times)  # type: ignore[arg-type]
+            if not spans:
+                return Result(Outcome.OK)
+            body = encode_spans(spans).SerializeToString()
         self._response.status = None
         token = otel_context.attach(
             otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True)
         )
         try:
-            result = self._spans.export(spans)
-        except Unanswered:  # older SDKs let the session's error through: the status says more
-            result = SpanExportResult.FAILURE
+            body = compress(body, self._compression)
+            self._session.post_body(self._traces_url, self._post_headers, body, timeout)
+        except Unanswered:  # failed: the status (if any) says how
+            pass
         finally:
             otel_context.detach(token)
-        if result is SpanExportResult.SUCCESS:
-            return Result(Outcome.OK)
         status = self._response.status
         if status is None:  # no answer at all: refused, reset, timed out
             return Result(Outcome.RETRY, None, "OTLP export failed (no response)")
+        if status < 300:
+            return Result(Outcome.OK)
         return classify_status(status, self._response.retry_after, f"OTLP HTTP {status}")
 
+    def _request(self, spans: Sequence[str]) -> bytes:
+        bound = self._bound
+        key = (bound.service, bound.environment) if bound is not None else (None, None)
+        message = self._resource_messages.get(key)
+        if message is None:
+            resource = self.resource(*key)
+            message = (resource_message(resource.attributes), resource.schema_url or "")
+            self._resource_messages[key] = message
+        return request(message[0], _SCOPE_MESSAGE, spans, message[1])
+
     def export(self, records: Sequence[Record]) -> None:
-        """Deliver one batch of spans; send metrics when due."""
+        """Deliver one batch of span records; send metrics when due."""
         self.delivery.deliver(records)
+        self._metrics_due()
+
+    def export_spans(
+        self, items: Iterable[_span.Span | _span.Event], resource: RecordResource
+    ) -> None:
+        """Deliver one batch of finished spans (the pipeline's span path); send metrics when due.
+
+        Point events are skipped, as in ``to_otel_spans``.
+        """
+        if resource is not self._bound:
+            self.bind(resource)
+        # Delivery takes any JSON-able items (spooled as JSON): here encoded spans as text.
+        self.delivery.deliver(self._encoder.encode(items))  # type: ignore[arg-type]
+        self._metrics_due()
+
+    def _sdk_span(self, span: _span.Span, flags: int, trace_state: str | None) -> bytes | None:
+        # A span the encoder leaves to the record path: its ``ScopeSpans.spans`` field.
+        assert self._bound is not None
+        try:
+            records = _encodable(to_records((span,), self._bound))
+            message = encode_spans(to_otel_spans(records, self.resource, self._times))
+            (scope_spans,) = message.resource_spans[0].scope_spans
+            encoded = scope_spans.spans[0]
+            encoded.flags = flags
+            if trace_state:
+                encoded.trace_state = valid_text(trace_state)
+            data: bytes = encoded.SerializeToString()
+        except Exception:  # as the record path: a span it cannot encode is lost, and counted
+            _log.debug("obs-middleware: OTLP could not encode a span", exc_info=True)
+            dropped.add((f"exporter_error:{self.name}",), 1)
+            return None
+        return b"\x12" + varint(len(data)) + data
+
+    def _metrics_due(self) -> None:
         if self._metrics is not None:
             now = time.monotonic()
             if now - self._metrics_sent >= self.metrics_interval_s:
@@ -388,24 +445,26 @@ class OTLPExporter:
             self.send_metrics()
 
     def shutdown(self) -> None:
-        """Seal the spool; close the SDK exporters."""
+        """Seal the spool; close the session and the SDK's metric exporter."""
         self.delivery.close()
-        self._spans.shutdown()  # type: ignore[no-untyped-call]
+        self._session.close()
         if self._metrics is not None:
             self._metrics.shutdown()
 
     def after_fork(self) -> None:
-        """In a forked child: new SDK exporters and a new instance whose metrics start now.
+        """In a forked child: a new session and metric exporter, and a new instance whose metrics
+        start now.
 
-        The SDK does not reset its exporters on fork: their ``requests`` sessions would share the
-        parent's pooled connections (and pool locks). The parent's are dropped unused, which
-        closes only the child's copies of their sockets. The child is a new
+        ``requests`` sessions (ours, the SDK's) would share the parent's pooled connections (and
+        pool locks). The parent's are dropped unused, which closes only the child's copies of
+        their sockets. The child is a new
         ``service.instance.id`` with its own ``process.pid``, and its cumulative metrics (reset in
         the child) start at the fork.
         """
-        self._spans, self._metrics = self._sdk_exporters(self._metrics is not None)
+        self._session, self._metrics = self._clients(self._metrics is not None)
         self._instance_id = str(uuid.uuid4())
         self._resources = {}
+        self._resource_messages = {}
         self._start_ns = time.time_ns()
         self._metrics_sent = time.monotonic()
         self.delivery.after_fork()

@@ -1,0 +1,492 @@
+"""OTLP trace requests (``ExportTraceServiceRequest`` protobuf) written from finished spans.
+
+The OTLP exporter's span path: each finished span becomes the bytes of one ``ScopeSpans.spans``
+entry, without records, SDK ``ReadableSpan`` objects or protobuf message objects (the SDK's
+encoding cost ~40 µs per span; benchmarks/test_throughput.py). What a span records is exactly
+what the record path gives (``otlp.to_otel_spans`` over ``to_records``, encoded by the SDK): the
+same attributes in the same order (renamed to current semantic conventions, ``error.type``,
+``enduser.id``, ``obs.tier``, ``obs.request_id``, ``obs.status``), times at µs precision, the
+status and the ``exception`` event. Two fields say more than the record path can: ``flags``
+marks a parent as remote only when it came over the wire (the record path marks every parent
+remote), and ``trace_state`` carries the ``tracestate`` received with it. A test decodes the
+bytes with the official generated classes and compares them with the SDK's on arbitrary spans.
+
+Cost: encoded (key, value) pairs of attributes are cached per key (bounded), so a low-cardinality
+attribute costs one dict lookup; ids and times are packed with ``struct``; each span is one
+``b"".join``. A span this path does not take exactly as the record path would (an attribute
+named like a fixed or renamed key, a value of an unusual type, text with lone surrogates, an
+integer past 64 bits) is handed to the exporter's fallback: the record path for that one span.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from .._core import span as _span
+from .._record import FIXED_KEYS
+
+__all__ = [
+    "RENAMED",
+    "SpanEncoder",
+    "any_value",
+    "key_value",
+    "request",
+    "resource_message",
+    "scope_message",
+    "varint",
+]
+
+# Record keys renamed to current semantic conventions on the way to OTLP.
+RENAMED: dict[str, str] = {
+    "http.method": "http.request.method",
+    "http.status_code": "http.response.status_code",
+    "http.request_size": "http.request.body.size",
+    "http.response_size": "http.response.body.size",
+    "error_type": "error.type",
+    "user_id": "enduser.id",
+    "tier": "obs.tier",
+    "request_id": "obs.request_id",
+}
+# Attribute keys whose span takes the fallback: fixed keys (the record drops them), keys the
+# record path reads as structure, and every key an attribute is renamed to (two attributes
+# would then share a name: the record path keeps the last value at the first one's place).
+_SPECIAL = frozenset(FIXED_KEYS) | {"span.kind", "events", "obs.status"} | set(RENAMED.values())
+
+_MASK64 = (1 << 64) - 1
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
+
+
+def varint(n: int) -> bytes:
+    """Protobuf base-128 varint of ``n`` (a negative ``n`` as its 64-bit two's complement)."""
+    if n < 0:
+        n &= _MASK64
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+# Varints of lengths below _SMALL, by index (every length of a usual field).
+_SMALL = 4096
+_V = [varint(i) for i in range(_SMALL)]
+
+
+# ``ScopeSpans.spans`` field headers (tag and length) of spans below _SMALL bytes.
+_SPAN_HEADS = [b"\x12" + v for v in _V]
+
+
+def _len(n: int) -> bytes:
+    return _V[n] if n < _SMALL else varint(n)
+
+
+_DOUBLE = struct.Struct("<d").pack
+# Span fields 1 (trace_id) and 2 (span_id), with 4 (parent_span_id); 7 and 8 (start/end).
+_IDS = struct.Struct(">HQQHQ").pack
+_IDS_PARENT = struct.Struct(">HQQHQHQ").pack
+_TIMES = struct.Struct("<BQBQ").pack
+_EVENT_TIME = struct.Struct("<BQ").pack
+_KINDS = {
+    "internal": b"\x30\x01",
+    "server": b"\x30\x02",
+    "client": b"\x30\x03",
+    "producer": b"\x30\x04",
+    "consumer": b"\x30\x05",
+}
+_INTERNAL = _KINDS["internal"]
+_STATUS_OK = b"\x7a\x02\x18\x01"  # Status{code: OK}
+_STATUS_UNSET = b"\x7a\x00"  # Status{} (the SDK writes it present and empty)
+# Span.flags (field 16, fixed32): "has is-remote" always, "is remote" for a parent received.
+_FLAGS = b"\x85\x01\x00\x01\x00\x00"
+_FLAGS_REMOTE = b"\x85\x01\x00\x03\x00\x00"
+_FLAG_BITS = 0x100
+_FLAG_BITS_REMOTE = 0x300
+_EXCEPTION = b"\x12\x09exception"
+_SCALAR_TYPES = frozenset((str, bool, int, float))
+
+# Cache bounds: keys cached, values cached per key and type, longest text value cached.
+_MAX_KEYS = 512
+_MAX_VALUES = 128
+_MAX_CACHED_TEXT = 256
+_MAX_NAMES = 1024
+
+
+class _Fallback(Exception):
+    """Raised where a span takes the record path."""
+
+
+# -- any value (the resource, and values off the span path) -------------------------------------
+def any_value(value: Any) -> bytes:  # noqa: PLR0911 - one return per AnyValue type
+    """The ``AnyValue`` message of ``value``, as the SDK's encoder writes it.
+
+    Raises ``ValueError`` or ``TypeError`` where the SDK's encoder raises (it drops the attribute).
+    """
+    if value is None:
+        return b""
+    if isinstance(value, bool):
+        return b"\x10\x01" if value else b"\x10\x00"
+    if isinstance(value, str):
+        data = value.encode()
+        return b"\x0a" + _len(len(data)) + data
+    if isinstance(value, int):
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise ValueError(f"integer out of int64 range: {value}")
+        return b"\x18" + varint(value)
+    if isinstance(value, float):
+        return b"\x21" + _DOUBLE(value)
+    if isinstance(value, bytes):
+        return b"\x3a" + _len(len(value)) + value
+    if isinstance(value, Sequence):
+        body = b"".join([b"\x0a" + _len(len(v)) + v for v in map(any_value, value)])
+        return b"\x2a" + _len(len(body)) + body
+    if isinstance(value, Mapping):
+        body = b"".join(
+            [
+                b"\x0a" + _len(len(kv)) + kv
+                for kv in (key_value(str(k), v) for k, v in value.items())
+            ]
+        )
+        return b"\x32" + _len(len(body)) + body
+    raise TypeError(f"invalid attribute value type {type(value).__name__}")
+
+
+def key_value(key: str, value: Any) -> bytes:
+    """The ``KeyValue`` message of one attribute."""
+    data = key.encode()
+    av = any_value(value)
+    return b"\x0a" + _len(len(data)) + data + b"\x12" + _len(len(av)) + av
+
+
+def _attributes(tag: bytes, attributes: Mapping[str, Any]) -> bytes:
+    # Attributes as repeated ``tag`` fields; one the SDK would drop is left out.
+    parts = []
+    for key, value in attributes.items():
+        try:
+            kv = key_value(key, value)
+        except (TypeError, ValueError):
+            continue
+        parts.append(tag + _len(len(kv)) + kv)
+    return b"".join(parts)
+
+
+def resource_message(attributes: Mapping[str, Any]) -> bytes:
+    """The ``Resource`` message of a resource's attributes."""
+    return _attributes(b"\x0a", attributes)
+
+
+def scope_message(name: str, version: str | None) -> bytes:
+    """The ``InstrumentationScope`` message (name, version)."""
+    data = name.encode()
+    out = b"\x0a" + _len(len(data)) + data if data else b""
+    if version:
+        v = version.encode()
+        out += b"\x12" + _len(len(v)) + v
+    return out
+
+
+def request(resource: bytes, scope: bytes, spans: Sequence[str], schema_url: str = "") -> bytes:
+    """The ``ExportTraceServiceRequest`` of one resource and scope holding ``spans``.
+
+    ``resource`` and ``scope``: messages (``resource_message``, ``scope_message``); ``spans``:
+    ``ScopeSpans.spans`` entries as ``SpanEncoder.encode`` gives them (bytes as latin-1 text).
+    """
+    span_bytes = sum(map(len, spans))
+    scope_field = b"\x0a" + _len(len(scope)) + scope
+    scope_spans = len(scope_field) + span_bytes
+    resource_field = b"\x0a" + _len(len(resource)) + resource
+    schema = b""
+    if schema_url:
+        url = schema_url.encode()
+        schema = b"\x1a" + _len(len(url)) + url
+    scope_spans_field = b"\x12" + _len(scope_spans)
+    resource_spans = len(resource_field) + len(scope_spans_field) + scope_spans + len(schema)
+    head = b"\x0a" + _len(resource_spans) + resource_field + scope_spans_field + scope_field
+    parts = [head.decode("latin-1"), *spans, schema.decode("latin-1")]
+    return "".join(parts).encode("latin-1")
+
+
+# -- spans ---------------------------------------------------------------------------------------
+# A key's cache entry: its KeyValue.key field, then encoded span-attribute fields by value for
+# text, integers and floats (separate: 1 == 1.0 == True as dict keys).
+_Entry = tuple[bytes, dict[str, bytes], dict[int, bytes], dict[float, bytes]]
+Fallback = Callable[["_span.Span", int, "str | None"], "bytes | None"]
+
+
+def _entry(name: str) -> _Entry:
+    data = name.encode()
+    return (b"\x0a" + _len(len(data)) + data, {}, {}, {})
+
+
+def _text(value: str) -> bytes:
+    data = value.encode()
+    return b"\x0a" + _len(len(data)) + data
+
+
+def _scalar(value: Any, kind: type) -> bytes:
+    # The AnyValue of an exact str, bool, int or float (an int past int64: the record path).
+    if kind is str:
+        return _text(value)
+    if kind is bool:
+        return b"\x10\x01" if value else b"\x10\x00"
+    if kind is int:
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise _Fallback
+        return b"\x18" + varint(value)
+    return b"\x21" + _DOUBLE(value)
+
+
+def _value(value: Any) -> bytes:
+    """The AnyValue the record path gives a value (``otlp._value``), for the usual types."""
+    kind = type(value)
+    if kind in _SCALAR_TYPES:
+        return _scalar(value, kind)
+    if kind is list or kind is tuple:
+        kinds = set(map(type, value))
+        if not kinds <= _SCALAR_TYPES:
+            raise _Fallback
+        if len(kinds) > 1:  # OTLP arrays are homogeneous: a mixed one becomes text
+            values = [_text(str(v)) for v in value]
+        else:
+            values = [_scalar(v, kind) for kind in kinds for v in value]
+        body = b"".join([b"\x0a" + _len(len(v)) + v for v in values])
+        return b"\x2a" + _len(len(body)) + body
+    if kind is dict:
+        try:
+            text = orjson.dumps(value)
+        except TypeError:  # what orjson needs a default for: the record path decides
+            raise _Fallback from None
+        return b"\x0a" + _len(len(text)) + text
+    raise _Fallback
+
+
+def _field(tag: bytes, key: bytes, value: bytes) -> bytes:
+    kv = key + b"\x12" + _len(len(value)) + value
+    return tag + _len(len(kv)) + kv
+
+
+class SpanEncoder:
+    """Finished spans to OTLP ``Span`` fields (``ScopeSpans.spans`` entries), with caches.
+
+    ``fallback(span, flags, trace_state)`` encodes a span this encoder leaves to the record path
+    (the whole field, or None when that fails too). One encoder per exporter; the export
+    worker's thread only.
+    """
+
+    def __init__(self, fallback: Fallback) -> None:
+        self.fallback = fallback
+        self.fallbacks = 0  # spans handed to ``fallback`` (tests read it)
+        self._keys: dict[str, _Entry] = {}
+        self._names: dict[str, bytes] = {}
+        self._cached = 0
+        self._error_type = _entry("error.type")
+        self._user = _entry("enduser.id")
+        self._tier = _entry("obs.tier")
+        self._request = _entry("obs.request_id")
+        self._status = _entry("obs.status")
+
+    def encode(self, items: Iterable[_span.Span | _span.Event]) -> list[str]:
+        """The ``ScopeSpans.spans`` field of each span, as latin-1 text (events are skipped).
+
+        Text, so the delivery layer can spool a batch as JSON; ``request`` joins them.
+        """
+        anchor = _span.wall_anchor_ns
+        span_type = _span.Span
+        keys = self._keys
+        names = self._names
+        heads = _SPAN_HEADS
+        ids, ids_parent, times, kinds, mask = _IDS, _IDS_PARENT, _TIMES, _KINDS, _MASK64
+        traces: dict[_span.LocalTrace, bytes] = {}  # per batch: what a trace's spans share
+        out: list[str] = []
+        append = out.append
+        for item in items:
+            if type(item) is not span_type:
+                continue
+            local = item.local
+            pid = item.parent_id
+            remote = bool(pid) and local.root is item
+            try:
+                name = item.name
+                nf = names.get(name)
+                if nf is None:
+                    nf = self._name(name)
+                tid = item.trace_id
+                start_ns = item.start_ns
+                start = (anchor + start_ns) // 1000 * 1000
+                end = start + round((item.end_ns - start_ns) // 1000 / 1000 * 1_000_000)
+                p = [
+                    ids_parent(0x0A10, tid >> 64, tid & mask, 0x1208, item.span_id, 0x2208, pid)
+                    if pid
+                    else ids(0x0A10, tid >> 64, tid & mask, 0x1208, item.span_id),
+                    nf,
+                    kinds.get(item.kind, _INTERNAL),
+                    times(0x39, start, 0x41, end),
+                ]
+                add = p.append
+                error_type = item.error_type
+                if error_type is not None:
+                    add(self._local(self._error_type, error_type))
+                shared = traces.get(local)
+                if shared is None:
+                    shared = traces[local] = self._trace(local)
+                add(shared)
+                for key, value in item.attrs.items():
+                    entry = keys.get(key)
+                    if entry is None:
+                        entry = self._key(key)
+                    kind = type(value)
+                    if kind is str:
+                        f = entry[1].get(value)
+                    elif kind is int:
+                        f = entry[2].get(value)
+                    elif kind is float:
+                        f = entry[3].get(value)
+                    elif value is None:
+                        continue
+                    else:
+                        f = None
+                    add(f if f is not None else self._attribute(entry, value, kind))
+                status = item.status
+                if status == "ok" or status is None or status == "":
+                    status_field = _STATUS_OK
+                elif status == "error":
+                    status_field = self._error(item, error_type, end, add)
+                elif type(status) is str:
+                    add(self._local(self._status, status))
+                    status_field = _STATUS_UNSET
+                else:
+                    raise _Fallback
+                if item.events:
+                    # Before the exception event (the record path appends that one last).
+                    p.insert(len(p) - (status == "error"), self._events(item.events, anchor))
+                add(status_field)
+                add(_FLAGS_REMOTE if remote else _FLAGS)
+                body = b"".join(p)
+                n = len(body)
+                data = heads[n] + body if n < _SMALL else b"\x12" + varint(n) + body
+            except (_Fallback, ArithmeticError, struct.error, TypeError, ValueError):
+                self.fallbacks += 1
+                fb = self.fallback(
+                    item,
+                    _FLAG_BITS_REMOTE if remote else _FLAG_BITS,
+                    local.tracestate if isinstance(local.tracestate, str) else None,
+                )
+                if fb is None:
+                    continue
+                data = fb
+            append(data.decode("latin-1"))
+        return out
+
+    # -- pieces off the hot path ------------------------------------------------------------------
+    def _name(self, name: Any) -> bytes:
+        if type(name) is not str:
+            raise _Fallback
+        field = b"\x2a" + _text(name)[1:]
+        if len(self._names) < _MAX_NAMES:
+            self._names[name] = field
+        return field
+
+    def _key(self, key: str) -> _Entry:
+        if type(key) is not str or key in _SPECIAL:
+            raise _Fallback
+        entry = _entry(RENAMED.get(key, key))
+        if len(self._keys) < _MAX_KEYS:
+            self._keys[key] = entry
+        return entry
+
+    def _attribute(self, entry: _Entry, value: Any, kind: type) -> bytes:
+        # An attribute field not in the cache: encoded, and cached if its value is likely to recur.
+        if kind is str:
+            data = value.encode()
+            n = len(data)
+            kv = b"".join((entry[0], b"\x12", _len(n + 1 + len(_len(n))), b"\x0a", _len(n), data))
+            field = b"\x4a" + _len(len(kv)) + kv
+        else:
+            field = _field(b"\x4a", entry[0], _value(value))
+        if self._cached < _MAX_KEYS * 8:
+            if kind is str:
+                cache: dict[Any, bytes] | None = entry[1]
+                if len(value) > _MAX_CACHED_TEXT:
+                    cache = None
+            elif kind is int:
+                cache = entry[2]
+            elif kind is float and value and not math.isnan(value):  # not ±0.0 (equal), not NaN
+                cache = entry[3]
+            else:
+                cache = None
+            if cache is not None and len(cache) < _MAX_VALUES:
+                cache[value] = field
+                self._cached += 1
+        return field
+
+    def _trace(self, local: _span.LocalTrace) -> bytes:
+        # The fields a trace's spans share: its user, tier and request id attributes (in the
+        # record path's order, after ``error.type``), and its ``tracestate``.
+        parts = []
+        for entry, value in (
+            (self._user, local.user_id),
+            (self._tier, local.tier),
+            (self._request, local.request_id),
+        ):
+            if value is not None:
+                parts.append(self._local(entry, value))
+        trace_state = local.tracestate
+        if trace_state:
+            if type(trace_state) is not str:
+                raise _Fallback
+            parts.append(b"\x1a" + _text(trace_state)[1:])
+        return b"".join(parts)
+
+    def _local(self, entry: _Entry, value: Any) -> bytes:
+        # A field of the trace (user, tier, request id) or the span's error type or status.
+        kind = type(value)
+        if kind is str:
+            f = entry[1].get(value)
+            if f is not None:
+                return f
+        return self._attribute(entry, value, kind)
+
+    def _events(self, events: list[tuple[str, int, dict[str, Any]]], anchor: int) -> bytes:
+        parts = []
+        for name, t, fields in events:
+            if type(name) is not str or "name" in fields or "time" in fields:
+                raise _Fallback
+            body = [_EVENT_TIME(0x09, (anchor + t) // 1000 * 1000), b"\x12" + _text(name)[1:]]
+            for key, value in fields.items():
+                if value is None:
+                    continue
+                if type(key) is not str:
+                    raise _Fallback
+                body.append(_field(b"\x1a", _text(key), _value(value)))
+            event = b"".join(body)
+            parts.append(b"\x5a" + _len(len(event)) + event)
+        return b"".join(parts)
+
+    def _error(
+        self, item: _span.Span, error_type: Any, end: int, add: Callable[[bytes], None]
+    ) -> bytes:
+        # The ERROR status ("Type: message") and the ``exception`` event, added last; the status.
+        message = item.error_message
+        if not (error_type is None or type(error_type) is str) or not (
+            message is None or type(message) is str
+        ):
+            raise _Fallback
+        message = message or ""
+        event = b"".join(
+            [
+                _EVENT_TIME(0x09, end),
+                _EXCEPTION,
+                _field(b"\x1a", _text("exception.type"), _text(error_type or "")),
+                _field(b"\x1a", _text("exception.message"), _text(message)),
+            ]
+        )
+        add(b"\x5a" + _len(len(event)) + event)
+        status = _text(f"{error_type or 'error'}: {message}")
+        body = b"\x12" + status[1:] + b"\x18\x02"
+        return b"\x7a" + _len(len(body)) + body
