@@ -13,12 +13,13 @@ method needs to check them. Modes:
 - ``middleware-only``: ``ObsMiddleware`` alone, ``exporters="none"``, no ``instrument_all()``.
 
 The bare engines are made before ``instrument_all()`` and uninstrumented after each call of it
-(it instruments every engine alive, see ``bare_engines``), the instrumented one after. W1's OpenAI and httpx patches patch SDK classes that the bare apps use
-too, so W1 toggles them: the ``obs`` side's ``before()`` calls ``instrument_all()`` and its
-``after()`` ``uninstrument_all()``, both untimed; its engine is pinned with
-``instrument_sqlalchemy(engine)`` so that it stays instrumented through the toggle. W2 and W3 keep
-the patches on: they touch nothing on the bare apps' path (``_ab`` checks that one bare request
-makes the same calls before any instrumentation and during the run).
+(it instruments every engine alive, see ``bare_engines``), the instrumented one after. W1's OpenAI
+and httpx patches patch SDK classes that the bare apps use too, so W1 toggles them: the ``obs``
+side's ``before()`` calls ``instrument_all()`` and its ``after()`` ``uninstrument_all()``, both
+untimed; its engine is pinned with ``instrument_sqlalchemy(engine)`` so that it stays
+instrumented through the toggle. W2 and W3 keep the patches on: they touch nothing on the bare
+apps' path (``_ab`` checks that one bare request makes the same calls before any
+instrumentation and during the run).
 """
 
 from __future__ import annotations
