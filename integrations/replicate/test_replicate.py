@@ -308,7 +308,7 @@ def test_failed_stream_fails_the_span(client: replicate.Client, obs_capture: Cap
     assert (record["status"], record["ai.stream_end"]) == ("error", "error")
 
 
-def test_http_error_is_invalid_input(
+def test_http_error_is_invalid_input_a_user_error_not_a_failure(
     client: replicate.Client, emu: ReplicateEmulator, obs_capture: Capture
 ) -> None:
     emu.fail(
@@ -325,8 +325,9 @@ def test_http_error_is_invalid_input(
         "error_type": "ReplicateError",
         "ai.http_status": 422,
     }
-    assert obs_capture.metrics["ai.errors"].points == {
-        ("replicate", FLUX, "run", "ReplicateError"): 1
+    assert obs_capture.metrics["ai.errors"].points == {}
+    assert obs_capture.metrics["ai.user_errors"].points == {
+        ("replicate", FLUX, "run", "invalid_input"): 1
     }
 
 
