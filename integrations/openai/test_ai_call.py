@@ -135,3 +135,20 @@ def test_dall_e_3_rewritten_prompt_is_recorded_as_transformed(
     (record,) = cap.spans
     assert (record["ai.modality"], record["ai.prompt.transformed"]) == ("image", True)
     assert record["ai.prompt.revised"] == "A photorealistic image of a red fox."
+
+
+def test_every_operation_says_its_modality(client: openai.OpenAI) -> None:
+    with capture() as cap:
+        client.chat.completions.create(model="gpt-4o-mini", messages=HI)
+        client.responses.create(model="gpt-4o-mini", input="hi")
+        client.embeddings.create(model="text-embedding-3-small", input="hi")
+        client.images.generate(model="gpt-image-1", prompt="a fox")
+        with client.chat.completions.stream(model="gpt-4o-mini", messages=HI) as stream:
+            list(stream)
+    assert [(r["ai.operation"], r["ai.modality"]) for r in cap.spans] == [
+        ("chat", "text"),
+        ("responses", "text"),
+        ("embeddings", "embedding"),
+        ("images.generate", "image"),
+        ("chat", "text"),
+    ]
