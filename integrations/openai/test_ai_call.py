@@ -57,7 +57,7 @@ def run(
     client: openai.OpenAI,
     emu: OpenAIEmulator,
     tmp_path: Path,
-) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, list[dict[str, Any]]]]:
+) -> tuple[list[dict[str, Any]], dict[str, Any], dict[tuple[str, ...], list[dict[str, Any]]]]:
     """Two requests of two users (tiers) each making the call: records, metrics, report rows."""
     with capture() as cap:
         for user, tier in (("u1", "pro"), ("u2", "free")):
