@@ -85,6 +85,8 @@ def test_exporter_inserts_rows_and_every_shipped_query_runs(clickhouse_url, tabl
     by_model = {r["model"]: r for r in results["error_rate"]}
     assert by_model["sdxl"]["error_rate"] == pytest.approx(1 / 3)
     assert by_model[""]["calls"] == "5" and by_model[""]["errors"] == "1"
+    # A content violation is the user's outcome: no error, as the failure alert counts.
+    assert (by_model["gpt-4o"]["errors"], by_model["gpt-4o"]["user_errors"]) == ("0", "1")
     (cache,) = results["cache_hit_rate"]
     assert (cache["lookups"], cache["hits"], cache["hit_rate"]) == ("3", "1", pytest.approx(1 / 3))
     costs = {(r["user_id"], r["model"]): r for r in results["cost_by_user_model"]}

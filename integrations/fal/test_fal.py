@@ -48,10 +48,13 @@ def test_run_alias_is_one_span_with_request_id_images_units_and_cost(
         "status",
         "ai.provider",
         "ai.operation",
+        "ai.modality",
         "ai.model",
         "ai.prompt",
         "ai.input.num_images",
         "ai.input.seed",
+        "ai.image.count",
+        "ai.image.seed",
         "ai.request_id",
         "ai.image_count",
         "ai.width",
@@ -64,10 +67,13 @@ def test_run_alias_is_one_span_with_request_id_images_units_and_cost(
         "status": "ok",
         "ai.provider": "fal",
         "ai.operation": "run",
+        "ai.modality": "image",
         "ai.model": FLUX,
         "ai.prompt": "a red fox",
         "ai.input.num_images": 2,
         "ai.input.seed": 7,
+        "ai.image.count": 2,  # what was asked for
+        "ai.image.seed": 7,
         "ai.request_id": "00000000-0000-4000-8000-000000000001",
         "ai.image_count": 2,
         "ai.width": 1024,
@@ -78,6 +84,36 @@ def test_run_alias_is_one_span_with_request_id_images_units_and_cost(
     }
     assert record["ai.output_bytes"] > 0
     assert obs_capture.span("request")["cost.usd"] == 0.05
+
+
+def test_nsfw_flagged_images_are_a_content_violation_a_user_error_not_a_failure(
+    emu: FalEmulator, obs_capture: Capture
+) -> None:
+    image = {"url": "https://f/1.png", "width": 1024, "height": 1024}
+    flagged = {"images": [image, image], "has_nsfw_concepts": [True, False], "seed": 1}
+    emu.app("fal-ai/flux/schnell", lambda arguments: flagged)
+    fal_client.run(
+        "fal-ai/flux/schnell", {"prompt": "x", "image_size": {"width": 1024, "height": 1024}}
+    )
+    record = only_ai_span(obs_capture)
+    assert pick(
+        record,
+        "status",
+        "ai.content_violation",
+        "ai.nsfw_flagged",
+        "ai.content_flags",
+        "ai.image.width",
+    ) == {
+        "status": "content_violation",
+        "ai.content_violation": True,
+        "ai.nsfw_flagged": 1,
+        "ai.content_flags": "nsfw",
+        "ai.image.width": 1024,
+    }
+    assert obs_capture.metrics["ai.errors"].points == {}
+    assert obs_capture.metrics["ai.user_errors"].points == {
+        ("fal", "fal-ai/flux/schnell", "run", "content_violation"): 1
+    }
 
 
 def test_run_on_a_client_instance_is_traced_too(emu: FalEmulator, obs_capture: Capture) -> None:

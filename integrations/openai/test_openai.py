@@ -289,18 +289,25 @@ async def test_async_embeddings_priced_per_input_token(
 
 
 # -- failures ------------------------------------------------------------------------------------
-def test_moderation_refusal_is_a_content_violation(
+def test_moderation_refusal_is_a_content_violation_a_user_error_not_a_failure(
     client: openai.OpenAI, emu: OpenAIEmulator, obs_capture: Capture
 ) -> None:
     emu.fail("/chat/completions", 400, error_body("refused", code="content_policy_violation"))
     with pytest.raises(openai.BadRequestError) as raised:
         client.chat.completions.create(model="gpt-4o-mini", messages=HI)
     record = only_ai_span(obs_capture)
-    assert pick(record, "status", "error_type", "ai.http_status", "ai.request_id") == {
+    assert pick(
+        record, "status", "error_type", "ai.http_status", "ai.request_id", "ai.content_violation"
+    ) == {
         "status": "content_violation",
         "error_type": "BadRequestError",
         "ai.http_status": 400,
         "ai.request_id": raised.value.request_id,
+        "ai.content_violation": True,
+    }
+    assert obs_capture.metrics["ai.errors"].points == {}
+    assert obs_capture.metrics["ai.user_errors"].points == {
+        ("openai", "gpt-4o-mini", "chat", "content_violation"): 1
     }
 
 

@@ -15,7 +15,7 @@ import obs_middleware as obs
 from obs_middleware._core.config import PricingOptions
 from obs_middleware.integrations import replicate as obs_replicate
 from obs_middleware.testing import Capture, capture
-from obs_middleware.testing.emulators.replicate import DEFAULT_MODELS, ReplicateEmulator
+from obs_middleware.testing.emulators.replicate import DEFAULT_MODELS, ModelSpec, ReplicateEmulator
 
 FLUX = "black-forest-labs/flux-schnell"
 SDXL = f"stability-ai/sdxl:{DEFAULT_MODELS['stability-ai/sdxl'].version}"
@@ -120,8 +120,14 @@ def test_run_of_an_iterator_model_ends_with_its_output_and_costs_tokens(
     assert "".join(output) == "Hello from the emulator."
     record = only_ai_span(obs_capture)
     assert pick(
-        record, "ai.request_id", "ai.output_count", "ai.input_tokens", "ai.output_tokens"
+        record,
+        "ai.modality",
+        "ai.request_id",
+        "ai.output_count",
+        "ai.input_tokens",
+        "ai.output_tokens",
     ) == {
+        "ai.modality": "text",  # an iterator model is a language model
         "ai.request_id": next(iter(emu.predictions)),
         "ai.output_count": 4,
         "ai.input_tokens": 12,
@@ -228,9 +234,15 @@ def test_stream_yields_unchanged_events_and_one_span(
     assert [e.event.value for e in events][-1] == "done"
     record = only_ai_span(obs_capture)
     assert pick(
-        record, "ai.operation", "ai.request_id", "ai.output_count", "ai.prediction_status"
+        record,
+        "ai.operation",
+        "ai.modality",
+        "ai.request_id",
+        "ai.output_count",
+        "ai.prediction_status",
     ) == {
         "ai.operation": "stream",
+        "ai.modality": "text",
         "ai.request_id": next(iter(emu.predictions)),
         "ai.output_count": 4,
         "ai.prediction_status": "succeeded",
@@ -308,7 +320,42 @@ def test_failed_stream_fails_the_span(client: replicate.Client, obs_capture: Cap
     assert (record["status"], record["ai.stream_end"]) == ("error", "error")
 
 
-def test_http_error_is_invalid_input(
+def test_nsfw_refusal_is_a_content_violation_a_user_error_not_a_failure(
+    obs_capture: Capture,
+) -> None:
+    # What Replicate's safety checker answers: the prediction fails with this message.
+    refused = ModelSpec(
+        fail="NSFW content detected. Try running it again, or try a different prompt."
+    )
+    with ReplicateEmulator(models={"acme/safe-sdxl": refused}) as emu:
+        c = replicate.Client(api_token="r8_test", base_url=emu.url)
+        c.poll_interval = 0.005
+        with pytest.raises(ModelError):
+            c.run("acme/safe-sdxl", input={"prompt": "x", "num_inference_steps": 25, "seed": 3})
+    record = only_ai_span(obs_capture)
+    assert pick(
+        record,
+        "status",
+        "ai.modality",
+        "ai.content_violation",
+        "ai.content_flags",
+        "ai.image.steps",
+        "ai.image.seed",
+    ) == {
+        "status": "content_violation",
+        "ai.modality": "image",
+        "ai.content_violation": True,
+        "ai.content_flags": "nsfw",
+        "ai.image.steps": 25,
+        "ai.image.seed": 3,
+    }
+    assert obs_capture.metrics["ai.errors"].points == {}
+    assert obs_capture.metrics["ai.user_errors"].points == {
+        ("replicate", "acme/safe-sdxl", "run", "content_violation"): 1
+    }
+
+
+def test_http_error_is_invalid_input_a_user_error_not_a_failure(
     client: replicate.Client, emu: ReplicateEmulator, obs_capture: Capture
 ) -> None:
     emu.fail(
@@ -325,8 +372,9 @@ def test_http_error_is_invalid_input(
         "error_type": "ReplicateError",
         "ai.http_status": 422,
     }
-    assert obs_capture.metrics["ai.errors"].points == {
-        ("replicate", FLUX, "run", "ReplicateError"): 1
+    assert obs_capture.metrics["ai.errors"].points == {}
+    assert obs_capture.metrics["ai.user_errors"].points == {
+        ("replicate", FLUX, "run", "invalid_input"): 1
     }
 
 

@@ -25,11 +25,13 @@ from ._core.traced import traced
 from ._pipeline import Exporter
 from ._setup import configure, flush, mark_private, set_user, shutdown
 from ._version import __version__ as __version__
+from .integrations._ai_api import AICall, ai_cache, ai_call, current_ai_call
 from .integrations._registry import Report, instrument_all, uninstrument_all
 from .integrations.sqlalchemy import instrument_sqlalchemy, uninstrument_sqlalchemy
 from .middleware import ObsMiddleware, ObsWSGIMiddleware
 
 __all__ = [
+    "AICall",
     "Config",
     "Exporter",
     "HttpOptions",
@@ -42,8 +44,11 @@ __all__ = [
     "Report",
     "SamplingOptions",
     "Span",
+    "ai_cache",
+    "ai_call",
     "attach",
     "configure",
+    "current_ai_call",
     "current_span",
     "detach",
     "emit",

@@ -118,7 +118,7 @@ def test_a_burst_of_checkouts_between_two_samples_keeps_its_peak_in_use(
     assert pool["peak_utilization"] is None  # not 0 %: no sample saw one in use, nor capacity
 
 
-def test_ai_calls_group_by_the_requested_model_and_count_every_failure(
+def test_ai_calls_group_by_the_requested_model_and_count_user_errors_apart_from_failures(
     tmp_path: Path, configured
 ) -> None:
     path = tmp_path / "obs.db"
@@ -136,7 +136,8 @@ def test_ai_calls_group_by_the_requested_model_and_count_every_failure(
     (by_tier,) = store.ai(Filters(), ("tier",))
     store.close()
     assert (row["model"], row["response_models"]) == ("gpt-4o-mini", ["gpt-4o-mini-2024-07-18"])
-    assert (row["calls"], row["errors"], row["error_rate"]) == (6, 3, 0.5)
+    assert (row["calls"], row["errors"], row["user_errors"]) == (6, 1, 2)
+    assert row["error_rate"] == 1 / 6  # as ai.errors and the error_rate pipe count
     assert "response_models" not in by_tier
 
 

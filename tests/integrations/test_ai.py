@@ -107,10 +107,10 @@ def test_exception_is_recorded_and_reraised_keeping_a_finer_status(obs_capture: 
     first, second = obs_capture.spans
     assert (first["status"], first["error_type"]) == ("content_violation", "ValueError")
     assert (second["status"], second["error_type"]) == ("error", "KeyError")
-    errors = obs_capture.metrics["ai.errors"].points
-    assert errors == {
-        ("openai", "m", "chat", "ValueError"): 1,
-        ("openai", "m", "chat", "KeyError"): 1,
+    # The violation is the user's outcome: counted apart from the service's failures.
+    assert obs_capture.metrics["ai.errors"].points == {("openai", "m", "chat", "KeyError"): 1}
+    assert obs_capture.metrics["ai.user_errors"].points == {
+        ("openai", "m", "chat", "content_violation"): 1
     }
 
 

@@ -73,6 +73,12 @@ def test_workflow_inputs_follow_the_sampler_to_its_positive_prompt(obs_capture: 
         "ai.input.cfg": 6.5,
         "ai.input.width": 832,
         "ai.input.height": 1216,
+        # the same, under the names every image provider shares
+        "ai.image.width": 832,
+        "ai.image.height": 1216,
+        "ai.image.steps": 2,
+        "ai.image.seed": 5,
+        "ai.image.guidance": 6.5,
     }
 
 

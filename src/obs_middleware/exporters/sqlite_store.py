@@ -17,14 +17,16 @@ from typing import Any
 
 import orjson
 
+from .._core.status import NOT_FAILURES, USER_ERRORS
 from .sqlite import COLUMNS, connect, row_to_record
 
 __all__ = ["Filters", "Row", "Store", "fingerprint", "percentile", "short_labels"]
 
 Row = dict[str, Any]
 
-# Statuses of an AI call that are no failure (as the ``ai.errors`` metric counts).
-_AI_OK = ("ok", "cancelled")
+# Statuses of an AI call that are no service failure (as the ``ai.errors`` metric counts): the
+# user-caused ones are counted apart (``_core/status.py``).
+_AI_OK = NOT_FAILURES | USER_ERRORS
 # Attribute keys a query span may carry to say where in the user's code it ran.
 _LOCATION_KEYS = (
     ("code.filepath", "code.lineno", "code.function"),
@@ -343,8 +345,9 @@ class Store:
 
         The model is the one each call asked for (``ai.model``), so a model's failed calls count
         against it; grouped by model, ``response_models`` lists the names its answers gave
-        (``ai.response_model``: dated snapshots). An error is any status but ok and cancelled,
-        as the ``ai.errors`` metric counts.
+        (``ai.response_model``: dated snapshots). An error is a service failure, any status but
+        ok, cancelled and the user-caused ones (``invalid_input``, ``content_violation``: counted
+        in ``user_errors``), as the ``ai.errors`` metric and the failure alert count them.
         """
         index = {"provider": 0, "model": 1, "user": 2, "tier": 3}
         groups: dict[tuple[Any, ...], list[sqlite3.Row]] = {}
@@ -354,6 +357,7 @@ class Store:
         for key, items in groups.items():
             attrs = [_attrs(r[7]) for r in items]
             errors = sum(1 for r in items if r[5] not in _AI_OK)
+            user_errors = sum(1 for r in items if r[5] in USER_ERRORS)
             extra: Row = {}
             if "model" in by:
                 answered = {a.get("ai.response_model") for a in attrs}
@@ -365,6 +369,7 @@ class Store:
                     "calls": len(items),
                     "errors": errors,
                     "error_rate": errors / len(items),
+                    "user_errors": user_errors,
                     "input_tokens": sum(a.get("ai.input_tokens") or 0 for a in attrs),
                     "output_tokens": sum(a.get("ai.output_tokens") or 0 for a in attrs),
                     "images": sum(a.get("ai.image_count") or 0 for a in attrs),

@@ -11,10 +11,11 @@ API for integration modules (openai, replicate, fal, modal, comfyui)::
             safe(_record_result, call, result)
             return result
 
-``ai_call(provider, operation, model=None, *, private=False) -> AICall``
+``ai_call(provider, operation, model=None, *, private=False, modality=None) -> AICall``
     Context manager (use plain ``with`` in async code too). The outermost one starts the span
-    ``ai.request`` (kind ``client``; attributes ``ai.provider``, ``ai.operation``, ``ai.model``: the
-    model the request names) and makes the call *active* for ``provider`` in this context. While it
+    ``ai.request`` (kind ``client``; attributes ``ai.provider``, ``ai.operation``, ``ai.modality``
+    (a constant of the entry point: text, image, audio, embedding), ``ai.model``: the model the
+    request names) and makes the call *active* for ``provider`` in this context. While it
     is active, another ``ai_call`` of the same provider (an SDK entry point calling another:
     replicate ``run`` → ``predictions.create``, fal ``subscribe`` → ``submit``, openai ``.stream()``
     → ``create``) returns the same ``AICall``: its setters enrich the outer span and leaving its
@@ -65,6 +66,11 @@ API for integration modules (openai, replicate, fal, modal, comfyui)::
                                                       the SDK object (prediction, request handle)
     model / response_model                            read only (the setters keep them equal to
                                                       ``ai.model`` / ``ai.response_model``)
+    set_modality, set_response_id, set_cache, set_content_safety, set_prompt_transformed,
+    set_image_params                                  the optional image-service fields
+                                                      (``_ai_fields``): no cost until called
+    call(fn)                                          decorator: each call of ``fn`` (sync or
+                                                      async) is a new call like this one
     wrap_stream(stream, on_item=None, *, on_end=None, reenter=False)
         Attach a (sync or async) iterator or SDK stream object: the call then ends when the
         stream ends (exhausted, error, ``close``/``aclose``/``__exit__``, or garbage
@@ -81,11 +87,14 @@ At the end: ``cost.usd`` (or ``cost.unknown`` with the reason) and ``cost.pricin
 the span, the cost added to the local root span's ``cost.usd`` (pricing never keeps the span
 from ending; a negative or non-finite cost is never used); metrics ``ai.duration`` (histogram;
 ``ai.requests`` is its count) and ``ai.errors`` (any status but ok/cancelled) by provider, model
-(the requested ``ai.model``, never the snapshot), operation (+ error type); ``ai.cost_usd`` by
+(the requested ``ai.model``, never the snapshot), operation (+ error type), ``ai.user_errors``
+instead of ``ai.errors`` for a user-caused status (``invalid_input``, ``content_violation``:
+``_core/status.py``); ``ai.cost_usd`` by
 provider, model, operation, route (the root's ``http.route``, or ``job.service_type``) and tier,
 recorded when the root ends.
 
-Beside this module: ``_ai_values`` (prompts sanitized, usage numbers checked, ``safe``),
+Beside this module: ``_ai_fields`` (the image-service setters, the decorator),
+``_ai_values`` (prompts sanitized, usage numbers checked, ``safe``),
 ``_ai_stream`` (the stream proxies) and ``_ai_metrics`` (the AI metrics, the cost rollup).
 """
 
@@ -106,7 +115,9 @@ from .._core import span as _span
 from .._core.internal import internal_error, once
 from .._core.metrics import dropped
 from .._core.redact import MAX_MESSAGE, PRIVATE, scrub_error
-from ._ai_metrics import ai_duration, ai_errors, record_cost, rollup
+from .._core.status import USER_ERRORS
+from ._ai_fields import CallFields, decorate
+from ._ai_metrics import ai_duration, ai_errors, ai_user_errors, record_cost, rollup
 from ._ai_stream import AsyncStream, SyncStream
 from ._ai_values import (
     MAX_PARAMS,
@@ -132,8 +143,16 @@ _tls = threading.local()
 _orphans: deque[AICall] = deque()
 
 
-class AICall:
-    """One logical AI provider call: its span, usage and cost (see the module docstring)."""
+class AICall(CallFields):
+    """One logical AI provider call: its span, usage and cost.
+
+    Made by ``obs.ai_call(...)`` (or an integration); enter it with ``with`` (sync or async
+    code), or decorate a function with it. Setters record usage (``set_tokens``,
+    ``set_images``, ``set_units``, ``set_compute``), a cost (``set_cost``), ids, the
+    image-service fields (``set_cache``, ``set_content_safety``, ``set_prompt_transformed``,
+    ``set_image_params``) and failures (``set_status``, ``fail``); at the end the call is
+    priced, its metrics recorded and its cost added to the trace's root.
+    """
 
     __slots__ = (
         "_cost_unknown",
@@ -152,7 +171,14 @@ class AICall:
         "usage",
     )
 
-    def __init__(self, provider: str, operation: str, model: str | None, private: bool) -> None:
+    def __init__(
+        self,
+        provider: str,
+        operation: str,
+        model: str | None,
+        private: bool,
+        modality: str | None = None,
+    ) -> None:
         self.provider = provider
         self.operation = operation
         self.private = private
@@ -161,6 +187,8 @@ class AICall:
         self.model = str(model) if model else ""
         self.response_model: str | None = None
         attrs: dict[str, Any] = {"ai.provider": provider, "ai.operation": operation}
+        if modality:
+            attrs["ai.modality"] = modality
         if model:
             attrs["ai.model"] = self.model
         self.span = _span.Span("ai.request", attrs, "client")
@@ -206,6 +234,14 @@ class AICall:
                 self._finish(None)
         except Exception:
             internal_error("ai call end", "call")
+
+    def __call__(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Decorate ``fn`` (sync or async): each call of it is a new AI call like this one."""
+        provider, operation, private = self.provider, self.operation, self.private
+        model, modality = self.model or None, self.span.attrs.get("ai.modality")
+        return decorate(
+            fn, lambda: ai_call(provider, operation, model, private=private, modality=modality)
+        )
 
     def wrap_stream(
         self,
@@ -497,8 +533,12 @@ class AICall:
         finally:
             span.end()  # whatever pricing did: a span left open stays current for later spans
         ai_duration.record(labels, span.duration_ms)
-        if span.status not in ("ok", "cancelled"):
-            ai_errors.add((*labels, span.error_type or span.status))
+        status = span.status
+        if status not in ("ok", "cancelled"):
+            if status in USER_ERRORS:
+                ai_user_errors.add((*labels, status))
+            else:
+                ai_errors.add((*labels, span.error_type or status))
 
     def _price(
         self, attrs: dict[str, Any], local: _span.LocalTrace, labels: tuple[str, str, str]
@@ -538,7 +578,12 @@ class AICall:
 
 
 def ai_call(
-    provider: str, operation: str, model: str | None = None, *, private: bool = False
+    provider: str,
+    operation: str,
+    model: str | None = None,
+    *,
+    private: bool = False,
+    modality: str | None = None,
 ) -> AICall:
     """Return the call to enter for one SDK entry point: new, or the active one of ``provider``."""
     active = _active.get()
@@ -548,7 +593,7 @@ def ai_call(
         if private:
             active.private = True
         return active
-    return AICall(provider, operation, model, private)
+    return AICall(provider, operation, model, private, modality)
 
 
 def current_call(provider: str | None = None) -> AICall | None:

@@ -1,6 +1,9 @@
 """The AI metrics, and the cost rollup that records ``ai.cost_usd`` once the trace's root has
 ended (its route and tier known). Part of ``_ai``, split out for size.
 
+``ai.errors`` counts service failures only; a user-caused status (``_core/status.py``) goes to
+``ai.user_errors``, so the failure alert and the column stores' error rate read the same thing.
+
 The ``ai.model`` label is the model the request names (``AICall.model``), never the snapshot a
 response reports: a model's failed and successful calls are one series, so its error rate holds.
 """
@@ -10,7 +13,7 @@ from __future__ import annotations
 from .._core import span as _span
 from .._core.metrics import registry
 
-__all__ = ["ai_cost", "ai_duration", "ai_errors", "record_cost", "rollup"]
+__all__ = ["ai_cost", "ai_duration", "ai_errors", "ai_user_errors", "record_cost", "rollup"]
 
 ai_duration = registry.histogram(
     "ai.duration",
@@ -23,7 +26,13 @@ ai_errors = registry.counter(
     "ai.errors",
     ("ai.provider", "ai.model", "ai.operation", "error.type"),
     "1",
-    "Failed AI provider calls.",
+    "Failed AI provider calls (service failures; user-caused outcomes are ai.user_errors).",
+)
+ai_user_errors = registry.counter(
+    "ai.user_errors",
+    ("ai.provider", "ai.model", "ai.operation", "status"),
+    "1",
+    "AI calls ended by the user's request: invalid_input, content_violation (no failure).",
 )
 ai_cost = registry.counter(
     "ai.cost_usd",

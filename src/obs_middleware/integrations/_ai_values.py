@@ -118,7 +118,7 @@ def privatize(span: _span.Span) -> None:
     """Hide the prompt, the inputs and the error message of a private call's span."""
     attrs = span.attrs
     for key, value in list(attrs.items()):
-        if isinstance(value, str) and (key == "ai.prompt" or key.startswith("ai.input.")):
+        if isinstance(value, str) and key.startswith(("ai.prompt", "ai.input.")):
             attrs[key] = PRIVATE
     attrs["ai.private"] = True
     if span.error_message:

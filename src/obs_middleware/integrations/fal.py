@@ -76,6 +76,9 @@ def _queue(call: AICall) -> _Queue:
     return state
 
 
+_MODALITY = "image"  # every fal endpoint this module knows makes images
+
+
 def _argument(args: Any, kwargs: Any, index: int, name: str) -> Any:
     return args[index] if len(args) > index else kwargs.get(name)
 
@@ -92,6 +95,10 @@ def _start(call: AICall, operation: str, args: Any, kwargs: Any) -> None:
     arguments = _argument(args, kwargs, 1, "arguments")
     if isinstance(arguments, dict):
         call.set_inputs(None, arguments)
+        call.set_image_params_from(arguments)
+        size = arguments.get("image_size")
+        if isinstance(size, dict):
+            call.set_image_params(width=size.get("width"), height=size.get("height"))
 
 
 def _finish(call: AICall, operation: str, result: Any) -> None:
@@ -122,8 +129,8 @@ def _record_result(call: AICall, result: dict[str, Any]) -> None:
             height=height if isinstance(height, int) else None,
         )
     flagged = result.get("has_nsfw_concepts")
-    if isinstance(flagged, list) and any(flagged):
-        call.attrs["ai.nsfw_flagged"] = sum(1 for f in flagged if f)
+    if isinstance(flagged, list) and any(flagged):  # the safety checker blanked these images
+        call.set_content_safety(flagged=sum(1 for f in flagged if f), categories=("nsfw",))
     timings = result.get("timings")
     if "ai.run_ms" not in call.attrs and isinstance(timings, dict):
         inference = timings.get("inference")
@@ -133,7 +140,9 @@ def _record_result(call: AICall, result: dict[str, Any]) -> None:
 
 def _sync_entry(operation: str) -> Callable[..., Any]:
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        with ai_call("fal", operation, _argument(args, kwargs, 0, "application")) as call:
+        with ai_call(
+            "fal", operation, _argument(args, kwargs, 0, "application"), modality=_MODALITY
+        ) as call:
             safe(_start, call, operation, args, kwargs)
             result = wrapped(*args, **kwargs)
             safe(_finish, call, operation, result)
@@ -144,7 +153,9 @@ def _sync_entry(operation: str) -> Callable[..., Any]:
 
 def _async_entry(operation: str) -> Callable[..., Awaitable[Any]]:
     async def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        with ai_call("fal", operation, _argument(args, kwargs, 0, "application")) as call:
+        with ai_call(
+            "fal", operation, _argument(args, kwargs, 0, "application"), modality=_MODALITY
+        ) as call:
             safe(_start, call, operation, args, kwargs)
             result = await wrapped(*args, **kwargs)
             safe(_finish, call, operation, result)
@@ -155,7 +166,9 @@ def _async_entry(operation: str) -> Callable[..., Awaitable[Any]]:
 
 def _stream(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
     """Sync and async ``stream`` (generator functions: no HTTP until the first item)."""
-    with ai_call("fal", "stream", _argument(args, kwargs, 0, "application")) as call:
+    with ai_call(
+        "fal", "stream", _argument(args, kwargs, 0, "application"), modality=_MODALITY
+    ) as call:
         safe(_start, call, "stream", args, kwargs)
         return call.wrap_stream(wrapped(*args, **kwargs), _on_event, reenter=True)
 
@@ -180,7 +193,7 @@ def _start_get(call: AICall, handle: Any) -> None:
 
 
 def _handle_get(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-    with ai_call("fal", "result") as call:
+    with ai_call("fal", "result", modality=_MODALITY) as call:
         safe(_start_get, call, instance)
         result = wrapped(*args, **kwargs)
         safe(_finish, call, "result", result)
@@ -190,7 +203,7 @@ def _handle_get(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: A
 async def _handle_get_async(
     wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any
 ) -> Any:
-    with ai_call("fal", "result") as call:
+    with ai_call("fal", "result", modality=_MODALITY) as call:
         safe(_start_get, call, instance)
         result = await wrapped(*args, **kwargs)
         safe(_finish, call, "result", result)

@@ -105,7 +105,7 @@ def _record_output(call: AICall, value: Any) -> None:
 async def _call_function(
     wrapped: Callable[..., Awaitable[Any]], instance: Any, args: Any, kwargs: Any
 ) -> Any:
-    with ai_call("modal", "remote") as call:
+    with ai_call("modal", "remote", modality="image") as call:
         fn_args, fn_kwargs = _call_args(args, kwargs)
         safe(_start, call, _target(instance), fn_args, fn_kwargs)
         result = await wrapped(*args, **kwargs)
@@ -116,7 +116,7 @@ async def _call_function(
 async def _call_function_nowait(
     wrapped: Callable[..., Awaitable[Any]], instance: Any, args: Any, kwargs: Any
 ) -> Any:
-    with ai_call("modal", "spawn") as call:
+    with ai_call("modal", "spawn", modality="image") as call:
         fn_args, fn_kwargs = _call_args(args, kwargs)
         safe(_start, call, _target(instance), fn_args, fn_kwargs)
         invocation = await wrapped(*args, **kwargs)
@@ -125,7 +125,7 @@ async def _call_function_nowait(
 
 
 def _call_generator(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-    with ai_call("modal", "remote_gen") as call:
+    with ai_call("modal", "remote_gen", modality="image") as call:
         fn_args, fn_kwargs = _call_args(args, kwargs)
         safe(_start, call, _target(instance), fn_args, fn_kwargs)
         # The generator does its RPCs lazily: reenter so they find this call.
@@ -139,7 +139,7 @@ def _count_item(call: AICall, _item: Any) -> None:
 async def _poll_function(
     wrapped: Callable[..., Awaitable[Any]], instance: Any, args: Any, kwargs: Any
 ) -> Any:
-    with ai_call("modal", "get") as call:
+    with ai_call("modal", "get", modality="image") as call:
         if call.handle is None:  # FunctionCall.get(), not nested in another Modal call
             safe(_start_get, call, instance)
         result = await wrapped(*args, **kwargs)

@@ -54,6 +54,10 @@ _PARAMS = frozenset(
         "response_format",
     }
 )
+# ``ai.modality`` of each operation: a constant bound into its wrapper, never looked up per call.
+_MODALITY = {"embeddings": "embedding"} | dict.fromkeys(
+    ("images.generate", "images.edit", "images.variation"), "image"
+)
 _INVALID_INPUT = frozenset({400, 404, 409, 413, 422})
 _POLICY_CODES = frozenset({"content_policy_violation", "content_filter", "moderation_blocked"})
 
@@ -213,6 +217,9 @@ def _image_result(call: AICall, result: Any, kwargs: dict[str, Any]) -> None:
         size=size if isinstance(size, str) else None,
         quality=quality if isinstance(quality, str) else None,
     )
+    revised = getattr(data[0], "revised_prompt", None) if data else None
+    if revised:  # dall-e-3 rewrites every prompt it is given
+        call.set_prompt_transformed(prompt=revised)
     usage = getattr(result, "usage", None)
     if usage is not None:
         _image_usage(call, usage)
@@ -258,6 +265,7 @@ def _error(call: AICall, exc: BaseException) -> None:
     if isinstance(status_code, int):
         call.attrs["ai.http_status"] = status_code
     if getattr(exc, "code", None) in _POLICY_CODES:
+        call.set_content_safety(True)
         call.span.status = "content_violation"
     elif status_code in _INVALID_INPUT:
         call.span.status = "invalid_input"
@@ -287,8 +295,10 @@ def _finish(
 
 
 def _sync(operation: str, inputs: Inputs, after: After, on_item: OnItem) -> Any:
+    modality = _MODALITY.get(operation, "text")
+
     def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        with ai_call("openai", operation, kwargs.get("model")) as call:
+        with ai_call("openai", operation, kwargs.get("model"), modality=modality) as call:
             try:
                 inputs(call, kwargs)
             except Exception:
@@ -304,8 +314,10 @@ def _sync(operation: str, inputs: Inputs, after: After, on_item: OnItem) -> Any:
 
 
 def _async(operation: str, inputs: Inputs, after: After, on_item: OnItem) -> Any:
+    modality = _MODALITY.get(operation, "text")
+
     async def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        with ai_call("openai", operation, kwargs.get("model")) as call:
+        with ai_call("openai", operation, kwargs.get("model"), modality=modality) as call:
             try:
                 inputs(call, kwargs)
             except Exception:
@@ -330,7 +342,7 @@ def _manager_enter(operation: str) -> Any:
     """``.stream()`` managers: the span opens on entry; the inner ``create`` joins it."""
 
     def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        with ai_call("openai", operation) as call:
+        with ai_call("openai", operation, modality="text") as call:
             stream = wrapped(*args, **kwargs)
             safe(_manager_calls.__setitem__, instance, call)
             return stream
@@ -340,7 +352,7 @@ def _manager_enter(operation: str) -> Any:
 
 def _manager_aenter(operation: str) -> Any:
     async def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        with ai_call("openai", operation) as call:
+        with ai_call("openai", operation, modality="text") as call:
             stream = await wrapped(*args, **kwargs)
             safe(_manager_calls.__setitem__, instance, call)
             return stream

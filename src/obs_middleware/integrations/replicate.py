@@ -54,6 +54,7 @@ def _ref(ref: Any) -> tuple[str | None, str | None]:
 def _inputs(call: AICall, value: Any) -> None:
     if isinstance(value, Mapping):
         call.set_inputs(params=value)
+        call.set_image_params_from(value)
         width, height = value.get("width"), value.get("height")
         if isinstance(width, int) and isinstance(height, int):
             call.set_images(None, width=width, height=height)
@@ -114,6 +115,9 @@ def _from_prediction(call: AICall, prediction: Any) -> None:
             error_type="ModelError" if status == "failed" else None,
             message=str(error) if error else None,
         )
+        if error and "NSFW" in str(error).upper():  # the model's safety checker refused
+            call.set_content_safety(True, categories=("nsfw",))
+            call.span.status = "content_violation"
 
 
 def _error(call: AICall, exc: BaseException) -> None:
@@ -159,7 +163,7 @@ def _run_args(args: Any, kwargs: Any) -> tuple[Any, Any]:
 def _run(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     ref, value = _run_args(args, kwargs)
     model, version = safe(_ref, ref) or (None, None)
-    with ai_call("replicate", "run", model) as call:
+    with ai_call("replicate", "run", model, modality="image") as call:
         call.set_model(None, version=version)
         safe(_inputs, call, value)
         try:
@@ -167,7 +171,8 @@ def _run(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         except Exception as exc:
             safe(_error, call, exc)
             raise
-        if _is_lazy(output):  # an iterator model: it polls as the caller iterates
+        if _is_lazy(output):  # an iterator model (an LLM): it polls as the caller iterates
+            call.set_modality("text")
             return call.wrap_stream(output, _count_item, on_end=_finish_run, reenter=True)
         safe(_finish_run, call)
         return output
@@ -176,7 +181,7 @@ def _run(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
 async def _async_run(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     ref, value = _run_args(args, kwargs)
     model, version = safe(_ref, ref) or (None, None)
-    with ai_call("replicate", "run", model) as call:
+    with ai_call("replicate", "run", model, modality="image") as call:
         call.set_model(None, version=version)
         safe(_inputs, call, value)
         try:
@@ -185,6 +190,7 @@ async def _async_run(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any
             safe(_error, call, exc)
             raise
         if _is_lazy(output):
+            call.set_modality("text")
             return call.wrap_stream(output, _count_item, on_end=_finish_run, reenter=True)
         safe(_finish_run, call)
         return output
@@ -194,7 +200,7 @@ def _stream(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     # A generator: the prediction is created on the first next(), inside the re-entered call.
     ref, value = _run_args(args, kwargs)
     model, version = safe(_ref, ref) or (None, None)
-    with ai_call("replicate", "stream", model) as call:
+    with ai_call("replicate", "stream", model, modality="text") as call:
         call.set_model(None, version=version)
         safe(_inputs, call, value)
         return call.wrap_stream(wrapped(*args, **kwargs), _stream_event, reenter=True)
@@ -203,7 +209,7 @@ def _stream(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
 async def _async_stream(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     ref, value = _run_args(args, kwargs)
     model, version = safe(_ref, ref) or (None, None)
-    with ai_call("replicate", "stream", model) as call:
+    with ai_call("replicate", "stream", model, modality="text") as call:
         call.set_model(None, version=version)
         safe(_inputs, call, value)
         return call.wrap_stream(await wrapped(*args, **kwargs), _stream_event, reenter=True)
@@ -239,7 +245,7 @@ def _created(call: AICall, prediction: Any) -> None:
 def _create(kind: str) -> Any:
     def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         model, version, value = safe(_create_target, kind, instance, args, kwargs) or (None,) * 3
-        with ai_call("replicate", "predictions.create", model) as call:
+        with ai_call("replicate", "predictions.create", model, modality="image") as call:
             call.set_model(None, version=version)
             if kind.startswith("deployment"):
                 call.attrs["ai.deployment"] = model
@@ -258,7 +264,7 @@ def _create(kind: str) -> Any:
 def _async_create(kind: str) -> Any:
     async def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         model, version, value = safe(_create_target, kind, instance, args, kwargs) or (None,) * 3
-        with ai_call("replicate", "predictions.create", model) as call:
+        with ai_call("replicate", "predictions.create", model, modality="image") as call:
             call.set_model(None, version=version)
             if kind.startswith("deployment"):
                 call.attrs["ai.deployment"] = model
@@ -275,7 +281,8 @@ def _async_create(kind: str) -> Any:
 
 
 def _wait(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    with ai_call("replicate", "predictions.wait", getattr(instance, "model", None)) as call:
+    model = getattr(instance, "model", None)
+    with ai_call("replicate", "predictions.wait", model, modality="image") as call:
         if call.handle is None:
             call.handle = instance
         try:
@@ -285,7 +292,8 @@ def _wait(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
 
 
 async def _async_wait(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    with ai_call("replicate", "predictions.wait", getattr(instance, "model", None)) as call:
+    model = getattr(instance, "model", None)
+    with ai_call("replicate", "predictions.wait", model, modality="image") as call:
         if call.handle is None:
             call.handle = instance
         try:

@@ -32,7 +32,7 @@ async def queue_prompt_and_wait(
     wrapped: Callable[..., Awaitable[Any]], instance: Any, args: Any, kwargs: Any
 ) -> Any:
     workflow = args[0] if args else kwargs.get("prompt")
-    with ai_call("comfyui", "prompt") as call:
+    with ai_call("comfyui", "prompt", modality="image") as call:
         if isinstance(workflow, dict):
             safe(record_workflow, call, workflow)
         try:
@@ -95,7 +95,7 @@ class _Exchange:
                 return
             self.call = current_call("comfyui")
             if self.call is None:  # no client-layer span: this hook owns the prompt's span
-                self.call = ai_call("comfyui", "prompt", model(self.workflow))
+                self.call = ai_call("comfyui", "prompt", model(self.workflow), modality="image")
                 self.owned = True
 
     @property

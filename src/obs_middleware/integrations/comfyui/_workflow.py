@@ -76,3 +76,11 @@ def record_workflow(call: AICall, workflow: dict[str, Any]) -> None:
     if width and height:
         params["width"], params["height"] = width, height
     call.set_inputs(prompt, params)
+    call.set_image_params(
+        width=width,
+        height=height,
+        steps=params.get("steps"),
+        seed=params.get("seed", params.get("noise_seed")),
+        sampler=params.get("sampler_name"),
+        guidance=params.get("cfg"),
+    )

@@ -283,6 +283,10 @@ class OpenAIEmulator(Emulator):
             data = [{"b64_json": _PNG} for _ in range(n)]
         else:
             data = [{"url": f"{self.url}/files/img-{next(self._ids)}.png"} for _ in range(n)]
+        if model == "dall-e-3":  # it rewrites every prompt, and says so
+            prompt = str(body.get("prompt") or "")
+            for item in data:
+                item["revised_prompt"] = f"A photorealistic image of {prompt}."
         reply: dict[str, Any] = {"created": 1_767_225_600, "data": data}
         if model.startswith("gpt-image"):
             reply.update(
