@@ -58,6 +58,7 @@ API for integration modules (openai, replicate, fal, modal, comfyui)::
                                                       table), or None + the reason it is unknown;
                                                       a negative or non-finite one is dropped
     set_queue_ms(ms)                                  ai.queue_ms
+    set_run_ms(ms)                                    ai.run_ms (time on the provider's hardware)
     set_status(status, *, error_type=None, message=None)  a failure reported, not raised
     fail(exc, *, status="error")                      an exception the SDK handled
     event(name, **fields)                             a span event (queue position, progress)
@@ -81,7 +82,9 @@ At the end: ``cost.usd`` (or ``cost.unknown`` with the reason) and ``cost.pricin
 the span, the cost added to the local root span's ``cost.usd`` (pricing never keeps the span
 from ending; a negative or non-finite cost is never used); metrics ``ai.duration`` (histogram;
 ``ai.requests`` is its count) and ``ai.errors`` (any status but ok/cancelled) by provider, model
-(the requested ``ai.model``, never the snapshot), operation (+ error type); ``ai.cost_usd`` by
+(the requested ``ai.model``, never the snapshot), operation (+ error type); histograms
+``ai.time_to_first_token``, ``ai.output_tokens_per_s`` (streams), ``ai.queue_time`` and
+``ai.run_time`` by the same labels, when the call has the figure; ``ai.cost_usd`` by
 provider, model, operation, route (the root's ``http.route``, or ``job.service_type``) and tier,
 recorded when the root ends.
 
@@ -106,7 +109,7 @@ from .._core import span as _span
 from .._core.internal import internal_error, once
 from .._core.metrics import dropped
 from .._core.redact import MAX_MESSAGE, PRIVATE, scrub_error
-from ._ai_metrics import ai_duration, ai_errors, record_cost, rollup
+from ._ai_metrics import ai_duration, ai_errors, record_cost, record_latency, rollup
 from ._ai_stream import AsyncStream, SyncStream
 from ._ai_values import (
     MAX_PARAMS,
@@ -400,6 +403,12 @@ class AICall:
         if ms is not None and -MAX_USAGE < ms < MAX_USAGE:  # not NaN, infinite, or absurd
             self.span.attrs["ai.queue_ms"] = round(max(float(ms), 0.0), 3)
 
+    # -- latency (issue 17 item 10) --------------------------------------------------------------
+    def set_run_ms(self, ms: float | None) -> None:
+        """Time the request ran on the provider's hardware (``ai.run_ms``), as it reports it."""
+        if ms is not None and -MAX_USAGE < ms < MAX_USAGE:
+            self.span.attrs["ai.run_ms"] = round(max(float(ms), 0.0), 3)
+
     def _usage(
         self,
         field: str,
@@ -497,6 +506,7 @@ class AICall:
         finally:
             span.end()  # whatever pricing did: a span left open stays current for later spans
         ai_duration.record(labels, span.duration_ms)
+        record_latency(labels, attrs)  # time to first token, tokens/s, queue and run time
         if span.status not in ("ok", "cancelled"):
             ai_errors.add((*labels, span.error_type or span.status))
 
