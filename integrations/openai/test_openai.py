@@ -542,15 +542,18 @@ def timed_capture() -> Iterator[Capture]:
 
 
 def slow_client(emu: OpenAIEmulator) -> openai.OpenAI:
-    # One plain call first: the connection is open and the SDK warm before the measured stream.
+    # Plain calls first: the connection is open and the SDK's lazily built types
+    # are ready (its first responses stream costs tens of ms) before the measured stream.
     c = openai.OpenAI(api_key="sk-test", base_url=emu.url + "/v1", max_retries=0)
     c.chat.completions.create(model="gpt-4o-mini", messages=HI)
+    c.responses.create(model="gpt-4o-mini", input="Say hi")
     return c
 
 
 async def slow_aclient(emu: OpenAIEmulator) -> openai.AsyncOpenAI:
     c = openai.AsyncOpenAI(api_key="sk-test", base_url=emu.url + "/v1", max_retries=0)
     await c.chat.completions.create(model="gpt-4o-mini", messages=HI)
+    await c.responses.create(model="gpt-4o-mini", input="Say hi")
     return c
 
 
