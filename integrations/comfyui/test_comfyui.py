@@ -100,6 +100,9 @@ def test_queue_and_wait_images_is_one_span_with_prompt_id_images_and_inputs(
         "cost.unknown": f"no price for comfyui model {CKPT}",
     }
     assert record["ai.queue_ms"] >= 0 and record["ai.run_ms"] >= 0
+    labels = ("comfyui", record["ai.model"], record["ai.operation"])
+    for histogram in ("ai.queue_time", "ai.run_time"):  # queue: to execution_start; run: after
+        assert obs_capture.metrics[histogram].points[labels].count == 1
 
 
 def test_websocket_progress_drives_the_job_lifecycle(

@@ -161,6 +161,9 @@ def test_subscribe_is_one_span_carrying_the_request_id_and_queue(
         "ai.run_ms": 30.0,
     }
     assert record["ai.queue_ms"] > 0
+    labels = ("fal", record["ai.model"], "subscribe")  # queue time from the queue updates
+    assert obs_capture.metrics["ai.queue_time"].points[labels].count == 1
+    assert obs_capture.metrics["ai.run_time"].points[labels].sum == 30.0
     assert pick(record, "ai.image_count", "ai.width", "ai.height", "ai.billable_units") == {
         "ai.image_count": 1,
         "ai.width": 1024,

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import io
 import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +21,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 import obs_middleware as obs
+from obs_middleware import _setup
+from obs_middleware._core.config import PipelineOptions
+from obs_middleware.cli.report import figures, report
+from obs_middleware.exporters.sqlite import SqliteExporter
+from obs_middleware.exporters.sqlite_store import Filters, Store
 from obs_middleware.integrations import openai as obs_openai
 from obs_middleware.testing import Capture, capture
 from obs_middleware.testing.emulators.openai import OpenAIEmulator, error_body
@@ -520,3 +529,149 @@ def test_hostile_usage_never_breaks_the_trace_nor_prices_negative(
     costs = [s["cost.usd"] for s in obs_capture.spans if s.get("cost.usd") is not None]
     costs += obs_capture.metrics["ai.cost_usd"].points.values()
     assert all(0 <= usd < 1 for usd in costs), costs
+
+
+# -- latency: time to first token and output tokens per second (issue 17 item 10) ---------------
+DELAY_MS = 120.0
+
+
+@pytest.fixture
+def slow_emu() -> Iterator[OpenAIEmulator]:
+    with OpenAIEmulator(first_chunk_delay_s=DELAY_MS / 1000) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def timed_capture() -> Iterator[Capture]:
+    """A capture on the real clock (``obs_capture``'s deterministic clock ticks per read)."""
+    with capture(fixed=False) as cap:
+        yield cap
+
+
+def slow_client(emu: OpenAIEmulator) -> openai.OpenAI:
+    # Plain calls first: the connection is open and the SDK's lazily built types
+    # are ready (its first responses stream costs tens of ms) before the measured stream.
+    c = openai.OpenAI(api_key="sk-test", base_url=emu.url + "/v1", max_retries=0)
+    c.chat.completions.create(model="gpt-4o-mini", messages=HI)
+    c.responses.create(model="gpt-4o-mini", input="Say hi")
+    return c
+
+
+async def slow_aclient(emu: OpenAIEmulator) -> openai.AsyncOpenAI:
+    c = openai.AsyncOpenAI(api_key="sk-test", base_url=emu.url + "/v1", max_retries=0)
+    await c.chat.completions.create(model="gpt-4o-mini", messages=HI)
+    await c.responses.create(model="gpt-4o-mini", input="Say hi")
+    return c
+
+
+def assert_first_token_and_rate(cap: Capture, streams: int = 1) -> list[dict[str, Any]]:
+    """The streams' spans carry a time to first token past the scripted delay (within 50 ms:
+    the loaded CI machine) and a rate; one histogram observation per stream."""
+    records = [s for s in ai_spans(cap) if "ai.stream_end" in s]
+    assert len(records) == streams
+    for record in records:
+        assert DELAY_MS <= record["ai.time_to_first_token_ms"] <= DELAY_MS + 50
+        assert record["ai.output_tokens_per_s"] > 0
+    labels = (records[0]["ai.provider"], records[0]["ai.model"], records[0]["ai.operation"])
+    assert cap.metrics["ai.time_to_first_token"].points[labels].count == streams
+    assert cap.metrics["ai.output_tokens_per_s"].points[labels].count == streams
+    return records
+
+
+def test_chat_stream_records_time_to_first_token_and_tokens_per_second(
+    slow_emu: OpenAIEmulator, timed_capture: Capture
+) -> None:
+    seen_ms = []  # what the app saw: from the call to its first chunk
+    with slow_client(slow_emu) as c:
+        for _ in range(3):
+            began = time.perf_counter()
+            stream = c.chat.completions.create(
+                model="gpt-4o-mini", messages=HI, stream=True, stream_options=USAGE
+            )
+            chunks = iter(stream)
+            next(chunks)
+            seen_ms.append((time.perf_counter() - began) * 1000)
+            list(chunks)
+    records = assert_first_token_and_rate(timed_capture, streams=3)
+    ttfts = [r["ai.time_to_first_token_ms"] for r in records]
+    # Read inside the app's own window, and within 5 ms of the scripted delay (the best of three:
+    # the shared CPU may delay one; the emulator's loopback round trip is ~3 ms of it).
+    assert all(t <= seen for t, seen in zip(ttfts, seen_ms, strict=True)), (ttfts, seen_ms)
+    assert min(ttfts) <= DELAY_MS + 5, ttfts
+    rates = [r["ai.output_tokens_per_s"] for r in records]
+    assert all(r["ai.output_tokens"] == 10 for r in records) and min(rates) > 0
+
+
+async def test_async_chat_stream_records_time_to_first_token(
+    slow_emu: OpenAIEmulator, timed_capture: Capture
+) -> None:
+    async with await slow_aclient(slow_emu) as c:
+        stream = await c.chat.completions.create(
+            model="gpt-4o-mini", messages=HI, stream=True, stream_options=USAGE
+        )
+        async for _chunk in stream:
+            pass
+    assert_first_token_and_rate(timed_capture)
+
+
+def test_responses_stream_records_time_to_first_token(
+    slow_emu: OpenAIEmulator, timed_capture: Capture
+) -> None:
+    with slow_client(slow_emu) as c:
+        for _event in c.responses.create(model="gpt-4o-mini", input="Say hi", stream=True):
+            pass
+    assert_first_token_and_rate(timed_capture)
+
+
+async def test_async_responses_stream_records_time_to_first_token(
+    slow_emu: OpenAIEmulator, timed_capture: Capture
+) -> None:
+    async with await slow_aclient(slow_emu) as c:
+        stream = await c.responses.create(model="gpt-4o-mini", input="Say hi", stream=True)
+        async for _event in stream:
+            pass
+    assert_first_token_and_rate(timed_capture)
+
+
+def test_a_call_that_is_not_streamed_has_no_first_token(
+    client: openai.OpenAI, obs_capture: Capture
+) -> None:
+    client.chat.completions.create(model="gpt-4o-mini", messages=HI)
+    record = only_ai_span(obs_capture)
+    assert "ai.time_to_first_token_ms" not in record and "ai.output_tokens_per_s" not in record
+    assert "ai.time_to_first_token" not in obs_capture.metrics or not (
+        obs_capture.metrics["ai.time_to_first_token"].points
+    )
+
+
+def test_time_to_first_token_and_tokens_per_second_appear_in_obs_report(
+    slow_emu: OpenAIEmulator, tmp_path: Path
+) -> None:
+    path = tmp_path / "obs.db"
+    config = _setup.build_config(
+        service="svc",
+        exporters=[SqliteExporter(path)],
+        pipeline=PipelineOptions(interval_s=0.05, flush_on_sigterm=False),
+    )
+    with _setup.scoped(config):
+        with slow_client(slow_emu) as c:
+            list(
+                c.chat.completions.create(
+                    model="gpt-4o-mini", messages=HI, stream=True, stream_options=USAGE
+                )
+            )
+        assert obs.flush(10.0)
+    store = Store(path)
+    try:
+        data = figures(store, Filters())
+    finally:
+        store.close()
+    (row,) = data["ai_latency"]
+    assert (row["provider"], row["model"], row["streams"]) == ("openai", "gpt-4o-mini", 1)
+    assert DELAY_MS <= row["ttft_p50"] <= DELAY_MS + 50 and row["tokens_per_s_p50"] > 0
+    out = io.StringIO()
+    report(str(path), Filters(), out)
+    text = out.getvalue()
+    assert "AI latency by provider and model" in text
+    assert "first token p50 ms" in text and "tokens/s p50" in text
+    assert f"{round(row['ttft_p50'], 2):,.2f}" in text

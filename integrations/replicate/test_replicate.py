@@ -427,3 +427,15 @@ def test_sdk_http_calls_nest_under_the_ai_span_in_one_trace(
     assert set(by_parent) == {"POST 127.0.0.1", "GET 127.0.0.1"}
     assert sum(s["parent_id"] == stream["span_id"] for s in http) == 2  # create + SSE GET
     assert {s["trace_id"] for s in obs_capture.spans} == {request["trace_id"]}
+
+
+def test_run_records_queue_and_run_time_and_their_histograms(
+    client: replicate.Client, obs_capture: Capture
+) -> None:
+    client.run(SDXL, input={"prompt": "x"})
+    record = only_ai_span(obs_capture)
+    # created → started is the queue (1.5 s), metrics.predict_time the run (4.2 s), as reported
+    assert pick(record, "ai.queue_ms", "ai.run_ms") == {"ai.queue_ms": 1500.0, "ai.run_ms": 4200.0}
+    labels = ("replicate", record["ai.model"], "run")
+    assert obs_capture.metrics["ai.queue_time"].points[labels].sum == 1500.0
+    assert obs_capture.metrics["ai.run_time"].points[labels].sum == 4200.0

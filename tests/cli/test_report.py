@@ -183,6 +183,7 @@ def test_render_shows_none_for_empty_sections() -> None:
             "slow_queries",
             "pools",
             "ai_by_model",
+            "ai_latency",
             "ai_by_user",
             "ai_by_tier",
             "jobs",
@@ -190,11 +191,11 @@ def test_render_shows_none_for_empty_sections() -> None:
         )
     }
     text = render({**empty, "services": [], "first_us": None, "last_us": None}, "x.db")
-    assert text.count("(none)") == 8
+    assert text.count("(none)") == 9
 
 
 def test_render_tells_statements_apart_and_writes_small_costs_with_their_digits() -> None:
-    empty = {k: [] for k in ("routes", "pools", "ai_by_model", "jobs", "dropped")}
+    empty = {k: [] for k in ("routes", "pools", "ai_by_model", "ai_latency", "jobs", "dropped")}
     columns = "SELECT users.id, users.email, users.name, users.created_at FROM users WHERE"
     timing = {"calls": 1, "p50": 1.0, "p95": 1.0, "max": 1.0, "location": None}
     queries = [{"statement": f"{columns} users.{c} = ?", **timing} for c in ("id", "email")]

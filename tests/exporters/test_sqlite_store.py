@@ -164,3 +164,32 @@ def test_statements_that_share_their_start_or_their_ends_are_told_apart() -> Non
     assert [label[-10:] for label in labels[4:6]] == [" #" + fingerprint(t) for t in deep[:2]]
     assert labels[6] == "SELECT a FRO…xxxxxxxxxxxx2yyyyyyyyyyyyyyyyyyyyy…"
     assert labels[-1] == "SELECT 1"
+
+
+def test_ai_rows_carry_latency_percentiles_over_the_calls_that_report_them(
+    tmp_path: Path, configured
+) -> None:
+    path = tmp_path / "obs.db"
+    configured(exporters=[SqliteExporter(path)])
+    figures = [
+        {"ai.time_to_first_token_ms": 100.0, "ai.output_tokens_per_s": 50.0},
+        {"ai.time_to_first_token_ms": 300.0, "ai.output_tokens_per_s": 70.0},
+        {"ai.queue_ms": 40.0, "ai.run_ms": 900.0},
+        {},  # a call that reports none
+    ]
+    for attrs in figures:
+        with obs.span(
+            "ai.request", _kind="client", **{"ai.provider": "p", "ai.model": "m"}, **attrs
+        ):
+            pass
+    obs.shutdown(5.0)
+    store = Store(path)
+    (row,) = store.ai(Filters())
+    store.close()
+    assert {k: row[k] for k in ("streams", "ttft_p50", "ttft_p95", "tokens_per_s_p50")} == {
+        "streams": 2,
+        "ttft_p50": 200.0,
+        "ttft_p95": 290.0,
+        "tokens_per_s_p50": 60.0,
+    }
+    assert (row["queue_p50"], row["run_p50"], row["run_p95"]) == (40.0, 900.0, 900.0)

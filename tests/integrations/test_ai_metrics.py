@@ -62,3 +62,16 @@ def test_cost_metric_when_the_call_is_the_root(obs_capture: Capture) -> None:
     points = obs_capture.metrics["ai.cost_usd"].points
     assert points == {("openai", "gpt-4o-mini", "chat", "", ""): pytest.approx(9e-06)}
     assert "cost.usd" in obs_capture.span("ai.request")
+
+
+def test_queue_and_run_time_histograms_by_provider_model_operation(obs_capture: Capture) -> None:
+    with ai_call("replicate", "run", "acme/img") as call:
+        call.set_queue_ms(250.0)
+        call.set_run_ms(1500)
+    with ai_call("replicate", "run", "acme/img") as call:
+        call.set_run_ms(float("nan"))  # not a duration: dropped, nothing recorded
+    labels = ("replicate", "acme/img", "run")
+    queue = obs_capture.metrics["ai.queue_time"].points[labels]
+    run = obs_capture.metrics["ai.run_time"].points[labels]
+    assert (queue.count, queue.sum, run.count, run.sum) == (1, 250.0, 1, 1500.0)
+    assert [s.get("ai.run_ms") for s in obs_capture.spans] == [1500.0, None]

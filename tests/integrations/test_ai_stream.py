@@ -179,3 +179,63 @@ def test_collection_inside_our_own_metric_update_is_deferred(obs_capture: Captur
         pass
     assert not _ai._orphans
     assert {s["ai.operation"] for s in obs_capture.spans} == {"orphan", "next"}
+
+
+# -- latency: time to first token, output tokens per second ---------------------------------------
+def test_stream_records_time_to_first_token_and_output_tokens_per_second(
+    obs_capture: Capture,
+) -> None:
+    # The capture's clock advances 1 ms per reading: start, first item, end of generation.
+    with ai_call("openai", "chat", "gpt-4o-mini") as call:
+        stream = call.wrap_stream(chunks([None, None, 20]), take_usage)
+    list(stream)
+    record = obs_capture.span("ai.request")
+    assert (record["ai.time_to_first_token_ms"], record["ai.output_tokens_per_s"]) == (1.0, 20000.0)
+    points = obs_capture.metrics["ai.time_to_first_token"].points
+    assert points[("openai", "gpt-4o-mini", "chat")].sum == 1.0
+    rates = obs_capture.metrics["ai.output_tokens_per_s"].points
+    assert rates[("openai", "gpt-4o-mini", "chat")].count == 1
+
+
+def test_stream_reads_the_clock_once_for_its_items_whatever_their_number(
+    obs_capture: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from obs_middleware._core import span as _span  # noqa: PLC0415
+
+    with ai_call("p", "op") as call:
+        stream = call.wrap_stream(chunks([None] * 500))
+    reads = 0
+    clock = _span.clock_ns
+
+    def counting() -> int:
+        nonlocal reads
+        reads += 1
+        return clock()
+
+    monkeypatch.setattr(_span, "clock_ns", counting)
+    it = iter(stream)
+    for _ in range(499):
+        next(it)
+    assert reads == 1  # the first item only: no per-chunk clock reads
+
+
+async def test_async_stream_records_time_to_first_token(obs_capture: Capture) -> None:
+    async def agen() -> AsyncIterator[int]:
+        for i in range(3):
+            yield i
+
+    with ai_call("p", "op") as call:
+        stream = call.wrap_stream(agen())
+    assert [i async for i in stream] == [0, 1, 2]
+    record = obs_capture.span("ai.request")
+    assert record["ai.time_to_first_token_ms"] == 1.0
+    assert "ai.output_tokens_per_s" not in record  # no output tokens reported: no rate
+
+
+def test_stream_ended_before_any_item_has_no_time_to_first_token(obs_capture: Capture) -> None:
+    with ai_call("p", "op") as call:
+        stream = call.wrap_stream(chunks([]))
+    assert list(stream) == []
+    record = obs_capture.span("ai.request")
+    assert "ai.time_to_first_token_ms" not in record
+    assert not obs_capture.metrics["ai.time_to_first_token"].points

@@ -3,8 +3,10 @@
 Requests and error rate per route with exact p50/p95/p99, the slowest queries with their code
 location (each statement told apart, however long), connection pool gauges and peaks, AI calls,
 error rate and cost by provider/model (the model asked for; the snapshots that answered beside
-it), by user and by tier, jobs by state, and dropped telemetry. Costs keep their significant
-digits (``$0.000036``). ``--json`` prints the same figures as one JSON document.
+it; AI cost also by user and by tier), AI latency by provider/model (time to first token and
+output tokens per second of streams, queue and run time of image providers that report them),
+jobs by state, and dropped telemetry. Costs keep their significant digits (``$0.000036``).
+``--json`` prints the same figures as one JSON document.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def parse_since(text: str | None, now_s: float | None = None) -> int | None:
 def figures(store: Store, f: Filters) -> dict[str, Any]:
     """Every figure the report shows, as plain data."""
     first, last = store.time_range(f)
+    by_model = store.ai(f, ("provider", "model"))
     return {
         "services": [f.service] if f.service else store.services(),
         "first_us": first,
@@ -51,7 +54,8 @@ def figures(store: Store, f: Filters) -> dict[str, Any]:
         "routes": store.routes(f),
         "slow_queries": store.slow_queries(f),
         "pools": store.pools(f),
-        "ai_by_model": store.ai(f, ("provider", "model")),
+        "ai_by_model": by_model,
+        "ai_latency": [a for a in by_model if any(a[k] is not None for k in _LATENCY_KEYS)],
         "ai_by_user": store.ai(f, ("user", "tier")),
         "ai_by_tier": store.ai(f, ("tier",)),
         "jobs": store.jobs(f),
@@ -97,6 +101,23 @@ def _pool_row(p: Row) -> list[object]:
 
 def _int(value: float | None) -> int | None:
     return None if value is None else int(value)
+
+
+_LATENCY_KEYS = ("ttft_p50", "tokens_per_s_p50", "queue_p50", "run_p50")
+
+
+def _opt_ms(value: float | None) -> object:
+    return "-" if value is None else _ms(value)
+
+
+def _latency_row(a: Row) -> list[object]:
+    rate = a["tokens_per_s_p50"]
+    return [
+        a["provider"], a["model"] or "-", a["streams"], _opt_ms(a["ttft_p50"]),
+        _opt_ms(a["ttft_p95"]), "-" if rate is None else round(rate, 1),
+        _opt_ms(a["queue_p50"]), _opt_ms(a["queue_p95"]), _opt_ms(a["run_p50"]),
+        _opt_ms(a["run_p95"]),
+    ]  # fmt: skip
 
 
 def _model_row(a: Row) -> list[object]:
@@ -149,6 +170,15 @@ _SECTIONS: list[tuple[str, str, list[str], Callable[[Row], list[object]]]] = [
             "cost",
         ],
         _model_row,
+    ),
+    (
+        "AI latency by provider and model",
+        "ai_latency",
+        [
+            *("provider", "model", "streams", "first token p50 ms", "first token p95 ms"),
+            *("tokens/s p50", "queue p50 ms", "queue p95 ms", "run p50 ms", "run p95 ms"),
+        ],
+        _latency_row,
     ),
     (
         "AI cost by user",

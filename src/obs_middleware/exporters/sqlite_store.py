@@ -141,6 +141,28 @@ def _summary(durations: Sequence[float]) -> dict[str, float]:
     }
 
 
+# (row key prefix, span attribute): the latency figures an AI call may carry (issue 17 item 10).
+_AI_LATENCY = (
+    ("ttft", "ai.time_to_first_token_ms"),
+    ("tokens_per_s", "ai.output_tokens_per_s"),
+    ("queue", "ai.queue_ms"),
+    ("run", "ai.run_ms"),
+)
+
+
+def _latency(attrs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """p50/p95 of each latency figure over the calls that report it (None when none does)."""
+    out: dict[str, Any] = {}
+    for key, attr in _AI_LATENCY:
+        values = sorted(
+            float(v) for a in attrs if isinstance(v := a.get(attr), (int, float)) and v >= 0
+        )
+        out[f"{key}_p50"] = percentile(values, 50) if values else None
+        out[f"{key}_p95"] = percentile(values, 95) if values else None
+    out["streams"] = sum(1 for a in attrs if "ai.time_to_first_token_ms" in a)
+    return out
+
+
 def _attrs(text: str | None) -> dict[str, Any]:
     return orjson.loads(text) if text else {}
 
@@ -343,6 +365,11 @@ class Store:
     def ai(self, f: Filters, by: Sequence[str] = ("provider", "model")) -> list[Row]:
         """AI calls grouped by any of provider, model, user, tier: calls, errors, latency, cost.
 
+        Latency as LLM and image teams read it, over the calls that report each figure (None
+        when none does): ``ttft_p50``/``ttft_p95`` (time to first token, ms; ``streams`` counts
+        the calls that have it), ``tokens_per_s_p50``/``_p95`` (output tokens per second),
+        ``queue_p50``/``_p95`` and ``run_p50``/``_p95`` (provider queue and run time, ms).
+
         The model is the one each call asked for (``ai.model``), so a model's failed calls count
         against it; grouped by model, ``response_models`` lists the names its answers gave
         (``ai.response_model``: dated snapshots). An error is a service failure, any status but
@@ -380,6 +407,7 @@ class Store:
                         if r[6] is None and a.get("cost.unknown")
                     ),
                     **_summary([r[4] for r in items]),
+                    **_latency(attrs),
                 }
             )
         out.sort(key=lambda r: (-r["cost_usd"], -r["calls"]))

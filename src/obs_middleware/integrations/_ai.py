@@ -59,6 +59,7 @@ API for integration modules (openai, replicate, fal, modal, comfyui)::
                                                       table), or None + the reason it is unknown;
                                                       a negative or non-finite one is dropped
     set_queue_ms(ms)                                  ai.queue_ms
+    set_run_ms(ms)                                    ai.run_ms (time on the provider's hardware)
     set_status(status, *, error_type=None, message=None)  a failure reported, not raised
     fail(exc, *, status="error")                      an exception the SDK handled
     event(name, **fields)                             a span event (queue position, progress)
@@ -89,7 +90,9 @@ from ending; a negative or non-finite cost is never used); metrics ``ai.duration
 ``ai.requests`` is its count) and ``ai.errors`` (any status but ok/cancelled) by provider, model
 (the requested ``ai.model``, never the snapshot), operation (+ error type), ``ai.user_errors``
 instead of ``ai.errors`` for a user-caused status (``invalid_input``, ``content_violation``:
-``_core/status.py``); ``ai.cost_usd`` by
+``_core/status.py``); histograms ``ai.time_to_first_token``, ``ai.output_tokens_per_s``
+(streams), ``ai.queue_time`` and ``ai.run_time`` by the same labels, when the call has the
+figure; ``ai.cost_usd`` by
 provider, model, operation, route (the root's ``http.route``, or ``job.service_type``) and tier,
 recorded when the root ends.
 
@@ -117,7 +120,14 @@ from .._core.metrics import dropped
 from .._core.redact import MAX_MESSAGE, PRIVATE, scrub_error
 from .._core.status import USER_ERRORS
 from ._ai_fields import CallFields, decorate
-from ._ai_metrics import ai_duration, ai_errors, ai_user_errors, record_cost, rollup
+from ._ai_metrics import (
+    ai_duration,
+    ai_errors,
+    ai_user_errors,
+    record_cost,
+    record_latency,
+    rollup,
+)
 from ._ai_stream import AsyncStream, SyncStream
 from ._ai_values import (
     MAX_PARAMS,
@@ -436,6 +446,12 @@ class AICall(CallFields):
         if ms is not None and -MAX_USAGE < ms < MAX_USAGE:  # not NaN, infinite, or absurd
             self.span.attrs["ai.queue_ms"] = round(max(float(ms), 0.0), 3)
 
+    # -- latency (issue 17 item 10) --------------------------------------------------------------
+    def set_run_ms(self, ms: float | None) -> None:
+        """Time the request ran on the provider's hardware (``ai.run_ms``), as it reports it."""
+        if ms is not None and -MAX_USAGE < ms < MAX_USAGE:
+            self.span.attrs["ai.run_ms"] = round(max(float(ms), 0.0), 3)
+
     def _usage(
         self,
         field: str,
@@ -533,6 +549,7 @@ class AICall(CallFields):
         finally:
             span.end()  # whatever pricing did: a span left open stays current for later spans
         ai_duration.record(labels, span.duration_ms)
+        record_latency(labels, attrs)  # time to first token, tokens/s, queue and run time
         status = span.status
         if status not in ("ok", "cancelled"):
             if status in USER_ERRORS:

@@ -13,7 +13,19 @@ from __future__ import annotations
 from .._core import span as _span
 from .._core.metrics import registry
 
-__all__ = ["ai_cost", "ai_duration", "ai_errors", "ai_user_errors", "record_cost", "rollup"]
+__all__ = [
+    "ai_cost",
+    "ai_duration",
+    "ai_errors",
+    "ai_output_rate",
+    "ai_queue_time",
+    "ai_run_time",
+    "ai_time_to_first_token",
+    "ai_user_errors",
+    "record_cost",
+    "record_latency",
+    "rollup",
+]
 
 ai_duration = registry.histogram(
     "ai.duration",
@@ -40,6 +52,49 @@ ai_cost = registry.counter(
     "USD",
     "Estimated cost of AI provider calls.",
 )
+
+# Latency as LLM and image teams read it, per provider/model/operation: recorded when the call
+# reports the figure (streams: first token and rate; image providers: queue and run time).
+_LABELS = ("ai.provider", "ai.model", "ai.operation")
+ai_time_to_first_token = registry.histogram(
+    "ai.time_to_first_token",
+    _LABELS,
+    "ms",
+    "Time from an AI call's start to its stream's first chunk.",
+)
+ai_output_rate = registry.histogram(
+    "ai.output_tokens_per_s",
+    _LABELS,
+    "{token}/s",
+    "Output tokens per second of streamed AI calls, after the first token.",
+    bounds=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000),
+)
+ai_queue_time = registry.histogram(
+    "ai.queue_time",
+    _LABELS,
+    "ms",
+    "Time AI calls waited in the provider's queue (as the provider reports it).",
+)
+ai_run_time = registry.histogram(
+    "ai.run_time",
+    _LABELS,
+    "ms",
+    "Time AI calls ran on the provider's hardware (as the provider reports it).",
+)
+_LATENCY = (
+    ("ai.time_to_first_token_ms", ai_time_to_first_token),
+    ("ai.output_tokens_per_s", ai_output_rate),
+    ("ai.queue_ms", ai_queue_time),
+    ("ai.run_ms", ai_run_time),
+)
+
+
+def record_latency(labels: tuple[str, str, str], attrs: dict[str, object]) -> None:
+    """Record the latency figures an ending call has (four dict lookups when it has none)."""
+    for attr, histogram in _LATENCY:
+        value = attrs.get(attr)
+        if type(value) is float or type(value) is int:
+            histogram.record(labels, value)
 
 
 class _CostRollup:

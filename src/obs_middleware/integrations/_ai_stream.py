@@ -1,7 +1,13 @@
 """Streams attached to an AI call (``AICall.wrap_stream``): transparent proxies that end the call
 when the stream ends. Part of ``_ai``, split out for size: it drives the call's own lifecycle
 (``StreamCall``: ``_finish``, ``_reenter``/``_leave``), which nothing outside the ``_ai`` modules
-calls."""
+calls.
+
+Latency as LLM teams read it: the proxy reads the clock once, on the first item only, and at the
+end sets ``ai.time_to_first_token_ms`` (call start to the first chunk or event arriving) and,
+when the call reported output tokens, ``ai.output_tokens_per_s`` (output tokens over the time
+from the first item to the end: the generation rate, time to first token left out).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from typing import Any, Protocol
 
 import wrapt
 
+from .._core import span as _span
 from .._core.internal import internal_error
 from .._core.span import Span
 from ._ai_values import safe
@@ -48,6 +55,7 @@ class _StreamProxy(wrapt.ObjectProxy[Any]):
         self._self_on_item = on_item
         self._self_on_end = on_end
         self._self_reenter = reenter
+        self._self_first_ns = 0  # when the first item arrived (0: none yet)
         # Iterate the object itself when it is an iterator; else ask it for one on first use.
         self._self_it = wrapped if hasattr(type(wrapped), self._next_method) else None
 
@@ -75,6 +83,8 @@ class SyncStream(_StreamProxy):
         finally:
             if tokens is not None:
                 call._leave(tokens)
+        if not self._self_first_ns:
+            self._self_first_ns = _span.clock_ns()
         on_item = self._self_on_item
         if on_item is not None:
             safe(on_item, call, item)
@@ -132,6 +142,8 @@ class AsyncStream(_StreamProxy):
         finally:
             if tokens is not None:
                 call._leave(tokens)
+        if not self._self_first_ns:
+            self._self_first_ns = _span.clock_ns()
         on_item = self._self_on_item
         if on_item is not None:
             safe(on_item, call, item)
@@ -187,6 +199,20 @@ def _stream_done(
         on_end = proxy._self_on_end
         if on_end is not None:
             safe(on_end, call)
+        if proxy._self_first_ns:
+            _first_token(call.span, proxy._self_first_ns)
     except Exception:
         internal_error("ai stream end", "call")
     call._finish(how or "done")
+
+
+def _first_token(span: Span, first_ns: int) -> None:
+    """Time to first token and output tokens per second, from the first item's clock read."""
+    attrs = span.attrs
+    if span.start_ns:
+        attrs["ai.time_to_first_token_ms"] = round((first_ns - span.start_ns) / 1e6, 3)
+    tokens = attrs.get("ai.output_tokens")
+    if type(tokens) is int and tokens > 0:
+        generating_s = (_span.clock_ns() - first_ns) / 1e9
+        if generating_s > 0:
+            attrs["ai.output_tokens_per_s"] = round(tokens / generating_s, 3)

@@ -128,6 +128,7 @@ INTEGRATIONS: tuple[Integration, ...] = (
     # Protocol-level (any ComfyUI client over requests/httpx/aiohttp/websockets): patched at once;
     # it hooks each transport's import itself and gates comfy-api-simplified's range inside.
     Integration("comfyui", "obs_middleware", None, "", client=("comfy-api-simplified", ">=1.5,<2")),
+    Integration("a1111", "webuiapi", "webuiapi", ">=0.9,<0.10"),
 )
 
 

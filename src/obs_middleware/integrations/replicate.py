@@ -5,10 +5,11 @@ points they call (``predictions.create``, ``models.predictions.create``, deploym
 ``predictions.create``, ``Prediction.wait``; sync and async). A ``run()`` is one span: the inner
 ``create`` and ``wait`` join it and give it the prediction id (``ai.request_id``), the model
 that ran (``ai.response_model``; ``ai.model`` stays the model or deployment called) and
-version, status, queue time (``started_at - created_at``), ``metrics.predict_time``
-(``ai.gpu_seconds``), token counts of language models and the number of output files. The
-module aliases (``replicate.run``…), bound to the default client at import, are re-bound so
-they go through the patch; names imported from ``replicate`` before ``patch()`` are not.
+version, status, queue time (``started_at - created_at``: ``ai.queue_ms``),
+``metrics.predict_time`` (``ai.gpu_seconds``, and as run time ``ai.run_ms``), token counts of
+language models and the number of output files. The module aliases (``replicate.run``…), bound
+to the default client at import, are re-bound so they go through the patch; names imported from
+``replicate`` before ``patch()`` are not.
 
 Cost: per output image, per token, or ``predict_time`` x the hardware's price, as the pricing
 table says for the model (Replicate does not report which hardware ran a prediction). Streams
@@ -101,6 +102,7 @@ def _from_prediction(call: AICall, prediction: Any) -> None:
     predict_time = metrics.get("predict_time")
     if isinstance(predict_time, (int, float)):
         call.set_compute(predict_time)
+        call.set_run_ms(predict_time * 1000)
     tokens_in, tokens_out = metrics.get("input_token_count"), metrics.get("output_token_count")
     if isinstance(tokens_in, int) or isinstance(tokens_out, int):
         call.set_tokens(input=tokens_in, output=tokens_out)

@@ -183,6 +183,14 @@ function renderCost(c) {
     label: `${a.model || "?"}`, value: a.cost_usd, color: COLORS[i % COLORS.length],
     tip: `${a.provider} · ${a.model} · ${a.calls} calls · p95 ${fmtMs(a.p95)} · ${fmtUsd(a.cost_usd)}`,
   })), { format: fmtUsd, empty: "no AI calls in this window" });
+  const timed = c.by_model.filter((a) => [a.ttft_p50, a.tokens_per_s_p50, a.queue_p50, a.run_p50].some((v) => v != null));
+  $("#ai-latency tbody").innerHTML = timed.map((a) => `<tr>
+      <td><code>${esc(a.provider)} · ${esc(a.model || "?")}</code></td><td class="n">${fmtNum(a.streams)}</td>
+      <td class="n">${fmtMs(a.ttft_p50)}</td><td class="n">${fmtMs(a.ttft_p95)}</td>
+      <td class="n">${fmtNum(a.tokens_per_s_p50)}</td>
+      <td class="n">${fmtMs(a.queue_p50)}</td><td class="n">${fmtMs(a.queue_p95)}</td>
+      <td class="n">${fmtMs(a.run_p50)}</td><td class="n">${fmtMs(a.run_p95)}</td>
+    </tr>`).join("") || `<tr><td colspan="9" class="muted">no AI latency figures in this window</td></tr>`;
 }
 
 function renderDatabase(d) {

@@ -6,7 +6,9 @@ A token knob may be any JSON value (``10**400``, ``-5``, ``"12"``, ``None``): a 
 usage, reported as is (``total_tokens`` is then the prompt value).
 Streams send one chunk per word and, with ``stream_options={"include_usage": True}``, a final
 usage chunk (chat) or the usage in ``response.completed`` (responses). Models in ``snapshots``
-answer with their dated snapshot name, as the real API does. Every reply carries
+answer with their dated snapshot name, as the real API does. ``first_chunk_delay_s``: a stream's
+headers go out at once, its first chunk that much later (time to first token, scripted; the base
+``stream_delay_s`` then spaces every chunk). Every reply carries
 ``x-request-id: req_emu_<n>``. Errors: ``emu.fail("/chat/completions", 400, error_body(...))``.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import base64
 import itertools
 import struct
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -51,9 +54,11 @@ class OpenAIEmulator(Emulator):
         reasoning_tokens: Any = 0,
         reply: str = "Hello from the emulator.",
         snapshots: dict[str, str] | None = None,
+        first_chunk_delay_s: float = 0.0,
         **knobs: Any,
     ) -> None:
         super().__init__(**knobs)
+        self.first_chunk_delay_s = first_chunk_delay_s
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = completion_tokens
         self.cached_tokens = cached_tokens
@@ -140,7 +145,14 @@ class OpenAIEmulator(Emulator):
             }
         )
 
+    def _first_chunk_wait(self) -> None:
+        # Runs on the first next() of a stream's events: after its headers have been sent.
+        if self.first_chunk_delay_s:
+            time.sleep(self.first_chunk_delay_s)
+
     def _chat_stream(self, cid: str, model: str, include_usage: bool) -> Iterator[bytes]:
+        self._first_chunk_wait()
+
         def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
             return {
                 "id": cid,
@@ -208,6 +220,7 @@ class OpenAIEmulator(Emulator):
         return Reply(json=self._response(rid, model, "completed", self.reply))
 
     def _responses_stream(self, rid: str, model: str) -> Iterator[bytes]:
+        self._first_chunk_wait()
         seq = itertools.count()
         part = {"type": "output_text", "text": "", "annotations": []}
         item_id = f"msg_{rid}"
