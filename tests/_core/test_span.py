@@ -42,6 +42,8 @@ def test_span_as_context_manager_exports_whole_record_with_fixed_ids_and_clock(
             "user_id": None,
             "tier": None,
             "request_id": None,
+            "host.name": "test-host",
+            "service.instance.id": "0000000000000000",
             "span.kind": "client",
         },
         {
@@ -60,6 +62,8 @@ def test_span_as_context_manager_exports_whole_record_with_fixed_ids_and_clock(
             "user_id": None,
             "tier": None,
             "request_id": None,
+            "host.name": "test-host",
+            "service.instance.id": "0000000000000000",
             "model": "sdxl",
             "steps": 30,
         },

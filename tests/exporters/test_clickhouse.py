@@ -3,6 +3,7 @@ integrations/clickhouse)."""
 
 from __future__ import annotations
 
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -13,6 +14,8 @@ from obs_middleware import _setup
 from obs_middleware._core.metrics import registry
 from obs_middleware._delivery import DeliveryOptions
 from obs_middleware.exporters.clickhouse import ClickHouseExporter, ddl
+
+from ._identity import RESOURCE, finished, identity
 
 FAST = DeliveryOptions(timeout_s=2, backoff_s=0.001, backoff_max_s=0.002)
 
@@ -104,3 +107,14 @@ def test_spec_and_environment(monkeypatch, server):
     exporter = _setup.build_config(exporters=[f"clickhouse:{server.url}"]).exporters[0]
     assert isinstance(exporter, ClickHouseExporter)
     assert (exporter.url, exporter.table) == (server.url, "t2")
+
+
+def test_inserted_rows_carry_the_process_identity_columns(server):
+
+    exporter = ClickHouseExporter(server.url, delivery=FAST)
+    exporter.export_spans(finished(), RESOURCE)
+    ((_, body),) = server.requests
+    rows = [json.loads(line) for line in body.splitlines()]
+    columns = {key.replace(".", "_"): value for key, value in identity().items()}
+    assert len(rows) == 2
+    assert all(r.items() >= columns.items() for r in rows)

@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from .._json import valid_text
-from .._record import FIXED_KEYS, Record
+from .._record import FIXED_KEYS, IDENTITY_KEYS, Record
 
 __all__ = ["ConsoleExporter"]
 
 _FIXED = frozenset(FIXED_KEYS)
-_HIDDEN = frozenset({"span.kind", "events", "http.route", "http.method"})
+_HIDDEN = frozenset({"span.kind", "events", "http.route", "http.method", *IDENTITY_KEYS})
 _MAX_HELD_BATCHES = 2
 
 
@@ -79,7 +79,7 @@ class ConsoleExporter:
         for rec in sorted(group, key=lambda r: r["start"]):
             parent = rec["span_id"] if rec["type"] == "event" else rec["parent_id"]
             children.setdefault(parent if parent in ids else None, []).append(rec)
-        lines = [f"trace {trace_id}"]
+        lines = [f"trace {trace_id}{_identity(group[0])}"]
 
         def walk(parent: str | None, prefix: str) -> None:
             kids = children.get(parent, [])
@@ -111,6 +111,12 @@ class ConsoleExporter:
             if attrs:
                 text += "  " + " ".join(attrs)
         return text
+
+
+def _identity(rec: Record) -> str:
+    # The process identity, once per trace header (every record of a batch shares it).
+    parts = [f"{key}={rec[key]}" for key in IDENTITY_KEYS if rec.get(key) is not None]
+    return "  " + " ".join(parts) if parts else ""
 
 
 def _write(stream: TextIO, text: str) -> None:
