@@ -15,7 +15,7 @@ from obs_middleware._core.metrics import registry
 from obs_middleware._delivery import DeliveryOptions
 from obs_middleware.exporters.clickhouse import ClickHouseExporter, ddl
 
-from ._identity import RESOURCE, finished, identity
+from ._identity import RESOURCE, finished, identity, stack_ok
 
 FAST = DeliveryOptions(timeout_s=2, backoff_s=0.001, backoff_max_s=0.002)
 
@@ -109,7 +109,7 @@ def test_spec_and_environment(monkeypatch, server):
     assert (exporter.url, exporter.table) == (server.url, "t2")
 
 
-def test_inserted_rows_carry_the_process_identity_columns(server):
+def test_inserted_rows_carry_the_process_identity_and_stack_trace_columns(server):
 
     exporter = ClickHouseExporter(server.url, delivery=FAST)
     exporter.export_spans(finished(), RESOURCE)
@@ -118,3 +118,4 @@ def test_inserted_rows_carry_the_process_identity_columns(server):
     columns = {key.replace(".", "_"): value for key, value in identity().items()}
     assert len(rows) == 2
     assert all(r.items() >= columns.items() for r in rows)
+    assert stack_ok(rows[0]["exception_stacktrace"])

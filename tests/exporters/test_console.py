@@ -11,7 +11,7 @@ from obs_middleware._record import Record
 from obs_middleware.exporters import ConsoleExporter
 from obs_middleware.testing import Capture
 
-from ._identity import identity, records
+from ._identity import identity, records, stack_ok
 
 HEADER = (
     "trace 00000000000000000000000000000001  host.name=test-host service.instance.id=" + "0" * 16
@@ -45,6 +45,7 @@ def test_prints_a_trace_as_a_tree(obs_capture: Capture) -> None:
         "   ├─ db.query  1.000 ms  user=u1  db.table=items\n"
         "   ├─ • cache.miss  user=u1  key=k\n"
         "   └─ ai.generate  1.000 ms  [error: TimeoutError]  user=u1  model=sdxl\n"
+        f"        ! {__file__}:29 in request_trace\n"
     )
 
 
@@ -97,9 +98,11 @@ def test_event_outside_a_trace_prints_on_its_own_line(obs_capture: Capture) -> N
     assert render(obs_capture.records) == "• startup  version=1\n"
 
 
-def test_each_trace_header_names_the_process_identity() -> None:
+def test_trace_header_names_the_identity_and_a_failed_span_shows_its_frames() -> None:
 
     out = io.StringIO()
     ConsoleExporter(out).export(records())
     header = out.getvalue().splitlines()[0]
     assert header.endswith("  " + " ".join(f"{k}={v}" for k, v in identity().items()))
+    frames = [line.split("! ", 1)[1] for line in out.getvalue().splitlines() if "! " in line]
+    assert stack_ok("\n".join(frames))

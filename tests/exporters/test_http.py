@@ -19,7 +19,7 @@ from obs_middleware._core.metrics import registry
 from obs_middleware._delivery import DeliveryOptions, Outcome
 from obs_middleware.exporters.http import HttpExporter, HttpTransport, from_spec
 
-from ._identity import identity, records
+from ._identity import identity, records, stack_ok
 
 
 class Collector:
@@ -179,10 +179,11 @@ def test_configure_resolves_the_exporter_name(collector):
 
 
 @pytest.mark.parametrize("format", ["json", "ndjson"])
-def test_posted_records_carry_the_process_identity(format) -> None:
+def test_posted_records_carry_the_process_identity_and_the_stack_trace(format) -> None:
 
     exporter = HttpExporter("http://127.0.0.1:9", format=format)
     body = exporter.encode(records())
     docs = json.loads(body) if format == "json" else [json.loads(x) for x in body.splitlines()]
     assert len(docs) == 2
     assert all(doc.items() >= identity().items() for doc in docs)
+    assert stack_ok(docs[0]["exception.stacktrace"])

@@ -6,7 +6,7 @@ import threading
 
 from obs_middleware.exporters import MemoryExporter
 
-from ._identity import identity, records
+from ._identity import identity, records, stack_ok
 
 
 def test_keeps_every_batch_in_order() -> None:
@@ -38,8 +38,9 @@ def test_concurrent_exports_lose_nothing() -> None:
     assert len(exporter.records) == 4000
 
 
-def test_records_carry_the_process_identity() -> None:
+def test_records_carry_the_process_identity_and_the_stack_trace() -> None:
 
     exporter = MemoryExporter()
     exporter.export(records())
     assert all(r.items() >= identity().items() for r in exporter.records)
+    assert stack_ok(exporter.records[0]["exception.stacktrace"])

@@ -27,7 +27,7 @@ from obs_middleware._record import to_records
 from obs_middleware._spool import Spool
 from obs_middleware.exporters.otlp import OTLPExporter, to_otel_spans
 
-from ._identity import RESOURCE, finished, identity
+from ._identity import RESOURCE, finished, identity, stack_ok
 
 
 class Collector:
@@ -246,7 +246,7 @@ def test_stop_waiting_cuts_a_request_in_flight_on_a_hung_collector_and_spools_it
 
 
 @pytest.mark.parametrize("path", ["spans", "records"])
-def test_the_resource_carries_the_process_identity_once_not_per_span(collector, path):
+def test_the_resource_carries_the_identity_once_and_the_error_span_its_stack_trace(collector, path):
     exporter = OTLPExporter(collector.url, metrics=False)
     exporter.bind(RESOURCE)
     spans = finished()
@@ -260,3 +260,6 @@ def test_the_resource_carries_the_process_identity_once_not_per_span(collector, 
     assert attrs.items() >= identity().items()
     for span in resource_spans.scope_spans[0].spans:
         assert not {kv.key for kv in span.attributes} & identity().keys()
+    step = next(s for s in resource_spans.scope_spans[0].spans if s.name == "step")
+    stack = {kv.key: kv.value.string_value for kv in step.attributes}["exception.stacktrace"]
+    assert stack_ok(stack)

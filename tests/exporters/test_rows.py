@@ -169,7 +169,7 @@ def test_encoding_is_one_line_per_row() -> None:
     assert encode_rows(rows) == b'{"name":"a"}\n{"name":"b","attributes":"{}"}\n'
 
 
-def test_rows_from_spans_and_from_records_carry_the_identity_columns() -> None:
+def test_rows_from_spans_and_from_records_carry_the_identity_and_stack_trace_columns() -> None:
 
     columns = {key.replace(".", "_"): value for key, value in _identity.identity().items()}
     spans = _identity.finished()
@@ -177,3 +177,4 @@ def test_rows_from_spans_and_from_records_carry_the_identity_columns() -> None:
     for rows in (span_rows(spans, _identity.RESOURCE), [row(rec) for rec in records]):
         assert len(rows) == 2
         assert all(r.items() >= columns.items() for r in rows)
+        assert _identity.stack_ok(rows[0]["exception_stacktrace"])

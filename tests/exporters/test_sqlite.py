@@ -20,7 +20,7 @@ from obs_middleware.exporters.sqlite import (
     row_to_record,
 )
 
-from ._identity import identity, records
+from ._identity import identity, records, stack_ok
 
 
 def now_rfc3339() -> str:
@@ -163,7 +163,7 @@ def test_default_path_honours_obs_store(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert SqliteExporter().path == str(tmp_path / "x.db")
 
 
-def test_stored_records_keep_the_process_identity(tmp_path: Path) -> None:
+def test_stored_records_keep_the_process_identity_and_the_stack_trace(tmp_path: Path) -> None:
     path = tmp_path / "obs.db"
     exporter = SqliteExporter(path)
     exporter.export(records())
@@ -171,3 +171,4 @@ def test_stored_records_keep_the_process_identity(tmp_path: Path) -> None:
     rows = stored(path)
     assert len(rows) == 2
     assert all(r.items() >= identity().items() for r in rows)
+    assert stack_ok(rows[0]["exception.stacktrace"])

@@ -18,7 +18,7 @@ from obs_middleware.exporters.clickhouse import pipe_queries
 from obs_middleware.exporters.tinybird import COLUMNS, TinybirdExporter, asset_path
 from obs_middleware.testing.emulators.tinybird import TinybirdEmulator, parse_datasource
 
-from ._identity import RESOURCE, finished, identity
+from ._identity import RESOURCE, finished, identity, stack_ok
 
 FAST = DeliveryOptions(timeout_s=5, backoff_s=0.001, backoff_max_s=0.002, retry_budget_s=3)
 
@@ -202,11 +202,12 @@ def test_token_and_host_come_from_the_environment(monkeypatch, tb):
         TinybirdExporter()
 
 
-def test_rows_carry_the_process_identity_columns(tb):
+def test_rows_carry_the_process_identity_and_stack_trace_columns(tb):
     exporter = TinybirdExporter(token="test-token", host=tb.url, delivery=FAST)
     exporter.export_spans(finished(), RESOURCE)
     rows = tb.rows("obs_events")
     columns = {key.replace(".", "_"): value for key, value in identity().items()}
     assert len(rows) == 2
     assert all(r.items() >= columns.items() for r in rows)
+    assert stack_ok(rows[0]["exception_stacktrace"])
     assert tb.quarantine("obs_events") == []

@@ -88,6 +88,7 @@ _SPEC: tuple[tuple[str, str, tuple[type, ...]], ...] = (
     ("job.state", "job_state", _STR),
     ("job.worker_id", "job_worker_id", _STR),
     ("job.machine_id", "job_machine_id", _STR),
+    ("exception.stacktrace", "exception_stacktrace", _STR),
 )
 COLUMNS: tuple[str, ...] = (*(col for _, col, _ in _SPEC), "attributes")
 _BY_KEY: dict[str, tuple[str, tuple[type, ...]]] = {key: (col, t) for key, col, t in _SPEC}

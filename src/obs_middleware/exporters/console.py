@@ -12,7 +12,8 @@ from .._record import FIXED_KEYS, IDENTITY_KEYS, Record
 __all__ = ["ConsoleExporter"]
 
 _FIXED = frozenset(FIXED_KEYS)
-_HIDDEN = frozenset({"span.kind", "events", "http.route", "http.method", *IDENTITY_KEYS})
+_STACK = "exception.stacktrace"
+_HIDDEN = frozenset({"span.kind", "events", "http.route", "http.method", _STACK, *IDENTITY_KEYS})
 _MAX_HELD_BATCHES = 2
 
 
@@ -86,6 +87,10 @@ class ConsoleExporter:
             for i, rec in enumerate(kids):
                 last = i == len(kids) - 1
                 lines.append(f"{prefix}{'└─ ' if last else '├─ '}{self._line(rec)}")
+                stack = rec.get(_STACK)
+                if stack and self.attributes:  # under its span, indented as its children
+                    inner = prefix + ("   " if last else "│  ")
+                    lines.extend(f"{inner}  ! {frame}" for frame in str(stack).splitlines())
                 if rec["type"] == "span":
                     walk(rec["span_id"], prefix + ("   " if last else "│  "))
 

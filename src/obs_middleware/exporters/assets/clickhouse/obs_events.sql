@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS obs_events
     `job_state` String,
     `job_worker_id` String,
     `job_machine_id` String,
+    `exception_stacktrace` String,
     `attributes` String
 )
 ENGINE = MergeTree()
