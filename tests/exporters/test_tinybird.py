@@ -50,12 +50,16 @@ def test_shipped_schema_datasource_and_clickhouse_ddl_have_the_encoder_columns()
 def test_pipes_cover_the_seed_analyses_and_read_only_known_columns():
     queries = pipe_queries()
     assert sorted(queries) == [
+        "ai_image_calls",
+        "ai_text_calls",
         "cache_hit_rate",
         "content_violation_rate",
+        "cost_by_service",
         "cost_by_user_model",
         "error_rate",
         "latency_p95",
         "request_volume",
+        "tier_distribution",
     ]
     for sql in queries.values():
         assert "FROM obs_events" in sql

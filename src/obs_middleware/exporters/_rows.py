@@ -75,6 +75,7 @@ _SPEC: tuple[tuple[str, str, tuple[type, ...]], ...] = (
     ("ai.provider", "ai_provider", _STR),
     ("ai.model", "ai_model", _STR),
     ("ai.operation", "ai_operation", _STR),
+    ("ai.modality", "ai_modality", _STR),
     ("ai.request_id", "ai_request_id", _STR),
     ("ai.queue_ms", "ai_queue_ms", _NUM),
     ("ai.input_tokens", "ai_input_tokens", _INT),

@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS obs_events
     `ai_provider` String,
     `ai_model` String,
     `ai_operation` String,
+    `ai_modality` String,
     `ai_request_id` String,
     `ai_queue_ms` Float64,
     `ai_input_tokens` Int64,
