@@ -12,7 +12,7 @@ import pytest
 
 import obs_middleware as obs
 from obs_middleware._core.metrics import registry
-from obs_middleware.exporters.clickhouse import ClickHouseExporter, ddl, pipe_queries
+from obs_middleware.exporters.clickhouse import ClickHouseExporter, ddl, pipe_queries, views
 from obs_middleware.exporters.tinybird import COLUMNS
 
 from .conftest import exporting_to
@@ -275,3 +275,27 @@ def test_text_and_image_views_cost_by_service_and_tiers_on_mixed_records(clickho
     assert tiers["pro"]["ai_usd"] == pytest.approx(0.081)
     assert (tiers["free"]["users"], tiers["free"]["requests"]) == ("1", "1")
     assert tiers["free"]["ai_usd"] == pytest.approx(0.002)
+
+
+def test_the_shipped_text_and_image_views_split_the_calls_by_modality(clickhouse_url, table):
+    exporter = ClickHouseExporter(clickhouse_url, table=table)
+    statements = views(table)
+    try:
+        for statement in statements:
+            exporter.query(statement)
+        exporter.export(mixed_text_and_image())
+        text = rows(exporter, f"SELECT * FROM {table}_ai_text ORDER BY input_tokens")
+        image = rows(exporter, f"SELECT * FROM {table}_ai_image ORDER BY images, status")
+    finally:
+        for view in ("ai_text", "ai_image"):
+            exporter.query(f"DROP TABLE IF EXISTS {table}_{view}")
+    assert [(r["service"], r["input_tokens"], r["output_tokens"]) for r in text] == [
+        ("chat-api", "100", "50"),
+        ("chat-api", "300", "150"),
+    ]
+    assert [(r["user_id"], r["images"], r["status"]) for r in image] == [
+        ("u4", "1", "error"),
+        ("u4", "1", "ok"),
+        ("u3", "2", "ok"),
+    ]
+    assert sum(r["cost_usd"] for r in image) == pytest.approx(0.075)

@@ -13,7 +13,7 @@ import pytest
 from obs_middleware import _setup
 from obs_middleware._core.metrics import registry
 from obs_middleware._delivery import DeliveryOptions
-from obs_middleware.exporters.clickhouse import ClickHouseExporter, ddl
+from obs_middleware.exporters.clickhouse import ClickHouseExporter, ddl, views
 
 from ._identity import RESOURCE, finished, identity, stack_ok
 
@@ -119,3 +119,17 @@ def test_inserted_rows_carry_the_process_identity_and_stack_trace_columns(server
     assert len(rows) == 2
     assert all(r.items() >= columns.items() for r in rows)
     assert stack_ok(rows[0]["exception_stacktrace"])
+
+
+def test_views_are_one_statement_each_named_after_their_table():
+    default = views()
+    assert [s.split(" AS\n")[0] for s in default] == [
+        "CREATE VIEW IF NOT EXISTS obs_ai_text",
+        "CREATE VIEW IF NOT EXISTS obs_ai_image",
+    ]
+    assert all("FROM obs_events\n" in s and ";" not in s and "--" not in s for s in default)
+    named = views("db.events")
+    assert named[0].startswith("CREATE VIEW IF NOT EXISTS db.events_ai_text AS")
+    assert "FROM db.events\n" in named[1]
+    with pytest.raises(ValueError):
+        views("events; DROP TABLE x")
