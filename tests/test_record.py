@@ -3,12 +3,13 @@ RFC 3339 times."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
 
 import obs_middleware as obs
-from obs_middleware._record import FIXED_KEYS, Resource, to_records
+from obs_middleware._record import FIXED_KEYS, Resource, instance_id, to_records
 from obs_middleware.testing import Capture, capture
 
 
@@ -91,6 +92,9 @@ def test_to_records_converts_a_span_with_resource(obs_capture: Capture) -> None:
         "user_id": None,
         "tier": None,
         "request_id": None,
+        "service.version": "1.0",
+        "host.name": "test-host",
+        "service.instance.id": "0000000000000000",
         "span.kind": "consumer",
         "events": [{"name": "checkpoint", "time": "2026-01-01T00:00:00.002000Z", "n": 1}],
     }
@@ -113,3 +117,30 @@ def test_user_attributes_cannot_overwrite_record_identity(obs_capture: Capture) 
     span_record, event_record = obs_capture.spans[0], obs_capture.events[0]
     assert (span_record["name"], span_record["trace_id"]) == ("upload", f"{s.trace_id:032x}")
     assert (event_record["type"], event_record["name"]) == ("event", "upload.done")
+
+
+def test_worker_and_machine_ids_from_the_environment_are_on_spans_events_and_job_progress(
+    monkeypatch,
+) -> None:
+    monkeypatch.setenv("OBS_WORKER_ID", "gpu-7")
+    monkeypatch.setenv("OBS_MACHINE_ID", "box-2")
+    with capture(version="3.1") as cap:
+        with obs.job("j1", service_type="render") as job:
+            job.progress(0.5)
+        records = cap.records
+    assert {r["name"] for r in records} >= {"job.received", "job.progress", "job.completed"}
+    for r in records:
+        assert (r["service.version"], r["worker.id"], r["machine.id"]) == ("3.1", "gpu-7", "box-2")
+        assert (r["host.name"], r["service.instance.id"]) == ("test-host", "0" * 16)
+
+
+def test_a_forked_child_has_a_new_instance_id() -> None:
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        os.write(write, instance_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    assert re.fullmatch(r"[0-9a-f]{16}", child) and child != instance_id()

@@ -12,7 +12,7 @@ import pytest
 
 import obs_middleware as obs
 from obs_middleware._core.metrics import registry
-from obs_middleware.exporters.clickhouse import ClickHouseExporter, ddl, pipe_queries
+from obs_middleware.exporters.clickhouse import ClickHouseExporter, ddl, pipe_queries, views
 from obs_middleware.exporters.tinybird import COLUMNS
 
 from .conftest import exporting_to
@@ -120,3 +120,184 @@ def test_a_missing_table_is_a_data_error_not_retried(clickhouse_url):
     exporter.export([{"name": "a"}])
     assert registry.snapshot()["obs.dropped"].points == {("rejected:clickhouse",): 1}
     assert registry.snapshot()["obs.exporter.retries"].points == {}
+
+
+def ai_record(service: str, user: str, tier: str, model: str, **attrs: object) -> dict:
+    """An AI call span record (a child: its parent is the request)."""
+    return {
+        "type": "span",
+        "name": "ai.request",
+        "trace_id": secrets.token_hex(16),
+        "span_id": secrets.token_hex(8),
+        "parent_id": secrets.token_hex(8),
+        "service": service,
+        "environment": "production",
+        "start": "2026-12-01T10:00:00.000000Z",
+        "duration_ms": 100.0,
+        "status": "ok",
+        "user_id": user,
+        "tier": tier,
+        "ai.provider": "openai" if model.startswith("gpt") else "fal",
+        "ai.model": model,
+        **attrs,
+    }
+
+
+def request_record(service: str, user: str, tier: str) -> dict:
+    """A root request span record."""
+    return {
+        "type": "span",
+        "name": "POST /generate",
+        "trace_id": secrets.token_hex(16),
+        "span_id": secrets.token_hex(8),
+        "service": service,
+        "environment": "production",
+        "start": "2026-12-01T10:00:00.000000Z",
+        "duration_ms": 120.0,
+        "status": "ok",
+        "user_id": user,
+        "tier": tier,
+    }
+
+
+def mixed_text_and_image() -> list[dict]:
+    """Two services; text calls (one without ``ai.modality``: its tokens say text), image calls
+    (one without it: its image count says image), an unpriced image call, four users on two
+    tiers."""
+    text = {"ai.modality": "text"}
+    image = {"ai.modality": "image"}
+    return [
+        request_record("chat-api", "u1", "free"),
+        request_record("chat-api", "u2", "pro"),
+        request_record("image-api", "u3", "pro"),
+        request_record("image-api", "u4", "pro"),
+        ai_record(
+            "chat-api",
+            "u1",
+            "free",
+            "gpt-4o",
+            **text,
+            **{"ai.input_tokens": 100, "ai.output_tokens": 50, "cost.usd": 0.002},
+        ),
+        ai_record(
+            "chat-api",
+            "u2",
+            "pro",
+            "gpt-4o",
+            **{
+                "ai.input_tokens": 300,
+                "ai.cached_tokens": 100,
+                "ai.output_tokens": 150,
+                "cost.usd": 0.006,
+            },
+        ),
+        ai_record(
+            "image-api",
+            "u3",
+            "pro",
+            "flux-dev",
+            **image,
+            **{"ai.image_count": 2, "cost.usd": 0.05, "ai.queue_ms": 400.0},
+        ),
+        ai_record(
+            "image-api",
+            "u4",
+            "pro",
+            "flux-dev",
+            **{"ai.image_count": 1, "cost.usd": 0.025, "ai.queue_ms": 200.0},
+        ),
+        ai_record(
+            "image-api",
+            "u4",
+            "pro",
+            "flux-dev",
+            **image,
+            status="error",
+            **{"ai.image_count": 1, "cost.unknown": "failed call"},
+        ),
+    ]
+
+
+def test_text_and_image_views_cost_by_service_and_tiers_on_mixed_records(clickhouse_url, table):
+    exporter = ClickHouseExporter(clickhouse_url, table=table)
+    exporter.export(mixed_text_and_image())
+    queries = {
+        name: sql.replace("obs_events", table)
+        for name, sql in pipe_queries().items()
+        if name in ("ai_text_calls", "ai_image_calls", "cost_by_service", "tier_distribution")
+    }
+    results = {name: rows(exporter, sql) for name, sql in queries.items()}
+
+    (text,) = results["ai_text_calls"]
+    assert {k: text[k] for k in ("service", "provider", "model", "modality", "calls")} == {
+        "service": "chat-api",
+        "provider": "openai",
+        "model": "gpt-4o",
+        "modality": "text",
+        "calls": "2",
+    }
+    assert (text["input_tokens"], text["cached_tokens"], text["output_tokens"]) == (
+        "400",
+        "100",
+        "200",
+    )
+    assert text["total_usd"] == pytest.approx(0.008) and text["unpriced_calls"] == "0"
+
+    (image,) = results["ai_image_calls"]
+    assert (image["service"], image["model"], image["modality"]) == (
+        "image-api",
+        "flux-dev",
+        "image",
+    )
+    assert (image["calls"], image["errors"], image["images"], image["unpriced_calls"]) == (
+        "3",
+        "1",
+        "4",
+        "1",
+    )
+    assert image["total_usd"] == pytest.approx(0.075)
+    assert image["usd_per_image"] == pytest.approx(0.075 / 4)
+    assert image["avg_queue_ms"] == pytest.approx(300.0)  # of the calls that report one
+
+    by_service = {r["service"]: r for r in results["cost_by_service"]}
+    assert list(by_service) == ["image-api", "chat-api"]  # most expensive first
+    assert by_service["image-api"]["total_usd"] == pytest.approx(0.075)
+    assert by_service["image-api"]["image_usd"] == pytest.approx(0.075)
+    assert by_service["image-api"]["text_usd"] == pytest.approx(0.0)
+    assert by_service["chat-api"]["text_usd"] == pytest.approx(0.008)
+    assert by_service["chat-api"]["calls"] == "2"
+
+    tiers = {r["tier"]: r for r in results["tier_distribution"]}
+    assert list(tiers) == ["pro", "free"]
+    assert (tiers["pro"]["users"], tiers["pro"]["requests"], tiers["pro"]["ai_calls"]) == (
+        "3",
+        "3",
+        "4",
+    )
+    assert tiers["pro"]["ai_usd"] == pytest.approx(0.081)
+    assert (tiers["free"]["users"], tiers["free"]["requests"]) == ("1", "1")
+    assert tiers["free"]["ai_usd"] == pytest.approx(0.002)
+
+
+def test_the_shipped_text_and_image_views_split_the_calls_by_modality(clickhouse_url, table):
+    exporter = ClickHouseExporter(clickhouse_url, table=table)
+    statements = views(table)
+    try:
+        for statement in statements:
+            exporter.query(statement)
+        exporter.export(mixed_text_and_image())
+        text = rows(exporter, f"SELECT * FROM {table}_ai_text ORDER BY input_tokens")
+        image = rows(exporter, f"SELECT * FROM {table}_ai_image ORDER BY images, status")
+    finally:
+        for view in ("ai_text", "ai_image"):
+            exporter.query(f"DROP TABLE IF EXISTS {table}_{view}")
+    assert [(r["service"], r["input_tokens"], r["output_tokens"]) for r in text] == [
+        ("chat-api", "100", "50"),
+        ("chat-api", "300", "150"),
+    ]
+    assert [(r["user_id"], r["images"], r["status"]) for r in image] == [
+        ("u4", "1", "error"),
+        ("u4", "1", "ok"),
+        ("u3", "2", "ok"),
+    ]
+    assert sum(r["cost_usd"] for r in image) == pytest.approx(0.075)

@@ -99,6 +99,8 @@ def test_url_rule_names_the_span_and_raw_path_is_only_url_path(obs_capture: Capt
         "user_id": None,
         "tier": None,
         "request_id": "00000000000000000000000000000001",
+        "host.name": "test-host",
+        "service.instance.id": "0000000000000000",
         "span.kind": "server",
         "url.path": "/items/42",
         "http.method": "GET",

@@ -140,6 +140,8 @@ async def test_route_template_names_the_span_and_raw_path_is_only_url_path(
         "user_id": None,
         "tier": None,
         "request_id": "00000000000000000000000000000001",
+        "host.name": "test-host",
+        "service.instance.id": "0000000000000000",
         "span.kind": "server",
         "url.path": "/items/42",
         "http.method": "GET",

@@ -5,13 +5,26 @@ Built on the export worker, once per item, and shared read-only by every exporte
 
 from __future__ import annotations
 
+import secrets
+import socket
 import time
 from collections.abc import Iterable
 from typing import Any
 
 from ._core import span as _span
+from ._core.forks import renew_after_fork
 
-__all__ = ["FIXED_KEYS", "Record", "Resource", "event_dicts", "rfc3339", "to_records"]
+__all__ = [
+    "FIXED_KEYS",
+    "IDENTITY_KEYS",
+    "Record",
+    "Resource",
+    "event_dicts",
+    "instance_id",
+    "rfc3339",
+    "set_process_identity",
+    "to_records",
+]
 
 Record = dict[str, Any]
 
@@ -34,23 +47,108 @@ FIXED_KEYS = (
 )
 
 
+# The process identity every record carries after its fixed keys (when set): OpenTelemetry's
+# resource attribute names, and ours for the worker and machine a deployment names.
+IDENTITY_KEYS = ("service.version", "host.name", "service.instance.id", "worker.id", "machine.id")
+
+
+def _new_instance_id() -> str:
+    return secrets.token_hex(8)
+
+
+# This process's instance id: random, renewed in a forked child (a child is another instance).
+# ``host`` is read once; tests (``testing.deterministic``) may pin both.
+_process: dict[str, str] = {"instance_id": _new_instance_id(), "host": socket.gethostname()}
+renew_after_fork(_process, "instance_id", _new_instance_id)
+
+
+def instance_id() -> str:
+    """The instance id of this process (16 hex digits, new in every forked child)."""
+    return _process["instance_id"]
+
+
+def set_process_identity(host: str, instance: str) -> tuple[str, str]:
+    """Replace this process's host name and instance id (``testing.deterministic``); returns
+    the previous pair, to restore."""
+    previous = (_process["host"], _process["instance_id"])
+    _process["host"], _process["instance_id"] = host, instance
+    return previous
+
+
 class Resource:
-    """What every record of this process carries: service, environment, version."""
+    """What every record of this process carries: service, environment, version, and identity.
 
-    __slots__ = ("environment", "service", "version")
+    ``identity()`` gives the per-process keys of ``IDENTITY_KEYS`` that have a value (version,
+    worker and machine ids only when set); exporters encode it once per batch or once per
+    process, never per span.
+    """
 
-    def __init__(self, service: str, environment: str, version: str | None) -> None:
+    __slots__ = (
+        "_identity",
+        "_made_for",
+        "environment",
+        "machine_id",
+        "service",
+        "version",
+        "worker_id",
+    )
+
+    def __init__(
+        self,
+        service: str,
+        environment: str,
+        version: str | None,
+        *,
+        worker_id: str | None = None,
+        machine_id: str | None = None,
+    ) -> None:
         self.service = service
         self.environment = environment
         self.version = version
+        self.worker_id = worker_id
+        self.machine_id = machine_id
+        self._made_for: tuple[str, str] | None = None
+        self._identity: dict[str, str] = {}
+
+    @property
+    def host(self) -> str:
+        """The host name of this process."""
+        return _process["host"]
+
+    @property
+    def instance_id(self) -> str:
+        """The instance id of this process (new after a fork)."""
+        return _process["instance_id"]
+
+    def identity(self) -> dict[str, str]:
+        """The identity keys and values of this process (one dict, rebuilt after a fork).
+
+        The caller must not change it.
+        """
+        made_for = (_process["instance_id"], _process["host"])
+        if made_for != self._made_for:
+            values = (self.version, made_for[1], made_for[0], self.worker_id, self.machine_id)
+            self._identity = {k: v for k, v in zip(IDENTITY_KEYS, values, strict=True) if v}
+            self._made_for = made_for
+        return self._identity
 
 
 # Keys user attributes may not overwrite: they identify the record. An event's fields may set
 # its status, duration and error (that is how ``emit`` reports an outcome).
 _EVENT_IDENTITY = frozenset(
-    ("type", "name", "trace_id", "span_id", "parent_id", "service", "environment", "start")
+    (
+        "type",
+        "name",
+        "trace_id",
+        "span_id",
+        "parent_id",
+        "service",
+        "environment",
+        "start",
+        *IDENTITY_KEYS,
+    )
 )
-_SPAN_IDENTITY = frozenset(FIXED_KEYS)
+_SPAN_IDENTITY = frozenset((*FIXED_KEYS, *IDENTITY_KEYS))
 
 
 def _merge(rec: Record, attrs: dict[str, Any], protected: frozenset[str]) -> None:
@@ -90,10 +188,12 @@ def to_records(items: Iterable[_span.Span | _span.Event], resource: Resource) ->
 
     Runs on the export worker. Hex ids are formatted once (``int.to_bytes().hex()``, cheaper
     than ``"%x"``): the trace id per trace (``Span.trace_hex``), a span id once per batch (a
-    child's ``parent_id`` is its parent's ``span_id``).
+    child's ``parent_id`` is its parent's ``span_id``). The resource's identity follows the
+    fixed keys.
     """
     service = resource.service
     environment = resource.environment
+    identity = resource.identity()
     anchor = _span.wall_anchor_ns
     Span = _span.Span
     span_hex: dict[int, str] = {}
@@ -138,6 +238,7 @@ def to_records(items: Iterable[_span.Span | _span.Event], resource: Resource) ->
                 "tier": local.tier,
                 "request_id": local.request_id,
             }
+            rec.update(identity)
             if item.kind != "internal":
                 rec["span.kind"] = item.kind
             attrs = item.attrs
@@ -167,6 +268,7 @@ def to_records(items: Iterable[_span.Span | _span.Event], resource: Resource) ->
                 "tier": event_local.tier if event_local else None,
                 "request_id": event_local.request_id if event_local else None,
             }
+            rec.update(identity)
             _merge(rec, item.fields, _EVENT_IDENTITY)
         out.append(rec)
     return out

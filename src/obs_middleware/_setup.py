@@ -105,6 +105,8 @@ def configure(
     service: str | None = None,
     version: str | None = None,
     environment: str | None = None,
+    worker_id: str | None = None,
+    machine_id: str | None = None,
     exporters: str | Sequence[str | Exporter] | None = None,
     sampling: SamplingOptions | None = None,
     pipeline: PipelineOptions | None = None,
@@ -117,16 +119,20 @@ def configure(
     Every argument falls back to its ``OBS_*`` environment variable, then to its default (every
     option and variable: docs/CONFIGURATION.md, generated from ``_core/config.SETTINGS``).
     ``exporters`` takes names (``"console"``, ``"jsonl"``, ``"jsonl:/path/file.jsonl"``,
-    ``"memory"``, ``"none"``) or exporter objects. ``pricing`` overrides or extends the prices
-    behind ``cost.usd``. Calling again replaces the configuration: what the previous pipeline
-    queued is flushed first. Inside ``obs_middleware.testing.capture()`` (the ``obs_capture``
-    fixture) the capture keeps its exporter, sampling and pipeline options; the rest applies until
-    the capture ends. Raises ``ValueError`` on an invalid option.
+    ``"memory"``, ``"none"``) or exporter objects. Every record carries ``service.version``,
+    ``host.name``, ``service.instance.id`` (random, new in a forked child) and, when set,
+    ``worker.id``/``machine.id`` (``OBS_WORKER_ID``/``OBS_MACHINE_ID``). ``pricing`` overrides or
+    extends the prices behind ``cost.usd``. Calling again replaces the configuration: what the
+    previous pipeline queued is flushed first. Inside ``obs_middleware.testing.capture()`` (the
+    ``obs_capture`` fixture) the capture keeps its exporter, sampling and pipeline options; the
+    rest applies until the capture ends. Raises ``ValueError`` on an invalid option.
     """
     options: dict[str, Any] = {
         "service": service,
         "version": version,
         "environment": environment,
+        "worker_id": worker_id,
+        "machine_id": machine_id,
         "exporters": exporters,
         "sampling": sampling,
         "pipeline": pipeline,
@@ -187,7 +193,13 @@ def _new_pipeline(config: Config) -> Pipeline:
 
     pipeline = Pipeline(
         config.exporters,
-        Resource(config.service, config.environment, config.version),
+        Resource(
+            config.service,
+            config.environment,
+            config.version,
+            worker_id=config.worker_id,
+            machine_id=config.machine_id,
+        ),
         queue_size=opts.queue_size,
         batch_size=opts.batch_size,
         interval_s=opts.interval_s,

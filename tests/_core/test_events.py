@@ -64,6 +64,8 @@ def test_emit_reaches_handlers_and_is_exported_as_event_record(
             "user_id": None,
             "tier": None,
             "request_id": None,
+            "host.name": "test-host",
+            "service.instance.id": "0000000000000000",
             "job_id": "j1",
         }
     ]

@@ -373,3 +373,46 @@ def test_an_unprintable_exception_gives_a_placeholder() -> None:
             raise RuntimeError("no")
 
     assert error_message(Broken()) == "[REDACTED]"
+
+
+def _recurse(n: int) -> None:
+    if n == 0:
+        raise RuntimeError("prompt: a cat in a hat, key sk-abcdefghijklmnopqrstuvwx")
+    _recurse(n - 1)
+
+
+def _caught(n: int) -> BaseException:
+    try:
+        _recurse(n)
+    except RuntimeError as exc:
+        return exc
+    raise AssertionError("unreachable")
+
+
+def test_stack_trace_is_frames_only_outermost_first_without_message_or_source() -> None:
+    text = redact.stack_trace(_caught(2))
+    assert text is not None
+    lines = text.splitlines()
+    assert lines[0].endswith("in _caught") and lines[-1].endswith("in _recurse")
+    assert len(lines) == 4
+    assert all(re.fullmatch(r".+test_redact\.py:\d+ in _\w+", line) for line in lines)
+    assert "cat" not in text and "sk-" not in text and "raise" not in text
+
+
+def test_stack_trace_keeps_the_innermost_frames_under_both_caps() -> None:
+    text = redact.stack_trace(_caught(100))
+    assert text is not None
+    first, *frames = text.splitlines()
+    assert len(frames) == redact.MAX_STACK_FRAMES
+    assert first == f"({101 + 1 - redact.MAX_STACK_FRAMES} outer frames omitted)"
+    assert len(text) <= redact.MAX_STACK_CHARS + len(first) + 1
+
+
+def test_stack_trace_scrubs_secrets_in_paths_and_is_none_without_traceback() -> None:
+    code = compile("raise ValueError()", "/srv/app/token=sk-abcdefghijklmnopqrstuvwx/x.py", "exec")
+    try:
+        exec(code)
+    except ValueError as exc:
+        text = redact.stack_trace(exc)
+    assert text is not None and "sk-abcdef" not in text and "[REDACTED]" in text
+    assert redact.stack_trace(ValueError("never raised")) is None

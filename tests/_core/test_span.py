@@ -42,6 +42,8 @@ def test_span_as_context_manager_exports_whole_record_with_fixed_ids_and_clock(
             "user_id": None,
             "tier": None,
             "request_id": None,
+            "host.name": "test-host",
+            "service.instance.id": "0000000000000000",
             "span.kind": "client",
         },
         {
@@ -60,6 +62,8 @@ def test_span_as_context_manager_exports_whole_record_with_fixed_ids_and_clock(
             "user_id": None,
             "tier": None,
             "request_id": None,
+            "host.name": "test-host",
+            "service.instance.id": "0000000000000000",
             "model": "sdxl",
             "steps": 30,
         },
@@ -277,3 +281,30 @@ def test_get_current_is_current_span() -> None:
     assert get_current() is None
     with obs.span("s") as s:
         assert get_current() is s is obs.current_span()
+
+
+def test_an_error_span_carries_its_stack_trace_and_an_ok_span_none(obs_capture) -> None:
+    def fail() -> None:
+        raise KeyError("the user's prompt")
+
+    with pytest.raises(KeyError), obs.span("outer"), obs.span("inner"):
+        fail()
+    inner, outer = obs_capture.spans
+    assert inner["exception.stacktrace"].endswith("in " + fail.__qualname__)
+    assert (
+        outer["exception.stacktrace"].splitlines()[-1]
+        == inner["exception.stacktrace"].splitlines()[-1]
+    )
+    with obs.span("fine"):
+        pass
+    assert "exception.stacktrace" not in obs_capture.span("fine")
+
+
+def test_a_private_request_exports_frames_but_never_the_message(obs_capture) -> None:
+    with pytest.raises(ValueError), obs.span("request"):
+        obs.mark_private()
+        raise ValueError("draw a secret portrait")
+    record = obs_capture.span("request")
+    assert record["error_message"] == "[PRIVATE]"
+    assert "portrait" not in record["exception.stacktrace"]
+    assert "test_span.py:" in record["exception.stacktrace"]

@@ -3,6 +3,7 @@ integrations/clickhouse)."""
 
 from __future__ import annotations
 
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -12,7 +13,9 @@ import pytest
 from obs_middleware import _setup
 from obs_middleware._core.metrics import registry
 from obs_middleware._delivery import DeliveryOptions
-from obs_middleware.exporters.clickhouse import ClickHouseExporter, ddl
+from obs_middleware.exporters.clickhouse import ClickHouseExporter, ddl, views
+
+from ._identity import RESOURCE, finished, identity, stack_ok
 
 FAST = DeliveryOptions(timeout_s=2, backoff_s=0.001, backoff_max_s=0.002)
 
@@ -104,3 +107,29 @@ def test_spec_and_environment(monkeypatch, server):
     exporter = _setup.build_config(exporters=[f"clickhouse:{server.url}"]).exporters[0]
     assert isinstance(exporter, ClickHouseExporter)
     assert (exporter.url, exporter.table) == (server.url, "t2")
+
+
+def test_inserted_rows_carry_the_process_identity_and_stack_trace_columns(server):
+
+    exporter = ClickHouseExporter(server.url, delivery=FAST)
+    exporter.export_spans(finished(), RESOURCE)
+    ((_, body),) = server.requests
+    rows = [json.loads(line) for line in body.splitlines()]
+    columns = {key.replace(".", "_"): value for key, value in identity().items()}
+    assert len(rows) == 2
+    assert all(r.items() >= columns.items() for r in rows)
+    assert stack_ok(rows[0]["exception_stacktrace"])
+
+
+def test_views_are_one_statement_each_named_after_their_table():
+    default = views()
+    assert [s.split(" AS\n")[0] for s in default] == [
+        "CREATE VIEW IF NOT EXISTS obs_ai_text",
+        "CREATE VIEW IF NOT EXISTS obs_ai_image",
+    ]
+    assert all("FROM obs_events\n" in s and ";" not in s and "--" not in s for s in default)
+    named = views("db.events")
+    assert named[0].startswith("CREATE VIEW IF NOT EXISTS db.events_ai_text AS")
+    assert "FROM db.events\n" in named[1]
+    with pytest.raises(ValueError):
+        views("events; DROP TABLE x")

@@ -11,6 +11,12 @@ from obs_middleware._record import Record
 from obs_middleware.exporters import ConsoleExporter
 from obs_middleware.testing import Capture
 
+from ._identity import identity, records, stack_ok
+
+HEADER = (
+    "trace 00000000000000000000000000000001  host.name=test-host service.instance.id=" + "0" * 16
+)
+
 
 def request_trace(cap: Capture) -> list[Record]:
     with obs.span("GET /items/{id}", _kind="server") as s:
@@ -34,17 +40,18 @@ def render(records: list[Record], **kw: bool) -> str:
 
 def test_prints_a_trace_as_a_tree(obs_capture: Capture) -> None:
     assert render(request_trace(obs_capture)) == (
-        "trace 00000000000000000000000000000001\n"
+        HEADER + "\n"
         "└─ GET /items/{id}  6.000 ms  user=u1  http.status_code=200\n"
         "   ├─ db.query  1.000 ms  user=u1  db.table=items\n"
         "   ├─ • cache.miss  user=u1  key=k\n"
         "   └─ ai.generate  1.000 ms  [error: TimeoutError]  user=u1  model=sdxl\n"
+        f"        ! {__file__}:29 in request_trace\n"
     )
 
 
 def test_attributes_false_prints_names_statuses_and_durations(obs_capture: Capture) -> None:
     assert render(request_trace(obs_capture), attributes=False) == (
-        "trace 00000000000000000000000000000001\n"
+        HEADER + "\n"
         "└─ GET /items/{id}  6.000 ms  user=u1\n"
         "   ├─ db.query  1.000 ms  user=u1\n"
         "   ├─ • cache.miss  user=u1\n"
@@ -73,7 +80,7 @@ def test_orphans_are_printed_after_two_batches(obs_capture: Capture) -> None:
     exporter.export([])
     assert out.getvalue() == ""
     exporter.export([])
-    assert out.getvalue().startswith("trace 00000000000000000000000000000001\n")
+    assert out.getvalue().startswith(HEADER + "\n")
     assert "db.query" in out.getvalue()
 
 
@@ -83,11 +90,19 @@ def test_flush_prints_what_is_held(obs_capture: Capture) -> None:
     exporter = ConsoleExporter(out)
     exporter.export([r for r in records if r["name"] == "db.query"])
     exporter.shutdown()
-    assert out.getvalue() == (
-        "trace 00000000000000000000000000000001\n└─ db.query  1.000 ms  user=u1  db.table=items\n"
-    )
+    assert out.getvalue() == (HEADER + "\n└─ db.query  1.000 ms  user=u1  db.table=items\n")
 
 
 def test_event_outside_a_trace_prints_on_its_own_line(obs_capture: Capture) -> None:
     obs.emit("startup", version="1")
     assert render(obs_capture.records) == "• startup  version=1\n"
+
+
+def test_trace_header_names_the_identity_and_a_failed_span_shows_its_frames() -> None:
+
+    out = io.StringIO()
+    ConsoleExporter(out).export(records())
+    header = out.getvalue().splitlines()[0]
+    assert header.endswith("  " + " ".join(f"{k}={v}" for k, v in identity().items()))
+    frames = [line.split("! ", 1)[1] for line in out.getvalue().splitlines() if "! " in line]
+    assert stack_ok("\n".join(frames))

@@ -19,6 +19,8 @@ from obs_middleware._core.metrics import registry
 from obs_middleware._delivery import DeliveryOptions, Outcome
 from obs_middleware.exporters.http import HttpExporter, HttpTransport, from_spec
 
+from ._identity import identity, records, stack_ok
+
 
 class Collector:
     """Records each request; answers from ``script`` (status codes), then 201."""
@@ -174,3 +176,14 @@ def test_spec_needs_a_url(monkeypatch):
 def test_configure_resolves_the_exporter_name(collector):
     config = _setup.build_config(exporters=[f"http:{collector.url}"])
     assert isinstance(config.exporters[0], HttpExporter)
+
+
+@pytest.mark.parametrize("format", ["json", "ndjson"])
+def test_posted_records_carry_the_process_identity_and_the_stack_trace(format) -> None:
+
+    exporter = HttpExporter("http://127.0.0.1:9", format=format)
+    body = exporter.encode(records())
+    docs = json.loads(body) if format == "json" else [json.loads(x) for x in body.splitlines()]
+    assert len(docs) == 2
+    assert all(doc.items() >= identity().items() for doc in docs)
+    assert stack_ok(docs[0]["exception.stacktrace"])

@@ -7,9 +7,13 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
+
 import obs_middleware as obs
 from obs_middleware._core.config import Config
 from obs_middleware.exporters import JsonlExporter
+
+from ._identity import identity, records, stack_ok
 
 Configure = Callable[..., Config]
 
@@ -95,3 +99,15 @@ def test_configured_by_name_writes_span_records(configured: Configure, tmp_path:
     records = read_lines(path)
     assert [r["name"] for r in records] == ["e", "b", "a"]
     assert [r["type"] for r in records] == ["event", "span", "span"]
+
+
+def test_every_line_carries_the_process_identity_and_errors_their_stack_trace(tmp_path) -> None:
+
+    path = tmp_path / "out.jsonl"
+    exporter = JsonlExporter(path)
+    exporter.export(records())
+    exporter.shutdown()
+    lines = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    assert len(lines) == 2
+    assert all(line.items() >= identity().items() for line in lines)
+    assert stack_ok(lines[0]["exception.stacktrace"]) and "exception.stacktrace" not in lines[1]

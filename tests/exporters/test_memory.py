@@ -6,6 +6,8 @@ import threading
 
 from obs_middleware.exporters import MemoryExporter
 
+from ._identity import identity, records, stack_ok
+
 
 def test_keeps_every_batch_in_order() -> None:
     exporter = MemoryExporter()
@@ -34,3 +36,11 @@ def test_concurrent_exports_lose_nothing() -> None:
     for t in threads:
         t.join()
     assert len(exporter.records) == 4000
+
+
+def test_records_carry_the_process_identity_and_the_stack_trace() -> None:
+
+    exporter = MemoryExporter()
+    exporter.export(records())
+    assert all(r.items() >= identity().items() for r in exporter.records)
+    assert stack_ok(exporter.records[0]["exception.stacktrace"])

@@ -23,8 +23,11 @@ import obs_middleware as obs
 from obs_middleware import _setup
 from obs_middleware._core.metrics import http_duration, registry
 from obs_middleware._delivery import DeliveryOptions, stop_waiting
+from obs_middleware._record import to_records
 from obs_middleware._spool import Spool
 from obs_middleware.exporters.otlp import OTLPExporter, to_otel_spans
+
+from ._identity import RESOURCE, finished, identity, stack_ok
 
 
 class Collector:
@@ -240,3 +243,23 @@ def test_stop_waiting_cuts_a_request_in_flight_on_a_hung_collector_and_spools_it
         found.extend(batch)
         spool.ack()
     assert found == records
+
+
+@pytest.mark.parametrize("path", ["spans", "records"])
+def test_the_resource_carries_the_identity_once_and_the_error_span_its_stack_trace(collector, path):
+    exporter = OTLPExporter(collector.url, metrics=False)
+    exporter.bind(RESOURCE)
+    spans = finished()
+    if path == "spans":
+        exporter.export_spans(spans, RESOURCE)
+    else:
+        exporter.export(to_records(spans, RESOURCE))
+    exporter.flush()
+    ((resource_spans,),) = [req.resource_spans for req in collector.traces]
+    attrs = {kv.key: kv.value.string_value for kv in resource_spans.resource.attributes}
+    assert attrs.items() >= identity().items()
+    for span in resource_spans.scope_spans[0].spans:
+        assert not {kv.key for kv in span.attributes} & identity().keys()
+    step = next(s for s in resource_spans.scope_spans[0].spans if s.name == "step")
+    stack = {kv.key: kv.value.string_value for kv in step.attributes}["exception.stacktrace"]
+    assert stack_ok(stack)

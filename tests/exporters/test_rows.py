@@ -15,6 +15,8 @@ from obs_middleware._record import Resource, to_records
 from obs_middleware.exporters import _rows
 from obs_middleware.exporters._rows import encode_rows, row, span_rows
 
+from . import _identity
+
 RESOURCE = Resource("svc", "prod", "1.0")
 
 
@@ -165,3 +167,14 @@ def test_span_rows_equal_the_record_path_on_any_span(
 def test_encoding_is_one_line_per_row() -> None:
     rows = [{"name": "a"}, {"name": "b", "attributes": "{}"}]
     assert encode_rows(rows) == b'{"name":"a"}\n{"name":"b","attributes":"{}"}\n'
+
+
+def test_rows_from_spans_and_from_records_carry_the_identity_and_stack_trace_columns() -> None:
+
+    columns = {key.replace(".", "_"): value for key, value in _identity.identity().items()}
+    spans = _identity.finished()
+    records = _identity.records()
+    for rows in (span_rows(spans, _identity.RESOURCE), [row(rec) for rec in records]):
+        assert len(rows) == 2
+        assert all(r.items() >= columns.items() for r in rows)
+        assert _identity.stack_ok(rows[0]["exception_stacktrace"])

@@ -20,6 +20,8 @@ from obs_middleware.exporters.sqlite import (
     row_to_record,
 )
 
+from ._identity import identity, records, stack_ok
+
 
 def now_rfc3339() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S.000250Z", time.gmtime())
@@ -159,3 +161,14 @@ def test_sqlite_spec_through_the_pipeline_stores_what_memory_gets(
 def test_default_path_honours_obs_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("OBS_STORE", str(tmp_path / "x.db"))
     assert SqliteExporter().path == str(tmp_path / "x.db")
+
+
+def test_stored_records_keep_the_process_identity_and_the_stack_trace(tmp_path: Path) -> None:
+    path = tmp_path / "obs.db"
+    exporter = SqliteExporter(path)
+    exporter.export(records())
+    exporter.shutdown()
+    rows = stored(path)
+    assert len(rows) == 2
+    assert all(r.items() >= identity().items() for r in rows)
+    assert stack_ok(rows[0]["exception.stacktrace"])

@@ -18,6 +18,8 @@ from obs_middleware.exporters.clickhouse import pipe_queries
 from obs_middleware.exporters.tinybird import COLUMNS, TinybirdExporter, asset_path
 from obs_middleware.testing.emulators.tinybird import TinybirdEmulator, parse_datasource
 
+from ._identity import RESOURCE, finished, identity, stack_ok
+
 FAST = DeliveryOptions(timeout_s=5, backoff_s=0.001, backoff_max_s=0.002, retry_budget_s=3)
 
 
@@ -48,12 +50,16 @@ def test_shipped_schema_datasource_and_clickhouse_ddl_have_the_encoder_columns()
 def test_pipes_cover_the_seed_analyses_and_read_only_known_columns():
     queries = pipe_queries()
     assert sorted(queries) == [
+        "ai_image_calls",
+        "ai_text_calls",
         "cache_hit_rate",
         "content_violation_rate",
+        "cost_by_service",
         "cost_by_user_model",
         "error_rate",
         "latency_p95",
         "request_volume",
+        "tier_distribution",
     ]
     for sql in queries.values():
         assert "FROM obs_events" in sql
@@ -198,3 +204,14 @@ def test_token_and_host_come_from_the_environment(monkeypatch, tb):
     monkeypatch.delenv("TB_TOKEN")
     with pytest.raises(ValueError, match="token"):
         TinybirdExporter()
+
+
+def test_rows_carry_the_process_identity_and_stack_trace_columns(tb):
+    exporter = TinybirdExporter(token="test-token", host=tb.url, delivery=FAST)
+    exporter.export_spans(finished(), RESOURCE)
+    rows = tb.rows("obs_events")
+    columns = {key.replace(".", "_"): value for key, value in identity().items()}
+    assert len(rows) == 2
+    assert all(r.items() >= columns.items() for r in rows)
+    assert stack_ok(rows[0]["exception_stacktrace"])
+    assert tb.quarantine("obs_events") == []

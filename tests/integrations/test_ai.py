@@ -37,6 +37,8 @@ def test_one_call_is_one_client_span_with_provider_model_operation(obs_capture: 
         "user_id": None,
         "tier": None,
         "request_id": None,
+        "host.name": "test-host",
+        "service.instance.id": "0000000000000000",
         "span.kind": "client",
         "ai.provider": "openai",
         "ai.operation": "chat",

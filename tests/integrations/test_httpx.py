@@ -71,6 +71,8 @@ def test_request_inside_a_span_is_a_client_child_with_whole_record(obs_capture: 
         "user_id": None,
         "tier": None,
         "request_id": None,
+        "host.name": "test-host",
+        "service.instance.id": "0000000000000000",
         "span.kind": "client",
         "http.method": "POST",
         "server.address": "api.example.com",

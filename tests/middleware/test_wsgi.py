@@ -73,6 +73,8 @@ def test_server_span_whole_record(obs_capture: Capture) -> None:
             "user_id": None,
             "tier": None,
             "request_id": "00000000000000000000000000000001",
+            "host.name": "test-host",
+            "service.instance.id": "0000000000000000",
             "span.kind": "server",
             "url.path": "/items/42",
             "http.method": "GET",

@@ -43,6 +43,8 @@ def test_whole_trace_snapshot_with_event_and_user(obs_capture: Capture) -> None:
         "user_id": "u1",
         "tier": "pro",
         "request_id": None,
+        "host.name": "test-host",
+        "service.instance.id": "0000000000000000",
     }
     assert obs_capture.records == [
         {

@@ -165,12 +165,19 @@ class Config:
     service: str = "app"
     version: str | None = None
     environment: str = "development"
+    worker_id: str | None = None
+    machine_id: str | None = None
     exporters: tuple[Any, ...] = ()
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
     pipeline: PipelineOptions = field(default_factory=PipelineOptions)
     http: HttpOptions = field(default_factory=HttpOptions)
     redaction: RedactionOptions = field(default_factory=RedactionOptions)
     pricing: PricingOptions = field(default_factory=PricingOptions)
+
+    def __post_init__(self) -> None:
+        for name in ("version", "worker_id", "machine_id"):
+            value = getattr(self, name)
+            _check(value is None or isinstance(value, str), f"{name} must be a string or None")
 
 
 def _check(ok: bool, message: str) -> None:
@@ -221,6 +228,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("service", "OBS_SERVICE", "Service name on every record."),
     Setting("version", "OBS_VERSION", "Service version on every record."),
     Setting("environment", "OBS_ENVIRONMENT", "Deployment environment on every record."),
+    Setting(
+        "worker_id",
+        "OBS_WORKER_ID",
+        "Worker id on every record (`worker.id`), e.g. the GPU worker or queue consumer.",
+    ),
+    Setting(
+        "machine_id",
+        "OBS_MACHINE_ID",
+        "Machine id on every record (`machine.id`), e.g. the GPU box or VM.",
+    ),
     Setting(
         "exporters",
         "OBS_EXPORTERS",

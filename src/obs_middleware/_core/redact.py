@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable
+from types import CodeType
 
 from .sqltext import strip_literals, strip_message_literals
 
@@ -20,12 +21,15 @@ __all__ = [
     "query_keys",
     "scrub",
     "scrub_error",
+    "stack_trace",
     "truncate",
 ]
 
 PRIVATE = "[PRIVATE]"
 REDACTED = "[REDACTED]"
 MAX_MESSAGE = 1024  # characters of an error message (or of other text a client chose) kept
+MAX_STACK_FRAMES = 32  # frames of a stack trace kept: the innermost (where it was raised)
+MAX_STACK_CHARS = 4096  # characters of a stack trace kept, innermost frames first
 _SCRUB_MARGIN = 256  # scrubbed past the cut, so a secret across it is still recognised
 # A path of only these cannot hold a secret: every secret pattern needs a separator ("-", "_",
 # "=", ":", "."), an upper-case letter or whitespace. Checking costs less than one anchor search.
@@ -220,6 +224,55 @@ def scrub(text: str) -> str:
     if not mask and not extra:
         return text
     return _subset(mask, extra).sub(REDACTED, text)
+
+
+# ``file:line in function`` of a frame, scrubbed, by (id of its code object, line): errors repeat
+# at the same places, so the trace of a recurring error costs one lookup per frame (a code
+# object's own hash reads its whole contents: ~10x the lookup). The entry holds the code object,
+# so its id is not reused while cached. Bounded.
+_FRAME_LINES: dict[tuple[int, int], tuple[CodeType, str]] = {}
+_MAX_FRAME_LINES = 4096
+
+
+def _frame_line(code: CodeType, line: int) -> str:
+    key = (id(code), line)
+    entry = _FRAME_LINES.get(key)
+    if entry is None or entry[0] is not code:
+        name = getattr(code, "co_qualname", code.co_name)  # 3.11+: Class.method
+        entry = (code, scrub(f"{code.co_filename}:{line} in {name}"))
+        if len(_FRAME_LINES) >= _MAX_FRAME_LINES:
+            _FRAME_LINES.clear()
+        _FRAME_LINES[key] = entry
+    return entry[1]
+
+
+def stack_trace(exc: BaseException) -> str | None:
+    """The frames ``exc`` passed through as ``file:line in function`` lines, outermost first
+    (as Python prints them); None if it carries no traceback.
+
+    Frames only: no source lines (they may hold literal secrets or prompts) and no message
+    (``error_message`` cleans that). At most ``MAX_STACK_FRAMES`` innermost frames and
+    ``MAX_STACK_CHARS`` characters; a first line says how many were left out. Paths are scrubbed
+    of secrets of known shapes. Cost: one walk of the traceback and a cached line per frame
+    (no file I/O).
+    """
+    tb = exc.__traceback__
+    if tb is None:
+        return None
+    frames: list[tuple[CodeType, int]] = []
+    while tb is not None:
+        frames.append((tb.tb_frame.f_code, tb.tb_lineno))
+        tb = tb.tb_next
+    kept = [_frame_line(code, line) for code, line in frames[-MAX_STACK_FRAMES:]]
+    size = 0
+    for i in range(len(kept) - 1, -1, -1):
+        size += len(kept[i]) + 1
+        if size > MAX_STACK_CHARS:
+            kept = kept[i + 1 :]
+            break
+    omitted = len(frames) - len(kept)
+    text = "\n".join(kept)
+    return f"({omitted} outer frames omitted)\n{text}" if omitted else text
 
 
 def truncate(text: str, limit: int) -> str:

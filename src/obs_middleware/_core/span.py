@@ -315,10 +315,12 @@ class Span:
         self.events.append((name, clock_ns(), fields))
 
     def record_exception(self, exc: BaseException, *, status: str = "error") -> None:
-        """Mark the span failed with ``exc``: its type and its message, cleaned of secrets and of
-        the values it echoes (``redact.error_message``).
+        """Mark the span failed with ``exc``: its type, its message cleaned of secrets and of
+        the values it echoes (``redact.error_message``), and ``exception.stacktrace``: the frames
+        it passed through, bounded, without source lines (``redact.stack_trace``).
 
         ``GeneratorExit`` and ``asyncio.CancelledError`` are recorded as ``cancelled``, not errors.
+        Only the error path pays for the trace (a walk of its frames); the ok path is untouched.
         """
         if isinstance(exc, GeneratorExit) or type(exc).__name__ == "CancelledError":
             self.status = "cancelled"
@@ -331,6 +333,13 @@ class Span:
             self.error_message = PRIVATE
         else:
             self.error_message = error_message(exc)
+        # Imported here, not at the top: this module's import block belongs to the hot path's
+        # owner, and errors are rare (a sys.modules lookup each).
+        from .redact import stack_trace  # noqa: PLC0415
+
+        trace = stack_trace(exc)
+        if trace is not None:
+            self.attrs["exception.stacktrace"] = trace
 
     @property
     def duration_ms(self) -> float:

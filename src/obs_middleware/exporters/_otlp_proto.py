@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from .._core import span as _span
-from .._record import FIXED_KEYS
+from .._record import FIXED_KEYS, IDENTITY_KEYS
 
 __all__ = [
     "RENAMED",
@@ -55,7 +55,12 @@ RENAMED: dict[str, str] = {
 # Attribute keys whose span takes the fallback: fixed keys (the record drops them), keys the
 # record path reads as structure, and every key an attribute is renamed to (two attributes
 # would then share a name: the record path keeps the last value at the first one's place).
-_SPECIAL = frozenset(FIXED_KEYS) | {"span.kind", "events", "obs.status"} | set(RENAMED.values())
+_SPECIAL = (
+    frozenset(FIXED_KEYS)
+    | frozenset(IDENTITY_KEYS)
+    | {"span.kind", "events", "obs.status"}
+    | set(RENAMED.values())
+)
 
 _MASK64 = (1 << 64) - 1
 _INT64_MIN = -(1 << 63)

@@ -21,7 +21,15 @@ import orjson
 
 from .._core import span as _span
 from .._json import dumps_json, json_default
-from .._record import Record, Resource, _second_prefix, event_dicts, to_records
+from .._record import (
+    FIXED_KEYS,
+    IDENTITY_KEYS,
+    Record,
+    Resource,
+    _second_prefix,
+    event_dicts,
+    to_records,
+)
 
 __all__ = ["COLUMNS", "Row", "encode_rows", "row", "span_rows"]
 
@@ -48,6 +56,11 @@ _SPEC: tuple[tuple[str, str, tuple[type, ...]], ...] = (
     ("user_id", "user_id", _STR),
     ("tier", "tier", _STR),
     ("request_id", "request_id", _STR),
+    ("service.version", "service_version", _STR),
+    ("host.name", "host_name", _STR),
+    ("service.instance.id", "service_instance_id", _STR),
+    ("worker.id", "worker_id", _STR),
+    ("machine.id", "machine_id", _STR),
     ("span.kind", "span_kind", _STR),
     ("http.method", "http_method", _STR),
     ("http.route", "http_route", _STR),
@@ -62,6 +75,7 @@ _SPEC: tuple[tuple[str, str, tuple[type, ...]], ...] = (
     ("ai.provider", "ai_provider", _STR),
     ("ai.model", "ai_model", _STR),
     ("ai.operation", "ai_operation", _STR),
+    ("ai.modality", "ai_modality", _STR),
     ("ai.request_id", "ai_request_id", _STR),
     ("ai.queue_ms", "ai_queue_ms", _NUM),
     ("ai.input_tokens", "ai_input_tokens", _INT),
@@ -75,6 +89,7 @@ _SPEC: tuple[tuple[str, str, tuple[type, ...]], ...] = (
     ("job.state", "job_state", _STR),
     ("job.worker_id", "job_worker_id", _STR),
     ("job.machine_id", "job_machine_id", _STR),
+    ("exception.stacktrace", "exception_stacktrace", _STR),
 )
 COLUMNS: tuple[str, ...] = (*(col for _, col, _ in _SPEC), "attributes")
 _BY_KEY: dict[str, tuple[str, tuple[type, ...]]] = {key: (col, t) for key, col, t in _SPEC}
@@ -82,8 +97,10 @@ _INT64 = 1 << 63
 _OPTS = orjson.OPT_NON_STR_KEYS  # ``attributes`` holds the user's keys, whatever their type
 # A row's keys are column names: without OPT_NON_STR_KEYS, orjson encodes a row ~25 % faster.
 _LINE_OPTS = orjson.OPT_APPEND_NEWLINE
-# Keys a span's attributes may not set (``to_records`` drops them): they identify the record.
-_SPAN_IDENTITY = frozenset(key for key, _, _ in _SPEC[:15])
+# Keys a span's attributes may not set (``to_records`` drops them): they identify the record
+# (the fixed keys, then the process identity).
+_SPAN_IDENTITY = frozenset((*FIXED_KEYS, *IDENTITY_KEYS))
+assert {key for key, _, _ in _SPEC[:20]} == _SPAN_IDENTITY
 
 # Converters are bounded: past ``_MAX_SHAPES`` shapes, or for wider ones, the generic path runs.
 _MAX_SHAPES = 512
@@ -189,8 +206,14 @@ def span_rows(items: Iterable[_span.Span | _span.Event], resource: Resource) -> 
     """
     service = resource.service
     environment = resource.environment
-    if type(service) is not str or type(environment) is not str:
+    identity = resource.identity()
+    if (
+        type(service) is not str
+        or type(environment) is not str
+        or not all(type(v) is str for v in identity.values())
+    ):
         return [row(rec) for rec in to_records(items, resource)]
+    columns = {_BY_KEY[key][0]: value for key, value in identity.items()}
     anchor = _span.wall_anchor_ns
     Span = _span.Span
     converters = _SPAN_CONVERTERS
@@ -238,6 +261,7 @@ def span_rows(items: Iterable[_span.Span | _span.Event], resource: Resource) -> 
             (item.end_ns - start_ns) // 1000 / 1000,
             service,
             environment,
+            columns,
         )
         append(converted if converted is not None else row(to_records((item,), resource)[0]))
     return out
@@ -263,14 +287,14 @@ def _span_converter(keys: tuple[str, ...]) -> Callable[..., Row | None]:
     values = [f"a{i}" for i in range(len(keys))]
     lines = [
         "def convert(item, local, trace_id, span_id, parent_id, start, duration, service,"
-        " environment, type=type, str=str, int=int, float=float):",
+        " environment, identity, type=type, str=str, int=int, float=float):",
         "    name = item.name",
         "    status = item.status",
         "    if type(name) is not str or type(status) is not str:",
         "        return None",
         "    out = {'type': 'span', 'name': name, 'trace_id': trace_id, 'span_id': span_id,"
         " 'service': service, 'environment': environment, 'start': start,"
-        " 'duration_ms': duration, 'status': status}",
+        " 'duration_ms': duration, 'status': status, **identity}",
         "    if parent_id is not None:",
         "        out['parent_id'] = parent_id",
     ]

@@ -18,7 +18,7 @@ from ._columns import ColumnExporter, asset_path
 from ._rows import Row, encode_rows
 from .http import HttpTransport
 
-__all__ = ["ClickHouseExporter", "ddl", "pipe_queries"]
+__all__ = ["ClickHouseExporter", "ddl", "pipe_queries", "views"]
 
 # Server error codes worth retrying (overload, timeouts, network); any other code is a problem
 # with the data or the table that the same request would hit again.
@@ -36,6 +36,19 @@ def ddl(table: str = "obs_events") -> str:
     return sql.replace(
         "CREATE TABLE IF NOT EXISTS obs_events", f"CREATE TABLE IF NOT EXISTS {table}"
     )
+
+
+def views(table: str = "obs_events") -> list[str]:
+    """Return the shipped ``CREATE VIEW IF NOT EXISTS`` statements of the text and image views
+    (``obs_ai_text``, ``obs_ai_image``) over ``table``, one statement each; a ``table`` other
+    than ``obs_events`` names the views ``<table>_ai_text`` and ``<table>_ai_image``."""
+    if not _IDENT.match(table):
+        raise ValueError(f"invalid table name {table!r}")
+    sql = Path(asset_path("clickhouse", "obs_ai_views.sql")).read_text()
+    body = "\n".join(line for line in sql.splitlines() if not line.startswith("--"))
+    prefix = "obs" if table == "obs_events" else table
+    body = body.replace("FROM obs_events", f"FROM {table}").replace(" obs_ai_", f" {prefix}_ai_")
+    return [s.strip() for s in body.split(";") if s.strip()]
 
 
 def pipe_queries() -> dict[str, str]:

@@ -7,12 +7,13 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from .._json import valid_text
-from .._record import FIXED_KEYS, Record
+from .._record import FIXED_KEYS, IDENTITY_KEYS, Record
 
 __all__ = ["ConsoleExporter"]
 
 _FIXED = frozenset(FIXED_KEYS)
-_HIDDEN = frozenset({"span.kind", "events", "http.route", "http.method"})
+_STACK = "exception.stacktrace"
+_HIDDEN = frozenset({"span.kind", "events", "http.route", "http.method", _STACK, *IDENTITY_KEYS})
 _MAX_HELD_BATCHES = 2
 
 
@@ -79,13 +80,17 @@ class ConsoleExporter:
         for rec in sorted(group, key=lambda r: r["start"]):
             parent = rec["span_id"] if rec["type"] == "event" else rec["parent_id"]
             children.setdefault(parent if parent in ids else None, []).append(rec)
-        lines = [f"trace {trace_id}"]
+        lines = [f"trace {trace_id}{_identity(group[0])}"]
 
         def walk(parent: str | None, prefix: str) -> None:
             kids = children.get(parent, [])
             for i, rec in enumerate(kids):
                 last = i == len(kids) - 1
                 lines.append(f"{prefix}{'└─ ' if last else '├─ '}{self._line(rec)}")
+                stack = rec.get(_STACK)
+                if stack and self.attributes:  # under its span, indented as its children
+                    inner = prefix + ("   " if last else "│  ")
+                    lines.extend(f"{inner}  ! {frame}" for frame in str(stack).splitlines())
                 if rec["type"] == "span":
                     walk(rec["span_id"], prefix + ("   " if last else "│  "))
 
@@ -111,6 +116,12 @@ class ConsoleExporter:
             if attrs:
                 text += "  " + " ".join(attrs)
         return text
+
+
+def _identity(rec: Record) -> str:
+    # The process identity, once per trace header (every record of a batch shares it).
+    parts = [f"{key}={rec[key]}" for key in IDENTITY_KEYS if rec.get(key) is not None]
+    return "  " + " ".join(parts) if parts else ""
 
 
 def _write(stream: TextIO, text: str) -> None:

@@ -27,7 +27,6 @@ import logging
 import os
 import socket
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -67,7 +66,7 @@ from .._core.context import EXPORTING
 from .._core.metrics import HistogramPoint, MetricSnapshot, dropped, registry
 from .._delivery import Delivery, DeliveryOptions, Outcome, Result, classify_status
 from .._json import json_default, jsonable, valid_text
-from .._record import FIXED_KEYS, Record, to_records
+from .._record import FIXED_KEYS, IDENTITY_KEYS, Record, instance_id, to_records
 from .._record import Resource as RecordResource
 from .._version import __version__
 from ._otlp_proto import RENAMED as _RENAMED
@@ -95,7 +94,10 @@ _KINDS = {
 _SCOPE_MESSAGE = scope_message(_SCOPE.name, _SCOPE.version)
 # Record keys carried by the span itself (ids, times, status) rather than as attributes: the
 # fixed keys not renamed into an attribute, and the kind and events.
-_STRUCTURAL = frozenset(FIXED_KEYS).difference(_RENAMED) | {"span.kind", "events"}
+# The identity keys live in the resource (encoded once), never per span.
+_STRUCTURAL = (
+    frozenset(FIXED_KEYS).difference(_RENAMED) | {"span.kind", "events"} | frozenset(IDENTITY_KEYS)
+)
 
 
 _SCALARS = (str, bool, int, float)
@@ -264,7 +266,6 @@ class OTLPExporter:
         quiet_sdk_logs(OTLPSpanExporter, OTLPMetricExporter)
         self.metrics_interval_s = metrics_interval_s
         self.extra_resource = dict(resource_attributes or {})
-        self._instance_id = str(uuid.uuid4())
         self._resources: dict[tuple[str | None, str | None], Resource] = {}
         self._resource_messages: dict[tuple[str | None, str | None], tuple[bytes, str]] = {}
         self._encoder = SpanEncoder(self._sdk_span)
@@ -304,13 +305,12 @@ class OTLPExporter:
             attrs: dict[str, Any] = {
                 "service.name": service or "app",
                 "deployment.environment.name": environment or "development",
-                "service.instance.id": self._instance_id,
+                "service.instance.id": instance_id(),
                 "host.name": socket.gethostname(),
-                "process.pid": os.getpid(),
             }
-            version = self._bound.version if self._bound is not None else None
-            if version:
-                attrs["service.version"] = version
+            if self._bound is not None:
+                attrs.update(self._bound.identity())
+            attrs["process.pid"] = os.getpid()
             attrs.update(self.extra_resource)
             res = self._resources[key] = Resource.create(attrs)
         return res
@@ -462,7 +462,6 @@ class OTLPExporter:
         the child) start at the fork.
         """
         self._session, self._metrics = self._clients(self._metrics is not None)
-        self._instance_id = str(uuid.uuid4())
         self._resources = {}
         self._resource_messages = {}
         self._start_ns = time.time_ns()

@@ -12,7 +12,7 @@ from .. import _setup
 from .._core import span as _span
 from .._core.config import HttpOptions, PipelineOptions, SamplingOptions
 from .._core.metrics import MetricSnapshot, registry
-from .._record import Record
+from .._record import Record, set_process_identity
 from ..exporters.memory import MemoryExporter
 
 __all__ = ["Capture", "capture", "deterministic"]
@@ -107,10 +107,16 @@ class _CalledDict(dict[str, MetricSnapshot]):
         return self
 
 
+DETERMINISTIC_HOST = "test-host"
+DETERMINISTIC_INSTANCE = "0" * 16
+
+
 @contextmanager
 def deterministic() -> Iterator[None]:
-    """Sequential trace/span ids (1, 2, …) and a clock that advances 1 ms per reading."""
+    """Sequential trace/span ids (1, 2, …), a clock that advances 1 ms per reading, and a fixed
+    process identity (``host.name`` ``"test-host"``, ``service.instance.id`` 16 zeros)."""
     saved = (_span.randbits, _span.clock_ns, _span.wall_anchor_ns)
+    identity = set_process_identity(DETERMINISTIC_HOST, DETERMINISTIC_INSTANCE)
     trace_ids = itertools.count(1)
     span_ids = itertools.count(1)
     ticks = itertools.count(1)
@@ -125,6 +131,7 @@ def deterministic() -> Iterator[None]:
         yield
     finally:
         _span.randbits, _span.clock_ns, _span.wall_anchor_ns = saved
+        set_process_identity(*identity)
 
 
 @contextmanager

@@ -20,6 +20,11 @@ CREATE TABLE IF NOT EXISTS obs_events
     `user_id` String,
     `tier` String,
     `request_id` String,
+    `service_version` String,
+    `host_name` String,
+    `service_instance_id` String,
+    `worker_id` String,
+    `machine_id` String,
     `span_kind` String,
     `http_method` String,
     `http_route` String,
@@ -34,6 +39,7 @@ CREATE TABLE IF NOT EXISTS obs_events
     `ai_provider` String,
     `ai_model` String,
     `ai_operation` String,
+    `ai_modality` String,
     `ai_request_id` String,
     `ai_queue_ms` Float64,
     `ai_input_tokens` Int64,
@@ -47,6 +53,7 @@ CREATE TABLE IF NOT EXISTS obs_events
     `job_state` String,
     `job_worker_id` String,
     `job_machine_id` String,
+    `exception_stacktrace` String,
     `attributes` String
 )
 ENGINE = MergeTree()
