@@ -29,6 +29,7 @@ from types import FrameType
 from typing import Any
 
 from . import _delivery
+from ._core import events as _events
 from ._core import span as _span
 from ._core.config import (
     Config,
@@ -293,9 +294,12 @@ _span.on_finish = _first_use
 
 
 def flush(timeout: float = 5.0) -> bool:
-    """Export everything finished so far; False if ``timeout`` seconds passed first."""
+    """Hand every queued event to its handler (``obs.attach``), then export everything finished
+    so far; False if ``timeout`` seconds passed first."""
+    deadline = time.monotonic() + timeout
+    handled = _events.flush(timeout) if _events.active else True
     pipeline = _pipeline
-    return True if pipeline is None else pipeline.flush(timeout)
+    return (True if pipeline is None else pipeline.flush(_time_left(deadline))) and handled
 
 
 def shutdown(timeout: float | None = None) -> bool:

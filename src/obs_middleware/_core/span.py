@@ -303,6 +303,21 @@ class Span:
         self.attrs.update(attrs)
         return self
 
+    def snapshot(self) -> Span:
+        """A copy of the span as it is now, for code that reads it later (event handlers that run
+        on their own thread): its own ``attrs`` dict and ``events`` list, the rest as of this call;
+        ``local`` (what the trace's spans share: user, tier, request id) is shared, not copied.
+        The copy is not current and is never exported."""
+        copy = Span.__new__(Span)
+        for name in Span.__slots__:
+            with contextlib.suppress(AttributeError):  # set by start(): absent before it
+                setattr(copy, name, getattr(self, name))
+        copy.attrs = dict(self.attrs)
+        if self.events is not None:
+            copy.events = list(self.events)
+        copy._token = None
+        return copy
+
     def keep(self) -> None:
         """Export this span's trace even if head sampling left it out (the tail rule's override)."""
         if self.local is not None:
