@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from tests.conftest import HungBackend
 
 Configure = Callable[..., Config]
+NO_SPOOL = DeliveryOptions(spool_dir=None)  # what happens without the (default) disk spool
 
 
 def dropped() -> dict[tuple[str, ...], float]:
@@ -88,7 +89,7 @@ def test_shutdown_with_a_hung_backend_spools_the_queue_and_the_batch_in_flight(
 def test_shutdown_without_spool_counts_everything_it_cannot_deliver(
     configured: Configure, hung_backend: HungBackend
 ) -> None:
-    configured(exporters=[HttpExporter(hung_backend.url)])
+    configured(exporters=[HttpExporter(hung_backend.url, delivery=NO_SPOOL)])
     spans(0, 10)
     assert hung_backend.received.wait(10)
     spans(10, 20)
@@ -101,7 +102,7 @@ def test_a_lifespan_flush_and_the_exit_shutdown_share_one_deadline(
 ) -> None:
     deadline = 1.0
     configured(
-        exporters=[HttpExporter(hung_backend.url)],
+        exporters=[HttpExporter(hung_backend.url, delivery=NO_SPOOL)],
         pipeline=PipelineOptions(shutdown_timeout_s=deadline, flush_on_sigterm=False),
     )
     spans(0, 10)
