@@ -268,7 +268,10 @@ Send = Callable[[Sequence[Record], float], Result]
 class Delivery:
     """Retry, breaker, bisection and spool around one exporter's ``send``.
 
-    ``deliver``, ``flush`` and ``close`` are called from the export worker thread only.
+    ``destination`` names where ``send`` delivers and as whom (URL, credentials): with the
+    default ``AUTO_SPOOL`` it picks the spool folder (hashed), so only processes delivering to
+    the same place share, and replay, each other's batches. ``deliver``, ``flush`` and ``close``
+    are called from the export worker thread only.
     """
 
     def __init__(

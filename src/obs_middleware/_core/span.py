@@ -310,8 +310,9 @@ class Span:
         The copy is not current and is never exported."""
         copy = Span.__new__(Span)
         for name in Span.__slots__:
-            with contextlib.suppress(AttributeError):  # set by start(): absent before it
-                setattr(copy, name, getattr(self, name))
+            value = getattr(self, name, _UNSET)  # the ids and times: absent before start()
+            if value is not _UNSET:
+                setattr(copy, name, value)
         copy.attrs = dict(self.attrs)
         if self.events is not None:
             copy.events = list(self.events)
@@ -404,6 +405,7 @@ class Event:
 
 
 _CURRENT: Any = object()
+_UNSET: Any = object()
 
 
 def emit(event: str, /, *, _parent: Any = _CURRENT, **fields: Any) -> None:
