@@ -53,12 +53,14 @@ def configured(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Config
 
 @pytest.fixture
 def handlers() -> Iterator[Callable[..., None]]:
-    """``handlers(handler_id, prefix, fn)`` attaches a handler detached again at teardown."""
+    """``handlers(handler_id, prefix, fn, **options)`` attaches a handler detached at teardown."""
     ids: list[str] = []
 
-    def attach(handler_id: str, prefix: str, fn: Callable[[str, dict[str, Any]], None]) -> None:
+    def attach(
+        handler_id: str, prefix: str, fn: Callable[[str, dict[str, Any]], None], **options: Any
+    ) -> None:
         ids.append(handler_id)
-        events.attach(handler_id, prefix, fn)
+        events.attach(handler_id, prefix, fn, **options)
 
     yield attach
     for handler_id in ids:

@@ -11,6 +11,7 @@ import pytest
 
 from obs_middleware._core.metrics import registry
 from obs_middleware._delivery import (
+    AUTO_SPOOL,
     EXPORTING,
     Breaker,
     Delivery,
@@ -18,6 +19,7 @@ from obs_middleware._delivery import (
     Outcome,
     Result,
     classify_status,
+    default_spool_root,
     stop_waiting,
 )
 from obs_middleware._spool import Spool
@@ -25,7 +27,12 @@ from obs_middleware._spool import Spool
 from ._scripted import RETRY, Backend, metric, recs, spooled
 
 FAST = DeliveryOptions(
-    timeout_s=1.0, max_attempts=3, retry_budget_s=1.0, backoff_s=0.001, backoff_max_s=0.002
+    timeout_s=1.0,
+    max_attempts=3,
+    retry_budget_s=1.0,
+    backoff_s=0.001,
+    backoff_max_s=0.002,
+    spool_dir=None,  # these tests are about what happens without one
 )
 
 
@@ -106,7 +113,9 @@ def test_retries_exhausted_without_spool_drops_and_counts():
 
 def test_open_breaker_fails_fast_and_counts_drops_by_reason():
     clock = Clock()
-    options = DeliveryOptions(max_attempts=1, breaker_failures=2, breaker_cooldown_s=10)
+    options = DeliveryOptions(
+        max_attempts=1, breaker_failures=2, breaker_cooldown_s=10, spool_dir=None
+    )
     backend = Backend(*([RETRY] * 10))
     delivery = Delivery("brk", backend, options, clock=clock)
     delivery.deliver(recs(0, 1))
@@ -186,7 +195,7 @@ def test_transport_errors_are_transient():
         got.extend(r["i"] for r in records)
         return Result(Outcome.OK)
 
-    delivery = Delivery("t", send, DeliveryOptions(max_attempts=4, backoff_s=0.001))
+    delivery = Delivery("t", send, DeliveryOptions(max_attempts=4, backoff_s=0.001, spool_dir=None))
     delivery.deliver(recs(0, 2))
     assert got == [0, 1]
 
@@ -202,7 +211,8 @@ def test_spool_keeps_failed_batches_and_replays_them_in_order_exactly_once(tmp_p
     delivery.deliver(recs(9, 3))  # ...the backend is back: everything, in order
     assert backend.received == list(range(12))
     assert metric("obs.dropped") == {}
-    assert metric("obs.exporter.spool_bytes") == {("t",): 0.0}
+    # Only this delivery's series: exporters of earlier tests, not yet collected, have spools too.
+    assert metric("obs.exporter.spool_bytes")[("t",)] == 0.0
     assert not [n for n in os.listdir(tmp_path) if not n.startswith(".")]
 
 
@@ -294,7 +304,7 @@ def test_stop_waiting_lets_a_request_being_answered_finish_rather_than_duplicate
 
 def test_stop_waiting_without_spool_counts_the_batch_in_flight_as_shutdown():
     send = Stuck()
-    delivery = Delivery("t", send, DeliveryOptions(), interrupt=send.cut.set)
+    delivery = Delivery("t", send, DeliveryOptions(spool_dir=None), interrupt=send.cut.set)
     worker = deliver_in_worker(delivery, recs(0, 3))
     assert send.entered.wait(10)
     stop_waiting()
@@ -306,7 +316,7 @@ def test_stop_waiting_without_spool_counts_the_batch_in_flight_as_shutdown():
 
 def test_stop_waiting_wakes_a_retry_backoff():
     backend = Backend(*([Result(Outcome.RETRY, 3.0, "HTTP 503")] * 5))  # Retry-After: 3 s
-    options = DeliveryOptions(retry_budget_s=30, breaker_failures=10)
+    options = DeliveryOptions(retry_budget_s=30, breaker_failures=10, spool_dir=None)
     delivery = Delivery("t", backend, options)
     worker = deliver_in_worker(delivery, recs(0, 2))
     deadline = time.monotonic() + 10
@@ -325,7 +335,9 @@ def test_from_env_gives_each_exporter_its_own_spool(tmp_path):
     options = DeliveryOptions.from_env("tinybird", env)
     assert options.spool_dir == os.path.join(str(tmp_path), "tinybird")
     assert (options.timeout_s, options.spool_max_bytes) == (2.0, 5)
-    assert DeliveryOptions.from_env("x", {}).spool_dir is None
+    assert DeliveryOptions.from_env("x", {}).spool_dir == AUTO_SPOOL  # on by default
+    for off in ("off", "none", "OFF"):
+        assert DeliveryOptions.from_env("x", {"OBS_SPOOL_DIR": off}).spool_dir is None
     with pytest.warns(UserWarning, match="OBS_EXPORT_TIMEOUT_S"):
         assert DeliveryOptions.from_env("x", {"OBS_EXPORT_TIMEOUT_S": "-1"}).timeout_s == 5.0
     with pytest.warns(UserWarning, match="OBS_SPOOL_MAX_BYTES"):
@@ -337,3 +349,58 @@ def test_invalid_options_are_refused():
         DeliveryOptions(timeout_s=0)
     with pytest.raises(ValueError):
         DeliveryOptions(max_attempts=0)
+
+
+# -- the spool is on by default -------------------------------------------------------------------
+
+
+def test_by_default_undeliverable_batches_wait_in_a_spool_under_the_state_directory(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    backend = Backend(RETRY)  # down once, then up
+    delivery = Delivery("t", backend, DeliveryOptions(max_attempts=1), destination="a")
+    delivery.deliver(recs(0, 3))
+    assert metric("obs.dropped") == {}
+    assert backend.received == []
+    assert delivery.spool is not None
+    assert delivery.spool.directory.startswith(str(tmp_path / "state" / "obs-middleware" / "spool"))
+    delivery.flush()
+    assert backend.received == [0, 1, 2]
+    delivery.close()
+
+
+def test_default_spools_are_shared_per_destination_and_never_across(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    options = DeliveryOptions()
+    one = Delivery("tinybird", Backend(), options, destination="https://h\nAuthorization:A")
+    same = Delivery("tinybird", Backend(), options, destination="https://h\nAuthorization:A")
+    other = Delivery("tinybird", Backend(), options, destination="https://h\nAuthorization:B")
+    assert one.spool is not None and same.spool is not None and other.spool is not None
+    assert one.spool.directory == same.spool.directory != other.spool.directory
+    assert "Authorization" not in one.spool.directory  # the destination is hashed, not written
+    for d in (one, same, other):
+        d.close()
+
+
+def test_the_state_directory_unusable_falls_back_to_a_private_temp_folder(tmp_path, monkeypatch):
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # a file where a directory should be: makedirs fails
+    monkeypatch.setenv("XDG_STATE_HOME", str(blocked))
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr("tempfile.tempdir", None)
+    root = default_spool_root()
+    assert root == str(tmp_path / "tmp" / f"obs-middleware-{os.getuid()}" / "spool")
+    assert os.stat(os.path.dirname(root)).st_mode & 0o077 == 0
+
+
+def test_a_temp_folder_owned_by_another_user_is_never_used(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "file"))
+    (tmp_path / "file").write_text("")
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    monkeypatch.setattr(os, "getuid", lambda: os.stat(tmp_path).st_uid + 1)
+    with pytest.warns(UserWarning, match="OBS_SPOOL_DIR"):
+        delivery = Delivery("t", Backend(), DeliveryOptions())
+    assert delivery.spool is None
+    assert default_spool_root() is None

@@ -6,10 +6,15 @@ End to end, in real processes (SIGTERM, uvicorn, interpreter exit): tests/system
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import pytest
 
 import obs_middleware as obs
 from obs_middleware import _delivery, _setup
@@ -25,6 +30,7 @@ if TYPE_CHECKING:
     from tests.conftest import HungBackend
 
 Configure = Callable[..., Config]
+NO_SPOOL = DeliveryOptions(spool_dir=None)  # what happens without the (default) disk spool
 
 
 def dropped() -> dict[tuple[str, ...], float]:
@@ -83,7 +89,7 @@ def test_shutdown_with_a_hung_backend_spools_the_queue_and_the_batch_in_flight(
 def test_shutdown_without_spool_counts_everything_it_cannot_deliver(
     configured: Configure, hung_backend: HungBackend
 ) -> None:
-    configured(exporters=[HttpExporter(hung_backend.url)])
+    configured(exporters=[HttpExporter(hung_backend.url, delivery=NO_SPOOL)])
     spans(0, 10)
     assert hung_backend.received.wait(10)
     spans(10, 20)
@@ -96,7 +102,7 @@ def test_a_lifespan_flush_and_the_exit_shutdown_share_one_deadline(
 ) -> None:
     deadline = 1.0
     configured(
-        exporters=[HttpExporter(hung_backend.url)],
+        exporters=[HttpExporter(hung_backend.url, delivery=NO_SPOOL)],
         pipeline=PipelineOptions(shutdown_timeout_s=deadline, flush_on_sigterm=False),
     )
     spans(0, 10)
@@ -134,3 +140,69 @@ def test_a_new_configuration_after_shutdown_waits_on_backends_again(
     configured(exporters=[MemoryExporter()])
     assert not _delivery.exiting()
     assert _setup._deadline is None
+
+
+# -- misconfiguration is loud and safe: one warning on stderr, nothing on stdout -------------------
+
+_EMIT = """
+import sys
+{prelude}
+import obs_middleware as obs
+from obs_middleware import _setup
+with obs.span("chat", prompt="a secret prompt"):
+    obs.set_user("user-42")
+obs.flush(5)
+print("exporters:", [e.name for e in _setup.current_config().exporters], file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize(
+    ("exporters", "prelude", "says"),
+    [
+        ("tinybird", "", "needs a token"),
+        ("http", "", "needs a URL"),
+        ("tinybrid", "", "unknown exporter"),
+        ("prometheus:not-a-port", "", "not-a-port"),
+        # The otlp extra missing: what a deployment without `pip install obs-middleware[otlp]` sees.
+        ("otlp", "sys.modules['opentelemetry'] = None", "otlp"),
+        ("jsonl:/nonexistent-obs-dir/out.jsonl", "", "does not exist"),
+    ],
+)
+def test_an_exporter_that_cannot_work_warns_once_and_prints_no_record(
+    tmp_path: Path, exporters: str, prelude: str, says: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OBS_", "TB_", "PYTHONWARN"))}
+    env |= {"OBS_EXPORTERS": exporters, "PYTHONPATH": str(Path(obs.__file__).parents[1])}
+    out = subprocess.run(
+        [sys.executable, "-c", _EMIT.format(prelude=prelude)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert out.stdout == ""  # not a pipe-fed fallback printing prompts and user ids
+    warnings_seen = out.stderr.count("obs-middleware:")
+    assert warnings_seen == 1, out.stderr
+    assert says in out.stderr
+    assert "Traceback" not in out.stderr
+    built = "['jsonl']" if exporters.startswith("jsonl") else "[]"
+    assert f"exporters: {built}" in out.stderr
+    assert "a secret prompt" not in out.stderr
+
+
+def test_a_deployment_typo_beside_a_working_exporter_keeps_the_working_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("OBS_EXPORTERS", f"tinybrid, jsonl:{tmp_path / 'out.jsonl'}")
+    with pytest.warns(UserWarning, match="tinybrid") as seen:
+        config = _setup.build_config()
+    assert len(seen) == 1
+    assert [type(e).__name__ for e in config.exporters] == ["JsonlExporter"]
+
+
+def test_exporters_named_in_code_still_raise(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TB_TOKEN", raising=False)
+    with pytest.raises(ValueError, match="token"):
+        _setup.build_config(exporters="tinybird")

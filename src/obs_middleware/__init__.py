@@ -18,6 +18,7 @@ from ._core.config import (
     RedactionOptions,
     SamplingOptions,
 )
+from ._core.context import extract, inject
 from ._core.events import attach, detach
 from ._core.job import Job, job
 from ._core.span import Span, current_span, emit, span
@@ -52,7 +53,9 @@ __all__ = [
     "current_span",
     "detach",
     "emit",
+    "extract",
     "flush",
+    "inject",
     "instrument_all",
     "instrument_sqlalchemy",
     "job",

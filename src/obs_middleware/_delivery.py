@@ -9,8 +9,11 @@ makes one request. ``Delivery.deliver(records)`` (called on the export worker th
   one oversized record costs only itself;
 - stops calling a backend after ``breaker_failures`` consecutive failures (circuit open), and lets
   one probe through after ``breaker_cooldown_s`` (half-open);
-- with a spool directory, writes what could not be delivered to disk (size-capped, fsync'd in
-  batches) and replays it, in order, once the backend answers again; without one, drops it;
+- writes what could not be delivered to the disk spool (size-capped, fsync'd in batches) and
+  replays it, in order, once the backend answers again. The spool is on by default, in a folder
+  of the platform's state directory (else its temp directory) per exporter and destination,
+  shared safely by the processes of one host that export to the same place; switched off
+  (``spool_dir=None``, ``OBS_SPOOL_DIR=off``) what could not be delivered is dropped, counted;
 - counts everything: ``obs.exporter.exported``, ``obs.exporter.retries``, ``obs.dropped`` (reason
   ``<why>:<exporter>``), ``obs.exporter.spool_bytes``, ``obs.exporter.breaker_state``.
 
@@ -22,9 +25,11 @@ clients can recognise (and skip) our own traffic.
 from __future__ import annotations
 
 import enum
+import hashlib
 import logging
 import os
 import random
+import tempfile
 import threading
 import time
 import warnings
@@ -39,12 +44,14 @@ from ._record import Record
 from ._spool import SPOOL_SUPPORTED, Spool
 
 __all__ = [
+    "AUTO_SPOOL",
     "Breaker",
     "Delivery",
     "DeliveryOptions",
     "Outcome",
     "Result",
     "classify_status",
+    "default_spool_root",
 ]
 
 _log = logging.getLogger("obs_middleware")
@@ -60,6 +67,49 @@ exported = registry.counter(
 retries = registry.counter(
     "obs.exporter.retries", ("exporter",), "1", "Requests retried after a transient failure."
 )
+
+
+AUTO_SPOOL = "auto"  # ``DeliveryOptions.spool_dir``: the default place, see ``default_spool_root``
+_SPOOL_OFF = frozenset({"off", "none", "0", "false", "no"})
+
+
+def default_spool_root(environ: Mapping[str, str] = os.environ) -> str | None:
+    """Where spools go by default: ``$XDG_STATE_HOME/obs-middleware/spool`` (else
+    ``~/.local/state/...``), or, if that cannot be written, ``obs-middleware-<uid>/spool`` in the
+    temp directory; None if neither is usable (the spool is then off, with one warning).
+
+    A folder is used only if it is a directory owned by this user (a shared temp directory
+    must not let another user plant batches we would replay); it is created with mode 0700.
+    """
+    state = environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    candidates = [os.path.join(state, "obs-middleware", "spool")]
+    candidates.append(os.path.join(tempfile.gettempdir(), f"obs-middleware-{uid}", "spool"))
+    for path in candidates:
+        if not os.path.isabs(path):
+            continue  # "~" without a home
+        try:
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)  # the mode: leaf only
+            os.makedirs(path, mode=0o700, exist_ok=True)
+            info = os.stat(os.path.dirname(path))
+            if info.st_uid == uid and os.access(path, os.W_OK | os.X_OK):
+                return path
+        except OSError:
+            continue
+    return None
+
+
+def _auto_spool_dir(name: str, destination: str) -> str | None:
+    root = default_spool_root()
+    if root is None:
+        return None
+    # The destination (URL, datasource, credentials) is hashed into the folder name: processes
+    # exporting to the same place share a spool and replay each other's batches there; another
+    # destination (another workspace's token) never receives them. No secret is written out.
+    digest = hashlib.sha256(destination.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return os.path.join(root, f"{name}-{digest}")
 
 
 class Outcome(enum.Enum):
@@ -109,7 +159,9 @@ class DeliveryOptions:
     ``backoff_s``/``backoff_max_s``: first retry delay (doubled each time, full jitter) and cap.
     ``breaker_failures``/``breaker_cooldown_s``: consecutive failures that open the circuit, and
     how long it stays open before one probe request is let through.
-    ``spool_dir``: keep undeliverable batches on disk there (None: drop them, counted).
+    ``spool_dir``: keep undeliverable batches on disk there; ``AUTO_SPOOL`` (the default): a
+    folder per exporter and destination under ``default_spool_root()``; None: no spool, such
+    batches are dropped (counted).
     ``spool_max_bytes``: spool size cap across every process sharing the directory.
     ``spool_fsync_s``: fsync the spool at most this often (and always when closing a segment).
     ``flush_budget_s``: time ``flush()`` may spend replaying the spool.
@@ -122,7 +174,7 @@ class DeliveryOptions:
     backoff_max_s: float = 2.0
     breaker_failures: int = 5
     breaker_cooldown_s: float = 5.0
-    spool_dir: str | None = None
+    spool_dir: str | None = AUTO_SPOOL
     spool_max_bytes: int = 256 * 1024 * 1024
     spool_fsync_s: float = 1.0
     flush_budget_s: float = 5.0
@@ -131,11 +183,14 @@ class DeliveryOptions:
     def from_env(cls, exporter: str, environ: Mapping[str, str] = os.environ) -> DeliveryOptions:
         """Read ``OBS_EXPORT_TIMEOUT_S``, ``OBS_SPOOL_DIR`` and ``OBS_SPOOL_MAX_BYTES``.
 
-        Each exporter spools in its own subfolder of ``OBS_SPOOL_DIR``; the rest are defaults.
+        Each exporter spools in its own subfolder of ``OBS_SPOOL_DIR``; unset, the spool is in
+        the default place (``AUTO_SPOOL``); ``off`` switches it off. The rest are defaults.
         """
         options = cls()
-        spool = environ.get("OBS_SPOOL_DIR")
-        if spool:
+        spool = environ.get("OBS_SPOOL_DIR", "").strip()
+        if spool.lower() in _SPOOL_OFF:
+            options = replace(options, spool_dir=None)
+        elif spool:
             options = replace(options, spool_dir=os.path.join(spool, exporter))
         for var, convert in (("OBS_EXPORT_TIMEOUT_S", float), ("OBS_SPOOL_MAX_BYTES", int)):
             raw = environ.get(var)
@@ -156,7 +211,7 @@ class DeliveryOptions:
             raise ValueError("delivery: timeouts and budgets must be positive")
         if self.max_attempts < 1 or self.breaker_failures < 1:
             raise ValueError("delivery: max_attempts and breaker_failures must be >= 1")
-        if self.spool_dir is not None and not SPOOL_SUPPORTED:  # pragma: no cover
+        if self.spool_dir not in (None, AUTO_SPOOL) and not SPOOL_SUPPORTED:  # pragma: no cover
             raise ValueError("delivery: the disk spool needs POSIX file locks")
 
 
@@ -213,7 +268,10 @@ Send = Callable[[Sequence[Record], float], Result]
 class Delivery:
     """Retry, breaker, bisection and spool around one exporter's ``send``.
 
-    ``deliver``, ``flush`` and ``close`` are called from the export worker thread only.
+    ``destination`` names where ``send`` delivers and as whom (URL, credentials): with the
+    default ``AUTO_SPOOL`` it picks the spool folder (hashed), so only processes delivering to
+    the same place share, and replay, each other's batches. ``deliver``, ``flush`` and ``close``
+    are called from the export worker thread only.
     """
 
     def __init__(
@@ -224,6 +282,7 @@ class Delivery:
         *,
         clock: Callable[[], float] = time.monotonic,
         interrupt: Callable[[], None] | None = None,
+        destination: str = "",
     ) -> None:
         self.name = name
         self.send = send
@@ -232,11 +291,7 @@ class Delivery:
         self.clock = clock
         self._labels = (name,)
         self.breaker = Breaker(options.breaker_failures, options.breaker_cooldown_s, clock)
-        self.spool = (
-            Spool(options.spool_dir, options.spool_max_bytes, options.spool_fsync_s)
-            if options.spool_dir
-            else None
-        )
+        self.spool = self._open_spool(options, destination)
         self._stop = threading.Event()  # no more waiting on the backend: closed, or exiting
         self._closed = False
         self._idle = threading.Event()  # clear while a request is in flight
@@ -247,6 +302,31 @@ class Delivery:
         self._warned = False
         self._exit_failed = False
         _live.add(self)
+
+    def _open_spool(self, options: DeliveryOptions, destination: str) -> Spool | None:
+        directory = options.spool_dir
+        if directory == AUTO_SPOOL:
+            directory = _auto_spool_dir(self.name, destination) if SPOOL_SUPPORTED else None
+            if directory is None:
+                if SPOOL_SUPPORTED:
+                    warnings.warn(
+                        f"obs-middleware: exporter {self.name!r}: no writable state or temp "
+                        "directory for the disk spool; batches a backend does not take are "
+                        "dropped (counted). Set OBS_SPOOL_DIR.",
+                        stacklevel=4,
+                    )
+                return None
+        if not directory:
+            return None
+        try:
+            return Spool(directory, options.spool_max_bytes, options.spool_fsync_s)
+        except OSError as exc:
+            warnings.warn(
+                f"obs-middleware: exporter {self.name!r}: spool {directory!r} unusable ({exc}); "
+                "batches a backend does not take are dropped (counted)",
+                stacklevel=4,
+            )
+            return None
 
     # -- public ------------------------------------------------------------------------------------
     def deliver(self, records: Sequence[Record]) -> None:

@@ -1,7 +1,8 @@
 """``configure()`` and the process lifecycle: wiring core → pipeline → exporters, flush, shutdown.
 
 Until ``configure()`` is called, the first finished span configures from ``OBS_*`` variables and
-defaults (console exporter on a TTY, JSON lines on stdout otherwise).
+defaults (console exporter on a TTY, JSON lines on stdout otherwise, when ``OBS_EXPORTERS`` names
+none; an entry that cannot be built is warned about and exports nothing, see ``build_config``).
 
 Shutdown has one deadline (``PipelineOptions.shutdown_timeout_s``), however many hooks run: the
 first to start (ASGI lifespan shutdown, ``shutdown()``, SIGTERM, interpreter exit) fixes it, the
@@ -28,6 +29,7 @@ from types import FrameType
 from typing import Any
 
 from . import _delivery
+from ._core import events as _events
 from ._core import span as _span
 from ._core.config import (
     Config,
@@ -151,8 +153,12 @@ def configure(
 def build_config(**options: Any) -> Config:
     """The effective ``Config`` for ``configure(**options)``, exporters resolved to objects.
 
-    Exporters named by the caller must exist (``ValueError``); unknown names from
-    ``OBS_EXPORTERS`` are warned about and dropped, so a deployment typo never breaks the app.
+    Exporters named by the caller must exist and have what they need (``ValueError``). An
+    ``OBS_EXPORTERS`` entry that is unknown or lacks what it needs (a token, a URL, an optional
+    dependency) is warned about once and skipped, so a deployment typo never breaks the app; and
+    nothing takes its place: the development default (records on stdout) applies only when the
+    variable names no exporter at all, never as a fallback that would print prompts and user ids
+    where the logs go.
     """
     options["exporters"] = as_tuple(options.get("exporters"))
     config = merge(from_env(), **options)
@@ -162,9 +168,13 @@ def build_config(**options: Any) -> Config:
     for spec in config.exporters:
         try:
             resolved.extend(_resolve_exporters((spec,)))
-        except ValueError as exc:
-            warnings.warn(f"obs-middleware: ignoring OBS_EXPORTERS entry: {exc}", stacklevel=2)
-    if not resolved and "none" not in config.exporters:
+        except (ValueError, ImportError) as exc:
+            warnings.warn(
+                f"obs-middleware: OBS_EXPORTERS entry {spec!r} skipped, nothing is exported "
+                f"there: {exc}",
+                stacklevel=2,
+            )
+    if not config.exporters:
         resolved = _resolve_exporters(())  # the development default
     return merge(config, exporters=tuple(resolved))
 
@@ -296,9 +306,12 @@ _span.on_finish = _first_use
 
 
 def flush(timeout: float = 5.0) -> bool:
-    """Export everything finished so far; False if ``timeout`` seconds passed first."""
+    """Hand every queued event to its handler (``obs.attach``), then export everything finished
+    so far; False if ``timeout`` seconds passed first."""
+    deadline = time.monotonic() + timeout
+    handled = _events.flush(timeout) if _events.active else True
     pipeline = _pipeline
-    return True if pipeline is None else pipeline.flush(timeout)
+    return (True if pipeline is None else pipeline.flush(_time_left(deadline))) and handled
 
 
 def shutdown(timeout: float | None = None) -> bool:

@@ -158,10 +158,18 @@ def test_invalid_env_value_warns_and_keeps_default(
     assert config.service == "still-read"
 
 
-def test_invalid_obs_exporters_env_warns_and_uses_default(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_invalid_obs_exporters_env_warns_and_exports_nowhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("OBS_EXPORTERS", "bogus")
     with pytest.warns(UserWarning, match="OBS_EXPORTERS"):
         config = _setup.build_config()
+    assert config.exporters == ()
+
+
+def test_unset_obs_exporters_keeps_the_development_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OBS_EXPORTERS", raising=False)
+    config = _setup.build_config()
     assert len(config.exporters) == 1
     assert isinstance(config.exporters[0], (ConsoleExporter, JsonlExporter))
 
@@ -177,7 +185,7 @@ def test_first_span_with_bad_env_never_raises_into_user_code(
             pass
     made = _setup.current_pipeline()
     assert made is not None
-    made.shutdown(1)  # its default exporter writes to stdout: now, not into a later test's output
+    made.shutdown(1)
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from obs_middleware._core.context import (
     parse_tracestate,
     valid_request_id,
 )
-from obs_middleware.testing import Capture
+from obs_middleware.testing import Capture, capture
 
 # -- one trace across concurrency primitives -------------------------------------------------------
 
@@ -272,3 +272,75 @@ def test_valid_request_id_is_echoed(value: bytes) -> None:
 )
 def test_invalid_request_id_is_rejected(value: bytes | None) -> None:
     assert valid_request_id(value) is None
+
+
+# -- inject / extract: the public carrier API ------------------------------------------------------
+
+
+def test_inject_then_extract_continues_the_trace_in_a_job() -> None:
+    with capture() as cap:
+        with obs.span("enqueue"):
+            carrier = obs.inject({"job_id": "j-1"})
+        with obs.job("j-1", service_type="render", context=obs.extract(carrier)):
+            pass
+        enqueue, job_span = cap.span("enqueue"), cap.span("job render")
+    assert carrier["job_id"] == "j-1"
+    assert carrier["traceparent"] == f"00-{enqueue['trace_id']}-{enqueue['span_id']}-01"
+    assert job_span["trace_id"] == enqueue["trace_id"]
+    assert job_span["parent_id"] == enqueue["span_id"]
+
+
+def test_inject_outside_any_span_leaves_the_carrier_unchanged() -> None:
+    carrier: dict[str, object] = {"a": 1}
+    assert obs.inject(carrier) is carrier
+    assert carrier == {"a": 1}
+
+
+def test_inject_carries_the_incoming_tracestate_and_unsampled_flag() -> None:
+    remote = obs.extract({"traceparent": format_traceparent(0xA, 0xB, False), "tracestate": "k=v"})
+    with capture(), obs.job("j", service_type="t", context=remote) as j:
+        carrier = obs.inject({})
+        span_id = j.span.span_id
+    assert carrier == {
+        "traceparent": format_traceparent(0xA, span_id, False),
+        "tracestate": "k=v",
+    }
+
+
+@pytest.mark.parametrize(
+    ("carrier", "expected"),
+    [
+        ({"Traceparent": b"00-" + b"0" * 31 + b"a-" + b"0" * 15 + b"b-01"}, (0xA, 0xB, True)),
+        ({"TRACEPARENT": "00-" + "0" * 31 + "a-" + "0" * 15 + "b-00"}, (0xA, 0xB, False)),
+        ({}, None),
+        (None, None),
+        ({"traceparent": "garbage"}, None),
+        ({"traceparent": "00-" + "0" * 32 + "-" + "0" * 15 + "b-01"}, None),  # zero trace id
+        ({"traceparent": "00-" + "0" * 31 + "a-" + "0" * 15 + "b-01\u00e9"}, None),
+        ({"traceparent": 17}, None),
+        (
+            {
+                "traceparent": "00-" + "0" * 31 + "a-" + "0" * 15 + "b-01",
+                "Traceparent": "00-" + "0" * 31 + "c-" + "0" * 15 + "b-01",
+            },
+            None,
+        ),
+    ],
+)
+def test_extract_reads_any_casing_and_never_raises(
+    carrier: dict[str, object] | None, expected: tuple[int, int, bool] | None
+) -> None:
+    remote = obs.extract(carrier)
+    got = None if remote is None else (remote.trace_id, remote.span_id, remote.sampled)
+    assert got == expected
+
+
+def test_context_wins_over_a_traceparent_string() -> None:
+    remote = obs.extract({"traceparent": format_traceparent(0x1, 0x2, True)})
+    with capture() as cap:
+        with obs.job(
+            "j", service_type="t", context=remote, traceparent=format_traceparent(0x3, 0x4, True)
+        ):
+            pass
+        span = cap.span("job t")
+    assert span["trace_id"] == f"{0x1:032x}"

@@ -210,7 +210,7 @@ def test_base_exception_from_start_handler_propagates_and_leaves_no_span_current
         seen.append(event)
         raise exc_type
 
-    handlers("interrupt", "work.start", interrupt)
+    handlers("interrupt", "work.start", interrupt, sync=True)
     with obs.span("request") as request:
         with pytest.raises(exc_type), obs.span("work"):
             pytest.fail("the body runs only if the span started")
@@ -234,7 +234,7 @@ def test_base_exception_from_stop_handler_propagates_after_the_span_is_exported(
     def interrupt(event: str, fields: dict[str, Any]) -> None:
         raise exc_type
 
-    handlers("interrupt", "work.stop", interrupt)
+    handlers("interrupt", "work.stop", interrupt, sync=True)
     with obs.span("request") as request:
         with pytest.raises(exc_type), obs.span("work"):
             pass
@@ -248,7 +248,7 @@ def test_base_exception_from_emit_handler_propagates_after_the_event_is_exported
     def interrupt(event: str, fields: dict[str, Any]) -> None:
         raise KeyboardInterrupt
 
-    handlers("interrupt", "job.", interrupt)
+    handlers("interrupt", "job.", interrupt, sync=True)
     with pytest.raises(KeyboardInterrupt):
         obs.emit("job.queued")
     assert obs_capture.names == ["job.queued"]

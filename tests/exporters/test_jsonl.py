@@ -8,9 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
+import pytest
 
 import obs_middleware as obs
 from obs_middleware._core.config import Config
+from obs_middleware._core.metrics import registry
 from obs_middleware.exporters import JsonlExporter
 
 from ._identity import identity, records, stack_ok
@@ -111,3 +113,37 @@ def test_every_line_carries_the_process_identity_and_errors_their_stack_trace(tm
     assert len(lines) == 2
     assert all(line.items() >= identity().items() for line in lines)
     assert stack_ok(lines[0]["exception.stacktrace"]) and "exception.stacktrace" not in lines[1]
+
+
+def test_a_missing_directory_warns_once_then_counts_every_dropped_batch(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "not-yet" / "out.jsonl"
+    with pytest.warns(UserWarning, match="does not exist") as seen:
+        exporter = JsonlExporter(path)
+    before = dropped_unwritable()
+    exporter.export([{"name": "a"}, {"name": "b"}])
+    exporter.export([{"name": "c"}])
+    assert dropped_unwritable() - before == 3
+    assert len(seen) == 1
+    assert caplog.records == []  # no traceback, no second warning
+    path.parent.mkdir()  # the directory appears (a volume mounted late): export resumes
+    exporter.export([{"name": "d"}])
+    exporter.shutdown()
+    assert read_lines(path) == [{"name": "d"}]
+
+
+def test_a_file_that_cannot_be_opened_logs_once_without_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "out.jsonl").mkdir()  # a directory where the file should be: open() fails
+    exporter = JsonlExporter(tmp_path / "out.jsonl")
+    before = dropped_unwritable()
+    exporter.export([{"name": "a"}])
+    exporter.export([{"name": "b"}])
+    assert dropped_unwritable() - before == 2
+    assert [(r.levelname, r.exc_info) for r in caplog.records] == [("WARNING", None)]
+
+
+def dropped_unwritable() -> float:
+    return dict(registry.snapshot()["obs.dropped"].points).get(("unwritable:jsonl",), 0.0)

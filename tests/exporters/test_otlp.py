@@ -193,7 +193,7 @@ def test_spec_resolution():
 def test_flush_with_the_collector_down_returns_promptly_and_counts_every_span(
     configured, closed_port
 ):
-    configured(exporters=[OTLPExporter(closed_port)])
+    configured(exporters=[OTLPExporter(closed_port, delivery=DeliveryOptions(spool_dir=None))])
     for _ in range(3):
         with obs.span("s"):
             pass

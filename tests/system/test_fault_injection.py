@@ -224,7 +224,9 @@ def test_outages_lose_nothing_with_the_spool_and_count_every_loss_without(tmp_pa
         name="spooled",
         delivery=DeliveryOptions(**delivery, spool_dir=str(tmp_path / "spool")),
     )
-    lossy = HttpExporter(lossy_backend.url, name="lossy", delivery=DeliveryOptions(**delivery))
+    lossy = HttpExporter(
+        lossy_backend.url, name="lossy", delivery=DeliveryOptions(**delivery, spool_dir=None)
+    )
     registry.reset()
     options = PipelineOptions(queue_size=100_000, interval_s=0.2, flush_on_sigterm=False)
     every = SamplingOptions(traces_per_s=0)

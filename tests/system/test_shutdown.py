@@ -148,8 +148,7 @@ def run_case(case: Case, backend: Backend, closed_url: str, tmp: Path) -> Outcom
     }
     for var in ("OBS_EXPORTERS", "OBS_SPOOL_DIR", "OTEL_EXPORTER_OTLP_ENDPOINT"):
         env.pop(var, None)
-    if case.spool:
-        env["OBS_SPOOL_DIR"] = str(spool_dir)
+    env["OBS_SPOOL_DIR"] = str(spool_dir) if case.spool else "off"
     url = closed_url if case.backend == "down" else backend.url
     env["CHILD_EXPORTER"] = f"{case.exporter}:{url}"
     expected = SPANS

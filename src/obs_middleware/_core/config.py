@@ -243,8 +243,9 @@ SETTINGS: tuple[Setting, ...] = (
         "OBS_EXPORTERS",
         "Where telemetry goes, comma-separated: `console`, `jsonl[:path]`, `memory`, "
         "`sqlite[:path]`, `otlp[:url]`, `prometheus[:[addr:]port]`, `tinybird[:datasource]`, "
-        "`clickhouse[:url]`, `http:url`, `none`. Exporter objects: in code. An unknown name in "
-        "the variable is warned about and skipped.",
+        "`clickhouse[:url]`, `http:url`, `none`. Exporter objects: in code. An entry that is "
+        "unknown or lacks what it needs (a token, a URL) is warned about once on stderr and "
+        "exports nothing: the default is used only when the variable names no exporter.",
         default_doc="`console` on a TTY, else `jsonl` (JSON lines on stdout)",
     ),
     Setting(

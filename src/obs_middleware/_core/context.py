@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import contextvars
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, MutableMapping
+from typing import Any, TypeVar
 
-from .span import RemoteParent
+from .span import RemoteParent, current_span
 
 __all__ = [
     "EXPORTING",
+    "extract",
     "format_traceparent",
+    "inject",
     "parse_trace_fields",
     "parse_traceparent",
     "parse_tracestate",
@@ -121,6 +124,51 @@ def _truncate(members: list[bytes]) -> bytes:
 def format_traceparent(trace_id: int, span_id: int, sampled: bool) -> str:
     """Format a version-00 ``traceparent`` value."""
     return f"00-{trace_id:032x}-{span_id:016x}-{'01' if sampled else '00'}"
+
+
+_Carrier = TypeVar("_Carrier", bound=MutableMapping[str, Any])
+
+
+def inject(carrier: _Carrier) -> _Carrier:
+    """Write the current trace context into ``carrier`` (job payload, message headers); returns it.
+
+    Sets ``traceparent`` (W3C, version 00) and, when the trace came with one, ``tracestate``.
+    Outside any span the carrier is returned unchanged. Pass what it holds to the worker and
+    continue the trace there with ``obs.job(..., context=obs.extract(carrier))``. The sampled flag
+    travels too, so a worker keeps or drops the job's spans as the enqueuing request did.
+    """
+    span = current_span()
+    if span is None or not span.trace_id or not span.span_id:
+        return carrier
+    carrier["traceparent"] = format_traceparent(span.trace_id, span.span_id, span.sampled)
+    tracestate = span.local.tracestate if span.local is not None else None
+    if tracestate:
+        carrier["tracestate"] = tracestate
+    return carrier
+
+
+def extract(carrier: Mapping[str, Any] | None) -> RemoteParent | None:
+    """Read the trace context ``inject`` wrote (any W3C ``traceparent``/``tracestate`` pair).
+
+    Keys match case-insensitively (message headers are often re-cased); values may be ``str`` or
+    ``bytes``. Returns an opaque context for ``obs.job(..., context=...)``, or None when the
+    carrier holds none or an invalid one (the job then starts its own trace). Never raises.
+    """
+    if not carrier:
+        return None
+    found: dict[str, bytes] = {}
+    for key, value in carrier.items():
+        name = key.lower() if isinstance(key, str) else ""
+        if name in ("traceparent", "tracestate"):
+            if name in found:  # two spellings of one key: ambiguous, as a repeated header
+                return None
+            if isinstance(value, bytes):
+                found[name] = value
+            elif isinstance(value, str) and value.isascii():
+                found[name] = value.encode("ascii")
+            else:
+                return None
+    return parse_traceparent(found.get("traceparent"), found.get("tracestate"))
 
 
 def valid_request_id(value: bytes | None) -> str | None:

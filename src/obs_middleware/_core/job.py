@@ -15,6 +15,7 @@ from . import span as _span
 from .context import parse_traceparent
 from .metrics import registry
 from .redact import PRIVATE, scrub
+from .span import RemoteParent
 
 __all__ = ["Job", "job"]
 
@@ -79,6 +80,7 @@ class Job:
         traceparent: str | None,
         progress_interval_s: float,
         autostart: bool,
+        context: RemoteParent | None = None,
     ) -> None:
         self.service_type = service_type
         fields: dict[str, Any] = {"job.id": str(job_id), "job.service_type": service_type}
@@ -92,7 +94,9 @@ class Job:
         self.queue_ms: float | None = None
         if queued_at is not None:
             self.queue_ms = round(max((_wall_s() - _epoch_s(queued_at)) * 1000, 0.0), 3)
-        remote = parse_traceparent(traceparent.encode("latin-1")) if traceparent else None
+        remote = context
+        if remote is None and traceparent:
+            remote = parse_traceparent(traceparent.encode("latin-1"))
         self.span = _span.Span(f"job {service_type}", dict(fields), "consumer", remote)
         self._progress_interval_ns = int(progress_interval_s * 1e9)
         self._last_progress_ns = 0
@@ -224,13 +228,16 @@ def job(
     model: str | None = None,
     queued_at: float | _dt.datetime | None = None,
     traceparent: str | None = None,
+    context: RemoteParent | None = None,
     progress_interval_s: float = 1.0,
     autostart: bool = True,
 ) -> Job:
     """Trace one worker job: ``with obs.job(job_id, service_type="render") as j: ...``.
 
     Records a span ``job <service_type>`` (the trace root, a child of the current span, or of
-    the enqueuer's ``traceparent``) and the events ``job.received``, ``job.started``,
+    the enqueuer's trace: ``context=obs.extract(carrier)`` from a carrier the enqueuer filled
+    with ``obs.inject``, or a bare ``traceparent`` string; ``context`` wins when both are given)
+    and the events ``job.received``, ``job.started``,
     ``job.progress`` (rate-limited), then ``job.completed`` or ``job.failed`` (with
     ``duration_ms`` from the start, ``queue_ms`` from ``queued_at`` — epoch seconds or a
     datetime, naive = UTC — and the model). ``autostart=False`` defers ``job.started`` to
@@ -248,4 +255,5 @@ def job(
         traceparent,
         progress_interval_s,
         autostart,
+        context,
     )

@@ -303,6 +303,22 @@ class Span:
         self.attrs.update(attrs)
         return self
 
+    def snapshot(self) -> Span:
+        """A copy of the span as it is now, for code that reads it later (event handlers that run
+        on their own thread): its own ``attrs`` dict and ``events`` list, the rest as of this call;
+        ``local`` (what the trace's spans share: user, tier, request id) is shared, not copied.
+        The copy is not current and is never exported."""
+        copy = Span.__new__(Span)
+        for name in Span.__slots__:
+            value = getattr(self, name, _UNSET)  # the ids and times: absent before start()
+            if value is not _UNSET:
+                setattr(copy, name, value)
+        copy.attrs = dict(self.attrs)
+        if self.events is not None:
+            copy.events = list(self.events)
+        copy._token = None
+        return copy
+
     def keep(self) -> None:
         """Export this span's trace even if head sampling left it out (the tail rule's override)."""
         if self.local is not None:
@@ -398,6 +414,7 @@ class Event:
 
 
 _CURRENT: Any = object()
+_UNSET: Any = object()
 
 
 def emit(event: str, /, *, _parent: Any = _CURRENT, **fields: Any) -> None:

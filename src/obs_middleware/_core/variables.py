@@ -40,9 +40,12 @@ OTHER_VARIABLES: tuple[Variable, ...] = (
     Variable(
         "OBS_SPOOL_DIR",
         "_delivery.py",
-        "",
+        "`$XDG_STATE_HOME/obs-middleware/spool` (else `~/.local/state/...`, else "
+        "`obs-middleware-<uid>/spool` in the temp directory), one folder per exporter and "
+        "destination",
         "Network exporters keep the batches a backend did not take on disk here (one subfolder "
-        "per exporter) and replay them; unset: such batches are dropped, counted.",
+        "per exporter) and replay them, in order, once it answers; shared safely by the "
+        "processes of a host. `off`: no spool, such batches are dropped, counted.",
     ),
     Variable(
         "OBS_SPOOL_MAX_BYTES",

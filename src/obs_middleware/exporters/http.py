@@ -95,6 +95,13 @@ class HttpTransport:
         self._conn: http.client.HTTPConnection | None = None
         self._cap = float("inf")
 
+    def destination(self, path: str = "") -> str:
+        """Where requests go and as whom (URL, ``path``, headers but the user agent): the key of
+        the exporter's default spool folder (hashed there, never written out)."""
+        headers = sorted(f"{k}:{v}" for k, v in self.headers.items() if k != "User-Agent")
+        url = f"{self.scheme}://{self.host}:{self.port}{self.base_path}{path}"
+        return "\n".join([url, *headers])
+
     def _connection(self, timeout: float) -> tuple[http.client.HTTPConnection, bool]:
         conn = self._conn
         if conn is not None:
@@ -193,7 +200,13 @@ class PostingExporter:
         if compress:
             self._headers["Content-Encoding"] = "gzip"
         options = delivery or DeliveryOptions.from_env(self.name)
-        self.delivery = Delivery(self.name, self.send, options, interrupt=transport.abort)
+        self.delivery = Delivery(
+            self.name,
+            self.send,
+            options,
+            interrupt=transport.abort,
+            destination=transport.destination(getattr(self, "path", "")),
+        )
 
     def send(self, batch: Sequence[Any], timeout: float) -> Result:
         """One request for ``batch`` (called by the delivery layer)."""

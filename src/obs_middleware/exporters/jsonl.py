@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import IO
 
 import orjson
 
+from .._core.metrics import dropped
 from .._json import dumps_json, json_default
 from .._record import Record
 
 __all__ = ["JsonlExporter"]
 
 _OPTS = orjson.OPT_APPEND_NEWLINE
+_log = logging.getLogger("obs_middleware")
 
 
 class JsonlExporter:
@@ -24,6 +28,12 @@ class JsonlExporter:
     append mode, so processes sharing the file never split each other's lines: each batch is one
     ``write`` on an ``O_APPEND`` descriptor, and nothing waits in a buffer a forked child would
     inherit.
+
+    A file that cannot be opened (its directory does not exist, no permission) costs no
+    traceback: one warning (at construction when the directory is missing, else at the first
+    failed batch), then every batch it could not take is counted in ``obs.dropped`` (reason
+    ``unwritable:jsonl``); the file is tried again on each batch, so creating the directory later
+    resumes the export.
     """
 
     name = "jsonl"
@@ -31,6 +41,17 @@ class JsonlExporter:
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = os.fspath(path) if path is not None else None
         self._file: IO[bytes] | None = None
+        self._warned = False
+        if self.path is not None:
+            directory = os.path.dirname(os.path.abspath(self.path))
+            if not os.path.isdir(directory):
+                self._warned = True
+                warnings.warn(
+                    f"obs-middleware: jsonl exporter: directory {directory!r} does not exist; "
+                    'records are dropped (counted in obs.dropped{reason="unwritable:jsonl"}) '
+                    "until it does",
+                    stacklevel=2,
+                )
 
     def _out(self) -> IO[bytes]:
         if self._file is None:
@@ -41,7 +62,20 @@ class JsonlExporter:
         return self._file
 
     def export(self, records: Sequence[Record]) -> None:
-        """Encode and write one batch."""
+        """Encode and write one batch (counted in ``obs.dropped`` if the file cannot be opened)."""
+        try:
+            out = self._out()
+        except OSError as exc:
+            dropped.add((f"unwritable:{self.name}",), len(records))
+            if not self._warned:
+                self._warned = True
+                _log.warning(
+                    "obs-middleware: jsonl exporter cannot open %r (%s); records are dropped "
+                    "and counted",
+                    self.path,
+                    exc,
+                )
+            return
         # Accumulate in one buffer: keeping a batch of separate bytes objects alive until a join
         # costs ~5x more here (allocator churn), measured with orjson 3.13.
         dumps = orjson.dumps
@@ -53,7 +87,6 @@ class JsonlExporter:
             data = bytearray()
             for record in records:
                 data += dumps_json(record, _OPTS)
-        out = self._out()
         done = out.write(data)
         while done < len(data):  # a short write (a signal, a nearly full disk): finish the batch
             done += out.write(memoryview(data)[done:])

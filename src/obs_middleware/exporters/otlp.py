@@ -275,7 +275,10 @@ class OTLPExporter:
         self._metrics_sent = time.monotonic()
         self._metrics_warned = False  # per exporter, as ``Delivery``'s warning (see there)
         options = delivery or DeliveryOptions.from_env(self.name)
-        self.delivery = Delivery(self.name, self.send, options, interrupt=abort_all)
+        destination = "\n".join([base, *sorted(f"{k}:{v}" for k, v in self._headers.items())])
+        self.delivery = Delivery(
+            self.name, self.send, options, interrupt=abort_all, destination=destination
+        )
 
     def _clients(self, metrics: bool) -> tuple[OtlpSession, OTLPMetricExporter | None]:
         # Our session for the traces we post, the SDK's exporter for metrics.

@@ -19,8 +19,10 @@ fail, for delivery tests.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
+import socket
 import threading
 import time
 import zlib
@@ -117,6 +119,33 @@ def _shipped_schema() -> dict[str, list[Column]]:
     return {p.stem: parse_datasource(p.read_text()) for p in folder.glob("*.datasource")}
 
 
+class _Server(ThreadingHTTPServer):
+    """A threading HTTP server that can drop the connections it accepted."""
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        conn, address = super().get_request()
+        with self._connections_lock:
+            self._connections.add(conn)
+        return conn, address
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        with self._connections_lock:
+            connections, self._connections = self._connections, set()
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+
 class TinybirdEmulator:
     """The Events API on ``127.0.0.1`` (an ephemeral port unless ``port`` is given).
 
@@ -151,7 +180,7 @@ class TinybirdEmulator:
         self._failures: deque[tuple[int, str | None]] = deque()
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
+        self._server = _Server(("127.0.0.1", port), _handler(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -170,9 +199,11 @@ class TinybirdEmulator:
         return self
 
     def stop(self) -> None:
-        """Stop serving and release the port."""
+        """Stop serving and release the port; open keep-alive connections are closed too, as
+        when the real service goes down (a client sees a reset, then refused connections)."""
         self._server.shutdown()
         self._server.server_close()
+        self._server.close_connections()
 
     def __enter__(self) -> TinybirdEmulator:
         return self.start()
