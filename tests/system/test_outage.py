@@ -6,8 +6,8 @@ finishes ~80 traces per second (two spans each: below the default adaptive sampl
 every trace is exported). The emulator is stopped, the load goes on, the emulator comes back on
 the same port, and every span id sent must be in its rows.
 
-The outage lasts ``OBS_OUTAGE_S`` seconds (60 for the issue's acceptance run; 15 by default, to
-keep ``make test`` short on a shared 2-core machine). Nothing in the delivery path depends on the
+The outage lasts ``OBS_OUTAGE_S`` seconds (60 in CI, ``.ci/run``: the issue's acceptance; 15 by
+default, to keep a local ``make test`` short). Nothing in the delivery path depends on the
 outage's length beyond the spool's size cap (256 MiB, orders of magnitude above a minute of this
 load): by 15 s the circuit breaker has opened, probed the dead backend after its 5 s cooldown and
 opened again twice, and thousands of records in dozens of batches wait on disk.
