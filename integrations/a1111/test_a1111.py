@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import socket
 import sys
-from typing import Any
 
 import pytest
 import requests
@@ -18,6 +17,8 @@ from obs_middleware._core.config import PricingOptions
 from obs_middleware.integrations import a1111 as obs_a1111
 from obs_middleware.testing import Capture, capture
 from obs_middleware.testing.emulators.a1111 import A1111Emulator
+
+from .._ai_checks import ai_spans, only_ai_span, pick
 
 FIELDS = (
     "span.kind",
@@ -36,20 +37,6 @@ FIELDS = (
     "cost.usd",
     "cost.unknown",
 )
-
-
-def ai_spans(cap: Capture) -> list[dict[str, Any]]:
-    return [s for s in cap.spans if s["name"] == "ai.request"]
-
-
-def only_ai_span(cap: Capture) -> dict[str, Any]:
-    spans = ai_spans(cap)
-    assert len(spans) == 1, [s.get("ai.operation") for s in spans]
-    return spans[0]
-
-
-def pick(record: dict[str, Any], *keys: str) -> dict[str, Any]:
-    return {k: record.get(k) for k in keys}
 
 
 # -- txt2img -------------------------------------------------------------------------------------

@@ -23,21 +23,9 @@ from obs_middleware.integrations import comfyui as obs_comfyui
 from obs_middleware.testing import Capture
 from obs_middleware.testing.emulators.comfyui import ComfyUIEmulator
 
+from .._ai_checks import ai_spans, only_ai_span, pick
+
 CKPT = "sd_xl_base_1.0.safetensors"
-
-
-def ai_spans(cap: Capture) -> list[dict[str, Any]]:
-    return [s for s in cap.spans if s["name"] == "ai.request"]
-
-
-def only_ai_span(cap: Capture) -> dict[str, Any]:
-    spans = ai_spans(cap)
-    assert len(spans) == 1, [s.get("ai.operation") for s in spans]
-    return spans[0]
-
-
-def pick(record: dict[str, Any], *keys: str) -> dict[str, Any]:
-    return {k: record.get(k) for k in keys}
 
 
 def job_events(cap: Capture) -> list[str]:

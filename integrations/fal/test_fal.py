@@ -15,22 +15,10 @@ from obs_middleware.integrations import fal as obs_fal
 from obs_middleware.testing import Capture
 from obs_middleware.testing.emulators.fal import FalEmulator
 
+from .._ai_checks import ai_spans, only_ai_span, pick
+
 FLUX = "fal-ai/flux/dev"
 POLL = 0.005
-
-
-def ai_spans(cap: Capture) -> list[dict[str, Any]]:
-    return [s for s in cap.spans if s["name"] == "ai.request"]
-
-
-def only_ai_span(cap: Capture) -> dict[str, Any]:
-    spans = ai_spans(cap)
-    assert len(spans) == 1, [s.get("ai.operation") for s in spans]
-    return spans[0]
-
-
-def pick(record: dict[str, Any], *keys: str) -> dict[str, Any]:
-    return {k: record.get(k) for k in keys}
 
 
 # -- run -----------------------------------------------------------------------------------------

@@ -16,24 +16,11 @@ from obs_middleware.integrations import modal as obs_modal
 from obs_middleware.testing import Capture
 from obs_middleware.testing.emulators.modal import ModalEmulator
 
+from .._ai_checks import ai_spans, only_ai_span, pick
 from .conftest import Rejected
 
 A100_PER_S = 0.000694
 H100_PER_S = 0.001097
-
-
-def ai_spans(cap: Capture) -> list[dict[str, Any]]:
-    return [s for s in cap.spans if s["name"] == "ai.request"]
-
-
-def only_ai_span(cap: Capture) -> dict[str, Any]:
-    spans = ai_spans(cap)
-    assert len(spans) == 1, [s.get("ai.operation") for s in spans]
-    return spans[0]
-
-
-def pick(record: dict[str, Any], *keys: str) -> dict[str, Any]:
-    return {k: record.get(k) for k in keys}
 
 
 def calls(emu: ModalEmulator) -> list[str]:

@@ -30,23 +30,11 @@ from obs_middleware.integrations import openai as obs_openai
 from obs_middleware.testing import Capture, capture
 from obs_middleware.testing.emulators.openai import OpenAIEmulator, error_body
 
+from .._ai_checks import ai_spans, only_ai_span, pick
+
 HI = [{"role": "user", "content": "Say hi"}]
 WORDS = ["", "Hello", " from", " the", " emulator."]
 USAGE = {"include_usage": True}
-
-
-def ai_spans(cap: Capture) -> list[dict[str, Any]]:
-    return [s for s in cap.spans if s["name"] == "ai.request"]
-
-
-def only_ai_span(cap: Capture) -> dict[str, Any]:
-    spans = ai_spans(cap)
-    assert len(spans) == 1, [s.get("ai.operation") for s in spans]
-    return spans[0]
-
-
-def pick(record: dict[str, Any], *keys: str) -> dict[str, Any]:
-    return {k: record.get(k) for k in keys}
 
 
 # -- chat ----------------------------------------------------------------------------------------

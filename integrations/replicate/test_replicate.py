@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gc
 import json
-from typing import Any
 
 import pytest
 import replicate
@@ -17,24 +16,12 @@ from obs_middleware.integrations import replicate as obs_replicate
 from obs_middleware.testing import Capture, capture
 from obs_middleware.testing.emulators.replicate import DEFAULT_MODELS, ModelSpec, ReplicateEmulator
 
+from .._ai_checks import ai_spans, only_ai_span, pick
+
 FLUX = "black-forest-labs/flux-schnell"
 SDXL = f"stability-ai/sdxl:{DEFAULT_MODELS['stability-ai/sdxl'].version}"
 LLAMA = "meta/meta-llama-3-8b-instruct"
 LLAMA_VERSION = DEFAULT_MODELS[LLAMA].version
-
-
-def ai_spans(cap: Capture) -> list[dict[str, Any]]:
-    return [s for s in cap.spans if s["name"] == "ai.request"]
-
-
-def only_ai_span(cap: Capture) -> dict[str, Any]:
-    spans = ai_spans(cap)
-    assert len(spans) == 1, [s.get("ai.operation") for s in spans]
-    return spans[0]
-
-
-def pick(record: dict[str, Any], *keys: str) -> dict[str, Any]:
-    return {k: record.get(k) for k in keys}
 
 
 def polls(emu: ReplicateEmulator) -> int:
