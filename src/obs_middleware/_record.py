@@ -135,19 +135,7 @@ class Resource:
 
 # Keys user attributes may not overwrite: they identify the record. An event's fields may set
 # its status, duration and error (that is how ``emit`` reports an outcome).
-_EVENT_IDENTITY = frozenset(
-    (
-        "type",
-        "name",
-        "trace_id",
-        "span_id",
-        "parent_id",
-        "service",
-        "environment",
-        "start",
-        *IDENTITY_KEYS,
-    )
-)
+_EVENT_IDENTITY = frozenset((*FIXED_KEYS[: FIXED_KEYS.index("duration_ms")], *IDENTITY_KEYS))
 _SPAN_IDENTITY = frozenset((*FIXED_KEYS, *IDENTITY_KEYS))
 
 
