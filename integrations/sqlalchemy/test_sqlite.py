@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 import obs_middleware as obs
+from obs_middleware._core import internal
 from obs_middleware._core.config import SamplingOptions
 from obs_middleware.integrations import sqlalchemy as integration
 from obs_middleware.testing import Capture, capture
@@ -503,3 +504,14 @@ def test_statements_without_parameters_and_keyword_calls_are_timed(
     statements = [s["db.statement"] for s in obs_capture.spans if s["name"] == "db.query"]
     assert statements == ["SELECT ?", "SELECT ?", "SELECT ?"]
     assert obs_capture.metrics["db.client.queries"].points == {("SELECT", "main"): 3}
+
+
+def test_uninstrument_skips_what_is_not_an_engine_with_one_warning(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(internal, "_warned", set())  # whatever warned before this test
+    with caplog.at_level(logging.WARNING, "obs_middleware.sqlalchemy"):
+        integration.uninstrument_sqlalchemy(None, None)
+    assert [r.getMessage() for r in caplog.records] == [
+        "obs-middleware: uninstrument_sqlalchemy: NoneType is not an engine: skipped"
+    ]

@@ -123,9 +123,20 @@ def instrument_sqlalchemy(
 
 
 def uninstrument_sqlalchemy(*engines: Any) -> None:
-    """Undo ``instrument_sqlalchemy`` for the given engines."""
+    """Undo ``instrument_sqlalchemy`` for the given engines. Never raises: what is not an engine
+    gets one warning and is skipped."""
     for engine in engines:
-        state = states.get(_base_engine(engine))
+        try:
+            state = states.get(_base_engine(engine))
+        except TypeError:  # not weak-referenceable: None, a number, a string...
+            kind = type(engine).__name__
+            warn_once(
+                f"sqlalchemy:not-an-engine:{kind}",
+                "uninstrument_sqlalchemy: %s is not an engine: skipped",
+                kind,
+                logger=log,
+            )
+            continue
         if state is not None:
             _uninstrument(state)
 
