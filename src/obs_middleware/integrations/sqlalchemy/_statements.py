@@ -102,9 +102,7 @@ def _timed(
         try:
             result = call(cursor, sent, parameters, context)
         except BaseException as exc:
-            if held is not None:
-                span = _held_span(held, entry, start, 0, many, None)
-            _failed(span, start, entry, exc, metrics)
+            _failed(span, start, entry, exc, metrics, held, many=many)
             raise
         try:
             end = _span.clock_ns()
@@ -176,12 +174,22 @@ def _prepares(cursor: Any) -> bool:
     return getattr(dbapi_conn, "prepare_threshold", None) is not None  # psycopg 3
 
 
-def _failed(
-    span: _span.Span | None, start: int, entry: Entry, exc: BaseException, metrics: Metrics
+def _failed(  # noqa: PLR0917 - one call site, on the error path
+    span: _span.Span | None,
+    start: int,
+    entry: Entry,
+    exc: BaseException,
+    metrics: Metrics,
+    held: _span.Span | None,
+    *,
+    many: bool,
 ) -> None:
-    """Record a statement that raised (never raises itself: the app's exception goes on)."""
+    """Record a statement that raised (never raises itself: the app's exception goes on). A
+    statement timed without a span (``held``: its parent) gets one now: errors are exported."""
     try:
         end = _span.clock_ns()
+        if held is not None:
+            span = _held_span(held, entry, start, 0, many, None)
         labels = entry[1]
         metrics.duration.record(labels, (end - start) / 1e6)
         if isinstance(exc, GeneratorExit) or type(exc).__name__ == "CancelledError":
