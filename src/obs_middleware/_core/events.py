@@ -24,6 +24,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -41,6 +42,9 @@ _log = logging.getLogger("obs_middleware")
 _lock = threading.Lock()
 renew_after_fork(globals(), "_lock", threading.Lock)
 _handlers: dict[str, tuple[str, Handler, _Worker | None]] = {}  # id -> (prefix, fn, worker)
+# Every worker whose thread started, attached or not: ``flush`` waits for a detached one still
+# finishing its queue, or logging the failure that detached it.
+_workers: weakref.WeakSet[_Worker] = weakref.WeakSet()
 # event name -> matching handlers: (id, fn, worker or None when inline)
 _by_event: dict[str, tuple[tuple[str, Handler, _Worker | None], ...]] = {}
 active = False
@@ -53,7 +57,17 @@ class _Worker:
     An event stays first in the queue while the handler runs, so an empty queue means handled.
     """
 
-    __slots__ = ("cap", "failed", "fn", "handler_id", "queue", "stopped", "thread", "wake")
+    __slots__ = (
+        "__weakref__",
+        "cap",
+        "failed",
+        "fn",
+        "handler_id",
+        "queue",
+        "stopped",
+        "thread",
+        "wake",
+    )
 
     def __init__(self, handler_id: str, fn: Handler, cap: int) -> None:
         self.handler_id = handler_id
@@ -80,6 +94,7 @@ class _Worker:
                 self.thread = threading.Thread(
                     target=self._run, name=f"obs-handler-{self.handler_id}", daemon=True
                 )
+                _workers.add(self)
                 self.thread.start()
 
     def stop(self) -> None:
@@ -214,7 +229,7 @@ def flush(timeout: float = 5.0) -> bool:
     """Wait until every queued event was handled; False if ``timeout`` seconds passed first."""
     deadline = time.monotonic() + timeout
     with _lock:
-        workers = [w for _, _, w in _handlers.values() if w is not None]
+        workers = list(_workers)
     for worker in workers:
         while worker.queue and not worker.failed:
             if time.monotonic() >= deadline:
