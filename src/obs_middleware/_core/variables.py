@@ -32,14 +32,14 @@ class Variable:
 OTHER_VARIABLES: tuple[Variable, ...] = (
     Variable(
         "OBS_EXPORT_TIMEOUT_S",
-        "_delivery.py",
+        "_delivery_options.py",
         "`5`",
         "Network exporters (otlp, tinybird, clickhouse, http): limit of one request, and the "
         "time the retries of one batch may take (s).",
     ),
     Variable(
         "OBS_SPOOL_DIR",
-        "_delivery.py",
+        "_delivery_options.py",
         "`$XDG_STATE_HOME/obs-middleware/spool` (else `~/.local/state/...`, else "
         "`obs-middleware-<uid>/spool` in the temp directory), one folder per exporter and "
         "destination",
@@ -49,7 +49,7 @@ OTHER_VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(
         "OBS_SPOOL_MAX_BYTES",
-        "_delivery.py",
+        "_delivery_options.py",
         "`268435456` (256 MiB)",
         "Spool size cap, across every process sharing the folder.",
     ),
