@@ -8,7 +8,6 @@ group's durations.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -18,6 +17,15 @@ from typing import Any
 import orjson
 
 from .._core.status import NOT_FAILURES, USER_ERRORS
+from ._store_figures import (
+    fingerprint,
+    latency,
+    location,
+    percentile,
+    pool_peaks,
+    short_labels,
+    summary,
+)
 from .sqlite import COLUMNS, connect, row_to_record
 
 __all__ = ["Filters", "Row", "Store", "fingerprint", "percentile", "short_labels"]
@@ -27,11 +35,6 @@ Row = dict[str, Any]
 # Statuses of an AI call that are no service failure (as the ``ai.errors`` metric counts): the
 # user-caused ones are counted apart (``_core/status.py``).
 _AI_OK = NOT_FAILURES | USER_ERRORS
-# Attribute keys a query span may carry to say where in the user's code it ran.
-_LOCATION_KEYS = (
-    ("code.filepath", "code.lineno", "code.function"),
-    ("code.file", "code.line", "code.function"),
-)
 
 
 class Filters:
@@ -57,110 +60,6 @@ class Filters:
             clauses.append("start_us < ?")
             params.append(self.until_us)
         return "".join(f" AND {c}" for c in clauses)
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Return the ``q``-th percentile (0 to 100) of ascending ``sorted_values``, exactly.
-
-    Linear interpolation between closest ranks (numpy's default, ``statistics.quantiles(...,
-    method="inclusive")``); 0.0 for no values.
-    """
-    n = len(sorted_values)
-    if n == 0:
-        return 0.0
-    pos = (n - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, n - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
-def fingerprint(statement: str) -> str:
-    """A short stable id of a statement's text (8 hex digits), to tell statements apart."""
-    return hashlib.blake2b(statement.encode("utf-8", "replace"), digest_size=4).hexdigest()
-
-
-def short_labels(texts: Sequence[str], width: int) -> list[str]:
-    """``texts`` cut to ``width`` characters each, every different text still told apart.
-
-    A long text keeps its start and its end (``SELECT … WHERE users.email = ?``: statements that
-    share their first columns differ in their ``WHERE``). Texts that would still read the same
-    show where they part (``SELECT ima…WHERE vector_probe(…``), and end with their
-    ``fingerprint`` if even that is not enough.
-    """
-    flat = [" ".join(text.split()) for text in texts]
-    labels = [_middle_cut(text, width) for text in flat]
-    for indexes in _clashes(flat, labels):
-        # Where they part: the common prefix of a group is that of its least and greatest text.
-        lo, hi = min(flat[i] for i in indexes), max(flat[i] for i in indexes)
-        split = next((n for n, (a, b) in enumerate(zip(lo, hi, strict=False)) if a != b), len(lo))
-        for i in indexes:
-            labels[i] = _window(flat[i], width, split)
-    for indexes in _clashes(flat, labels):
-        for i in indexes:
-            tag = " #" + fingerprint(flat[i])
-            labels[i] = _middle_cut(flat[i], max(width - len(tag), 2)) + tag
-    return labels
-
-
-def _clashes(texts: Sequence[str], labels: Sequence[str]) -> list[list[int]]:
-    """Indexes of different texts given the same label, grouped by label."""
-    by_label: dict[str, list[int]] = {}
-    for i, label in enumerate(labels):
-        by_label.setdefault(label, []).append(i)
-    return [group for group in by_label.values() if len({texts[i] for i in group}) > 1]
-
-
-def _middle_cut(text: str, width: int) -> str:
-    if len(text) <= width:
-        return text
-    head = (width - 1) * 3 // 5
-    tail = width - 1 - head
-    return text[:head].rstrip() + "…" + (text[-tail:].lstrip() if tail > 0 else "")
-
-
-def _window(text: str, width: int, split: int) -> str:
-    """``text`` cut to ``width`` around ``split``: where it parts from texts sharing its start."""
-    if len(text) <= width:
-        return text
-    head = width // 4
-    start = max(split - width // 4, head)
-    if start <= head:
-        return text[: width - 1] + "…"
-    rest = text[start : start + width - head - 1]
-    if start + len(rest) < len(text):
-        rest = rest[:-1] + "…"
-    return text[:head] + "…" + rest
-
-
-def _summary(durations: Sequence[float]) -> dict[str, float]:
-    return {
-        "p50": percentile(durations, 50),
-        "p95": percentile(durations, 95),
-        "p99": percentile(durations, 99),
-        "max": durations[-1] if durations else 0.0,
-    }
-
-
-# (row key prefix, span attribute): the latency figures an AI call may carry (issue 17 item 10).
-_AI_LATENCY = (
-    ("ttft", "ai.time_to_first_token_ms"),
-    ("tokens_per_s", "ai.output_tokens_per_s"),
-    ("queue", "ai.queue_ms"),
-    ("run", "ai.run_ms"),
-)
-
-
-def _latency(attrs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """p50/p95 of each latency figure over the calls that report it (None when none does)."""
-    out: dict[str, Any] = {}
-    for key, attr in _AI_LATENCY:
-        values = sorted(
-            float(v) for a in attrs if isinstance(v := a.get(attr), (int, float)) and v >= 0
-        )
-        out[f"{key}_p50"] = percentile(values, 50) if values else None
-        out[f"{key}_p95"] = percentile(values, 95) if values else None
-    out["streams"] = sum(1 for a in attrs if "ai.time_to_first_token_ms" in a)
-    return out
 
 
 def _attrs(text: str | None) -> dict[str, Any]:
@@ -222,7 +121,7 @@ class Store:
                     "requests": len(items),
                     "errors": errors,
                     "error_rate": errors / len(items),
-                    **_summary(durations),
+                    **summary(durations),
                 }
             )
         out.sort(key=lambda r: -r["requests"])
@@ -250,7 +149,7 @@ class Store:
                     "requests": len(items),
                     "rate": len(items) / (width / 1e6),
                     "error_rate": errors / len(items) if items else 0.0,
-                    **_summary(durations),
+                    **summary(durations),
                 }
             )
         return {"bucket_s": width / 1e6, "points": series}
@@ -280,10 +179,10 @@ class Store:
                     "statement": statement,
                     "fingerprint": fingerprint(statement),
                     "calls": len(items),
-                    "location": _location(attrs),
+                    "location": location(attrs),
                     "system": attrs.get("db.system"),
                     "trace_id": slowest[3],
-                    **_summary([r[1] for r in items]),
+                    **summary([r[1] for r in items]),
                 }
             )
         out.sort(key=lambda r: -r["max"])
@@ -320,7 +219,7 @@ class Store:
 
         The gauges are samples (every few seconds), and a burst of checkouts returns its
         connections between two: the peaks are also read from what the samples keep (see
-        ``_pool_peaks``), never below what the pool certainly reached.
+        ``_store_figures.pool_peaks``), never below what the pool certainly reached.
         """
         by_pool: dict[str, dict[str, Row]] = {}
         for g in self.gauges(f, "db.client.pool."):
@@ -335,7 +234,7 @@ class Store:
             {
                 "pool": pool,
                 "size": m["size"]["last"] if "size" in m else None,
-                **_pool_peaks(m, count(m, "checkouts")),
+                **pool_peaks(m, count(m, "checkouts")),
                 "checkouts": count(m, "checkouts"),
                 "timeouts": count(m, "timeouts"),
                 "connections_created": count(m, "connections.created"),
@@ -406,8 +305,8 @@ class Store:
                         for r, a in zip(items, attrs, strict=True)
                         if r[6] is None and a.get("cost.unknown")
                     ),
-                    **_summary([r[4] for r in items]),
-                    **_latency(attrs),
+                    **summary([r[4] for r in items]),
+                    **latency(attrs),
                 }
             )
         out.sort(key=lambda r: (-r["cost_usd"], -r["calls"]))
@@ -447,7 +346,7 @@ class Store:
         for (service_type, state), keys in sorted(groups.items()):
             times = sorted(durations[k] for k in keys if k in durations)
             out.append(
-                {"service_type": service_type, "state": state, "jobs": len(keys), **_summary(times)}
+                {"service_type": service_type, "state": state, "jobs": len(keys), **summary(times)}
             )
         return out
 
@@ -546,53 +445,3 @@ class Store:
             "users": distinct("user_id"),
             "models": distinct("ai_model"),
         }
-
-
-def _pool_peaks(m: dict[str, Row], checkouts: float) -> Row:
-    """Peak checked out, overflow and utilisation of one pool from its sampled gauges.
-
-    A sample misses a burst that ended before it, but not what the burst left behind: a bounded
-    ``QueuePool`` (it reports ``utilization``) and a ``NullPool`` (size 0) open a connection only
-    when every open one is checked out, so the most connections ever open at once were all in
-    use at once, and the open count stays up until they are closed. And a pool checked out at
-    all had one connection in use.
-    """
-
-    def peak(name: str) -> float | None:
-        return m[name]["peak"] if name in m else None
-
-    in_use = peak("checked_out")
-    overflow = peak("overflow")
-    utilization = peak("utilization")
-    size = m["size"]["last"] if "size" in m else None
-    derived = 1.0 if checkouts > 0 else 0.0
-    if (utilization is not None or size == 0) and "open" in m:
-        derived = max(derived, m["open"]["peak"])
-    if derived > (in_use or 0.0):
-        in_use = derived
-        if size and overflow is not None:
-            overflow = max(overflow, in_use - size)
-        if utilization is not None:  # the samples' figure is below the truth: unknown, or this
-            capacity = _capacity(m)
-            utilization = max(utilization, in_use / capacity) if capacity else None
-    return {"peak_checked_out": in_use, "peak_overflow": overflow, "peak_utilization": utilization}
-
-
-def _capacity(m: dict[str, Row]) -> float | None:
-    """The capacity (size + max overflow) of a bounded pool, from a sample with some in use."""
-    if "checked_out" not in m or "utilization" not in m:
-        return None
-    used = dict(m["utilization"]["series"])
-    for ts, out in m["checked_out"]["series"]:
-        if out > 0 and used.get(ts, 0) > 0:
-            return float(round(out / used[ts]))
-    return None
-
-
-def _location(attrs: dict[str, Any]) -> str | None:
-    for file_key, line_key, func_key in _LOCATION_KEYS:
-        if attrs.get(file_key):
-            where = f"{attrs[file_key]}:{attrs.get(line_key) or '?'}"
-            return f"{where} in {attrs[func_key]}" if attrs.get(func_key) else where
-    value = attrs.get("code.location")
-    return str(value) if value else None
