@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from obs_middleware._core.status import NOT_FAILURES, USER_ERRORS
 from obs_middleware.cli import main
 from obs_middleware.cli._alerts import DEFAULT_RUNBOOK_BASE, alerts_text
 from obs_middleware.exporters.tinybird import asset_path
@@ -60,6 +61,15 @@ def test_job_alerts_are_among_the_rules() -> None:
     exprs = {rule["alert"]: rule["expr"] for rule in alerts()}
     assert "job_service_type:obs_job_failure_ratio:rate5m" in exprs["ObsJobFailures"]
     assert "job_service_type:obs_job_queue_p95_seconds:rate5m" in exprs["ObsJobQueueSlow"]
+
+
+def test_the_job_failure_rule_reads_statuses_as_the_core_does() -> None:
+    doc = yaml.safe_load(Path(asset_path("prometheus", "alerts.yml")).read_text())
+    rules = {r.get("record"): r["expr"] for g in doc["groups"] for r in g["rules"]}
+    (not_failures,) = re.findall(
+        r'job_status!~"([^"]+)"', rules["job_service_type:obs_job_failure_ratio:rate5m"]
+    )
+    assert set(not_failures.split("|")) == NOT_FAILURES | USER_ERRORS
 
 
 def test_assets_grafana_prints_the_shipped_dashboard(capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 pytest.importorskip("grafana_foundation_sdk", reason="the grafana extra is not installed")
 
+from obs_middleware._core.status import NOT_FAILURES, USER_ERRORS
 from obs_middleware.cli import _grafana
 from obs_middleware.exporters.tinybird import asset_path
 
@@ -49,6 +50,11 @@ def test_every_query_reads_the_chosen_job_on_the_chosen_prometheus() -> None:
             assert all('job=~"$job"' in s for s in selectors), expr
             # Range vectors over Grafana's own windows, never a fixed one.
             assert set(re.findall(r"\[([^\]]+)\]", expr)) <= {"$__rate_interval", "$__range"}
+
+
+def test_job_failures_read_statuses_as_the_core_does() -> None:
+    (listed,) = re.findall(r'job_status!~"([^"]+)"', _grafana._FAILED)
+    assert set(listed.split("|")) == NOT_FAILURES | USER_ERRORS
 
 
 @pytest.mark.parametrize(

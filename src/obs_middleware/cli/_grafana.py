@@ -50,6 +50,8 @@ _DS = DataSourceRef(type_val="prometheus", uid="${datasource}")
 _SEL = 'job=~"$job"'
 _RATE = "[$__rate_interval]"
 _5XX = 'http_status_class="5xx"'
+# Job statuses that are a failure of the service (_core/status.py), as the alert rules read them.
+_FAILED = 'job_status!~"ok|cancelled|invalid_input|content_violation"'
 
 PanelBuilder = Builder[model.Panel]
 
@@ -262,10 +264,11 @@ def _jobs() -> list[PanelBuilder]:
         ),
         _series(
             "Job failure ratio",
-            "Share of finished jobs that failed. Alert: ObsJobFailures (> 10%).",
+            "Share of finished jobs that failed (a cancellation or a user-caused status is not a "
+            "failure). Alert: ObsJobFailures (> 10%).",
             "percentunit",
             _query(
-                _ratio(_rate("job_failures_total", "job_service_type"), runs),
+                _ratio(_rate("job_runs_total", "job_service_type", _FAILED), runs),
                 "{{job_service_type}}",
             ),
             width=6,
@@ -273,7 +276,7 @@ def _jobs() -> list[PanelBuilder]:
         _series(
             "Job queue time",
             "p50, p95 and p99 of the time jobs waited between being queued and received. "
-            "Alert: ObsJobQueueSlow (p95 > 5 min).",
+            "Alert: ObsJobQueueSlow (p95 > 30 s).",
             "s",
             *_quantiles("job_queue_time_seconds", "job_service_type", "{{job_service_type}}"),
             width=6,
