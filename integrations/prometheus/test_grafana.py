@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import queue
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -64,6 +66,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def sent(proc: subprocess.Popen[str], timeout: float) -> int:
+    """The ``sent N`` line of the load process, waited for at most ``timeout`` seconds."""
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put("")  # EOF
+
+    threading.Thread(target=read, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+        except queue.Empty:
+            pytest.fail(f"the demo load did not finish in {timeout:.0f} s")
+        if line.startswith("sent "):
+            return int(line.split()[1])
+        if not line:
+            pytest.fail(f"the demo load exited ({proc.wait()}) before it was done")
+
+
 @pytest.fixture
 def demo_load(prometheus_url: str, tmp_path: Path) -> Iterator[int]:
     """Run the demo load; yields the number of requests sent once the load is over."""
@@ -78,10 +103,7 @@ def demo_load(prometheus_url: str, tmp_path: Path) -> Iterator[int]:
         env=env,
     )
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("sent "), f"the load failed: {line!r} (exit {proc.poll()})"
-        yield int(line.split()[1])
+        yield sent(proc, timeout=300)
     finally:
         assert proc.stdin is not None
         proc.stdin.close()
