@@ -338,7 +338,7 @@ def _telemetry() -> list[PanelBuilder]:
             "short",
             _query(_rate("obs_dropped_total", "reason"), "{{reason}}"),
             width=8,
-        ),
+        ).no_value("0 (nothing dropped)"),  # the counter appears with the first drop
         statetimeline.Panel()
         .title("Exporter circuit breaker")
         .description(
@@ -348,6 +348,7 @@ def _telemetry() -> list[PanelBuilder]:
         .datasource(_DS)
         .span(8)
         .height(8)
+        .no_value("no network exporter")
         .mappings(_breaker_states())
         .thresholds(
             ThresholdsConfig()
@@ -369,7 +370,7 @@ def _telemetry() -> list[PanelBuilder]:
             "bytes",
             _query(f"sum by (exporter) (obs_exporter_spool_bytes{{{_SEL}}})", "{{exporter}}"),
             width=8,
-        ),
+        ).no_value("no spooling exporter"),
     ]
 
 
