@@ -21,6 +21,7 @@ itself. A failure is counted (``obs.dropped{reason="log_failed"}``), logged once
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import Any
 
@@ -92,7 +93,7 @@ def export_log(
         if code is not None:
             path, line, function = code
             if path:
-                fields["code.file.path"] = scrub(path)
+                fields["code.file.path"] = _clean_path(path)
             if line is not None:
                 fields["code.line.number"] = line
             if function:
@@ -100,6 +101,12 @@ def export_log(
         _emit(fields, parent)
     finally:
         _state.busy = False
+
+
+@functools.lru_cache(maxsize=512)
+def _clean_path(path: str) -> str:
+    # Source paths repeat (a few call sites log): scrubbed once each, as stack trace lines are.
+    return scrub(path)
 
 
 def _add_exception(fields: dict[str, Any], exc: BaseException, private: bool) -> None:
