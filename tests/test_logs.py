@@ -515,3 +515,13 @@ def configure_logs(configured: Configure) -> Iterator[Configure]:
     root.handlers[:] = saved[0]
     logging.basicConfig, logging.config.dictConfig = saved[1], saved[2]
     root.setLevel(saved[3])
+
+
+def test_a_capture_can_export_logs_and_takes_its_handler_off_after() -> None:
+    root = logging.getLogger()
+    with capture(logs="warning") as cap:
+        obs.configure(service="app-under-test")  # an app module configuring: logs stay on
+        with obs.span("request"):
+            logging.getLogger("test.obs.capture").warning("seen by the test")
+        assert [r["log.message"] for r in logs(cap)] == ["seen by the test"]
+    assert not any(isinstance(h, LogHandler) for h in root.handlers)
