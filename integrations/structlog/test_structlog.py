@@ -237,3 +237,44 @@ def test_an_event_that_cannot_be_exported_passes_through_counted(obs_capture: Ca
     assert out.getvalue().startswith("n=1")
     assert exported(obs_capture) == []
     assert obs_capture.metrics["obs.dropped"].points == {("log_failed",): 1}
+
+
+def test_structlog_through_stdlib_logging_is_exported_by_the_root_handler(
+    obs_capture: Capture,
+) -> None:
+    """``configure(logs=)`` (as ``obs run`` sets it) with structlog's stdlib integration: the
+    record holds the event dict; the export takes its event and exception, not its other keys."""
+    structlog.configure(
+        processors=[
+            structlog.stdlib.add_logger_name,
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(processor=structlog.processors.JSONRenderer())
+    )
+    root = logging.getLogger()
+    root.addHandler(handler)
+    obs.configure(logs="warning")  # inside the capture: the root handler exports to it
+    try:
+        log = structlog.get_logger("app.bridge")
+        with obs.span("request"):
+            log.warning("provider slow", user_email="bob@example.com")
+            try:
+                raise TimeoutError("upstream timed out")
+            except TimeoutError:
+                log.exception("giving up")
+    finally:
+        obs.configure(logs="off")
+        root.removeHandler(handler)
+    warning, error = exported(obs_capture)
+    assert (warning["log.logger"], warning["log.message"]) == ("app.bridge", "provider slow")
+    assert "bob@example.com" not in json.dumps(obs_capture.records)
+    assert (error["log.message"], error["exception.type"]) == ("giving up", "TimeoutError")
+    assert json.loads(out.getvalue().splitlines()[0])["user_email"] == "bob@example.com"

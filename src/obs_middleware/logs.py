@@ -258,11 +258,20 @@ class LogHandler(logging.Handler):
             if is_ours(record.name) or skipped_here():
                 return
             exc_info = record.exc_info
+            exc = exc_info[1] if exc_info else None
+            msg = record.msg
+            if type(msg) is dict and "event" in msg and not record.args:
+                # structlog through stdlib logging (``ProcessorFormatter.wrap_for_formatter``):
+                # the record holds the event dict; its other keys stay in the app's own log.
+                message = str(msg["event"])
+                exc = exc or _exception(msg.get("exc_info"), "")
+            else:
+                message = _message(record)
             export_log(
                 record.levelname,
                 record.name,
-                _message(record),
-                exc_info[1] if exc_info else None,
+                message,
+                exc,
                 (record.pathname, record.lineno, record.funcName),
             )
         except Exception:
