@@ -6,7 +6,8 @@ encoding cost ~40 µs per span; benchmarks/test_throughput.py). What a span reco
 what the record path gives (``otlp.to_otel_spans`` over ``to_records``, encoded by the SDK): the
 same attributes in the same order (renamed to current semantic conventions, ``error.type``,
 ``enduser.id``, ``obs.tier``, ``obs.request_id``, ``obs.status``), times at µs precision, the
-status and the ``exception`` event. Two fields say more than the record path can: ``flags``
+status and the ``exception`` event, and an AI span's ``gen_ai.*`` attributes (``_otlp_genai``).
+Two fields say more than the record path can: ``flags``
 marks a parent as remote only when it came over the wire (the record path marks every parent
 remote), and ``trace_state`` carries the ``tracestate`` received with it. A test decodes the
 bytes with the official generated classes and compares them with the SDK's on arbitrary spans.
@@ -29,6 +30,7 @@ import orjson
 
 from .._core import span as _span
 from .._record import FIXED_KEYS, IDENTITY_KEYS
+from ._otlp_genai import TRIGGER, genai_attributes
 
 __all__ = [
     "RENAMED",
@@ -357,6 +359,8 @@ class SpanEncoder:
                     else:
                         f = None
                     add(f if f is not None else self._attribute(entry, value, kind))
+                if TRIGGER in item.attrs:  # an AI span: the GenAI conventions' names too
+                    self._genai(item.attrs, add)
                 status = item.status
                 if status == "ok" or status is None or status == "":
                     status_field = _STATUS_OK
@@ -429,6 +433,19 @@ class SpanEncoder:
                 cache[value] = field
                 self._cached += 1
         return field
+
+    def _genai(self, attrs: dict[str, Any], add: Callable[[bytes], None]) -> None:
+        # After the span's own attributes, as the record path appends them; one it set is kept.
+        keys = self._keys
+        for key, value in genai_attributes(attrs):
+            if attrs.get(key) is not None:
+                continue
+            entry = keys.get(key)
+            if entry is None:
+                entry = self._key(key)
+            kind = type(value)
+            f = entry[1].get(value) if kind is str else None
+            add(f if f is not None else self._attribute(entry, value, kind))
 
     def _trace(self, local: _span.LocalTrace) -> bytes:
         # The fields a trace's spans share: its user, tier and request id attributes (in the

@@ -69,6 +69,7 @@ from .._json import json_default, jsonable, valid_text
 from .._record import FIXED_KEYS, IDENTITY_KEYS, Record, instance_id, to_records
 from .._record import Resource as RecordResource
 from .._version import __version__
+from ._otlp_genai import TRIGGER, genai_attributes
 from ._otlp_proto import RENAMED as _RENAMED
 from ._otlp_proto import SpanEncoder, request, resource_message, scope_message, varint
 from ._otlp_session import (
@@ -161,6 +162,10 @@ def to_otel_spans(
         end = start + round((rec.get("duration_ms") or 0.0) * 1_000_000)
         status_name = rec.get("status") or "ok"
         attrs = _attributes(rec)
+        if TRIGGER in rec:  # an AI span: the GenAI conventions' names too
+            for key, value in genai_attributes(rec):
+                if key not in attrs:
+                    attrs[key] = _value(value)
         events = [
             Event(
                 ev.get("name", "event"),
