@@ -490,6 +490,8 @@ def test_ai_spans_of_any_shape_equal_the_record_path(
         "ai.output_tokens": tokens,
         "ai.response_id": tokens,
     }
-    items = build({**ai, **attrs}, "ai.request", "ok", "client", (None, None), (None,) * 3, [], True, None)
+    items = build(
+        {**ai, **attrs}, "ai.request", "ok", "client", (None, None), (None,) * 3, [], True, None
+    )
     exporter = make_exporter()
     assert spans_of(ours(exporter, items)) == reference(exporter, items)

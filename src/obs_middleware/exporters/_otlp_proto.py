@@ -298,8 +298,13 @@ class SpanEncoder:
         self._request = _entry("obs.request_id")
         self._status = _entry("obs.status")
 
-    def encode(self, items: Iterable[_span.Span | _span.Event]) -> list[str]:
-        """The ``ScopeSpans.spans`` field of each span, as latin-1 text (events are skipped).
+    def encode(
+        self,
+        items: Iterable[_span.Span | _span.Event],
+        events: list[_span.Event] | None = None,
+    ) -> list[str]:
+        """The ``ScopeSpans.spans`` field of each span, as latin-1 text (point events are
+        appended to ``events`` when given, else skipped).
 
         Text, so the delivery layer can spool a batch as JSON; ``request`` joins them.
         """
@@ -314,6 +319,8 @@ class SpanEncoder:
         append = out.append
         for item in items:
             if type(item) is not span_type:
+                if events is not None:
+                    events.append(item)  # type: ignore[arg-type]
                 continue
             local = item.local
             pid = item.parent_id
