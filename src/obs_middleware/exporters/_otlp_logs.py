@@ -72,7 +72,8 @@ def log_items(
             continue
         name = str(rec.get("name"))
         attrs = attributes_of(rec)
-        record = LogRecord(time_unix_nano=ns(rec["start"]))
+        at = ns(rec["start"])
+        record = LogRecord(time_unix_nano=at, observed_time_unix_nano=at)
         trace_hex, span_hex = rec.get("trace_id"), rec.get("span_id")
         if trace_hex and span_hex:
             record.trace_id = bytes.fromhex(trace_hex)
