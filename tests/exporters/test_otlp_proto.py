@@ -495,3 +495,18 @@ def test_ai_spans_of_any_shape_equal_the_record_path(
     )
     exporter = make_exporter()
     assert spans_of(ours(exporter, items)) == reference(exporter, items)
+
+
+def test_cached_genai_fields_give_way_to_a_spans_own(finished: list[Any]) -> None:
+    plain = {"ai.provider": "openai", "ai.operation": "chat", "ai.model": "m"}
+    for attrs in (plain, plain, {**plain, "gen_ai.request.model": "own"}, plain):
+        with _span.Span("ai.request", dict(attrs), "client"):
+            pass
+    exporter = make_exporter()
+    spans: list[PbSpan] = []
+    for item in finished:  # one batch each: the first ones cache, the third names its own
+        spans += spans_of(ours(exporter, [item]))
+    assert spans == reference(exporter, finished)
+    own = {a.key: a.value.string_value for a in spans[2].attributes}
+    assert own["gen_ai.request.model"] == "own"
+    assert [a.key for a in spans[2].attributes].count("gen_ai.request.model") == 1

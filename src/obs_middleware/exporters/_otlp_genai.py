@@ -35,7 +35,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["TRIGGER", "genai_attributes", "operation_name"]
+__all__ = [
+    "TRIGGER",
+    "genai_attributes",
+    "head_attributes",
+    "operation_name",
+    "tail_attributes",
+]
 
 # The attribute that makes a span an AI span (set by every ``ai_call``).
 TRIGGER = "ai.provider"
@@ -60,7 +66,6 @@ _BY_MODALITY = {
     "video": "generate_content",
 }
 _TEXT = (
-    ("ai.model", "gen_ai.request.model"),
     ("ai.response_model", "gen_ai.response.model"),
     ("ai.response_id", "gen_ai.response.id"),
 )
@@ -77,6 +82,10 @@ _NUMBERS = (
     ("ai.input.top_p", "gen_ai.request.top_p"),
 )
 
+TAIL_SOURCES = frozenset(
+    [source for source, _ in (*_TEXT, *_COUNTS, *_NUMBERS)] + ["ai.finish_reason"]
+)
+
 
 def operation_name(operation: str, modality: Any) -> str:
     """``gen_ai.operation.name`` of one of our AI operations (and the call's ``ai.modality``)."""
@@ -86,20 +95,28 @@ def operation_name(operation: str, modality: Any) -> str:
     return name
 
 
-def genai_attributes(attrs: Mapping[str, Any]) -> list[tuple[str, Any]]:
-    """The ``gen_ai.*`` attributes of an AI span's attributes (or record), in a fixed order.
-
-    Called only for spans that have ``TRIGGER``; reads ``ai.*`` keys only.
-    """
-    get = attrs.get
+def head_attributes(
+    provider: Any, operation: Any, modality: Any, model: Any
+) -> list[tuple[str, Any]]:
+    """The leading ``gen_ai.*`` attributes: those of a call's provider, operation and model
+    (the same for many calls: the span path caches their encoding)."""
     out: list[tuple[str, Any]] = []
-    provider = get("ai.provider")
     if type(provider) is str:
         out.append(("gen_ai.provider.name", provider))
         out.append(("gen_ai.system", provider))
-    operation = get("ai.operation")
     if type(operation) is str:
-        out.append(("gen_ai.operation.name", operation_name(operation, get("ai.modality"))))
+        out.append(("gen_ai.operation.name", operation_name(operation, modality)))
+    if type(model) is str:
+        out.append(("gen_ai.request.model", model))
+    return out
+
+
+def tail_attributes(attrs: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The ``gen_ai.*`` attributes after ``head_attributes``: response and usage."""
+    out: list[tuple[str, Any]] = []
+    if TAIL_SOURCES.isdisjoint(attrs):  # a call without response fields: one pass
+        return out
+    get = attrs.get
     for source, target in _TEXT:
         value = get(source)
         if type(value) is str:
@@ -116,3 +133,15 @@ def genai_attributes(attrs: Mapping[str, Any]) -> list[tuple[str, Any]]:
         if type(value) is float or type(value) is int:
             out.append((target, value))
     return out
+
+
+def genai_attributes(attrs: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The ``gen_ai.*`` attributes of an AI span's attributes (or record), in a fixed order.
+
+    Called only for spans that have ``TRIGGER``; reads ``ai.*`` keys only.
+    """
+    get = attrs.get
+    head = head_attributes(
+        get("ai.provider"), get("ai.operation"), get("ai.modality"), get("ai.model")
+    )
+    return head + tail_attributes(attrs)

@@ -30,7 +30,7 @@ import orjson
 
 from .._core import span as _span
 from .._record import FIXED_KEYS, IDENTITY_KEYS
-from ._otlp_genai import TRIGGER, genai_attributes
+from ._otlp_genai import TRIGGER, genai_attributes, head_attributes, tail_attributes
 
 __all__ = [
     "RENAMED",
@@ -297,6 +297,9 @@ class SpanEncoder:
         self._tier = _entry("obs.tier")
         self._request = _entry("obs.request_id")
         self._status = _entry("obs.status")
+        self._own_genai = False  # has a span named an attribute gen_ai.* (see ``_genai``)
+        self._genai_heads: dict[tuple[Any, ...], bytes] = {}
+        self._genai_entries: dict[str, _Entry] = {}
 
     def encode(
         self,
@@ -411,6 +414,8 @@ class SpanEncoder:
     def _key(self, key: str) -> _Entry:
         if type(key) is not str or key in _SPECIAL:
             raise _Fallback
+        if key.startswith("gen_ai."):
+            self._own_genai = True
         entry = _entry(RENAMED.get(key, key))
         if len(self._keys) < _MAX_KEYS:
             self._keys[key] = entry
@@ -442,16 +447,51 @@ class SpanEncoder:
         return field
 
     def _genai(self, attrs: dict[str, Any], add: Callable[[bytes], None]) -> None:
-        # After the span's own attributes, as the record path appends them; one it set is kept.
-        keys = self._keys
-        for key, value in genai_attributes(attrs):
-            if attrs.get(key) is not None:
+        # After the span's own attributes, as the record path appends them. Until a span names
+        # an attribute ``gen_ai.*`` itself (then each is checked: the span's own is kept), the
+        # fields of a provider, operation and model are encoded once.
+        if self._own_genai:
+            self._genai_fields(genai_attributes(attrs), attrs, add)
+            return
+        get = attrs.get
+        head_key = (get("ai.provider"), get("ai.operation"), get("ai.modality"), get("ai.model"))
+        try:
+            head = self._genai_heads.get(head_key)
+            cacheable = True
+        except TypeError:  # an unhashable value (then no text value either: nothing cached)
+            head, cacheable = None, False
+        if head is None:
+            # Keys equal but of other types (1, 1.0, True) give no field: only text is copied.
+            parts: list[bytes] = []
+            self._genai_fields(head_attributes(*head_key), None, parts.append)
+            head = b"".join(parts)
+            if cacheable and len(self._genai_heads) < _MAX_VALUES:
+                self._genai_heads[head_key] = head
+        add(head)
+        tail = tail_attributes(attrs)
+        if tail:
+            self._genai_fields(tail, None, add)
+
+    def _genai_fields(
+        self,
+        fields: list[tuple[str, Any]],
+        attrs: dict[str, Any] | None,
+        add: Callable[[bytes], None],
+    ) -> None:
+        entries = self._genai_entries  # apart from ``_keys``: ``_key`` sees a span's own
+        for key, value in fields:
+            if attrs is not None and attrs.get(key) is not None:
                 continue
-            entry = keys.get(key)
+            entry = entries.get(key)
             if entry is None:
-                entry = self._key(key)
+                entry = entries[key] = _entry(key)  # a fixed set of names
             kind = type(value)
-            f = entry[1].get(value) if kind is str else None
+            if kind is str:
+                f = entry[1].get(value)
+            elif kind is int:
+                f = entry[2].get(value)
+            else:
+                f = None
             add(f if f is not None else self._attribute(entry, value, kind))
 
     def _trace(self, local: _span.LocalTrace) -> bytes:
