@@ -6,6 +6,9 @@ integrations/otlp."""
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -251,3 +254,56 @@ def test_stop_waiting_cancels_a_call_in_flight_and_spools_it(
     spool = Spool(str(tmp_path), 1 << 20, 1.0)
     found = [item for batch in spool.batches() for item in batch]
     assert len(found) == 1  # the encoded span, kept for the next run
+
+
+def test_tls_with_the_collectors_certificate(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if shutil.which("openssl") is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI=true but no openssl to make the test certificate")
+        pytest.skip("no openssl to make the test certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    received: list[bytes] = []
+
+    def export(request: bytes, context: grpc.ServicerContext) -> bytes:
+        received.append(request)
+        return b""
+
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "opentelemetry.proto.collector.trace.v1.TraceService",
+                {"Export": grpc.unary_unary_rpc_method_handler(export)},
+            ),
+        )
+    )
+    credentials = grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())])
+    port = server.add_secure_port("127.0.0.1:0", credentials)
+    server.start()
+    try:
+        options = DeliveryOptions(spool_dir=None, max_attempts=1)
+        untrusted = OTLPExporter(
+            f"https://localhost:{port}", protocol="grpc", metrics=False, delivery=options
+        )
+        untrusted.export_spans(finished(1), RESOURCE)
+        assert received == []  # the system's CAs do not know this certificate
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", str(cert))
+        exporter = OTLPExporter(f"grpcs://localhost:{port}", metrics=False, delivery=options)
+        exporter.export_spans(finished(1), RESOURCE)
+        (body,) = received
+        assert ExportTraceServiceRequest.FromString(body).resource_spans[0].scope_spans[0].spans
+        exporter.shutdown()
+        untrusted.shutdown()
+    finally:
+        server.stop(None)
