@@ -307,3 +307,24 @@ def test_tls_with_the_collectors_certificate(
         untrusted.shutdown()
     finally:
         server.stop(None)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_sends_on_a_channel_of_its_own(collector: GrpcCollector) -> None:
+    options = DeliveryOptions(spool_dir=None, max_attempts=1)
+    exporter = OTLPExporter(collector.url, protocol="grpc", metrics=False, delivery=options)
+    exporter.export_spans(finished(1), RESOURCE)  # the parent's channel is open
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            exporter.after_fork()
+            exporter.export_spans(finished(2), RESOURCE)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    exporter.export_spans(finished(1), RESOURCE)  # the parent's channel still works
+    assert len(collector.spans()) == 4
+    exporter.shutdown()

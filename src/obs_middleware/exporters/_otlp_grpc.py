@@ -129,6 +129,7 @@ class GrpcChannel:
             else None
         )
         self._channel: grpc.Channel | None = None
+        self._forked: list[grpc.Channel] = []
         self._calls: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -178,7 +179,9 @@ class GrpcChannel:
             channel.close()
 
     def after_fork(self) -> None:
-        """In a forked child: forget the parent's channel unused (a new one on the next call)."""
+        """In a forked child: leave the parent's channel unused (a new one on the next call)."""
+        if self._channel is not None:  # kept, never closed nor collected here: not the child's
+            self._forked.append(self._channel)
         self._channel = None
         self._calls = {}
         self._lock = threading.Lock()
