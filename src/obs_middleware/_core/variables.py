@@ -64,8 +64,14 @@ OTHER_VARIABLES: tuple[Variable, ...] = (
         "exporters/otlp.py",
         "`http/protobuf`",
         "`grpc`: exporter `otlp` sends over OTLP/gRPC (extra `otlp-grpc`), as does a "
-        "`otlp:grpc://host:4317` spec (`grpcs://`: TLS). `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` "
-        "first; another value is warned about and HTTP is used.",
+        "`otlp:grpc://host:4317` spec (`grpcs://`: TLS). Another value is warned about and "
+        "HTTP is used.",
+    ),
+    Variable(
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "exporters/otlp.py",
+        "",
+        "As `OTEL_EXPORTER_OTLP_PROTOCOL` (read first): the protocol of exporter `otlp`.",
     ),
     Variable(
         "OBS_PROMETHEUS_HOST",

@@ -345,7 +345,8 @@ class OTLPExporter:
             )
         except Exception:  # as a span that cannot be encoded: lost, and counted
             _log.debug("obs-middleware: OTLP could not encode events", exc_info=True)
-            dropped.add((f"exporter_error:{self.name}",), 1)
+            lost = sum(1 for rec in records if rec.get("type") == "event")
+            dropped.add((f"exporter_error:{self.name}",), lost)
             return []
 
     def _sdk_span(self, span: _span.Span, flags: int, trace_state: str | None) -> bytes | None:
