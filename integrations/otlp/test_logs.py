@@ -1,4 +1,4 @@
-"""Point events (``obs.emit``, an application log event, job lifecycle) exported as OTLP log
+"""Point events (``obs.emit``, application logs, job lifecycle) exported as OTLP log
 records, over HTTP and gRPC, reach the real collector (rotel) with the trace and span ids of the
 span they happened in; read from rotel's debug log (Phoenix takes no logs).
 
@@ -7,12 +7,20 @@ Verified with rotel 0.0.1a15.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 import uuid
 
+import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 
 import obs_middleware as obs
+from obs_middleware import ObsMiddleware
 from obs_middleware.exporters.otlp import OTLPExporter
 
 from .conftest import exporting_to
@@ -68,3 +76,40 @@ def test_a_log_event_and_a_job_event_reach_the_collector_in_their_trace(otlp_pee
     assert f"Span ID        : {job.span.span_id:016x}" in record
     assert "job.id: Str(job-" in record
     assert "duration_ms: Double(" in record
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_a_warning_logged_in_a_request_reaches_the_collector_with_its_trace_id(
+    otlp_peers, protocol
+):
+    # ``configure(logs="warning")``: the root LogHandler, a real Starlette app behind ObsMiddleware.
+    url = otlp_peers["OBS_OTLP_GRPC_URL" if protocol == "grpc" else "OBS_OTLP_URL"]
+    marker = f"payment provider slow ({protocol}, {uuid.uuid4().hex})"
+    seen: dict[str, str] = {}
+
+    async def pay(request: Request) -> PlainTextResponse:
+        span = obs.current_span()
+        assert span is not None
+        seen["trace_id"] = span.trace_hex
+        logging.getLogger("app.payments").warning("%s", marker)
+        logging.getLogger("app.payments").info("below the level: not exported")
+        return PlainTextResponse("ok")
+
+    app = ObsMiddleware(Starlette(routes=[Route("/pay", pay, methods=["POST"])]))
+    exporter = OTLPExporter(url, protocol=protocol, metrics=False)
+    with exporting_to(exporter, service="logs-app", environment="ci", logs="warning"):
+
+        async def call() -> int:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+                return (await client.post("/pay")).status_code
+
+        assert asyncio.run(call()) == 200
+        assert obs.flush(10)
+    section = rotel_section(otlp_peers["OBS_ROTEL_LOG"], marker)
+    at = section.index(marker)
+    log = section[section.rindex("ScopeLogs #", 0, at) : at + 600]
+    assert "InstrumentationScope app.payments" in log
+    assert "SeverityNumber: SEVERITY_NUMBER_WARN(13)" in log
+    assert f"Trace ID       : {seen['trace_id']}" in log
+    assert "below the level" not in section
