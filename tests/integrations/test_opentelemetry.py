@@ -95,7 +95,7 @@ def test_otel_sees_the_obs_span_as_its_current_span(obs_capture: Capture, bridge
     assert trace.get_current_span() is trace.INVALID_SPAN
     with obs.span("obs.request") as ours:
         seen = trace.get_current_span()
-        assert isinstance(seen, bridge.ObsSpan) and seen.obs_span is ours
+        assert isinstance(seen, bridge.ObsSpan)
         assert ids(seen) == (ours.trace_id, ours.span_id)
         assert not seen.is_recording()
         carrier: dict[str, str] = {}
@@ -304,3 +304,23 @@ def test_a_failing_context_lookup_returns_opentelemetrys_own(
         with caplog.at_level(logging.WARNING, "obs_middleware"):
             assert trace.get_current_span() is trace.INVALID_SPAN
     assert "internal error in opentelemetry get_current" in caplog.text
+
+
+def test_without_an_sdk_otel_spans_carry_our_ids_and_hide_nothing(
+    obs_capture: Capture, bridged: None
+) -> None:
+    """With the OpenTelemetry API alone, its spans are non-recording (with the parent's context)
+    or invalid: either way ours stays the one propagated and the parent of our spans."""
+    with obs.span("obs.request") as ours:
+        for made in (
+            trace.NoOpTracer().start_as_current_span("otel.noop"),
+            trace.use_span(trace.INVALID_SPAN),
+        ):
+            with made as theirs:
+                assert not theirs.is_recording()
+                carrier: dict[str, str] = {}
+                propagate.inject(carrier)
+                assert carrier["traceparent"] == f"00-{ours.trace_id:032x}-{ours.span_id:016x}-01"
+                with obs.span("obs.inner") as inner:
+                    pass
+                assert inner.parent_id == ours.span_id

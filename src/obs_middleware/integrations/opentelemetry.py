@@ -2,8 +2,8 @@
 
 An obs span (``obs.span``, the middleware's server span, an integration's span) started while an
 OpenTelemetry span is the innermost current span takes it as parent: its trace id, its span id
-as ``parent_id``, its sampled flag and ``tracestate``, as an incoming ``traceparent`` would. The
-other way, while an obs span is the innermost, OpenTelemetry's current span is a
+as ``parent_id``, its sampled flag and ``tracestate``, as an incoming ``traceparent`` would (and
+over one: the OpenTelemetry span, which continued the caller, is the nearer parent). The other way, while an obs span is the innermost, OpenTelemetry's current span is a
 ``NonRecordingSpan`` of our ids, so a span any OpenTelemetry tracer starts there is its child
 (sampled as our trace is), and OpenTelemetry's propagators and log correlation carry our ids.
 Nested either way (obs → OTel → obs, OTel → obs → OTel), each span continues the innermost.
@@ -17,8 +17,15 @@ context with our span in it (built once per span and context, then cached on the
 OpenTelemetry span that records nothing (sampled out) between two obs spans of one trace is
 skipped, so an exported obs span never names an unexported parent.
 
-Cost with the integration on: one read of OpenTelemetry's context per obs span started (~0.2 µs)
-and one obs context read per OpenTelemetry ``get_current()``; off, one global read per span.
+Stacked with OpenTelemetry's ASGI middleware, whichever is outside makes the server span and
+the inner one's span is its child (OpenTelemetry's then an ``INTERNAL`` span, as it makes under any
+current span). An obs trace head-sampled out gives its OpenTelemetry children an unsampled parent:
+OpenTelemetry's parent-based sampler drops them, even when the tail rule later keeps ours.
+
+Cost with the integration on: each obs span start reads OpenTelemetry's context once, and one
+started right under an OpenTelemetry span also copies that span's ids; each OpenTelemetry
+``get_current()`` reads the obs context once more (its answer inside an obs span is cached).
+With it off (the default until ``instrument_all()``): one global read per span start.
 """
 
 from __future__ import annotations
@@ -54,9 +61,11 @@ _get_obs = _span.get_current
 
 class ObsSpan(NonRecordingSpan):
     """An obs span as OpenTelemetry sees it while it is the innermost: our trace and span ids,
-    our sampled flag and ``tracestate``; records nothing itself (``obs_span`` is the span)."""
+    our sampled flag and ``tracestate``; it records nothing itself."""
 
     def __init__(self, obs_span: _span.Span) -> None:
+        # No reference back to the obs span: the span caches contexts holding this object, and a
+        # cycle would leave every such span to the cycle collector.
         tracestate = obs_span.local.tracestate
         super().__init__(
             SpanContext(
@@ -67,12 +76,12 @@ class ObsSpan(NonRecordingSpan):
                 trace_state=TraceState.from_header([tracestate]) if tracestate else None,
             )
         )
-        self.obs_span = obs_span
 
 
-def _outer(note: Any) -> Any:
-    """The OpenTelemetry span current when an obs span started, from its note."""
-    return note[0] if type(note) is tuple else note
+def _valid(current: Any) -> bool:
+    """Whether ``current`` (a context's span value) is a span with a valid context: an invalid
+    one (a no-op tracer's, with no SDK installed) hides nothing."""
+    return isinstance(current, OtelSpan) and current.get_span_context().is_valid
 
 
 class _Bridged(_RuntimeContext):
@@ -90,25 +99,36 @@ class _Bridged(_RuntimeContext):
         self.inner.detach(token)
 
     def get_current(self) -> Context:
-        """The current context, holding the obs span if it is more recent than OpenTelemetry's."""
+        """The current context, holding the obs span if it is more recent than OpenTelemetry's.
+
+        The answer depends only on the obs span and OpenTelemetry's context object (immutable):
+        it is cached on the span, as ``(outer, context, answer, ObsSpan)`` in one tuple, so
+        threads sharing a span never see a torn pair.
+        """
         context = self.inner.get_current()
         obs_span = _get_obs()
         if obs_span is None:
             return context
         try:
             note = getattr(obs_span, "foreign", None)  # unset: started before the bridge
-            if type(note) is tuple and note[1] is context:
-                return note[2]  # type: ignore[no-any-return]
-            outer = _outer(note)
-            if context.get(_SPAN_KEY) is not outer:  # an OpenTelemetry span started since
-                return context
-            seen = note[2].get(_SPAN_KEY) if type(note) is tuple else ObsSpan(obs_span)
-            ours = Context({**context, _SPAN_KEY: seen})
-            obs_span.foreign = (outer, context, ours)  # one tuple: threads never see a mix
+            if type(note) is tuple:
+                if note[1] is context:
+                    return note[2]  # type: ignore[no-any-return]
+                outer, seen = note[0], note[3]
+            else:
+                outer, seen = note, None
+            current = context.get(_SPAN_KEY)
+            if current is not outer and _valid(current):
+                answer = context  # an OpenTelemetry span started since ours: it is innermost
+            else:
+                if seen is None:
+                    seen = ObsSpan(obs_span)
+                answer = Context({**context, _SPAN_KEY: seen})
+            obs_span.foreign = (outer, context, answer, seen)
         except Exception:
             internal_error("opentelemetry get_current", "context")
             return context
-        return ours
+        return answer
 
     def note(self, obs_span: _span.Span, parent: _span.Span | None) -> _span.RemoteParent | None:
         """``span.bridge``: note OpenTelemetry's current span on ``obs_span``; return it as the
