@@ -1,12 +1,13 @@
 """OpenTelemetry: obs spans and OpenTelemetry spans continue each other's traces in one process.
 
 An obs span (``obs.span``, the middleware's server span, an integration's span) started while an
-OpenTelemetry span is the innermost current span takes it as parent: its trace id, its span id
-as ``parent_id``, its sampled flag and ``tracestate``, as an incoming ``traceparent`` would (and
-over one: the OpenTelemetry span, which continued the caller, is the nearer parent). The other way, while an obs span is the innermost, OpenTelemetry's current span is a
-``NonRecordingSpan`` of our ids, so a span any OpenTelemetry tracer starts there is its child
-(sampled as our trace is), and OpenTelemetry's propagators and log correlation carry our ids.
-Nested either way (obs → OTel → obs, OTel → obs → OTel), each span continues the innermost.
+OpenTelemetry span is the innermost current span takes it as parent: its trace id, its span id as
+``parent_id``, its sampled flag and ``tracestate``, as an incoming ``traceparent`` would (and over
+one: the OpenTelemetry span, which continued the caller, is the nearer parent). The other way, while
+an obs span is the innermost, OpenTelemetry's current span is a ``NonRecordingSpan`` of our ids, so
+a span any OpenTelemetry tracer starts there is its child (sampled as our trace is), and
+OpenTelemetry's propagators and log correlation carry our ids. Nested either way (obs → OTel → obs,
+OTel → obs → OTel), each span continues the innermost.
 
 How: as each obs span starts, the core's ``span.bridge`` hook notes the OpenTelemetry span
 current then (on ``Span.foreign``); OpenTelemetry's current span is the more recent one exactly
@@ -17,8 +18,8 @@ context with our span in it (built once per span and context, then cached on the
 OpenTelemetry span that records nothing (sampled out) between two obs spans of one trace is
 skipped, so an exported obs span never names an unexported parent.
 
-Stacked with OpenTelemetry's ASGI middleware, whichever is outside makes the server span and
-the inner one's span is its child (OpenTelemetry's then an ``INTERNAL`` span, as it makes under any
+Stacked with OpenTelemetry's ASGI middleware, whichever is outside makes the server span and the
+inner one's span is its child (OpenTelemetry's then an ``INTERNAL`` span, as it makes under any
 current span). An obs trace head-sampled out gives its OpenTelemetry children an unsampled parent:
 OpenTelemetry's parent-based sampler drops them, even when the tail rule later keeps ours.
 
