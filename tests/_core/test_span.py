@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 import obs_middleware as obs
-from obs_middleware._core.span import Span, child_span, get_current
+from obs_middleware._core import span as _span
+from obs_middleware._core.span import RemoteParent, Span, child_span, get_current
 from obs_middleware.testing import Capture
 
 
@@ -308,3 +309,34 @@ def test_a_private_request_exports_frames_but_never_the_message(obs_capture) -> 
     assert record["error_message"] == "[PRIVATE]"
     assert "portrait" not in record["exception.stacktrace"]
     assert "test_span.py:" in record["exception.stacktrace"]
+
+
+def test_a_bridge_parents_spans_on_the_foreign_span_it_returns(
+    obs_capture: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The core's ``bridge`` hook: what it returns is the parent, at a root (over a W3C parent)
+    and between two spans of one trace (one LocalTrace); None leaves the obs parent."""
+    assert _span.bridge is None  # off by default
+    foreign: list[RemoteParent | None] = [RemoteParent(0xAB, 0xCD, False, "k=v")]
+    seen: list[tuple[str, str | None]] = []
+
+    def bridge(span: Span, parent: Span | None) -> RemoteParent | None:
+        seen.append((span.name, parent.name if parent is not None else None))
+        return foreign[0]
+
+    monkeypatch.setattr(_span, "bridge", bridge)
+    w3c = RemoteParent(0x11, 0x22, True, None)
+    with Span("root", {}, "server", w3c) as root:
+        assert (root.trace_id, root.parent_id, root.sampled) == (0xAB, 0xCD, False)
+        assert root.is_root and root.local.tracestate == "k=v" and root.local.buffer == []
+        foreign[0] = RemoteParent(0xAB, 0xEF, True, None)  # a foreign span of our trace
+        with Span("between", {}) as between:
+            assert between.parent_id == 0xEF and between.local is root.local
+            assert not between.sampled  # the trace's decision, not the foreign flag
+            foreign[0] = RemoteParent(0x99, 0x77, True, None)  # of another trace
+            with Span("other", {}) as other:
+                assert (other.trace_id, other.parent_id) == (0x99, 0x77) and other.is_root
+            foreign[0] = None
+            with Span("child", {}) as child:
+                assert child.parent_id == between.span_id
+    assert seen == [("root", None), ("between", "root"), ("other", "between"), ("child", "between")]

@@ -85,6 +85,11 @@ sample_threshold = 1 << 64
 # New local traces started so far (read by the adaptive sampler). Incremented without a lock: a
 # rare lost increment between threads only nudges a rate estimate.
 new_traces = 0
+# A context bridge to another tracer (the OpenTelemetry integration sets it): called as each span
+# starts, with its obs parent (or None), it notes what it needs on ``span.foreign`` and returns
+# the other tracer's current span when that is more recent than the parent, else None. None
+# when no bridge is installed: one global read per span. It never raises.
+bridge: Callable[[Span, Span | None], RemoteParent | None] | None = None
 
 
 class RemoteParent:
@@ -147,6 +152,7 @@ class Span:
     sampled: bool
     local: LocalTrace
     start_ns: int
+    foreign: Any  # the context bridge's note, set at start only while one is installed
 
     __slots__ = (
         "_remote",
@@ -156,6 +162,7 @@ class Span:
         "error_message",
         "error_type",
         "events",
+        "foreign",
         "kind",
         "local",
         "name",
@@ -194,7 +201,9 @@ class Span:
         """
         global new_traces
         parent = _current.get()
-        if parent is not None:
+        if bridge is not None and self._bridged(parent):
+            pass
+        elif parent is not None:
             self.trace_id = parent.trace_id
             self.parent_id = parent.span_id
             self.sampled = parent.sampled
@@ -231,6 +240,24 @@ class Span:
         return self
 
     __enter__ = start
+
+    def _bridged(self, parent: Span | None) -> bool:
+        """Take the bridge's foreign span as parent if it is the innermost; False if not."""
+        outer = bridge(self, parent) if bridge is not None else None
+        if outer is None:
+            return False
+        self.trace_id = outer.trace_id
+        self.parent_id = outer.span_id
+        if parent is not None and parent.trace_id == outer.trace_id:
+            # A foreign span between two of ours: one trace, one LocalTrace (user, tail buffer).
+            self.sampled = parent.sampled
+            self.local = parent.local
+        else:  # a local root, continuing the foreign span as it would a remote parent
+            self.sampled = outer.sampled
+            self.local = LocalTrace(self, outer.tracestate)
+            if not self.sampled:
+                self.local.buffer = []
+        return True
 
     def end(self, end_ns: int = 0) -> None:
         """End the span (at ``end_ns`` if given), restore the parent, and hand it to export."""

@@ -110,6 +110,8 @@ class Report(tuple[Outcome, ...]):
 # Filled as integration modules land; the order is the patch order.
 INTEGRATIONS: tuple[Integration, ...] = (
     Integration("logging", "logging", None, ""),
+    # Triggered by opentelemetry.trace: by then the context API it wraps is fully imported.
+    Integration("opentelemetry", "opentelemetry.trace", "opentelemetry-api", ">=1.20,<2"),
     Integration("sqlalchemy", "sqlalchemy", "sqlalchemy", ">=2.0,<2.2"),
     Integration("httpx", "httpx", "httpx", ">=0.24,<1"),
     Integration("requests", "requests", "requests", ">=2.28,<3"),
