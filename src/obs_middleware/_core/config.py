@@ -173,6 +173,7 @@ class Config:
     http: HttpOptions = field(default_factory=HttpOptions)
     redaction: RedactionOptions = field(default_factory=RedactionOptions)
     pricing: PricingOptions = field(default_factory=PricingOptions)
+    runtime_metrics: bool = True
 
     def __post_init__(self) -> None:
         for name in ("version", "worker_id", "machine_id"):
@@ -353,6 +354,12 @@ SETTINGS: tuple[Setting, ...] = (
         "pricing.file",
         "OBS_PRICING_FILE",
         "A JSON file of prices, applied before `prices`.",
+    ),
+    Setting(
+        "runtime_metrics",
+        "OBS_RUNTIME_METRICS",
+        "Process and runtime metrics (CPU, memory, file descriptors, threads, GC, asyncio loop "
+        "delay), read when metrics are collected. `0` turns them off.",
     ),
 )
 

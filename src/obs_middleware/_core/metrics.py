@@ -44,6 +44,7 @@ __all__ = [
     "HistogramView",
     "InFlight",
     "MetricSnapshot",
+    "Observed",
     "Registry",
     "Series",
     "Tally",
@@ -259,6 +260,24 @@ class Gauge(_Metric):
         pass  # nothing stored: values live in the observed objects
 
 
+class Observed(Gauge):
+    """A counter or up-down count read from ``callback`` at snapshot time (a process's CPU time,
+    its memory): ``kind`` tells the exporters which, as the OTel observable instruments do."""
+
+    def __init__(
+        self,
+        name: str,
+        label_names: Sequence[str],
+        callback: Callable[[], Mapping[Labels, float]],
+        kind: Kind,
+        *,
+        unit: str = "1",
+        description: str = "",
+    ) -> None:
+        super().__init__(name, label_names, callback, unit, description)
+        self.kind = kind
+
+
 class Series(deque[float]):
     """One label set of a histogram: the observations not folded in yet, and its row.
 
@@ -278,6 +297,15 @@ class Series(deque[float]):
         """Fold the queued observations into the row (bucketing, counting and summing in C)."""
         with self._histogram._lock:
             self._fold()
+
+    def try_fold(self) -> None:
+        """Fold unless the lock is held (a GC callback may run inside a fold: it never waits)."""
+        lock = self._histogram._lock
+        if lock.acquire(blocking=False):
+            try:
+                self._fold()
+            finally:
+                lock.release()
 
     def _fold(self) -> None:  # under the histogram's lock: only folds take from the queue
         count = len(self)
@@ -485,6 +513,26 @@ class Registry:
     ) -> Gauge:
         """Get or create a gauge whose values ``callback`` returns at snapshot time."""
         return self._add(Gauge(name, label_names, callback, unit, description))  # type: ignore[return-value]
+
+    def observed(
+        self,
+        name: str,
+        label_names: Sequence[str],
+        callback: Callable[[], Mapping[Labels, float]],
+        kind: Kind,
+        *,
+        unit: str = "1",
+        description: str = "",
+    ) -> Observed:
+        """Get or create a counter (``kind="counter"``) or up-down count read at snapshot time."""
+        return self._add(
+            Observed(name, label_names, callback, kind, unit=unit, description=description)
+        )  # type: ignore[return-value]
+
+    def remove(self, name: str) -> None:
+        """Forget the metric ``name`` (a feature turned off); no error if absent."""
+        with self._lock:
+            self._metrics.pop(name, None)
 
     def histogram(
         self,
