@@ -244,6 +244,7 @@ def restore(config: Config | None, pipeline: Pipeline | None) -> None:
             _span.on_finish = _first_use
             _span.may_export = _span.any_may
             _span.sample_threshold = head_threshold(1.0)
+            _runtime.enable(False)  # as before the first configuration
         else:
             _wire(config, pipeline)
 
