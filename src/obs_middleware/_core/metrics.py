@@ -44,7 +44,6 @@ __all__ = [
     "HistogramView",
     "InFlight",
     "MetricSnapshot",
-    "Observed",
     "Registry",
     "Series",
     "Tally",
@@ -228,7 +227,8 @@ class Gauge(_Metric):
     """A value per label set, read from ``callback`` at snapshot time (pool sizes, ratios).
 
     The callback returns ``{labels: value}``; if it raises, the snapshot has no points for this
-    gauge and the error is logged once.
+    gauge and the error is logged once. ``kind``: ``"counter"`` or ``"updown"`` for a sum read so
+    (a process's CPU time, its memory), as OTel's observable instruments.
     """
 
     kind: Kind = "gauge"
@@ -240,9 +240,12 @@ class Gauge(_Metric):
         callback: Callable[[], Mapping[Labels, float]],
         unit: str = "1",
         description: str = "",
+        *,
+        kind: Kind = "gauge",
     ) -> None:
         super().__init__(name, label_names, unit, description)
         self.callback = callback
+        self.kind = kind
         self._failed = False
 
     def _points(self) -> dict[Labels, float | HistogramPoint]:
@@ -258,24 +261,6 @@ class Gauge(_Metric):
 
     def reset(self) -> None:  # noqa: D102
         pass  # nothing stored: values live in the observed objects
-
-
-class Observed(Gauge):
-    """A counter or up-down count read from ``callback`` at snapshot time (a process's CPU time,
-    its memory): ``kind`` tells the exporters which, as the OTel observable instruments do."""
-
-    def __init__(
-        self,
-        name: str,
-        label_names: Sequence[str],
-        callback: Callable[[], Mapping[Labels, float]],
-        kind: Kind,
-        *,
-        unit: str = "1",
-        description: str = "",
-    ) -> None:
-        super().__init__(name, label_names, callback, unit, description)
-        self.kind = kind
 
 
 class Series(deque[float]):
@@ -510,24 +495,13 @@ class Registry:
         callback: Callable[[], Mapping[Labels, float]],
         unit: str = "1",
         description: str = "",
-    ) -> Gauge:
-        """Get or create a gauge whose values ``callback`` returns at snapshot time."""
-        return self._add(Gauge(name, label_names, callback, unit, description))  # type: ignore[return-value]
-
-    def observed(
-        self,
-        name: str,
-        label_names: Sequence[str],
-        callback: Callable[[], Mapping[Labels, float]],
-        kind: Kind,
         *,
-        unit: str = "1",
-        description: str = "",
-    ) -> Observed:
-        """Get or create a counter (``kind="counter"``) or up-down count read at snapshot time."""
-        return self._add(
-            Observed(name, label_names, callback, kind, unit=unit, description=description)
-        )  # type: ignore[return-value]
+        kind: Kind = "gauge",
+    ) -> Gauge:
+        """Get or create a gauge (or ``kind`` counter, updown) whose values ``callback`` returns at
+        snapshot time."""
+        gauge = Gauge(name, label_names, callback, unit, description, kind=kind)
+        return self._add(gauge)  # type: ignore[return-value]
 
     def remove(self, name: str) -> None:
         """Forget the metric ``name`` (a feature turned off); no error if absent."""

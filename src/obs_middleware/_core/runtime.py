@@ -15,6 +15,14 @@ export) from ``/proc/self`` (Linux; other systems give what the standard library
 cost is per collection); the loop probe is a timer re-armed every ``PROBE_INTERVAL_S`` on the
 loop the ASGI middleware runs on (one boolean read per request until it is started). No thread.
 
+Several workers (Prometheus multiprocess mode, ``exporters/prometheus.py``): like every metric,
+these are summed per label set, with no ``pid`` label (worker restarts would grow the series
+without bound; Prometheus' ``instance`` already names the pod): counters over every worker since
+the directory was emptied (the service's CPU seconds, its GC collections), gauges over the live
+ones (the service's memory, descriptors, threads), histograms merged (GC pauses, loop delays).
+``prometheus_client``'s own multiprocess mode serves no process metrics at all. Over OTLP each
+process is its own ``service.instance.id`` and sends its own values.
+
 A forked child starts from zero: the kernel resets its CPU time, and the GC counts are read
 relative to the fork; the GC callback is installed once and inherited; the child's loop gets a
 probe of its own. ``enable(False)`` (``OBS_RUNTIME_METRICS=0``) removes the metrics and the hooks.
@@ -291,7 +299,7 @@ def enable(on: bool = True) -> None:
         enabled = on
         if on:
             for name, labels, callback, kind, unit, doc in _OBSERVED:
-                registry.observed(name, labels, callback, kind, unit=unit, description=doc)
+                registry.gauge(name, labels, callback, unit, doc, kind=kind)
             gc_hist = registry.histogram(
                 _GC_DURATION,
                 ("cpython.gc.generation",),
