@@ -59,7 +59,7 @@ def served_app(prometheus_url):
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     )
     thread = threading.Thread(target=server.run, daemon=True)
-    with capture(fixed=False):
+    with capture(fixed=False, runtime_metrics=True):
         thread.start()
         while not server.started:
             time.sleep(0.05)

@@ -4,15 +4,32 @@ lifespan startup or the first request, and stops it on lifespan shutdown."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import Any
+
+import pytest
 
 from obs_middleware._core import runtime
 from obs_middleware.middleware import ObsMiddleware
-from obs_middleware.testing import Capture
+from obs_middleware.testing import Capture, capture
 
 from .test_asgi import call, routed, scope_for
 
 Message = dict[str, Any]
+
+
+@pytest.fixture
+def obs_capture() -> Iterator[Capture]:
+    """A capture with runtime metrics on (``capture()`` leaves them off by default)."""
+    with capture(runtime_metrics=True) as cap:
+        yield cap
+
+
+async def test_a_plain_capture_leaves_runtime_metrics_off() -> None:
+    with capture():
+        assert not runtime.enabled and not runtime.probe_wanted
+        await call(ObsMiddleware(routed("/")), scope_for("/"))
+        assert runtime._probe is None
 
 
 async def test_the_first_request_starts_one_probe_on_its_loop(obs_capture: Capture) -> None:
