@@ -4,8 +4,10 @@ across the workers of multiprocess mode."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -98,3 +100,40 @@ def test_multiprocess_sums_cpu_of_every_worker_and_memory_of_live_ones(tmp_path)
     own_rss = own["process.memory.usage"].points[()]
     # gauges: live processes only (this one); a sum with the exited workers would double it
     assert got["process_resident_memory_bytes"] == pytest.approx(own_rss, rel=0.5)
+
+
+def rss_of(pid: int) -> float:
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@linux
+def test_uvicorn_workers_serve_the_sum_of_their_memory_and_both_loops(tmp_path):
+    from .test_prometheus import Workers, free_port, scrape  # noqa: PLC0415
+
+    metrics = free_port()
+    directory = tmp_path / "multiproc"
+    directory.mkdir()
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(directory)}
+    with Workers(tmp_path, f"prometheus:{metrics}", **env) as workers:
+        deadline = time.monotonic() + 30
+        while True:
+            workers.both_answered()  # each worker's first request starts its loop probe
+            pids = workers.worker_pids()
+            got = {
+                s.name: s.value
+                for family in text_string_to_metric_families(
+                    scrape(f"http://127.0.0.1:{metrics}/metrics")
+                )
+                for s in family.samples
+            }
+            rss = got.get("process_resident_memory_bytes", 0)
+            files = [n for n in os.listdir(directory) if n.endswith(".json")]
+            if len(files) == 2 and rss > 1.5 * max(map(rss_of, pids)):
+                break
+            assert time.monotonic() < deadline, f"{rss} of {[rss_of(p) for p in pids]}"
+            time.sleep(0.3)
+        assert rss < 1.5 * sum(map(rss_of, pids))  # the two live workers, summed
+        assert got["process_cpu_seconds_total"] > 0
+        assert got["process_thread_count"] >= 2
+        workers.assert_alive()
