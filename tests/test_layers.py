@@ -29,6 +29,8 @@ NEVER: dict[str, tuple[str, ...]] = {
     "_delivery": ("_setup", "_pipeline", "exporters", "middleware", "integrations", "testing"),
     "_pipeline": ("_setup", "exporters", "middleware", "integrations", "testing", "cli"),
     "exporters": ("_setup", "__init__", "middleware", "integrations", "testing", "cli"),
+    "logs": ("_setup", "_pipeline", "_delivery", "exporters", "middleware", "integrations"),
+    "_log_events": ("_setup", "_pipeline", "_delivery", "exporters", "middleware", "integrations"),
     "middleware": ("exporters", "integrations", "testing", "cli", "dashboard"),
     "integrations": ("exporters", "middleware", "testing", "cli", "dashboard"),
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -30,10 +31,11 @@ def clickhouse_url() -> str:
 
 
 @contextmanager
-def exporting_to(*exporters: Exporter) -> Iterator[None]:
-    """Configure ``exporters`` (real clock and ids) for a block; restore the previous setup."""
+def exporting_to(*exporters: Exporter, **configure_kw: Any) -> Iterator[None]:
+    """Configure ``exporters`` (real clock and ids; more ``configure`` options) for a block;
+    restore the previous setup."""
     registry.reset()
     options = PipelineOptions(interval_s=0.05, flush_on_sigterm=False)
-    config = _setup.build_config(exporters=list(exporters), pipeline=options)
+    config = _setup.build_config(exporters=list(exporters), pipeline=options, **configure_kw)
     with _setup.scoped(config, shutdown_timeout=5.0):
         yield

@@ -1,4 +1,4 @@
-"""rotel (OTLP/HTTP collector) forwarding to Arize Phoenix, as .ci/backends/otlp.sh starts them."""
+"""rotel (OTLP/HTTP and gRPC) forwarding to Arize Phoenix, as .ci/backends/otlp.sh starts them."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from obs_middleware._pipeline import Exporter
 
 @pytest.fixture
 def otlp_peers() -> dict[str, str]:
-    """rotel's OTLP base URL, Phoenix's URL and rotel's log: skip without, fail under CI."""
-    names = ("OBS_OTLP_URL", "OBS_PHOENIX_URL", "OBS_ROTEL_LOG")
+    """rotel's OTLP/HTTP and gRPC URLs, Phoenix's URL, rotel's log: skip without, fail under CI."""
+    names = ("OBS_OTLP_URL", "OBS_OTLP_GRPC_URL", "OBS_PHOENIX_URL", "OBS_ROTEL_LOG")
     missing = [n for n in names if not os.environ.get(n)]
     if missing:
         reason = (

@@ -1,5 +1,5 @@
-"""Spans through the official OTLP/HTTP exporter to rotel, forwarded to Arize Phoenix; metrics
-received by rotel.
+"""Spans through the OTLP exporter to rotel, forwarded to Arize Phoenix; metrics received by
+rotel, over OTLP/HTTP and OTLP/gRPC.
 
 Verified with opentelemetry-sdk / exporter-otlp-proto-http 1.45, rotel 0.0.1a15 (alpha10 binary),
 arize-phoenix 20.26.
@@ -62,10 +62,14 @@ def test_a_trace_arrives_whole_in_phoenix_with_parent_links(otlp_peers):
     assert by_name["POST /generate"]["status_code"] == "OK"
 
 
-def test_metrics_and_resource_reach_the_collector(otlp_peers):
-    exporter = OTLPExporter(otlp_peers["OBS_OTLP_URL"], resource_attributes={"worker.id": "w-7"})
-    with exporting_to(exporter, service="otlp-metrics", version="1.0.0", environment="ci"):
-        http_duration.record(("GET", "/otlp-suite", "2xx"), 12.0)
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_metrics_and_resource_reach_the_collector(otlp_peers, protocol):
+    url = otlp_peers["OBS_OTLP_GRPC_URL" if protocol == "grpc" else "OBS_OTLP_URL"]
+    exporter = OTLPExporter(url, protocol=protocol, resource_attributes={"worker.id": "w-7"})
+    service = f"otlp-metrics-{protocol.replace('/', '-')}"
+    route = f"/otlp-suite-{protocol.replace('/', '-')}"
+    with exporting_to(exporter, service=service, version="1.0.0", environment="ci"):
+        http_duration.record(("GET", route, "2xx"), 12.0)
         with obs.span("tick"):
             pass
         assert obs.flush(10)  # flush sends the metrics too
@@ -74,12 +78,12 @@ def test_metrics_and_resource_reach_the_collector(otlp_peers):
     while time.monotonic() < deadline:
         with open(otlp_peers["OBS_ROTEL_LOG"], errors="replace") as f:
             log = f.read()
-        if "/otlp-suite" in log:
+        if route in log:
             break
         time.sleep(0.5)
     else:
         pytest.fail("rotel never logged our metrics")
-    section = log[log.rindex("service.name: Str(otlp-metrics)") - 2000 :]
+    section = log[log.rindex(f"service.name: Str({service})") - 2000 :]
     assert "service.version: Str(1.0.0)" in section
     assert "deployment.environment.name: Str(ci)" in section
     assert "worker.id: Str(w-7)" in section

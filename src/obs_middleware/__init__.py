@@ -29,6 +29,7 @@ from ._version import __version__ as __version__
 from .integrations._ai_api import AICall, ai_cache, ai_call, current_ai_call
 from .integrations._registry import Report, instrument_all, uninstrument_all
 from .integrations.sqlalchemy import instrument_sqlalchemy, uninstrument_sqlalchemy
+from .logs import LogHandler
 from .middleware import ObsMiddleware, ObsWSGIMiddleware
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "Exporter",
     "HttpOptions",
     "Job",
+    "LogHandler",
     "ObsMiddleware",
     "ObsWSGIMiddleware",
     "PipelineOptions",

@@ -49,6 +49,7 @@ from ._core.sampling import RateLimiter, head_threshold, make_export_test, make_
 from ._pipeline import Exporter, Pipeline
 from ._record import Resource
 from .exporters import ConsoleExporter, JsonlExporter, MemoryExporter
+from .logs import root_handler
 
 __all__ = ["configure", "current_config", "flush", "mark_private", "set_user", "shutdown"]
 
@@ -116,6 +117,7 @@ def configure(
     http: HttpOptions | None = None,
     redaction: RedactionOptions | None = None,
     pricing: PricingOptions | None = None,
+    logs: str | None = None,
     runtime_metrics: bool | None = None,
 ) -> Config:
     """Configure obs-middleware for this process; returns the effective ``Config``.
@@ -126,10 +128,13 @@ def configure(
     ``"memory"``, ``"none"``) or exporter objects. Every record carries ``service.version``,
     ``host.name``, ``service.instance.id`` (random, new in a forked child) and, when set,
     ``worker.id``/``machine.id`` (``OBS_WORKER_ID``/``OBS_MACHINE_ID``). ``pricing`` overrides or
-    extends the prices behind ``cost.usd``. Calling again replaces the configuration: what the
-    previous pipeline queued is flushed first. Inside ``obs_middleware.testing.capture()`` (the
-    ``obs_capture`` fixture) the capture keeps its exporter, sampling and pipeline options; the
-    rest applies until the capture ends. Raises ``ValueError`` on an invalid option.
+    extends the prices behind ``cost.usd``. ``logs="warning"`` (``OBS_LOGS``; default ``"off"``)
+    exports log records at that level and above through every exporter (a ``logs.LogHandler`` on
+    the root logger, removed when ``logs`` is off again or at ``shutdown()``). Calling again
+    replaces the configuration: what the previous pipeline queued is flushed first. Inside
+    ``obs_middleware.testing.capture()`` (the ``obs_capture`` fixture) the capture keeps its
+    exporter, sampling and pipeline options; the rest applies until the capture ends. Raises
+    ``ValueError`` on an invalid option.
     """
     options: dict[str, Any] = {
         "service": service,
@@ -143,6 +148,7 @@ def configure(
         "http": http,
         "redaction": redaction,
         "pricing": pricing,
+        "logs": logs,
         "runtime_metrics": runtime_metrics,
     }
     options.update(_pinned)  # pinned exporters are objects: the app's are never built
@@ -191,6 +197,7 @@ def activate(config: Config) -> Pipeline | None:
         _config, _pipeline = config, new
         _running()
         _wire(config, new)
+        _attach_logs(config.logs)
         _install_process_hooks(config.pipeline.flush_on_sigterm)
     return old
 
@@ -234,6 +241,11 @@ def _wire(config: Config, pipeline: Pipeline) -> None:
     _span.may_export = make_export_test(submit, config.sampling)
 
 
+def _attach_logs(level: str) -> None:
+    """The root logger's ``LogHandler`` at ``level`` (``"off"``: none); under ``_lock``."""
+    root_handler(None if level == "off" else level)
+
+
 def restore(config: Config | None, pipeline: Pipeline | None) -> None:
     """Reinstate a configuration and pipeline saved earlier (test helpers)."""
     global _config, _pipeline
@@ -244,9 +256,11 @@ def restore(config: Config | None, pipeline: Pipeline | None) -> None:
             _span.on_finish = _first_use
             _span.may_export = _span.any_may
             _span.sample_threshold = head_threshold(1.0)
+            _attach_logs("off")
             _runtime.enable(False)  # as before the first configuration
         else:
             _wire(config, pipeline)
+            _attach_logs(config.logs)
 
 
 @contextmanager
@@ -328,6 +342,8 @@ def shutdown(timeout: float | None = None) -> bool:
     deadline is counted in ``obs.dropped``. Called at exit and on SIGTERM; later spans are dropped
     and counted as ``closed``.
     """
+    with _lock:
+        _attach_logs("off")  # records logged from here on would be dropped as ``closed``
     pipeline = _pipeline
     if pipeline is None:
         return True

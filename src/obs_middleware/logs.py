@@ -1,19 +1,26 @@
-"""Log correlation: a JSON formatter for stdlib ``logging``, processors for ``structlog``.
+"""Logs: a JSON formatter for stdlib ``logging``, processors for ``structlog``, and log records
+exported through the pipeline.
 
 Each log line carries the ``trace_id``, ``span_id``, ``request_id`` and ``user_id`` of the span
 current where it was logged (null outside a span), so logs and traces join on ``trace_id``.
-Optionally, records at WARNING or above are also kept as events of that span (``log``, with
-level, logger and the scrubbed message, ``[PRIVATE]`` once the request is marked private), so
-they travel with the trace::
+
+Records at WARNING or above (by default) can also be exported by every exporter, as point events
+``log`` of the current span (``LogHandler``, ``ExportLogs``; ``configure(logs="WARNING")`` puts a
+``LogHandler`` on the root logger): never sampled out with their trace, message scrubbed of
+secrets, ``[PRIVATE]`` once the request is marked private. Or they can be kept as events *inside*
+the current span, travelling with the trace and sampled with it (``SpanEventHandler``,
+``SpanEvents``)::
 
     handler.setFormatter(JsonFormatter())                      # stdlib logging
-    logging.getLogger().addHandler(SpanEventHandler())          # WARNING+ as span events
+    logging.getLogger().addHandler(LogHandler())                # WARNING+ exported as events
 
-    structlog.configure(processors=[add_trace_context, SpanEvents(), JSONRenderer()])
+    structlog.configure(processors=[add_trace_context, ExportLogs(), JSONRenderer()])
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import logging
 import sys
 import time
@@ -23,8 +30,16 @@ from typing import Any
 from ._core.redact import PRIVATE, scrub_error, truncate
 from ._core.span import Span, current_span
 from ._json import dumps_json
+from ._log_events import CodeLocation, export_log, is_ours, log_failed, skipped_here
 
-__all__ = ["JsonFormatter", "SpanEventHandler", "SpanEvents", "add_trace_context"]
+__all__ = [
+    "ExportLogs",
+    "JsonFormatter",
+    "LogHandler",
+    "SpanEventHandler",
+    "SpanEvents",
+    "add_trace_context",
+]
 
 _IDS = ("trace_id", "span_id", "request_id", "user_id")
 # Attributes every LogRecord has: the rest came from ``extra=`` and is written as fields.
@@ -203,3 +218,223 @@ class SpanEvents:
 def _current_exception() -> str | None:
     exc = sys.exc_info()[1]
     return None if exc is None else type(exc).__qualname__
+
+
+def _level(level: int | str) -> int:
+    """A level number from a number or a name (``"warning"``, ``"WARNING"``); ValueError else."""
+    if isinstance(level, int):
+        return level
+    number = _LEVELS.get(level.lower())
+    if number is None:
+        raise ValueError(f"unknown log level {level!r}")
+    return number
+
+
+class LogHandler(logging.Handler):
+    """A logging handler that exports each record (WARNING and above by default) through the
+    pipeline: every exporter gets it as an event ``log`` of the span current where it was logged.
+
+    Fields: ``log.level``, ``log.logger``, ``log.message`` (secrets scrubbed as in error messages,
+    cut to 1,024 characters; ``[PRIVATE]`` in a private trace), ``code.file.path``,
+    ``code.line.number``, ``code.function.name`` and, for a record with an exception,
+    ``exception.type``, ``exception.message`` and ``exception.stacktrace``. Exported even when
+    the trace is sampled out. Records of ``obs_middleware`` loggers are skipped. It never raises:
+    a record it cannot export is counted (``obs.dropped{reason="log_failed"}``) and reported
+    once. ``configure(logs="WARNING")`` (``OBS_LOGS``) attaches one to the root logger; or
+    ``logging.getLogger().addHandler(LogHandler())``. Cost: per record at its level, never per
+    span.
+    """
+
+    def __init__(self, level: int | str = logging.WARNING) -> None:
+        super().__init__(_level(level))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Export ``record`` (unless it is ours, or logged while exporting)."""
+        try:
+            if _alone(self, record):
+                last = logging.lastResort  # what stdlib logging does when no handler is found
+                if last is not None and record.levelno >= last.level:
+                    last.handle(record)
+            if is_ours(record.name) or skipped_here():
+                return
+            exc_info = record.exc_info
+            exc = exc_info[1] if exc_info else None
+            msg = record.msg
+            if type(msg) is dict and "event" in msg and not record.args:
+                # structlog through stdlib logging (``ProcessorFormatter.wrap_for_formatter``):
+                # the record holds the event dict; its other keys stay in the app's own log.
+                message = str(msg["event"])
+                exc = exc or _exception(msg.get("exc_info"), "")
+            else:
+                message = _message(record)
+            export_log(
+                record.levelname,
+                record.name,
+                message,
+                exc,
+                (record.pathname, record.lineno, record.funcName),
+            )
+        except Exception:
+            log_failed()
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """Count and report once (never print to stderr, never raise)."""
+        log_failed()
+
+
+def _alone(handler: logging.Handler, record: logging.LogRecord) -> bool:
+    """Whether ``handler`` is the only one ``record`` meets: the root logger's only handler, and
+    no logger on the way to it has any. Stdlib logging would then have printed the record to
+    stderr (``logging.lastResort``): it still does, and our own warnings stay loud."""
+    root = logging.root
+    handlers = root.handlers
+    if len(handlers) != 1 or handlers[0] is not handler:
+        return False
+    logger = root.manager.loggerDict.get(record.name)
+    while isinstance(logger, logging.Logger) and logger is not root:
+        if logger.handlers:
+            return False
+        logger = logger.parent
+    return True
+
+
+def _message(record: logging.LogRecord) -> str:
+    try:
+        return record.getMessage()
+    except Exception:  # arguments that do not fit the format: the application's own bug
+        return str(record.msg)
+
+
+class ExportLogs:
+    """A structlog processor that exports events at ``level`` or above (WARNING by default)
+    through the pipeline, as ``LogHandler`` does for stdlib records: an event ``log`` of the
+    current span, whatever the trace's sampling.
+
+    ``log.message`` is the ``event`` (scrubbed, cut; ``[PRIVATE]`` in a private trace),
+    ``log.logger`` the ``logger`` key (``structlog.stdlib.add_logger_name``) or the wrapped
+    logger's name, ``exception.*`` from ``exc_info`` (place it before ``format_exc_info``), and
+    ``code.*`` from ``CallsiteParameterAdder``'s ``pathname``/``lineno``/``func_name`` when
+    present. The event dict passes through unchanged. With structlog routed through stdlib
+    logging, use this or a ``LogHandler``, not both (each would export the record).
+    """
+
+    def __init__(self, level: int | str = logging.WARNING) -> None:
+        self.level = _level(level)
+
+    def __call__(
+        self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        """Export the event when its level is high enough; return it unchanged."""
+        number = _LEVELS.get(method_name, logging.INFO)
+        if number < self.level:
+            return event_dict
+        try:
+            name = event_dict.get("logger") or getattr(logger, "name", None)
+            name = name if isinstance(name, str) else ""
+            if is_ours(name) or skipped_here():
+                return event_dict
+            export_log(
+                logging.getLevelName(number),
+                name,
+                str(event_dict.get("event", "")),
+                _exception(event_dict.get("exc_info"), method_name),
+                _callsite(event_dict),
+            )
+        except Exception:
+            log_failed()
+        return event_dict
+
+
+def _exception(exc_info: Any, method_name: str) -> BaseException | None:
+    if isinstance(exc_info, BaseException):
+        return exc_info
+    if isinstance(exc_info, tuple) and len(exc_info) == 3:
+        exc = exc_info[1]
+        return exc if isinstance(exc, BaseException) else None
+    if exc_info is True or (exc_info is None and method_name == "exception"):
+        return sys.exc_info()[1]
+    return None
+
+
+def _callsite(event_dict: MutableMapping[str, Any]) -> CodeLocation | None:
+    path, line, function = (event_dict.get(k) for k in ("pathname", "lineno", "func_name"))
+    if path is None and line is None and function is None:
+        return None
+    return (
+        path if isinstance(path, str) else None,
+        line if type(line) is int else None,
+        function if isinstance(function, str) else None,
+    )
+
+
+# -- the root logger's handler (``Config.logs``) ---------------------------------------------------
+_root_handler: LogHandler | None = None
+# The configuration functions that replace the root logger's handlers, wrapped while ours is on.
+_CONFIG_FUNCTIONS = (
+    ("logging", "basicConfig"),
+    ("logging.config", "dictConfig"),
+    ("logging.config", "fileConfig"),
+)
+_originals: dict[tuple[str, str], Any] = {}
+
+
+def root_handler(level: str | None) -> None:
+    """Keep one ``LogHandler`` on the root logger at ``level`` (None: take it off) (``configure``
+    calls this with ``Config.logs``; not thread-safe: the caller holds its lock).
+
+    While it is on, ``logging.basicConfig``, ``logging.config.dictConfig`` and ``fileConfig`` are
+    wrapped so the application's own configuration works as without it: ``basicConfig`` still
+    sees a root logger without handlers (else it would do nothing), and a configuration that
+    replaces the root's handlers keeps ours. A handler the application attached itself is never
+    touched.
+    """
+    global _root_handler
+    root = logging.getLogger()
+    handler = _root_handler
+    if level is None:
+        if handler is not None:
+            root.removeHandler(handler)
+            _root_handler = None
+            _unwrap_config_functions()
+        return
+    if handler is None:
+        handler = _root_handler = LogHandler(level)
+        _wrap_config_functions()
+    else:
+        handler.setLevel(_level(level))
+    root.addHandler(handler)  # a no-op when it is there already
+
+
+def _wrap_config_functions() -> None:
+    for module_name, name in _CONFIG_FUNCTIONS:
+        module = importlib.import_module(module_name)  # logging.config: only when logs export
+        original = getattr(module, name)
+        _originals[module_name, name] = original
+        setattr(module, name, _aside(original))
+
+
+def _unwrap_config_functions() -> None:
+    for (module_name, name), original in _originals.items():
+        module = sys.modules[module_name]
+        if getattr(getattr(module, name), "__wrapped__", None) is original:  # still ours on top
+            setattr(module, name, original)
+    _originals.clear()
+
+
+def _aside(original: Any) -> Any:
+    """``original`` run with our root handler set aside, then put back."""
+
+    @functools.wraps(original)
+    def configure_logging(*args: Any, **kwargs: Any) -> Any:
+        handler = _root_handler
+        if handler is None:
+            return original(*args, **kwargs)
+        root = logging.getLogger()
+        root.removeHandler(handler)
+        try:
+            return original(*args, **kwargs)
+        finally:
+            if _root_handler is handler:
+                root.addHandler(handler)
+
+    return configure_logging

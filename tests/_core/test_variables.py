@@ -56,6 +56,8 @@ def _sample(option: str) -> str:
         return "off" if default else "on"
     if isinstance(default, (int, float)):
         return "0.5" if option == "sampling.ratio" else "600"
+    if option == "logs":  # a level name
+        return "warning"
     return "x-sample"
 
 

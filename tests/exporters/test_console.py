@@ -106,3 +106,18 @@ def test_trace_header_names_the_identity_and_a_failed_span_shows_its_frames() ->
     assert header.endswith("  " + " ".join(f"{k}={v}" for k, v in identity().items()))
     frames = [line.split("! ", 1)[1] for line in out.getvalue().splitlines() if "! " in line]
     assert stack_ok("\n".join(frames))
+
+
+def test_a_log_event_prints_its_level_logger_and_message(obs_capture: Capture) -> None:
+    obs.emit(
+        "log",
+        **{
+            "log.level": "WARNING",
+            "log.logger": "app",
+            "log.message": "disk almost full",
+            "code.line.number": 7,
+        },
+    )
+    assert (
+        render(obs_capture.records) == "• log WARNING app: disk almost full  code.line.number=7\n"
+    )

@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
@@ -34,6 +35,7 @@ class Collector:
     def __init__(self) -> None:
         self.traces: list[ExportTraceServiceRequest] = []
         self.metrics: list[ExportMetricsServiceRequest] = []
+        self.logs: list[ExportLogsServiceRequest] = []
         self.script: list[int] = []
         c = self
 
@@ -47,6 +49,8 @@ class Collector:
                     c.traces.append(ExportTraceServiceRequest.FromString(body))
                 elif status == 200 and self.path == "/v1/metrics":
                     c.metrics.append(ExportMetricsServiceRequest.FromString(body))
+                elif status == 200 and self.path == "/v1/logs":
+                    c.logs.append(ExportLogsServiceRequest.FromString(body))
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

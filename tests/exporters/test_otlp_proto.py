@@ -194,6 +194,14 @@ _KEYS = st.one_of(
             "name",
             "user_id",
             "error_type",
+            # an AI span's (``gen_ai.*`` copies), and one such name set by the span itself
+            "ai.provider",
+            "ai.operation",
+            "ai.modality",
+            "ai.input_tokens",
+            "ai.finish_reason",
+            "ai.input.temperature",
+            "gen_ai.system",
         ]
     ),
     _TEXT,
@@ -281,7 +289,20 @@ _USUAL_VALUES = st.one_of(
     st.dictionaries(st.text(max_size=3), st.one_of(st.integers(0, 9), st.text()), max_size=2),
 )
 _USUAL_KEYS = st.one_of(
-    st.sampled_from(["http.method", "http.route", "http.status_code", "ai.model", "cost.usd"]),
+    st.sampled_from(
+        [
+            "http.method",
+            "http.route",
+            "http.status_code",
+            "ai.model",
+            "cost.usd",
+            "ai.provider",
+            "ai.operation",
+            "ai.output_tokens",
+            "ai.finish_reason",
+            "gen_ai.request.model",
+        ]
+    ),
     st.text(max_size=8).filter(lambda k: k not in _otlp_proto._SPECIAL),
 )
 _USUAL_TEXT = st.one_of(st.none(), st.text(max_size=8))
@@ -391,3 +412,101 @@ def test_through_the_pipeline_the_collector_receives_the_span_path(
         "enduser.id": "u1",
         "http.request.method": "GET",
     }
+
+
+def test_an_ai_span_carries_the_genai_conventions_on_both_paths(finished: list[Any]) -> None:
+    attrs = {
+        "ai.provider": "openai",
+        "ai.operation": "responses",
+        "ai.modality": "text",
+        "ai.model": "gpt-4o-mini",
+        "ai.response_model": "gpt-4o-mini-2024-07-18",
+        "ai.response_id": "resp-1",
+        "ai.finish_reason": "stop",
+        "ai.input_tokens": 12,
+        "ai.cached_tokens": 2,
+        "ai.output_tokens": 5,
+        "ai.input.temperature": 0.2,
+        "ai.input.max_tokens": 64,
+        "gen_ai.system": "mine",  # set by the app: kept as it is
+    }
+    with _span.Span("ai.request", dict(attrs), "client"):
+        pass
+    with _span.Span("ai.request", {"ai.provider": "replicate", "ai.operation": "run"}, "client"):
+        pass
+    with _span.Span("ai.request", {"ai.provider": 3, "ai.input_tokens": True}, "client"):
+        pass  # odd values: no copy, on either path
+    with _span.Span("plain", {"ai.model": "x"}):
+        pass  # not an AI span (no ai.provider): no gen_ai
+    exporter = make_exporter()
+    spans = spans_of(ours(exporter, finished))
+    assert exporter._encoder.fallbacks == 0
+    assert spans == reference(exporter, finished)
+    openai, replicate, odd, plain = ({a.key: a.value for a in s.attributes} for s in spans)
+    assert spans[0].kind == PbSpan.SPAN_KIND_CLIENT
+    assert {k: v for k, v in openai.items() if k.startswith("ai.")}.keys() == {
+        k for k in attrs if k.startswith("ai.")
+    }  # ai.* kept
+    genai = {k: v for k, v in openai.items() if k.startswith("gen_ai.")}
+    assert {k: v.string_value for k, v in genai.items() if v.HasField("string_value")} == {
+        "gen_ai.system": "mine",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
+        "gen_ai.response.id": "resp-1",
+    }
+    assert [v.string_value for v in genai["gen_ai.response.finish_reasons"].array_value.values] == [
+        "stop"
+    ]
+    assert {k: v.int_value for k, v in genai.items() if v.HasField("int_value")} == {
+        "gen_ai.usage.input_tokens": 12,
+        "gen_ai.usage.cache_read.input_tokens": 2,
+        "gen_ai.usage.output_tokens": 5,
+        "gen_ai.request.max_tokens": 64,
+    }
+    assert genai["gen_ai.request.temperature"].double_value == 0.2
+    assert replicate["gen_ai.operation.name"].string_value == "run"  # no modality: its own name
+    assert replicate["gen_ai.system"].string_value == "replicate"
+    assert not [k for k in odd if k.startswith("gen_ai.")]
+    assert not [k for k in plain if k.startswith("gen_ai.")]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    attrs=st.dictionaries(_KEYS, _VALUES, max_size=6),
+    provider=_VALUES,
+    operation=st.one_of(st.sampled_from(["chat", "images.edit", "run"]), _VALUES),
+    modality=st.one_of(st.sampled_from(["text", "image", "embedding"]), _VALUES),
+    tokens=_VALUES,
+)
+def test_ai_spans_of_any_shape_equal_the_record_path(
+    attrs: dict[Any, Any], provider: Any, operation: Any, modality: Any, tokens: Any
+) -> None:
+    ai = {
+        "ai.provider": provider,
+        "ai.operation": operation,
+        "ai.modality": modality,
+        "ai.output_tokens": tokens,
+        "ai.response_id": tokens,
+    }
+    items = build(
+        {**ai, **attrs}, "ai.request", "ok", "client", (None, None), (None,) * 3, [], True, None
+    )
+    exporter = make_exporter()
+    assert spans_of(ours(exporter, items)) == reference(exporter, items)
+
+
+def test_cached_genai_fields_give_way_to_a_spans_own(finished: list[Any]) -> None:
+    plain = {"ai.provider": "openai", "ai.operation": "chat", "ai.model": "m"}
+    for attrs in (plain, plain, {**plain, "gen_ai.request.model": "own"}, plain):
+        with _span.Span("ai.request", dict(attrs), "client"):
+            pass
+    exporter = make_exporter()
+    spans: list[PbSpan] = []
+    for item in finished:  # one batch each: the first ones cache, the third names its own
+        spans += spans_of(ours(exporter, [item]))
+    assert spans == reference(exporter, finished)
+    own = {a.key: a.value.string_value for a in spans[2].attributes}
+    assert own["gen_ai.request.model"] == "own"
+    assert [a.key for a in spans[2].attributes].count("gen_ai.request.model") == 1

@@ -178,3 +178,28 @@ def test_rows_from_spans_and_from_records_carry_the_identity_and_stack_trace_col
         assert len(rows) == 2
         assert all(r.items() >= columns.items() for r in rows)
         assert _identity.stack_ok(rows[0]["exception_stacktrace"])
+
+
+def test_a_log_event_is_a_row_with_its_trace_and_the_log_fields_in_attributes() -> None:
+    fields = {
+        "log.level": "ERROR",
+        "log.logger": "app",
+        "log.message": "giving up",
+        "exception.type": "TimeoutError",
+        "exception.stacktrace": "app.py:3 in render",
+        "code.line.number": 3,
+    }
+    parent = _span.Span("request", {}).start()
+    parent.deactivate()  # never ended: nothing is exported here
+    event = _span.Event("log", fields, parent)
+    (log_row,) = span_rows([event], RESOURCE)
+    assert (log_row["type"], log_row["name"]) == ("event", "log")
+    assert (log_row["trace_id"], log_row["span_id"]) == (parent.trace_hex, parent.span_hex)
+    assert log_row["exception_stacktrace"] == "app.py:3 in render"  # the failed spans' column
+    assert orjson.loads(log_row["attributes"]) == {
+        "log.level": "ERROR",
+        "log.logger": "app",
+        "log.message": "giving up",
+        "exception.type": "TimeoutError",
+        "code.line.number": 3,
+    }

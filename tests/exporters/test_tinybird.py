@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import logging
 import re
 from pathlib import Path
 from urllib.request import Request, urlopen
@@ -101,6 +102,34 @@ def test_the_pipeline_sends_rows_built_from_finished_spans(tb, configured):
     extra = orjson.loads(ai_row["attributes"])
     assert extra["seed"] == 42 and extra["events"][0]["position"] == 3
     assert (event_row["type"], event_row["job_id"]) == ("event", "j1")
+    assert tb.quarantine("obs_events") == []
+
+
+def test_log_events_land_as_rows_of_the_shipped_datasource(tb, configured):
+    exporter = TinybirdExporter(token="test-token", host=tb.url, delivery=FAST)
+    configured(exporters=[exporter], logs="warning")
+    with obs.span("GET /render", _kind="server") as root:
+        try:
+            raise TimeoutError("upstream timed out")
+        except TimeoutError:
+            logging.getLogger("app.render").exception("giving up")
+    assert obs.flush(5)
+    log_row, root_row = tb.rows("obs_events")
+    assert (log_row["type"], log_row["name"], log_row["trace_id"]) == (
+        "event",
+        "log",
+        root.trace_hex,
+    )
+    assert log_row["span_id"] == root_row["span_id"]
+    assert log_row["exception_stacktrace"].endswith(
+        "in test_log_events_land_as_rows_of_the_shipped_datasource"
+    )
+    extra = orjson.loads(log_row["attributes"])
+    assert (extra["log.level"], extra["log.logger"], extra["log.message"]) == (
+        "ERROR",
+        "app.render",
+        "giving up",
+    )
     assert tb.quarantine("obs_events") == []
 
 

@@ -309,7 +309,8 @@ async def test_no_planted_secret_reaches_any_exporter(
                 OTLPExporter(f"{url}/otlp", metrics_interval_s=0.0),
                 ClickHouseExporter(f"{url}/clickhouse"),
                 TinybirdExporter(token="test-token", host=tinybird.url),
-            ]
+            ],
+            logs="warning",  # the handlers' warnings are exported as log events too
         )
         engine = _database()
         try:
@@ -333,7 +334,7 @@ async def test_no_planted_secret_reaches_any_exporter(
 
     # The run happened and reached every output: each kind of failure, cleaned and private text.
     names = {r["name"] for r in memory.records}
-    assert {"GET /raise", "GET /db", "GET /requests", "GET /httpx", "GET /ai"} <= names
+    assert {"GET /raise", "GET /db", "GET /requests", "GET /httpx", "GET /ai", "log"} <= names
     for output, data in outputs.items():
         for marker in (*ERROR_TYPES, *([] if output == "console" else CLEANED)):
             assert marker in data, f"{output} lacks {marker!r}"

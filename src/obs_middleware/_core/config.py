@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar, cast
 
 __all__ = [
+    "LOG_LEVELS",
     "SETTINGS",
     "Config",
     "HttpOptions",
@@ -173,12 +174,22 @@ class Config:
     http: HttpOptions = field(default_factory=HttpOptions)
     redaction: RedactionOptions = field(default_factory=RedactionOptions)
     pricing: PricingOptions = field(default_factory=PricingOptions)
+    logs: str = "off"
     runtime_metrics: bool = True
 
     def __post_init__(self) -> None:
         for name in ("version", "worker_id", "machine_id"):
             value = getattr(self, name)
             _check(value is None or isinstance(value, str), f"{name} must be a string or None")
+        _check(
+            isinstance(self.logs, str) and self.logs.lower() in LOG_LEVELS,
+            f"logs must be one of {', '.join(LOG_LEVELS)} (any case)",
+        )
+        object.__setattr__(self, "logs", self.logs.lower())  # one spelling for the wiring
+
+
+# ``Config.logs``: "off", or the least level of the log records exported.
+LOG_LEVELS = ("off", "debug", "info", "warning", "error", "critical")
 
 
 def _check(ok: bool, message: str) -> None:
@@ -354,6 +365,15 @@ SETTINGS: tuple[Setting, ...] = (
         "pricing.file",
         "OBS_PRICING_FILE",
         "A JSON file of prices, applied before `prices`.",
+    ),
+    Setting(
+        "logs",
+        "OBS_LOGS",
+        "Export application log records at or above this level (`debug`, `info`, `warning`, "
+        "`error`, `critical`) through every exporter, as `log` events of the current trace "
+        "(never sampled out; messages scrubbed, `[PRIVATE]` in private requests): a "
+        "`LogHandler` on the root logger. `off`: none (`JsonFormatter` and `SpanEventHandler` "
+        "still work by hand).",
     ),
     Setting(
         "runtime_metrics",

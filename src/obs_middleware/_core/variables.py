@@ -56,8 +56,22 @@ OTHER_VARIABLES: tuple[Variable, ...] = (
     Variable(
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "exporters/otlp.py",
-        "`http://localhost:4318`",
-        "The OTLP/HTTP collector of exporter `otlp` without a URL (the OpenTelemetry variable).",
+        "`http://localhost:4318` (gRPC: `http://localhost:4317`)",
+        "The OTLP collector of exporter `otlp` without a URL (the OpenTelemetry variable).",
+    ),
+    Variable(
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "exporters/otlp.py",
+        "`http/protobuf`",
+        "`grpc`: exporter `otlp` sends over OTLP/gRPC (extra `otlp-grpc`), as does a "
+        "`otlp:grpc://host:4317` spec (`grpcs://`: TLS). Another value is warned about and "
+        "HTTP is used.",
+    ),
+    Variable(
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "exporters/otlp.py",
+        "",
+        "As `OTEL_EXPORTER_OTLP_PROTOCOL` (read first): the protocol of exporter `otlp`.",
     ),
     Variable(
         "OBS_PROMETHEUS_HOST",

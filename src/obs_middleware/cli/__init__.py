@@ -1,4 +1,4 @@
-"""The ``obs`` command: ``demo``, ``report``, ``dashboard``, ``check``.
+"""The ``obs`` command: ``demo``, ``report``, ``dashboard``, ``check``, ``assets``.
 
 The parser lives here; each subcommand's module (imported only when it runs, so ``obs --help``
 stays instant) has ``run(args) -> exit code``. A command whose libraries are not installed says
@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from ..exporters.sqlite import default_path
+from .assets import add_parser as _assets_parser
 
 __all__ = ["main"]
 
@@ -29,7 +30,7 @@ _NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="obs", description="obs-middleware: demo, report, dashboard, check."
+        prog="obs", description="obs-middleware: demo, report, dashboard, check, assets."
     )
     parser.add_argument("--version", action="version", version=f"obs-middleware {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -57,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="show what instrument_all() would patch here")
     check.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+    _assets_parser(sub)
     return parser
 
 

@@ -6,7 +6,8 @@ encoding cost ~40 µs per span; benchmarks/test_throughput.py). What a span reco
 what the record path gives (``otlp.to_otel_spans`` over ``to_records``, encoded by the SDK): the
 same attributes in the same order (renamed to current semantic conventions, ``error.type``,
 ``enduser.id``, ``obs.tier``, ``obs.request_id``, ``obs.status``), times at µs precision, the
-status and the ``exception`` event. Two fields say more than the record path can: ``flags``
+status and the ``exception`` event, and an AI span's ``gen_ai.*`` attributes (``_otlp_genai``).
+Two fields say more than the record path can: ``flags``
 marks a parent as remote only when it came over the wire (the record path marks every parent
 remote), and ``trace_state`` carries the ``tracestate`` received with it. A test decodes the
 bytes with the official generated classes and compares them with the SDK's on arbitrary spans.
@@ -29,6 +30,7 @@ import orjson
 
 from .._core import span as _span
 from .._record import FIXED_KEYS, IDENTITY_KEYS
+from ._otlp_genai import TRIGGER, genai_attributes, head_attributes, tail_attributes
 
 __all__ = [
     "RENAMED",
@@ -295,9 +297,17 @@ class SpanEncoder:
         self._tier = _entry("obs.tier")
         self._request = _entry("obs.request_id")
         self._status = _entry("obs.status")
+        self._own_genai = False  # has a span named an attribute gen_ai.* (see ``_genai``)
+        self._genai_heads: dict[tuple[Any, ...], bytes] = {}
+        self._genai_entries: dict[str, _Entry] = {}
 
-    def encode(self, items: Iterable[_span.Span | _span.Event]) -> list[str]:
-        """The ``ScopeSpans.spans`` field of each span, as latin-1 text (events are skipped).
+    def encode(
+        self,
+        items: Iterable[_span.Span | _span.Event],
+        events: list[_span.Event] | None = None,
+    ) -> list[str]:
+        """The ``ScopeSpans.spans`` field of each span, as latin-1 text (point events are
+        appended to ``events`` when given, else skipped).
 
         Text, so the delivery layer can spool a batch as JSON; ``request`` joins them.
         """
@@ -312,6 +322,8 @@ class SpanEncoder:
         append = out.append
         for item in items:
             if type(item) is not span_type:
+                if events is not None:
+                    events.append(item)  # type: ignore[arg-type]
                 continue
             local = item.local
             pid = item.parent_id
@@ -357,6 +369,8 @@ class SpanEncoder:
                     else:
                         f = None
                     add(f if f is not None else self._attribute(entry, value, kind))
+                if TRIGGER in item.attrs:  # an AI span: the GenAI conventions' names too
+                    self._genai(item.attrs, add)
                 status = item.status
                 if status == "ok" or status is None or status == "":
                     status_field = _STATUS_OK
@@ -400,6 +414,8 @@ class SpanEncoder:
     def _key(self, key: str) -> _Entry:
         if type(key) is not str or key in _SPECIAL:
             raise _Fallback
+        if key.startswith("gen_ai."):
+            self._own_genai = True
         entry = _entry(RENAMED.get(key, key))
         if len(self._keys) < _MAX_KEYS:
             self._keys[key] = entry
@@ -429,6 +445,54 @@ class SpanEncoder:
                 cache[value] = field
                 self._cached += 1
         return field
+
+    def _genai(self, attrs: dict[str, Any], add: Callable[[bytes], None]) -> None:
+        # After the span's own attributes, as the record path appends them. Until a span names
+        # an attribute ``gen_ai.*`` itself (then each is checked: the span's own is kept), the
+        # fields of a provider, operation and model are encoded once.
+        if self._own_genai:
+            self._genai_fields(genai_attributes(attrs), attrs, add)
+            return
+        get = attrs.get
+        head_key = (get("ai.provider"), get("ai.operation"), get("ai.modality"), get("ai.model"))
+        try:
+            head = self._genai_heads.get(head_key)
+            cacheable = True
+        except TypeError:  # an unhashable value (then no text value either: nothing cached)
+            head, cacheable = None, False
+        if head is None:
+            # Keys equal but of other types (1, 1.0, True) give no field: only text is copied.
+            parts: list[bytes] = []
+            self._genai_fields(head_attributes(*head_key), None, parts.append)
+            head = b"".join(parts)
+            if cacheable and len(self._genai_heads) < _MAX_VALUES:
+                self._genai_heads[head_key] = head
+        add(head)
+        tail = tail_attributes(attrs)
+        if tail:
+            self._genai_fields(tail, None, add)
+
+    def _genai_fields(
+        self,
+        fields: list[tuple[str, Any]],
+        attrs: dict[str, Any] | None,
+        add: Callable[[bytes], None],
+    ) -> None:
+        entries = self._genai_entries  # apart from ``_keys``: ``_key`` sees a span's own
+        for key, value in fields:
+            if attrs is not None and attrs.get(key) is not None:
+                continue
+            entry = entries.get(key)
+            if entry is None:
+                entry = entries[key] = _entry(key)  # a fixed set of names
+            kind = type(value)
+            if kind is str:
+                f = entry[1].get(value)
+            elif kind is int:
+                f = entry[2].get(value)
+            else:
+                f = None
+            add(f if f is not None else self._attribute(entry, value, kind))
 
     def _trace(self, local: _span.LocalTrace) -> bytes:
         # The fields a trace's spans share: its user, tier and request id attributes (in the

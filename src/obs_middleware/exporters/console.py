@@ -14,6 +14,7 @@ __all__ = ["ConsoleExporter"]
 _FIXED = frozenset(FIXED_KEYS)
 _STACK = "exception.stacktrace"
 _HIDDEN = frozenset({"span.kind", "events", "http.route", "http.method", _STACK, *IDENTITY_KEYS})
+_HIDDEN_OF_LOGS = _HIDDEN | {"log.level", "log.logger", "log.message"}  # on the line already
 _MAX_HELD_BATCHES = 2
 
 
@@ -98,8 +99,12 @@ class ConsoleExporter:
         return lines
 
     def _line(self, rec: Record) -> str:
+        hidden = _HIDDEN
         if rec["type"] == "event":
             text = f"• {rec['name']}"
+            if rec["name"] == "log" and "log.message" in rec:  # an application log record
+                text += f" {rec.get('log.level')} {rec.get('log.logger')}: {rec['log.message']}"
+                hidden = _HIDDEN_OF_LOGS
         else:
             text = f"{rec['name']}  {rec['duration_ms']:.3f} ms"
             if rec["status"] != "ok":
@@ -111,7 +116,7 @@ class ConsoleExporter:
             attrs = [
                 f"{k}={v}"
                 for k, v in rec.items()
-                if k not in _FIXED and k not in _HIDDEN and v is not None
+                if k not in _FIXED and k not in hidden and v is not None
             ]
             if attrs:
                 text += "  " + " ".join(attrs)

@@ -1,61 +1,54 @@
-"""OTLP exporter: spans and metrics to an OpenTelemetry collector over OTLP/HTTP (``[otlp]`` extra).
+"""OTLP exporter: spans, point events (as log records) and metrics to an OpenTelemetry collector,
+over OTLP/HTTP (``[otlp]`` extra) or OTLP/gRPC (``[otlp-grpc]``).
 
 The pipeline hands the exporter its finished spans (``export_spans``): ``_otlp_proto`` writes the
-``ExportTraceServiceRequest`` protobuf straight from them, on the export thread, and we post it
-(OTLP/HTTP, ``application/x-protobuf``). Records given to ``export`` (and spans that encoder leaves
-to it) take the record path: converted into the OpenTelemetry SDK's own ``ReadableSpan`` objects
-(``to_otel_spans``) and encoded by the SDK; a test holds both paths equal. The metrics core's
-snapshot becomes SDK ``MetricsData`` for ``OTLPMetricExporter`` (cumulative sums, gauges and
-explicit-bucket histograms, names and units as in the core). Every request goes through our
-session (``_otlp_session``): one request per export, its timeout ours; our delivery layer retries,
-adds the circuit breaker and the optional disk spool, and stops waiting at shutdown.
+``ExportTraceServiceRequest`` protobuf straight from them, on the export thread, and we send it
+(OTLP/HTTP ``application/x-protobuf`` posts, or a gRPC call: ``_otlp_grpc``). Records given to
+``export`` (and spans that encoder leaves to it) take the record path: converted into the
+OpenTelemetry SDK's own ``ReadableSpan`` objects (``to_otel_spans``) and encoded by the SDK; a test
+holds both paths equal. Point events (``obs.emit``, job lifecycle, application logs: the events
+named ``log``) become OTLP log records (``/v1/logs`` or the gRPC ``LogsService``; ``_otlp_logs``
+says how), in the trace of the span they happened in. The metrics core's snapshot becomes SDK
+``MetricsData`` (``_otlp_metrics``) for ``OTLPMetricExporter``, or the SDK's encoder over gRPC.
+Every request is one attempt (``_otlp_session``, ``_otlp_grpc``), its timeout ours; our delivery
+layer retries, adds the circuit breaker and the optional disk spool, and stops waiting at
+shutdown.
 
 Mapping: ids, parent links, kind, start/end, ``ok``/``error`` status (other statuses, such as
 ``content_violation``, are UNSET with ``obs.status``), span events, the error as an ``exception``
 event, attributes as they are except a few renamed to current semantic conventions
-(``http.method`` → ``http.request.method``, ``user_id`` → ``enduser.id``…); from spans, the
-``tracestate`` received and a parent marked remote only if it came over the wire. Resource:
-``service.name``, ``service.version``, ``deployment.environment.name``, ``service.instance.id``
-(unique per process), ``host.name``, ``process.pid``, plus ``resource_attributes`` and
-``OTEL_RESOURCE_ATTRIBUTES``. Point events (``obs.emit``) are not sent: OTLP has no span for them.
+(``http.method`` → ``http.request.method``, ``user_id`` → ``enduser.id``…), and an AI span's
+``gen_ai.*`` copies of its ``ai.*`` attributes (``_otlp_genai``: OTel GenAI conventions); from
+spans, the ``tracestate`` received and a parent marked remote only if it came over the wire.
+Resource: ``service.name``, ``service.version``, ``deployment.environment.name``,
+``service.instance.id`` (unique per process), ``host.name``, ``process.pid``, plus
+``resource_attributes`` and ``OTEL_RESOURCE_ATTRIBUTES``.
 """
 
 from __future__ import annotations
 
-import calendar
 import logging
 import os
 import socket
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
-
-import orjson
 
 try:
     import requests
     from opentelemetry import context as otel_context
+    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.metrics.export import (
-        AggregationTemporality,
-        Gauge,
-        Histogram,
-        HistogramDataPoint,
-        Metric,
         MetricExportResult,
         MetricsData,
-        NumberDataPoint,
         ResourceMetrics,
         ScopeMetrics,
-        Sum,
     )
     from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import Event, ReadableSpan
-    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-    from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
-    from opentelemetry.trace.status import Status, StatusCode
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "the OTLP exporter needs the OpenTelemetry SDK: pip install 'obs-middleware[otlp]'"
@@ -63,14 +56,20 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from .._core import span as _span
 from .._core.context import EXPORTING
-from .._core.metrics import HistogramPoint, MetricSnapshot, dropped, registry
-from .._delivery import Delivery, DeliveryOptions, Outcome, Result, classify_status
-from .._json import json_default, jsonable, valid_text
-from .._record import FIXED_KEYS, IDENTITY_KEYS, Record, instance_id, to_records
+from .._core.metrics import dropped, registry
+from .._delivery import AUTO_SPOOL, Delivery, DeliveryOptions, Outcome, Result, classify_status
+from .._json import valid_text
+from .._record import Record, instance_id, to_records
 from .._record import Resource as RecordResource
 from .._version import __version__
-from ._otlp_proto import RENAMED as _RENAMED
+from . import _otlp_logs
+from ._otlp_metrics import metric
 from ._otlp_proto import SpanEncoder, request, resource_message, scope_message, varint
+from ._otlp_records import SCOPE as _SCOPE
+from ._otlp_records import Times as _Times
+from ._otlp_records import attributes as _attributes
+from ._otlp_records import encodable as _encodable
+from ._otlp_records import to_otel_spans
 from ._otlp_session import (
     OtlpSession,
     Unanswered,
@@ -80,131 +79,13 @@ from ._otlp_session import (
     trace_settings,
 )
 
-__all__ = ["OTLPExporter", "to_otel_spans"]
+__all__ = ["PROTOCOLS", "OTLPExporter", "to_otel_spans"]
 
 _log = logging.getLogger("obs_middleware")
-_SCOPE = InstrumentationScope("obs_middleware", __version__)
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-_KINDS = {
-    "server": SpanKind.SERVER,
-    "client": SpanKind.CLIENT,
-    "producer": SpanKind.PRODUCER,
-    "consumer": SpanKind.CONSUMER,
-}
 _SCOPE_MESSAGE = scope_message(_SCOPE.name, _SCOPE.version)
-# Record keys carried by the span itself (ids, times, status) rather than as attributes: the
-# fixed keys not renamed into an attribute, and the kind and events.
-# The identity keys live in the resource (encoded once), never per span.
-_STRUCTURAL = (
-    frozenset(FIXED_KEYS).difference(_RENAMED) | {"span.kind", "events"} | frozenset(IDENTITY_KEYS)
-)
-
-
-_SCALARS = (str, bool, int, float)
-
-
-class _Times:
-    """RFC 3339 record times back to Unix ns, parsing each distinct second once."""
-
-    __slots__ = ("epoch", "prefix")
-
-    def __init__(self) -> None:
-        self.prefix = ""
-        self.epoch = 0
-
-    def ns(self, text: str) -> int:
-        prefix = text[:19]
-        if prefix != self.prefix:
-            self.prefix = prefix
-            self.epoch = calendar.timegm(time.strptime(prefix, "%Y-%m-%dT%H:%M:%S"))
-        frac = text[20:-1] if len(text) > 20 else ""
-        return self.epoch * 1_000_000_000 + (int(frac.ljust(9, "0")[:9]) if frac else 0)
-
-
-def _value(value: Any) -> Any:
-    if isinstance(value, _SCALARS):
-        return value
-    if isinstance(value, (list, tuple)) and all(isinstance(v, _SCALARS) for v in value):
-        # OTLP arrays are homogeneous: mixed ones become strings.
-        return list(value) if len({type(v) for v in value}) <= 1 else [str(v) for v in value]
-    if isinstance(value, dict):
-        return orjson.dumps(value, default=str).decode()
-    return str(value)
-
-
-def _attributes(rec: Record) -> dict[str, Any]:
-    attrs: dict[str, Any] = {}
-    for key, value in rec.items():
-        if value is None or key in _STRUCTURAL:
-            continue
-        attrs[_RENAMED.get(key, key)] = _value(value)
-    return attrs
-
-
-def to_otel_spans(
-    records: Sequence[Record], resource_for: Any, times: _Times | None = None
-) -> list[ReadableSpan]:
-    """Convert span records to SDK ``ReadableSpan`` objects (event records are skipped).
-
-    ``resource_for(service, environment)`` returns the ``Resource`` for a record.
-    """
-    times = times or _Times()
-    spans: list[ReadableSpan] = []
-    for rec in records:
-        if rec.get("type") != "span":
-            continue
-        trace_id = int(rec["trace_id"], 16)
-        context = SpanContext(trace_id, int(rec["span_id"], 16), False, _SAMPLED)
-        parent_hex = rec.get("parent_id")
-        parent = SpanContext(trace_id, int(parent_hex, 16), True, _SAMPLED) if parent_hex else None
-        start = times.ns(rec["start"])
-        end = start + round((rec.get("duration_ms") or 0.0) * 1_000_000)
-        status_name = rec.get("status") or "ok"
-        attrs = _attributes(rec)
-        events = [
-            Event(
-                ev.get("name", "event"),
-                {
-                    k: _value(v)
-                    for k, v in ev.items()
-                    if k not in ("name", "time") and v is not None
-                },
-                times.ns(ev["time"]) if ev.get("time") else start,
-            )
-            for ev in rec.get("events") or ()
-            if isinstance(ev, dict)
-        ]
-        if status_name == "ok":
-            status = Status(StatusCode.OK)
-        elif status_name == "error":
-            message = rec.get("error_message") or ""
-            status = Status(StatusCode.ERROR, f"{rec.get('error_type') or 'error'}: {message}")
-            events.append(
-                Event(
-                    "exception",
-                    {"exception.type": rec.get("error_type") or "", "exception.message": message},
-                    end,
-                )
-            )
-        else:
-            status = Status(StatusCode.UNSET)
-            attrs["obs.status"] = status_name
-        spans.append(
-            ReadableSpan(
-                rec["name"],
-                context=context,
-                parent=parent,
-                resource=resource_for(rec.get("service"), rec.get("environment")),
-                attributes=attrs,
-                events=events,
-                kind=_KINDS.get(rec.get("span.kind") or "", SpanKind.INTERNAL),
-                status=status,
-                start_time=start,
-                end_time=end,
-                instrumentation_scope=_SCOPE,
-            )
-        )
-    return spans
+_SCOPE_NAME = (_SCOPE.name, _SCOPE.version or "")
+_OK = Result(Outcome.OK)
+PROTOCOLS = ("http/protobuf", "grpc")
 
 
 class _LastResponse:
@@ -226,14 +107,38 @@ def _session(hook: _LastResponse, timeout: Callable[[], float]) -> OtlpSession:
     return session
 
 
+def _protocol(endpoint: str | None, protocol: str | None) -> str:
+    # A ``grpc://``/``grpcs://`` endpoint says gRPC; else the argument, else the OTel variables.
+    if endpoint and endpoint.lower().startswith(("grpc://", "grpcs://")):
+        return "grpc"
+    if protocol is not None:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"OTLP protocol {protocol!r} (known: {', '.join(PROTOCOLS)})")
+        return protocol
+    env = (
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    ).strip()
+    if env not in PROTOCOLS:
+        _log.warning("obs-middleware: OTLP protocol %r is not supported: using http/protobuf", env)
+        return "http/protobuf"
+    return env
+
+
 class OTLPExporter:
-    """Send spans (and, every ``metrics_interval_s``, metrics) to an OTLP/HTTP endpoint.
+    """Send spans, point events (as log records) and, every ``metrics_interval_s``, metrics to
+    an OTLP collector over HTTP or gRPC.
 
     ``endpoint``: the collector's base URL (default ``OTEL_EXPORTER_OTLP_ENDPOINT``, else
-    ``http://localhost:4318``); ``/v1/traces`` and ``/v1/metrics`` are appended. ``headers``:
-    e.g. an API key for a hosted backend. ``resource_attributes``: added to the resource (a
-    worker or machine id, …). ``metrics=False`` sends spans only. ``timeout_s``: per request.
-    Delivery (retry, breaker, spool) follows ``delivery`` or the ``OBS_*`` variables.
+    ``http://localhost:4318``, or ``http://localhost:4317`` for gRPC); over HTTP ``/v1/traces``,
+    ``/v1/logs`` and ``/v1/metrics`` are appended. ``protocol``: ``http/protobuf`` or ``grpc``
+    (default ``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL``, else HTTP; a ``grpc://`` or ``grpcs://``
+    endpoint means gRPC, ``https://``/``grpcs://`` with TLS). ``headers``: e.g. an API key for a
+    hosted backend (gRPC metadata). ``resource_attributes``: added to the resource (a worker or
+    machine id, …). ``metrics=False`` sends no metrics, ``logs=False`` no point events.
+    ``timeout_s``: per request. Delivery (retry, breaker, spool) follows ``delivery`` or the
+    ``OBS_*`` variables, for spans and for events alike (one spool each).
 
     With the collector down (connections refused), ``obs.flush()`` returns promptly: a batch
     costs one round of delivery retries (``backoff_s``, doubling, ``max_attempts``), and nothing
@@ -247,22 +152,32 @@ class OTLPExporter:
         self,
         endpoint: str | None = None,
         *,
+        protocol: str | None = None,
         headers: Mapping[str, str] | None = None,
         resource_attributes: Mapping[str, Any] | None = None,
         metrics: bool = True,
+        logs: bool = True,
         metrics_interval_s: float = 10.0,
         timeout_s: float = 5.0,
         delivery: DeliveryOptions | None = None,
     ) -> None:
-        base = (
-            endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "http://localhost:4318"
-        ).rstrip("/")
+        self.protocol = _protocol(endpoint, protocol)
+        grpc = self.protocol == "grpc"
+        default = "http://localhost:4317" if grpc else "http://localhost:4318"
+        base = (endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or default).rstrip("/")
         self.endpoint = base
         self._headers = dict(headers or {})
         self.timeout_s = timeout_s
+        self.logs = logs
         self._response = _LastResponse()
-        self._traces_url = f"{base}/v1/traces"
-        self._session, self._metrics = self._clients(metrics)
+        self._urls = {signal: f"{base}/v1/{signal}" for signal in ("traces", "logs")}
+        self._grpc: Any = None
+        if grpc:
+            from ._otlp_grpc import GrpcChannel  # noqa: PLC0415 - the optional extra
+
+            self._grpc = GrpcChannel(base, self._headers)
+        self._metrics_on = metrics
+        self._session, self._metrics = self._clients()
         quiet_sdk_logs(OTLPSpanExporter, OTLPMetricExporter)
         self.metrics_interval_s = metrics_interval_s
         self.extra_resource = dict(resource_attributes or {})
@@ -277,14 +192,29 @@ class OTLPExporter:
         options = delivery or DeliveryOptions.from_env(self.name)
         destination = "\n".join([base, *sorted(f"{k}:{v}" for k, v in self._headers.items())])
         self.delivery = Delivery(
-            self.name, self.send, options, interrupt=abort_all, destination=destination
+            self.name, self.send, options, interrupt=self._interrupt, destination=destination
         )
+        # Events: a delivery and spool of their own (their items are another message); a spool
+        # folder given outright gets a ``logs`` folder inside for them.
+        log_options = options
+        if options.spool_dir and options.spool_dir != AUTO_SPOOL:
+            log_options = replace(options, spool_dir=os.path.join(options.spool_dir, "logs"))
+        self.log_delivery = Delivery(
+            self.name,
+            self.send_logs,  # type: ignore[arg-type]  # takes the encoded items it is given
+            log_options,
+            interrupt=self._interrupt,
+            destination=destination + "\nlogs",
+        )
+        # One collector: one breaker, and one warning about its failures.
+        self.log_delivery.breaker = self.delivery.breaker
+        self.log_delivery._warn = self.delivery._warn  # type: ignore[method-assign]
 
-    def _clients(self, metrics: bool) -> tuple[OtlpSession, OTLPMetricExporter | None]:
-        # Our session for the traces we post, the SDK's exporter for metrics.
+    def _clients(self) -> tuple[OtlpSession, OTLPMetricExporter | None]:
+        # Our session for the traces and logs we post, the SDK's exporter for metrics (HTTP).
         session = _session(self._response, self._request_timeout)
         self._post_headers, self._compression = trace_settings(session, self._headers)
-        if not metrics:
+        if not self._metrics_on or self._grpc is not None:
             return session, None
         return session, OTLPMetricExporter(
             endpoint=f"{self.endpoint}/v1/metrics",
@@ -292,6 +222,14 @@ class OTLPExporter:
             timeout=self.timeout_s,
             session=_session(_LastResponse(), self._request_timeout),
         )
+
+    def _interrupt(self) -> None:
+        # Cut what is in flight (shutdown): HTTP connections, gRPC calls.
+        abort_all()
+        if self._grpc is not None:
+            from ._otlp_grpc import abort_all as abort_calls  # noqa: PLC0415
+
+            abort_calls()
 
     # -- resource --------------------------------------------------------------------------------
     def bind(self, resource: RecordResource) -> None:
@@ -318,38 +256,7 @@ class OTLPExporter:
             res = self._resources[key] = Resource.create(attrs)
         return res
 
-    # -- spans -----------------------------------------------------------------------------------
-    def send(self, items: Sequence[Record] | Sequence[str], timeout: float) -> Result:
-        """Post one batch (called by the delivery layer): span records, or encoded spans
-        (``export_spans``; spooled as they are)."""
-        if not items:
-            return Result(Outcome.OK)
-        if isinstance(items[0], str):
-            body = self._request(items)  # type: ignore[arg-type]
-        else:
-            spans = to_otel_spans(_encodable(items), self.resource, self._times)  # type: ignore[arg-type]
-            if not spans:
-                return Result(Outcome.OK)
-            body = encode_spans(spans).SerializeToString()
-        self._response.status = None
-        token = otel_context.attach(
-            otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True)
-        )
-        try:
-            body = compress(body, self._compression)
-            self._session.post_body(self._traces_url, self._post_headers, body, timeout)
-        except Unanswered:  # failed: the status (if any) says how
-            pass
-        finally:
-            otel_context.detach(token)
-        status = self._response.status
-        if status is None:  # no answer at all: refused, reset, timed out
-            return Result(Outcome.RETRY, None, "OTLP export failed (no response)")
-        if status < 300:
-            return Result(Outcome.OK)
-        return classify_status(status, self._response.retry_after, f"OTLP HTTP {status}")
-
-    def _request(self, spans: Sequence[str]) -> bytes:
+    def _resource_message(self) -> tuple[bytes, str]:
         bound = self._bound
         key = (bound.service, bound.environment) if bound is not None else (None, None)
         message = self._resource_messages.get(key)
@@ -357,25 +264,90 @@ class OTLPExporter:
             resource = self.resource(*key)
             message = (resource_message(resource.attributes), resource.schema_url or "")
             self._resource_messages[key] = message
+        return message
+
+    # -- sending ---------------------------------------------------------------------------------
+    def send(self, items: Sequence[Record] | Sequence[str], timeout: float) -> Result:
+        """Send one batch of spans (called by the delivery layer): span records, or encoded
+        spans (``export_spans``; spooled as they are)."""
+        if not items:
+            return _OK
+        if isinstance(items[0], str):
+            body = self._request(items)  # type: ignore[arg-type]
+        else:
+            spans = to_otel_spans(_encodable(items), self.resource, self._times)  # type: ignore[arg-type]
+            if not spans:
+                return _OK
+            body = encode_spans(spans).SerializeToString()
+        return self._send("traces", body, timeout)
+
+    def send_logs(self, items: Sequence[str], timeout: float) -> Result:
+        """Send one batch of encoded log records (called by the events' delivery layer)."""
+        if not items:
+            return _OK
+        resource, schema_url = self._resource_message()
+        return self._send("logs", _otlp_logs.request(resource, items, schema_url), timeout)
+
+    def _send(self, signal: str, body: bytes, timeout: float) -> Result:
+        token = otel_context.attach(
+            otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True)
+        )
+        try:
+            if self._grpc is not None:
+                result: Result = self._grpc.call(signal, body, timeout)
+                return result
+            self._response.status = None
+            try:
+                body = compress(body, self._compression)
+                self._session.post_body(self._urls[signal], self._post_headers, body, timeout)
+            except Unanswered:  # failed: the status (if any) says how
+                pass
+        finally:
+            otel_context.detach(token)
+        status = self._response.status
+        if status is None:  # no answer at all: refused, reset, timed out
+            return Result(Outcome.RETRY, None, "OTLP export failed (no response)")
+        if status < 300:
+            return _OK
+        return classify_status(status, self._response.retry_after, f"OTLP HTTP {status}")
+
+    def _request(self, spans: Sequence[str]) -> bytes:
+        message = self._resource_message()
         return request(message[0], _SCOPE_MESSAGE, spans, message[1])
 
+    # -- the pipeline's calls --------------------------------------------------------------------
     def export(self, records: Sequence[Record]) -> None:
-        """Deliver one batch of span records; send metrics when due."""
+        """Deliver one batch of records (spans; events as log records); send metrics when due."""
         self.delivery.deliver(records)
+        if self.logs and any(rec.get("type") == "event" for rec in records):
+            self.log_delivery.deliver(self._log_items(records))  # type: ignore[arg-type]
         self._metrics_due()
 
     def export_spans(
         self, items: Iterable[_span.Span | _span.Event], resource: RecordResource
     ) -> None:
-        """Deliver one batch of finished spans (the pipeline's span path); send metrics when due.
-
-        Point events are skipped, as in ``to_otel_spans``.
-        """
+        """Deliver one batch of finished spans and events (the pipeline's span path); send
+        metrics when due."""
         if resource is not self._bound:
             self.bind(resource)
+        events: list[_span.Event] = []
         # Delivery takes any JSON-able items (spooled as JSON): here encoded spans as text.
-        self.delivery.deliver(self._encoder.encode(items))  # type: ignore[arg-type]
+        self.delivery.deliver(self._encoder.encode(items, events))  # type: ignore[arg-type]
+        if events and self.logs:
+            logs = self._log_items(to_records(events, resource))
+            self.log_delivery.deliver(logs)  # type: ignore[arg-type]
         self._metrics_due()
+
+    def _log_items(self, records: Sequence[Record]) -> list[str]:
+        try:
+            return _otlp_logs.log_items(
+                _encodable(records), _SCOPE_NAME, _attributes, self._times.ns
+            )
+        except Exception:  # as a span that cannot be encoded: lost, and counted
+            _log.debug("obs-middleware: OTLP could not encode events", exc_info=True)
+            lost = sum(1 for rec in records if rec.get("type") == "event")
+            dropped.add((f"exporter_error:{self.name}",), lost)
+            return []
 
     def _sdk_span(self, span: _span.Span, flags: int, trace_state: str | None) -> bytes | None:
         # A span the encoder leaves to the record path: its ``ScopeSpans.spans`` field.
@@ -396,7 +368,7 @@ class OTLPExporter:
         return b"\x12" + varint(len(data)) + data
 
     def _metrics_due(self) -> None:
-        if self._metrics is not None:
+        if self._metrics_on:
             now = time.monotonic()
             if now - self._metrics_sent >= self.metrics_interval_s:
                 self._metrics_sent = now
@@ -411,13 +383,13 @@ class OTLPExporter:
         metrics = [
             m
             for snap in registry.snapshot().values()
-            if (m := _metric(snap, self._start_ns, now)) is not None
+            if (m := metric(snap, self._start_ns, now)) is not None
         ]
         return MetricsData([ResourceMetrics(resource, [ScopeMetrics(_SCOPE, metrics, "")], "")])
 
     def send_metrics(self) -> bool:
         """Export the metrics now; False if the collector did not take them."""
-        if self._metrics is None or not self.delivery.breaker.allow():
+        if not self._metrics_on or not self.delivery.breaker.allow():
             return False
         data = self.metrics_data()
         token = otel_context.attach(
@@ -425,104 +397,68 @@ class OTLPExporter:
         )
         exporting = EXPORTING.set(True)
         try:
-            ok = self._metrics.export(data, timeout_millis=self.timeout_s * 1000)
+            if self._grpc is not None:
+                body = encode_metrics(data).SerializeToString()
+                result = self._grpc.call("metrics", body, self._request_timeout())
+                ok = result.outcome is Outcome.OK
+            else:
+                assert self._metrics is not None
+                exported = self._metrics.export(data, timeout_millis=self.timeout_s * 1000)
+                ok = exported is MetricExportResult.SUCCESS
         except Exception:  # metrics are cumulative: the next export carries them
-            ok = MetricExportResult.FAILURE
+            ok = False
         finally:
             EXPORTING.reset(exporting)
             otel_context.detach(token)
-        if ok is not MetricExportResult.SUCCESS and not self._metrics_warned:
+        if not ok and not self._metrics_warned:
             self._metrics_warned = True
             _log.warning("obs-middleware: OTLP metrics export to %s failed", self.endpoint)
-        return ok is MetricExportResult.SUCCESS
+        return ok
 
     def _request_timeout(self) -> float:
         # Shorter once the process stops waiting on backends (see ``Delivery.timeout``).
         return min(self.timeout_s, self.delivery.timeout())
 
     def flush(self) -> None:
-        """Replay the spool, send the metrics."""
+        """Replay the spools, send the metrics."""
         self.delivery.flush()
-        if self._metrics is not None:
+        self.log_delivery.flush()
+        if self._metrics_on:
             self._metrics_sent = time.monotonic()
             self.send_metrics()
 
     def shutdown(self) -> None:
-        """Seal the spool; close the session and the SDK's metric exporter."""
+        """Seal the spools; close the session, the gRPC channel, the SDK's metric exporter."""
         self.delivery.close()
+        self.log_delivery.close()
         self._session.close()
+        if self._grpc is not None:
+            self._grpc.close()
         if self._metrics is not None:
             self._metrics.shutdown()
 
     def after_fork(self) -> None:
-        """In a forked child: a new session and metric exporter, and a new instance whose metrics
-        start now.
+        """In a forked child: a new session, channel and metric exporter, and a new instance
+        whose metrics start now.
 
         ``requests`` sessions (ours, the SDK's) would share the parent's pooled connections (and
-        pool locks). The parent's are dropped unused, which closes only the child's copies of
-        their sockets. The child is a new
-        ``service.instance.id`` with its own ``process.pid``, and its cumulative metrics (reset in
-        the child) start at the fork.
+        pool locks), a gRPC channel its threads. The parent's are dropped unused, which closes
+        only the child's copies of their sockets. The child is a new ``service.instance.id``
+        with its own ``process.pid``, and its cumulative metrics (reset in the child) start at
+        the fork.
         """
-        self._session, self._metrics = self._clients(self._metrics is not None)
+        self._session, self._metrics = self._clients()
+        if self._grpc is not None:
+            self._grpc.after_fork()
         self._resources = {}
         self._resource_messages = {}
         self._start_ns = time.time_ns()
         self._metrics_sent = time.monotonic()
         self.delivery.after_fork()
-
-
-def _encodable(records: Sequence[Record]) -> Sequence[Record]:
-    """``records``, or copies where protobuf would refuse a value (text with lone surrogates,
-    integers past 64 bits: the SDK drops the attribute, or the whole batch): made valid."""
-    try:  # one C call per batch finds them
-        orjson.dumps(records, json_default)
-    except TypeError:
-        return [jsonable(rec, strict=True) for rec in records]
-    return records
-
-
-def _labels(names: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:
-    return {
-        name: valid_text(v) if isinstance(v, str) else v
-        for name, v in zip(names, values, strict=False)
-    }
-
-
-def _metric(snap: MetricSnapshot, start: int, now: int) -> Metric | None:
-    names = snap.label_names
-    if not snap.points:
-        return None
-    if snap.kind == "histogram":
-        points = [
-            HistogramDataPoint(
-                _labels(names, labels),
-                start,
-                now,
-                p.count,
-                p.sum,
-                list(p.counts),
-                list(p.bounds),
-                None,  # type: ignore[arg-type]  # min/max are optional in OTLP; not tracked
-                None,  # type: ignore[arg-type]
-            )
-            for labels, p in snap.points.items()
-            if isinstance(p, HistogramPoint)
-        ]
-        data: Any = Histogram(points, AggregationTemporality.CUMULATIVE)
-    else:
-        numbers = [
-            NumberDataPoint(_labels(names, labels), start, now, value)
-            for labels, value in snap.points.items()
-            if not isinstance(value, HistogramPoint)
-        ]
-        if snap.kind == "gauge":
-            data = Gauge(numbers)
-        else:
-            data = Sum(numbers, AggregationTemporality.CUMULATIVE, snap.kind == "counter")
-    return Metric(snap.name, snap.description, snap.unit, data)
+        self.log_delivery.after_fork()
 
 
 def from_spec(arg: str) -> OTLPExporter:
-    """``otlp`` or ``otlp:<base URL>``."""
+    """``otlp`` or ``otlp:<base URL>``; ``otlp:grpc://host:4317`` (``grpcs://``: TLS) for gRPC,
+    as is any URL when ``OTEL_EXPORTER_OTLP_PROTOCOL=grpc``."""
     return OTLPExporter(arg or None)

@@ -4,8 +4,9 @@ Adds ``trace_id``, ``span_id``, ``request_id`` and ``user_id`` attributes (empty
 span, so a format string such as ``%(trace_id)s`` never fails). Patches the log record factory,
 so it works with every handler and formatter; cost is paid per record, never per span. The ids
 are taken where the record is made, so a ``QueueHandler`` that formats later keeps them.
-``obs_middleware.logs`` has the JSON formatter that writes them, and ``SpanEventHandler`` to keep
-WARNING+ records as events of the current span.
+``obs_middleware.logs`` has the JSON formatter that writes them, ``LogHandler`` to export
+WARNING+ records through the pipeline (``configure(logs=)``), and ``SpanEventHandler`` to keep
+them as events of the current span.
 """
 
 from __future__ import annotations
