@@ -59,7 +59,7 @@ def served_app(prometheus_url):
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     )
     thread = threading.Thread(target=server.run, daemon=True)
-    with capture(fixed=False):
+    with capture(fixed=False, runtime_metrics=True):
         thread.start()
         while not server.started:
             time.sleep(0.05)
@@ -96,3 +96,30 @@ def test_prometheus_scrapes_our_series_with_conventional_names(served_app, prome
         prometheus_url, 'job:obs_http_error_ratio:rate5m{job="app"}', lambda r: len(r) == 1
     )
     assert 0 <= float(ratio[0]["value"][1]) <= 1  # a number: the rule reads our series
+
+
+def test_prometheus_scrapes_process_and_runtime_metrics(served_app, prometheus_url):
+    """CPU, memory, fds, threads, GC and the event-loop delay of the served app, under both the
+    OTel-derived names and the usual process_* names (_core/runtime.py)."""
+
+    def one_positive(result: list[dict]) -> bool:
+        return len(result) >= 1 and all(float(x["value"][1]) > 0 for x in result)
+
+    with httpx.Client(base_url=served_app) as client:
+        client.get("/items/1")  # the first request starts the loop probe
+    for promql in (
+        'process_cpu_time_seconds_total{job="app",cpu_mode="user"}',
+        'process_memory_usage_bytes{job="app"}',
+        'process_unix_file_descriptor_count{job="app"}',
+        'process_thread_count{job="app"}',
+        'cpython_gc_collections_total{job="app",cpython_gc_generation="0"}',
+        'process_cpu_seconds_total{job="app"}',
+        'process_resident_memory_bytes{job="app"}',
+        'process_open_fds{job="app"}',
+        'asyncio_eventloop_delay_seconds_count{job="app"}',
+    ):
+        wait_for(prometheus_url, promql, one_positive)
+    gens = query(prometheus_url, 'cpython_gc_collections_total{job="app"}')
+    assert {x["metric"]["cpython_gc_generation"] for x in gens} == {"0", "1", "2"}
+    rss = query(prometheus_url, 'process_resident_memory_bytes{job="app"}')
+    assert float(rss[0]["value"][1]) > 1_000_000

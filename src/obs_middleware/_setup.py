@@ -30,6 +30,7 @@ from typing import Any
 
 from . import _delivery
 from ._core import events as _events
+from ._core import runtime as _runtime
 from ._core import span as _span
 from ._core.config import (
     Config,
@@ -117,6 +118,7 @@ def configure(
     redaction: RedactionOptions | None = None,
     pricing: PricingOptions | None = None,
     logs: str | None = None,
+    runtime_metrics: bool | None = None,
 ) -> Config:
     """Configure obs-middleware for this process; returns the effective ``Config``.
 
@@ -147,6 +149,7 @@ def configure(
         "redaction": redaction,
         "pricing": pricing,
         "logs": logs,
+        "runtime_metrics": runtime_metrics,
     }
     options.update(_pinned)  # pinned exporters are objects: the app's are never built
     config = build_config(**options)
@@ -230,6 +233,7 @@ def _new_pipeline(config: Config) -> Pipeline:
 def _wire(config: Config, pipeline: Pipeline) -> None:
     """Point the core's hooks at ``pipeline``: secret patterns, head sampling, the finisher."""
     compile_secret_patterns(config.redaction.extra_patterns)
+    _runtime.enable(config.runtime_metrics)
     limiter = _limiters.get(pipeline)
     _span.sample_threshold = head_threshold(limiter.in_force if limiter else config.sampling.ratio)
     submit = pipeline.submitter()
@@ -253,6 +257,7 @@ def restore(config: Config | None, pipeline: Pipeline | None) -> None:
             _span.may_export = _span.any_may
             _span.sample_threshold = head_threshold(1.0)
             _attach_logs("off")
+            _runtime.enable(False)  # as before the first configuration
         else:
             _wire(config, pipeline)
             _attach_logs(config.logs)

@@ -308,3 +308,27 @@ def test_beyond_the_cap_a_series_is_the_overflow_one_and_says_so(
     h.max_series = 1
     assert h.series(("a",)).labels == ("a",)
     assert h.series(("b",)).labels == (metrics.OVERFLOW,)
+
+
+def test_a_callback_can_be_read_as_a_counter_or_updown_and_a_metric_removed():
+    reg = Registry()
+    reg.gauge("cpu", ("mode",), lambda: {("user",): 1.5}, "s", kind="counter")
+    reg.gauge("rss", (), lambda: {(): 10.0}, "By", kind="updown")
+    snap = reg.snapshot()
+    assert (snap["cpu"].kind, snap["cpu"].points) == ("counter", {("user",): 1.5})
+    assert snap["rss"].kind == "updown"
+    assert reg.snapshot()["rss"].points == {(): 10.0}
+    reg.remove("cpu")
+    reg.remove("absent")
+    assert set(reg.snapshot()) == {"rss"}
+
+
+def test_try_fold_never_waits_for_the_lock():
+    hist = Registry().histogram("h", ())
+    series = hist.series(())
+    series.extend([1.0, 2.0])
+    with hist._lock:
+        series.try_fold()  # would deadlock with fold(): the lock is held (by this thread)
+        assert len(series) == 2
+    series.try_fold()
+    assert (len(series), series.row[-1]) == (0, 2)

@@ -175,6 +175,7 @@ class Config:
     redaction: RedactionOptions = field(default_factory=RedactionOptions)
     pricing: PricingOptions = field(default_factory=PricingOptions)
     logs: str = "off"
+    runtime_metrics: bool = True
 
     def __post_init__(self) -> None:
         for name in ("version", "worker_id", "machine_id"):
@@ -373,6 +374,12 @@ SETTINGS: tuple[Setting, ...] = (
         "(never sampled out; messages scrubbed, `[PRIVATE]` in private requests): a "
         "`LogHandler` on the root logger. `off`: none (`JsonFormatter` and `SpanEventHandler` "
         "still work by hand).",
+    ),
+    Setting(
+        "runtime_metrics",
+        "OBS_RUNTIME_METRICS",
+        "Process and runtime metrics (CPU, memory, file descriptors, threads, GC, asyncio loop "
+        "delay), read when metrics are collected. `0` turns them off.",
     ),
 )
 

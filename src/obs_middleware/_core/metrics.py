@@ -227,7 +227,8 @@ class Gauge(_Metric):
     """A value per label set, read from ``callback`` at snapshot time (pool sizes, ratios).
 
     The callback returns ``{labels: value}``; if it raises, the snapshot has no points for this
-    gauge and the error is logged once.
+    gauge and the error is logged once. ``kind``: ``"counter"`` or ``"updown"`` for a sum read so
+    (a process's CPU time, its memory), as OTel's observable instruments.
     """
 
     kind: Kind = "gauge"
@@ -239,9 +240,12 @@ class Gauge(_Metric):
         callback: Callable[[], Mapping[Labels, float]],
         unit: str = "1",
         description: str = "",
+        *,
+        kind: Kind = "gauge",
     ) -> None:
         super().__init__(name, label_names, unit, description)
         self.callback = callback
+        self.kind = kind
         self._failed = False
 
     def _points(self) -> dict[Labels, float | HistogramPoint]:
@@ -278,6 +282,15 @@ class Series(deque[float]):
         """Fold the queued observations into the row (bucketing, counting and summing in C)."""
         with self._histogram._lock:
             self._fold()
+
+    def try_fold(self) -> None:
+        """Fold unless the lock is held (a GC callback may run inside a fold: it never waits)."""
+        lock = self._histogram._lock
+        if lock.acquire(blocking=False):
+            try:
+                self._fold()
+            finally:
+                lock.release()
 
     def _fold(self) -> None:  # under the histogram's lock: only folds take from the queue
         count = len(self)
@@ -482,9 +495,18 @@ class Registry:
         callback: Callable[[], Mapping[Labels, float]],
         unit: str = "1",
         description: str = "",
+        *,
+        kind: Kind = "gauge",
     ) -> Gauge:
-        """Get or create a gauge whose values ``callback`` returns at snapshot time."""
-        return self._add(Gauge(name, label_names, callback, unit, description))  # type: ignore[return-value]
+        """Get or create a gauge (or ``kind`` counter, updown) whose values ``callback`` returns at
+        snapshot time."""
+        gauge = Gauge(name, label_names, callback, unit, description, kind=kind)
+        return self._add(gauge)  # type: ignore[return-value]
+
+    def remove(self, name: str) -> None:
+        """Forget the metric ``name`` (a feature turned off); no error if absent."""
+        with self._lock:
+            self._metrics.pop(name, None)
 
     def histogram(
         self,

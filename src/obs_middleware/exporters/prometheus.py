@@ -55,6 +55,7 @@ from .._core.internal import warn_once
 from .._core.metrics import HistogramPoint, MetricSnapshot, registry
 from .._json import dumps_json, valid_text
 from .._record import Record
+from ._process_names import process_families
 
 __all__ = ["MetricsApp", "ObsCollector", "PrometheusExporter", "metrics_app", "prometheus_name"]
 
@@ -199,16 +200,19 @@ class _ProcessFiles:
 class ObsCollector:
     """A ``prometheus_client`` collector yielding every metric of the core registry.
 
-    ``multiprocess_dir``: also sum the values other processes wrote there.
+    ``multiprocess_dir``: also sum the values other processes wrote there. ``process_names``:
+    also serve the usual ``process_*`` names (``_process_names.py``).
     """
 
     def __init__(
         self,
         snapshot: Callable[[], Snapshot] = registry.snapshot,
         multiprocess_dir: str | None = None,
+        process_names: bool = False,
     ) -> None:
         self.snapshot = snapshot
         self.files = _ProcessFiles(multiprocess_dir) if multiprocess_dir else None
+        self.process_names = process_names
 
     def collect(self) -> Iterator[Metric]:
         """Families for the current values (called on each scrape)."""
@@ -219,6 +223,8 @@ class ObsCollector:
             family = _family(snap[name])
             if family is not None:
                 yield family
+        if self.process_names:
+            yield from process_families(snap)
 
     def write(self) -> None:
         """Publish this process's values to the shared directory (multiprocess mode)."""
@@ -261,7 +267,7 @@ def _values(values: Sequence[Any]) -> list[Any]:
 
 
 def _registry(multiprocess_dir: str | None) -> tuple[CollectorRegistry, ObsCollector]:
-    collector = ObsCollector(multiprocess_dir=multiprocess_dir)
+    collector = ObsCollector(multiprocess_dir=multiprocess_dir, process_names=True)
     reg = CollectorRegistry(auto_describe=False)
     reg.register(collector)
     return reg, collector

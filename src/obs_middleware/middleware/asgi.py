@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from .. import _setup
+from .._core import runtime as _runtime
 from .._core import span as _span
 from .._core.config import HttpOptions
 from .._core.context import parse_trace_fields, parse_traceparent, valid_request_id
@@ -59,6 +60,8 @@ class ObsMiddleware:
             options = self.options or _setup.current_config().http
             path = scope["path"]
             excluded = path in options.exclude_paths
+            if _runtime.probe_wanted:  # once per event loop: its delay probe (_core/runtime.py)
+                _runtime.watch_loop()
         except Exception:
             internal_error("asgi request start")
             await self.app(scope, receive, send)
@@ -158,9 +161,12 @@ def _flush_on_shutdown(send: Send) -> Send:
         kind = message["type"]
         try:
             if kind in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                _runtime.unwatch_loop()
                 _setup.server_stopping()
             elif kind == "lifespan.startup.complete":
                 _setup.server_started()
+                if _runtime.probe_wanted:
+                    _runtime.watch_loop()
         except Exception:
             internal_error("lifespan flush")
         await send(message)

@@ -148,8 +148,10 @@ def capture(
     on entry. The capture wins over an ``obs.configure()`` made inside the block (an app module
     imported by the test): that call keeps the capture's exporter, sampling and pipeline options,
     and the options given here, and sets the rest (service, ``http``…). The configuration from
-    before the block is restored on exit.
+    before the block is restored on exit. Runtime metrics (process CPU, memory, GC: values no
+    test can predict) are off unless ``runtime_metrics=True``.
     """
+    configure_kw.setdefault("runtime_metrics", False)
     exporter = MemoryExporter()
     registry.reset()
     config = _setup.build_config(
