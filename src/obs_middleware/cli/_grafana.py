@@ -374,8 +374,36 @@ def _telemetry() -> list[PanelBuilder]:
     ]
 
 
+def _runtime() -> list[PanelBuilder]:
+    return [
+        _series(
+            "CPU",
+            "CPU cores the service uses (user + system, every worker summed).",
+            "short",
+            _query(f"sum by (job) (rate(process_cpu_seconds_total{{{_SEL}}}{_RATE}))", "{{job}}"),
+            width=8,
+        ),
+        _series(
+            "Resident memory",
+            "Resident set size of the service's live workers, summed.",
+            "bytes",
+            _query(f"sum by (job) (process_resident_memory_bytes{{{_SEL}}})", "{{job}}"),
+            width=8,
+        ),
+        _series(
+            "Event-loop delay and GC pauses, p99",
+            "How late the asyncio loop ran a timer due now (code blocking the loop), and how "
+            "long the garbage collector paused the process.",
+            "s",
+            _query(_quantile(0.99, "asyncio_eventloop_delay_seconds"), "loop delay p99"),
+            _query(_quantile(0.99, "cpython_gc_duration_seconds"), "GC pause p99", "B"),
+            width=8,
+        ),
+    ]
+
+
 def dashboard() -> Dashboard:
-    """The dashboard builder: HTTP, AI, jobs, database pool and telemetry health rows."""
+    """The dashboard builder: HTTP, AI, jobs, database pool, process and telemetry health rows."""
     board: Dashboard = (
         Dashboard(TITLE)
         .uid(UID)
@@ -404,6 +432,7 @@ def dashboard() -> Dashboard:
         ("AI providers", _ai()),
         ("Jobs", _jobs()),
         ("Database pool", _pool()),
+        ("Process and runtime", _runtime()),
         ("Telemetry pipeline", _telemetry()),
     ]
     for title, panels in rows:
