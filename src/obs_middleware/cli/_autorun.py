@@ -19,6 +19,7 @@ instrumentation (what was patched is undone).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sys
@@ -58,10 +59,8 @@ def start() -> None:
         _start()
     except Exception as exc:
         _patches.undo()
-        try:
+        with contextlib.suppress(Exception):  # already failing: the warning below is what matters
             uninstrument_all()
-        except Exception:  # already failing: the warning below is what matters
-            pass
         sys.stderr.write(
             f"obs run: instrumentation failed in process {os.getpid()} "
             f"({type(exc).__name__}: {exc}); the app runs uninstrumented\n"
@@ -75,7 +74,7 @@ def _start() -> None:
     served = None
     if path:
         served = _metrics_exporter(exporters, path)
-    _setup.configure(exporters=exporters)
+    _setup.configure(exporters=exporters or "none")  # an empty list would mean the default
     instrument_all()
     front = _Fronts(path, served.registry) if served is not None else None
     _hook_frameworks(front)
