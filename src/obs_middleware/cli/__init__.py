@@ -64,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="run a Python server instrumented, no code change: obs run -- uvicorn app:app",
+        usage="obs run [-h] -- COMMAND [ARG ...]",
         description="Run COMMAND with every Python process of it instrumented (OBS_* variables "
         "configure it); Starlette, FastAPI, Litestar and Flask apps get the HTTP middleware, "
         "and OBS_METRICS_PATH (default /metrics) serves the metrics of every worker.",
