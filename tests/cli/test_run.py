@@ -149,3 +149,19 @@ def test_metrics_path_is_set_by_obs_metrics_path(path: str | None, statuses: str
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split()[-2:] == statuses.split()
     assert ("is not a path" in proc.stderr) == (path == "metrics")
+
+
+def test_the_standard_librarys_helper_processes_are_left_alone() -> None:
+    # multiprocessing's resource tracker (uvicorn --workers spawns one) serves nothing.
+    script = "from multiprocessing.resource_tracker import main as _; import sys;" + (
+        "import obs_middleware.cli._autorun as a; print(a._started)"
+    )
+    proc = obs_run("-B", "-c", script)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
+    assert (
+        obs_run(
+            "-B", "-c", "import obs_middleware.cli._autorun as a; print(a._started)"
+        ).stdout.strip()
+        == "True"
+    )

@@ -46,13 +46,14 @@ _started = False
 
 # Helper processes of the standard library a server starts (``uvicorn --workers`` spawns a
 # resource tracker): they serve nothing, and instrumenting them would only cost their startup.
-_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+# (``python [-B ...] -c "from multiprocessing.resource_tracker import main;main(5)"``)
+_HELPERS = ("from multiprocessing.resource_tracker ", "from multiprocessing.forkserver ")
 
 
 def start() -> None:
     """Instrument this process for ``obs run``; never raises (a failure: one line on stderr)."""
     global _started
-    if _started or any(h in arg for arg in sys.orig_argv[1:3] for h in _HELPERS):
+    if _started or any(arg.startswith(_HELPERS) for arg in sys.orig_argv[1:]):
         return
     _started = True
     try:

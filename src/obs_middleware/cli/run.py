@@ -23,11 +23,13 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 __all__ = ["BOOTSTRAP", "prepare", "run"]
 
 BOOTSTRAP = str(Path(__file__).resolve().with_name("_bootstrap"))
+_REMOVE_TRIES = 20  # every 0.5 s
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,6 +102,10 @@ def _reaper(directory: str, read_fd: int, write_fd: int) -> None:  # pragma: no 
         os.closerange(read_fd + 1, 1 << 16)
         while os.read(read_fd, 1024):
             pass
-        shutil.rmtree(directory, ignore_errors=True)
+        for _ in range(_REMOVE_TRIES):  # a straggler without the pipe may still write a file
+            shutil.rmtree(directory, ignore_errors=True)
+            if not os.path.exists(directory):
+                break
+            time.sleep(0.5)
     finally:
         os._exit(0)
