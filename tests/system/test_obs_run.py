@@ -210,6 +210,21 @@ def servers(
             startup,
             2,
         ),
+        (
+            "gunicorn-flask",
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "flask_app:app",
+                "-w",
+                "2",
+                "-b",
+                "127.0.0.1:{port}",
+            ],
+            "Booting worker",
+            2,
+        ),
         ("python-app", [sys.executable, "starlette_app.py", "{port}"], startup, 1),
         ("flask", [sys.executable, "flask_app.py", "{port}"], "Running on", 1),
         ("litestar", [*uvicorn, "litestar_app:app", *host], startup, 1),
@@ -237,16 +252,16 @@ class Run:
     records: list[Record]
 
 
-def drive_users(server: Server) -> Run:
+def drive(server: Server, path: str = "/users/{}", route: str = "/users/{user_id}") -> Run:
     """REQUESTS concurrent requests, the summed metrics, one last request, SIGTERM."""
     server.wait_ready()
     try:
         with ThreadPoolExecutor(8) as pool:
-            replies = list(pool.map(lambda i: get(f"{server.base}/users/{i}"), range(REQUESTS)))
+            urls = [server.base + path.format(i) for i in range(REQUESTS)]
+            replies = list(pool.map(get, urls))
         pids = {json.loads(r)["pid"] for r in replies}
-        route = {"http_route": "/users/{user_id}"}
-        metrics = metrics_when(server, "http_server_requests_total", REQUESTS, **route)
-        get(f"{server.base}/users/{LAST}")
+        metrics = metrics_when(server, "http_server_requests_total", REQUESTS, http_route=route)
+        get(server.base + path.format(LAST))
     finally:
         server.stop()
     return Run(server, pids, metrics, server.records())
@@ -254,12 +269,12 @@ def drive_users(server: Server) -> Run:
 
 @pytest.fixture(scope="module")
 def uvicorn_run(servers: dict[str, Server]) -> Run:
-    return drive_users(servers["uvicorn"])
+    return drive(servers["uvicorn"])
 
 
 @pytest.fixture(scope="module")
 def gunicorn_run(servers: dict[str, Server]) -> Run:
-    return drive_users(servers["gunicorn"])
+    return drive(servers["gunicorn"])
 
 
 @pytest.fixture(params=["uvicorn_run", "gunicorn_run"])
@@ -304,6 +319,20 @@ def test_sigterm_flushes_the_last_spans_and_the_metrics_folder_goes(run: Run) ->
     while list(run.server.tmp.iterdir()) and time.monotonic() < deadline:
         time.sleep(0.1)  # the reaper removes it once every process of the command is gone
     assert list(run.server.tmp.iterdir()) == []
+    assert "Traceback" not in run.server.output()
+
+
+def test_gunicorn_sync_workers_trace_a_flask_app_and_sum_its_metrics(
+    servers: dict[str, Server],
+) -> None:
+    run = drive(servers["gunicorn-flask"], "/orders/{}", "/orders/<int:order_id>")
+    assert run.server.code == 0, run.server.output()
+    assert len(run.pids) == 2, "one worker took every request"
+    spans = server_spans(run.records)
+    assert [s["name"] for s in spans] == ["GET /orders/<int:order_id>"] * (REQUESTS + 1)
+    assert len({s["service.instance.id"] for s in spans}) == 2
+    route = "/orders/<int:order_id>"
+    assert counter(run.metrics, "http_server_requests_total", http_route=route) == REQUESTS
     assert "Traceback" not in run.server.output()
 
 

@@ -1,8 +1,12 @@
-"""``obs run -- python flask_app.py PORT``: a Flask app on werkzeug's server, no obs import."""
+"""A Flask app, no obs import: ``obs run -- python flask_app.py PORT`` (werkzeug's server) and
+``obs run -- gunicorn -w 2 flask_app:app`` (pre-forked sync workers)."""
 
 from __future__ import annotations
 
+import os
 import sys
+import time
+from typing import Any
 
 from flask import Flask
 
@@ -10,8 +14,9 @@ app = Flask(__name__)
 
 
 @app.route("/orders/<int:order_id>")
-def order(order_id: int) -> str:
-    return f"order {order_id}"
+def order(order_id: int) -> dict[str, Any]:
+    time.sleep(0.02)  # a busy sync worker leaves the next connection to another one
+    return {"order": order_id, "pid": os.getpid()}
 
 
 if __name__ == "__main__":
