@@ -38,7 +38,6 @@ DEFAULT_METRICS_PATH = "/metrics"
 
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
-WSGIApp = Callable[..., Any]
 
 _patches = Patches("obs run")
 _started = False
