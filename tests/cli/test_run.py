@@ -165,3 +165,16 @@ def test_the_standard_librarys_helper_processes_are_left_alone() -> None:
         ).stdout.strip()
         == "True"
     )
+
+
+def test_an_app_configuring_itself_under_obs_run_is_told_once() -> None:
+    script = (
+        "import obs_middleware as obs; obs.configure(service='own'); obs.configure(service='own');"
+        "print(obs._setup.current_config().service)"
+    )
+    proc = obs_run("-c", script)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "own"  # the app's choice holds
+    assert proc.stderr.count("the app's own obs.configure() replaced") == 1
+    quiet = obs_run("-c", script, env={"OBS_METRICS_PATH": ""})  # nothing to lose: no warning
+    assert quiet.stderr == ""

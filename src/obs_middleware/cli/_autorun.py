@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from .. import _setup
-from .._core.internal import internal_error
+from .._core.internal import internal_error, warn_once
 from .._core.patches import Patches
 from ..integrations._registry import instrument_all, uninstrument_all
 from ..middleware import ObsMiddleware, ObsWSGIMiddleware
@@ -75,9 +75,23 @@ def _start() -> None:
     if path:
         served = _metrics_exporter(exporters, path)
     _setup.configure(exporters=exporters or "none")  # an empty list would mean the default
+    if served is not None:
+        _patches.wrap("obs_middleware._setup", "activate", _reconfigured)
     instrument_all()
     front = _Fronts(path, served.registry) if served is not None else None
     _hook_frameworks(front)
+
+
+def _reconfigured(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    """The app calls ``obs.configure()`` itself: its exporters replace ours, and this process's
+    metrics no longer reach the other workers' ``/metrics``. Said once; the app's choice holds."""
+    warn_once(
+        "obs run configure",
+        "the app's own obs.configure() replaced the configuration obs run made from the OBS_* "
+        "variables: /metrics of the other workers no longer includes this one's values; "
+        "configure through OBS_* variables under obs run",
+    )
+    return wrapped(*args, **kwargs)
 
 
 def _metrics_path() -> str:
