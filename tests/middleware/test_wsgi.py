@@ -444,3 +444,19 @@ def test_a_flask_app_wrapped_twice_connects_its_signals_once(obs_capture: Captur
     assert record["error_type"] == "RuntimeError"
     for signal in (flask.request_started, flask.got_request_exception):
         assert len(list(signal.receivers_for(app))) == 1
+
+
+def test_an_app_marking_its_request_untraced_leaves_no_span_and_no_metrics(
+    obs_capture: Capture,
+) -> None:
+    def scrape(environ: Environ, start_response: Any) -> list[bytes]:
+        environ["obs.untraced"] = True  # as obs run's metrics route does
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    status, _, body = call(ObsWSGIMiddleware(scrape), environ_for("/metrics"))
+    assert (status, body) == ("200 OK", b"ok")
+    call(ObsWSGIMiddleware(routed("/traced")), environ_for("/traced"))
+    assert [r["name"] for r in obs_capture.spans] == ["GET /traced"]
+    points = obs_capture.metrics["http.server.duration"].points
+    assert [labels[1] for labels in points] == ["/traced"]

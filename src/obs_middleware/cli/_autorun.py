@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from .. import _setup
+from .._core.http import UNTRACED
 from .._core.internal import internal_error, warn_once
 from .._core.patches import Patches
 from ..integrations._registry import instrument_all, uninstrument_all
@@ -133,10 +134,18 @@ class _Fronts:
 
         self.path = path
         self.asgi = MetricsApp(make_asgi_app(registry))  # marks its requests untraced
-        self.wsgi = make_wsgi_app(registry)
+        self.wsgi = _untraced_wsgi(make_wsgi_app(registry))
 
     def around(self, app: ASGIApp) -> ASGIApp:
         return app if isinstance(app, _MetricsFront) else _MetricsFront(app, self)
+
+
+def _untraced_wsgi(app: Callable[..., Any]) -> Callable[..., Any]:
+    def metrics(environ: dict[str, Any], start_response: Any) -> Any:
+        environ[UNTRACED] = True  # an ObsWSGIMiddleware the app put around itself skips it
+        return app(environ, start_response)
+
+    return metrics
 
 
 class _MetricsFront:

@@ -11,7 +11,7 @@ from .. import _setup
 from .._core import span as _span
 from .._core.config import HttpOptions
 from .._core.context import parse_traceparent, valid_request_id
-from .._core.http import SERVED, content_length, other_method
+from .._core.http import SERVED, UNTRACED, content_length, other_method
 from .._core.internal import internal_error
 from .._core.metrics import http_active
 from ._excluded import end_silence, silence
@@ -171,6 +171,8 @@ class _Request:
         self.done = True
         try:
             next(self.active)
+            if UNTRACED in self.environ:  # an app that asked not to be traced (a metrics scrape)
+                return
             route = self.environ.get(ROUTE_KEY)
             finish_request(
                 self.span,
