@@ -99,8 +99,13 @@ class Server:
         }
         command = [a.replace("{port}", str(self.port)) for a in self.command]
         with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                OBS_RUN + command, cwd=APPS, env=env, stdout=log, stderr=subprocess.STDOUT
+            self.proc = subprocess.Popen(  # a group of its own: no worker outlives the test
+                OBS_RUN + command,
+                cwd=APPS,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
     def wait_ready(self, timeout: float = 60.0) -> None:
@@ -125,15 +130,27 @@ class Server:
         try:
             self.code = self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            self.kill()
             raise AssertionError(f"{self.name} did not stop on SIGTERM:\n{self.output()}") from None
         return self.code
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        """Stop whatever is left of the server's process group: SIGTERM, then SIGKILL."""
+        if self.proc is None:
+            return
+        for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                return  # nothing left in the group
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                self.proc.poll()  # reaps the leader; the group is gone once its workers are
+                try:
+                    os.killpg(self.proc.pid, 0)
+                except ProcessLookupError:
+                    return
+                time.sleep(0.1)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
