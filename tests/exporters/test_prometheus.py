@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -507,3 +508,16 @@ def test_uvicorn_workers_with_prometheus_multiproc_dir_serve_the_sum_of_all(tmp_
             time.sleep(0.2)
         workers.assert_alive()
         assert "already in use" not in workers.text()
+
+
+def test_a_removed_shared_directory_is_not_written_or_recreated(tmp_path: Path) -> None:
+    # ``obs run`` removes its private folder once the app's processes exited; a straggler (a
+    # helper process exiting last) flushes and shuts down without a traceback.
+    directory = tmp_path / "shared"
+    exporter = PrometheusExporter(multiprocess_dir=str(directory))
+    exporter.flush()
+    assert len(list(directory.iterdir())) == 1
+    shutil.rmtree(directory)
+    exporter.flush()
+    exporter.shutdown()
+    assert not directory.exists()

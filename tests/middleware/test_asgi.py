@@ -707,3 +707,25 @@ async def test_incoming_unsampled_flag_exports_nothing_but_counts(obs_capture: C
     await call(ObsMiddleware(routed("/r")), scope_for("/r", headers=[(b"traceparent", unsampled)]))
     assert obs_capture.records == []
     assert http_points(obs_capture, "http.server.requests") == {("GET", "/r", "2xx"): 1}
+
+
+# -- nested instances (obs run inserted one, the app added its own) --------------------------------
+
+
+async def test_nested_middleware_yields_one_span_with_the_outer_options(
+    obs_capture: Capture,
+) -> None:
+    inner = ObsMiddleware(routed("/items/{item_id}"), options=HttpOptions(request_id_header="x-in"))
+    outer = ObsMiddleware(inner, options=HttpOptions(request_id_header="x-out"))
+    sent = await call(outer, scope_for("/items/1"))
+    (record,) = obs_capture.spans
+    assert record["name"] == "GET /items/{item_id}"
+    assert set(response_headers(sent)) == {b"x-out"}  # the inner one added nothing
+    assert sum(p.count for p in http_points(obs_capture, "http.server.duration").values()) == 1
+
+
+async def test_a_fresh_scope_is_traced_again_by_the_same_instance(obs_capture: Capture) -> None:
+    app = ObsMiddleware(ObsMiddleware(routed("/a")))
+    await call(app, scope_for("/a"))
+    await call(app, scope_for("/a"))
+    assert [r["name"] for r in obs_capture.spans] == ["GET /a", "GET /a"]

@@ -418,3 +418,45 @@ def test_http_metrics_are_exact_under_many_server_threads(obs_capture: Capture) 
     assert metrics["http.server.active"].points == {("GET",): 0}
     assert len(obs_capture.spans) == 400
     assert len({r["trace_id"] for r in obs_capture.spans}) == 400
+
+
+def test_nested_middleware_yields_one_span(obs_capture: Capture) -> None:
+    app = ObsWSGIMiddleware(ObsWSGIMiddleware(routed("/items/{id}")))
+    for _ in range(2):
+        status, headers, _ = call(app, environ_for("/items/1"))
+        assert status == "200 OK"
+        assert list(headers).count("x-request-id") == 1
+    assert [r["name"] for r in obs_capture.spans] == ["GET /items/{id}"] * 2
+
+
+def test_a_flask_app_wrapped_twice_connects_its_signals_once(obs_capture: Capture) -> None:
+    flask = pytest.importorskip("flask")
+    app = flask.Flask("twice")
+
+    @app.route("/boom")
+    def boom() -> str:
+        raise RuntimeError("boom")
+
+    app.wsgi_app = ObsWSGIMiddleware(ObsWSGIMiddleware(app.wsgi_app))  # type: ignore[method-assign]
+    assert app.test_client().get("/boom").status_code == 500
+    (record,) = obs_capture.spans
+    assert record["http.route"] == "/boom"
+    assert record["error_type"] == "RuntimeError"
+    for signal in (flask.request_started, flask.got_request_exception):
+        assert len(list(signal.receivers_for(app))) == 1
+
+
+def test_an_app_marking_its_request_untraced_leaves_no_span_and_no_metrics(
+    obs_capture: Capture,
+) -> None:
+    def scrape(environ: Environ, start_response: Any) -> list[bytes]:
+        environ["obs.untraced"] = True  # as obs run's metrics route does
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    status, _, body = call(ObsWSGIMiddleware(scrape), environ_for("/metrics"))
+    assert (status, body) == ("200 OK", b"ok")
+    call(ObsWSGIMiddleware(routed("/traced")), environ_for("/traced"))
+    assert [r["name"] for r in obs_capture.spans] == ["GET /traced"]
+    points = obs_capture.metrics["http.server.duration"].points
+    assert [labels[1] for labels in points] == ["/traced"]

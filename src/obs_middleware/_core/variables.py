@@ -83,7 +83,8 @@ OTHER_VARIABLES: tuple[Variable, ...] = (
     Variable(
         "OBS_PROMETHEUS_MULTIPROC_DIR",
         "exporters/prometheus.py",
-        "",
+        "under `obs run`: a fresh private folder in the temp directory, removed when the "
+        "command's processes have exited",
         "A folder shared by the worker processes of one app (emptied at start): each writes its "
         "metrics there and `/metrics` serves the sum. Falls back to `PROMETHEUS_MULTIPROC_DIR`.",
     ),
@@ -92,6 +93,13 @@ OTHER_VARIABLES: tuple[Variable, ...] = (
         "exporters/prometheus.py",
         "",
         "`prometheus_client`'s variable, used when `OBS_PROMETHEUS_MULTIPROC_DIR` is unset.",
+    ),
+    Variable(
+        "OBS_METRICS_PATH",
+        "cli/_autorun.py",
+        "`/metrics`",
+        "`obs run`: the path at which the middleware it inserts answers Prometheus scrapes with "
+        "the metrics of every worker (untraced, ahead of the app's own routes); empty: none.",
     ),
     Variable(
         "TB_TOKEN",

@@ -1,4 +1,4 @@
-"""The ``obs`` command: ``demo``, ``report``, ``dashboard``, ``check``, ``assets``.
+"""The ``obs`` command: ``demo``, ``report``, ``dashboard``, ``check``, ``assets``, ``run``.
 
 The parser lives here; each subcommand's module (imported only when it runs, so ``obs --help``
 stays instant) has ``run(args) -> exit code``. A command whose libraries are not installed says
@@ -30,7 +30,7 @@ _NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="obs", description="obs-middleware: demo, report, dashboard, check, assets."
+        prog="obs", description="obs-middleware: demo, report, dashboard, check, assets, run."
     )
     parser.add_argument("--version", action="version", version=f"obs-middleware {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -60,6 +60,18 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print the plan as JSON")
 
     _assets_parser(sub)
+
+    run = sub.add_parser(
+        "run",
+        help="run a Python server instrumented, no code change: obs run -- uvicorn app:app",
+        usage="obs run [-h] -- COMMAND [ARG ...]",
+        description="Run COMMAND with every Python process of it instrumented (OBS_* variables "
+        "configure it); Starlette, FastAPI, Litestar and Flask apps get the HTTP middleware, "
+        "and OBS_METRICS_PATH (default /metrics) serves the metrics of every worker.",
+    )
+    run.add_argument(
+        "argv", nargs=argparse.REMAINDER, metavar="COMMAND", help="the command and its arguments"
+    )
     return parser
 
 

@@ -176,7 +176,13 @@ class _ProcessFiles:
     def write(self, snapshot: Snapshot) -> None:
         path = self.own_path()
         tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
+        try:
+            f = open(tmp, "wb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            if not os.path.isdir(self.directory):  # removed once the app exited (``obs run``)
+                return
+            raise
+        with f:
             f.write(_dump(snapshot))
         os.replace(tmp, path)
 

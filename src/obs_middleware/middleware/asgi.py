@@ -10,7 +10,7 @@ from .._core import runtime as _runtime
 from .._core import span as _span
 from .._core.config import HttpOptions
 from .._core.context import parse_trace_fields, parse_traceparent, valid_request_id
-from .._core.http import UNTRACED, content_length, other_method
+from .._core.http import SERVED, UNTRACED, content_length, other_method
 from .._core.internal import internal_error
 from .._core.metrics import http_active
 from ._excluded import run_excluded
@@ -37,7 +37,9 @@ class ObsMiddleware:
     status, request/response body sizes and duration to the last body chunk; the correlation id
     (incoming ``X-Request-ID`` if valid, else the trace id) is echoed on the response; a W3C
     ``traceparent`` continues the caller's trace. Exceptions are recorded (status 500) and
-    re-raised. Websocket scopes pass through; on lifespan shutdown the pipeline is flushed. No
+    re-raised. Websocket scopes pass through; on lifespan shutdown the pipeline is flushed. Nested
+    in another ``ObsMiddleware`` (``obs run`` inserted one and the app added its own), the inner
+    one passes every scope through: one span per request. No
     client IP, query string or credential header is recorded; ``url.path`` is bounded and
     scrubbed of secrets; a method outside ``HttpOptions.known_methods`` is recorded as ``_OTHER``.
     ``options`` overrides the configured ``HttpOptions`` for this app. Cost per request:
@@ -50,12 +52,16 @@ class ObsMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection scope."""
+        if SERVED in scope:  # an outer ObsMiddleware serves it (``obs run`` and the app's own)
+            await self.app(scope, receive, send)
+            return
         if scope["type"] != "http":
-            if scope["type"] == "lifespan":
+            if scope["type"] == "lifespan":  # (a nested one flushes again: harmless, unmarked)
                 await self.app(scope, receive, _flush_on_shutdown(send))
             else:
                 await self.app(scope, receive, send)
             return
+        scope[SERVED] = True
         try:
             options = self.options or _setup.current_config().http
             path = scope["path"]

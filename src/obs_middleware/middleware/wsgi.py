@@ -11,7 +11,7 @@ from .. import _setup
 from .._core import span as _span
 from .._core.config import HttpOptions
 from .._core.context import parse_traceparent, valid_request_id
-from .._core.http import content_length, other_method
+from .._core.http import SERVED, UNTRACED, content_length, other_method
 from .._core.internal import internal_error
 from .._core.metrics import http_active
 from ._excluded import end_silence, silence
@@ -25,6 +25,7 @@ StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 ROUTE_KEY = "obs.route"  # environ key a framework hook fills with the matched route template
+_HOOKED = "_obs_signals_connected"  # set on a Flask app whose signals we connected
 
 
 def _encoded(environ: Environ, key: str) -> bytes | None:
@@ -39,7 +40,8 @@ class ObsWSGIMiddleware:
     for a Flask app it is filled from ``request.url_rule`` automatically. The span ends with the
     body's last byte: when the response iterable has yielded ``Content-Length`` bytes, is exhausted,
     fails or is closed, whichever comes first; so streamed bodies are timed to their last chunk, and
-    a test client that reads only the first chunk (Flask's) still sees the span end.
+    a test client that reads only the first chunk (Flask's) still sees the span end. Nested in
+    another ``ObsWSGIMiddleware``, the inner one passes requests through: one span per request.
     """
 
     def __init__(self, app: WSGIApp, *, options: HttpOptions | None = None) -> None:
@@ -49,6 +51,9 @@ class ObsWSGIMiddleware:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         """Handle one WSGI request."""
+        if SERVED in environ:  # an outer ObsWSGIMiddleware serves it (``obs run`` and the app's)
+            return self.app(environ, start_response)
+        environ[SERVED] = True
         try:
             options = self.options or _setup.current_config().http
             path = environ.get("PATH_INFO", "")
@@ -166,6 +171,8 @@ class _Request:
         self.done = True
         try:
             next(self.active)
+            if UNTRACED in self.environ:  # an app that asked not to be traced (a metrics scrape)
+                return
             route = self.environ.get(ROUTE_KEY)
             finish_request(
                 self.span,
@@ -234,8 +241,9 @@ def _hook_flask(app: Any) -> None:
     """For a Flask app (or its ``wsgi_app``), copy ``request.url_rule`` into the environ."""
     target = getattr(app, "__self__", app)
     flask = sys.modules.get("flask")
-    if flask is None or not isinstance(target, flask.Flask):
+    if flask is None or not isinstance(target, flask.Flask) or getattr(target, _HOOKED, False):
         return
+    setattr(target, _HOOKED, True)  # a second middleware on the app (obs run): one set of hooks
 
     def on_exception(sender: Any, exception: BaseException, **_: Any) -> None:
         # Flask turns the exception into a 500 itself: record it on the (current) server span.
