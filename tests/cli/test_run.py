@@ -42,7 +42,13 @@ def test_prepare_puts_the_bootstrap_first_once_and_makes_a_metrics_folder(tmp_pa
 def test_prepare_keeps_a_metrics_folder_the_user_named(variable: str) -> None:
     env = {variable: "/srv/metrics"}
     assert prepare(env) is None
-    assert env == {variable: "/srv/metrics", "PYTHONPATH": BOOTSTRAP}
+    assert env == {variable: "/srv/metrics", "PYTHONPATH": BOOTSTRAP, "OBS_LOGS": "warning"}
+
+
+def test_prepare_sends_warnings_through_the_pipeline_unless_told_otherwise() -> None:
+    env = {"OBS_PROMETHEUS_MULTIPROC_DIR": "/srv/metrics", "OBS_LOGS": "off"}
+    prepare(env)
+    assert env["OBS_LOGS"] == "off"
 
 
 def test_without_a_command_or_with_an_unknown_one_nothing_runs(

@@ -318,6 +318,18 @@ def test_every_request_is_a_server_span_with_its_route_and_db_and_ai_children(ru
     assert {r["service"] for r in run.records} == {run.server.name}
 
 
+def test_a_warning_the_app_logs_is_exported_in_its_request_trace(run: Run) -> None:
+    # ``obs run`` sets OBS_LOGS=warning: no logging line of ours in the app.
+    traces = {s["trace_id"] for s in server_spans(run.records)}
+    logs = [r for r in run.records if r["type"] == "event" and r["name"] == "log"]
+    assert len(logs) == REQUESTS + 1, run.server.output()
+    for log in logs:
+        assert log["log.logger"] == "app.users"
+        assert log["log.level"] == "WARNING"
+        assert log["log.message"].startswith("slow user lookup for ")
+        assert log["trace_id"] in traces
+
+
 def test_both_workers_served_and_metrics_are_summed_across_them(run: Run) -> None:
     assert len(run.pids) == 2, "one worker took every request"
     instances = Counter(r["service.instance.id"] for r in server_spans(run.records))

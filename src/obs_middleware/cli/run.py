@@ -6,6 +6,9 @@ every Python process of the command (uvicorn's spawned workers, gunicorn's forke
 ``python app.py``) instruments itself at startup (``_autorun``), then ``exec``s the command: the
 process becomes the command, with its own pid, signals and exit status.
 
+Application logs at WARNING and above go through the pipeline (``OBS_LOGS=warning``) unless
+``OBS_LOGS`` says otherwise: a zero-code setup has no other place to ask for them.
+
 Several workers sum their metrics through a folder they share (``OBS_PROMETHEUS_MULTIPROC_DIR``).
 When neither it nor ``PROMETHEUS_MULTIPROC_DIR`` is set, ``obs run`` makes a fresh private one in
 the temp directory. Since ``exec`` leaves no process of ours to clean up after the command, a
@@ -59,8 +62,9 @@ def run(args: argparse.Namespace) -> int:
 
 def prepare(environ: os._Environ[str] | dict[str, str]) -> str | None:
     """Set what the command's processes need in ``environ``: our bootstrap first on
-    ``PYTHONPATH`` (once), and a fresh metrics folder when none is set. Returns the folder made
-    here (None: the user's, or none needed)."""
+    ``PYTHONPATH`` (once), ``OBS_LOGS=warning`` unless set, and a fresh metrics folder when none
+    is set. Returns the folder made here (None: the user's, or none needed)."""
+    environ.setdefault("OBS_LOGS", "warning")
     parts = [p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != BOOTSTRAP]
     environ["PYTHONPATH"] = os.pathsep.join([BOOTSTRAP, *parts])
     if environ.get("OBS_PROMETHEUS_MULTIPROC_DIR") or environ.get("PROMETHEUS_MULTIPROC_DIR"):

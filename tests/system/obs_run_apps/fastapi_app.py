@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any
@@ -28,4 +29,5 @@ async def user(user_id: int) -> dict[str, Any]:
     reply = ai.chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": f"greet {name}"}]
     )
+    logging.getLogger("app.users").warning("slow user lookup for %s", user_id)
     return {"name": name, "reply": reply.choices[0].message.content, "pid": os.getpid()}
