@@ -2,7 +2,8 @@
 
 An AI span (one with an ``ai.provider`` attribute: ``integrations/_ai.py``'s ``ai.request``, kind
 CLIENT) also carries the ``gen_ai.*`` attributes of the OTel GenAI conventions (semantic-conventions
-1.37+, ``docs/gen-ai/gen-ai-spans.md``), copied from its ``ai.*`` ones, which stay:
+1.37+, ``docs/gen-ai/gen-ai-spans.md``), copied from its ``ai.*`` ones, which stay (the
+operation name on AI spans only, the others wherever their ``ai.*`` attribute is):
 
 =====================================  ===================================================
 ``gen_ai.provider.name``, ``gen_ai.system``  ``ai.provider`` (``gen_ai.system``: the older name,
@@ -25,23 +26,23 @@ CLIENT) also carries the ``gen_ai.*`` attributes of the OTel GenAI conventions (
 Values are copied only when of the convention's type (text, integer, number); nothing is derived
 from prompts or messages (``gen_ai.input.messages`` is opt-in there, and private here), so nothing
 leaks that the span did not already export. An attribute the span already has under a ``gen_ai``
-name is left as the span set it. The span keeps its name (``ai.request``). Both OTLP paths
-(``otlp.to_otel_spans`` and ``_otlp_proto``) call ``genai_attributes`` with the same values, so
-they stay equal.
+name is left as the span set it. The span keeps its name (``ai.request``).
+
+Order, the same on both OTLP paths (``_otlp_records.to_otel_spans`` through ``with_genai``, and
+``_otlp_proto``): each ``ai.*`` attribute of the table is followed by its twins (``TWINS``; on any
+span that has one), and an AI span's ``gen_ai.operation.name`` (which reads two attributes) comes
+after all of its attributes. The span path caches a source attribute's bytes together with its
+twins', so the conventions cost it one cached lookup per AI span (the operation name) and the
+encoding of values never seen before (a response id). A span that sets a ``gen_ai.*`` attribute
+itself takes the record path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = [
-    "TRIGGER",
-    "genai_attributes",
-    "head_attributes",
-    "operation_name",
-    "tail_attributes",
-]
+__all__ = ["OPERATION", "TRIGGER", "TWINS", "operation_name", "twin_value", "with_genai"]
 
 # The attribute that makes a span an AI span (set by every ``ai_call``).
 TRIGGER = "ai.provider"
@@ -65,26 +66,37 @@ _BY_MODALITY = {
     "audio": "generate_content",
     "video": "generate_content",
 }
-_TEXT = (
-    ("ai.response_model", "gen_ai.response.model"),
-    ("ai.response_id", "gen_ai.response.id"),
-)
-_COUNTS = (
-    ("ai.input_tokens", "gen_ai.usage.input_tokens"),
-    ("ai.output_tokens", "gen_ai.usage.output_tokens"),
-    ("ai.cached_tokens", "gen_ai.usage.cache_read.input_tokens"),
-    ("ai.reasoning_tokens", "gen_ai.usage.reasoning.output_tokens"),
-    ("ai.input.max_tokens", "gen_ai.request.max_tokens"),
-    ("ai.input.seed", "gen_ai.request.seed"),
-)
-_NUMBERS = (
-    ("ai.input.temperature", "gen_ai.request.temperature"),
-    ("ai.input.top_p", "gen_ai.request.top_p"),
-)
+# An ``ai.*`` attribute and its GenAI twins, with the type the convention takes: the twins follow
+# their source attribute, on both paths (the span path caches a source's bytes with its twins').
+TWINS: dict[str, tuple[tuple[str, str], ...]] = {
+    "ai.provider": (("gen_ai.provider.name", "text"), ("gen_ai.system", "text")),
+    "ai.model": (("gen_ai.request.model", "text"),),
+    "ai.response_model": (("gen_ai.response.model", "text"),),
+    "ai.response_id": (("gen_ai.response.id", "text"),),
+    "ai.finish_reason": (("gen_ai.response.finish_reasons", "reasons"),),
+    "ai.input_tokens": (("gen_ai.usage.input_tokens", "count"),),
+    "ai.output_tokens": (("gen_ai.usage.output_tokens", "count"),),
+    "ai.cached_tokens": (("gen_ai.usage.cache_read.input_tokens", "count"),),
+    "ai.reasoning_tokens": (("gen_ai.usage.reasoning.output_tokens", "count"),),
+    "ai.input.max_tokens": (("gen_ai.request.max_tokens", "count"),),
+    "ai.input.seed": (("gen_ai.request.seed", "count"),),
+    "ai.input.temperature": (("gen_ai.request.temperature", "number"),),
+    "ai.input.top_p": (("gen_ai.request.top_p", "number"),),
+}
+OPERATION = "gen_ai.operation.name"
 
-TAIL_SOURCES = frozenset(
-    [source for source, _ in (*_TEXT, *_COUNTS, *_NUMBERS)] + ["ai.finish_reason"]
-)
+
+def twin_value(rule: str, value: Any) -> Any:
+    """The twin's value of a source ``value`` under ``rule`` (``TWINS``); None if its type does
+    not fit (only text is text, only an exact int a count, a finish reason a one-item array)."""
+    kind = type(value)
+    if rule == "text":
+        return value if kind is str else None
+    if rule == "count":
+        return value if kind is int else None
+    if rule == "number":
+        return value if kind is float or kind is int else None
+    return [value] if kind is str else None
 
 
 def operation_name(operation: str, modality: Any) -> str:
@@ -95,53 +107,23 @@ def operation_name(operation: str, modality: Any) -> str:
     return name
 
 
-def head_attributes(
-    provider: Any, operation: Any, modality: Any, model: Any
-) -> list[tuple[str, Any]]:
-    """The leading ``gen_ai.*`` attributes: those of a call's provider, operation and model
-    (the same for many calls: the span path caches their encoding)."""
-    out: list[tuple[str, Any]] = []
-    if type(provider) is str:
-        out.append(("gen_ai.provider.name", provider))
-        out.append(("gen_ai.system", provider))
-    if type(operation) is str:
-        out.append(("gen_ai.operation.name", operation_name(operation, modality)))
-    if type(model) is str:
-        out.append(("gen_ai.request.model", model))
+def with_genai(
+    source: Mapping[str, Any], attrs: dict[str, Any], convert: Callable[[Any], Any]
+) -> dict[str, Any]:
+    """``attrs`` (a span record's attributes as OTLP names them, values ``convert``ed from
+    ``source``'s) with the ``gen_ai.*`` twins in their place; ``attrs`` itself when none."""
+    ai = TRIGGER in source
+    if not ai and TWINS.keys().isdisjoint(source):
+        return attrs
+    out: dict[str, Any] = {}
+    for key, value in attrs.items():
+        out[key] = value
+        for name, rule in TWINS.get(key, ()):
+            if name not in attrs:
+                twin = twin_value(rule, source.get(key))
+                if twin is not None:
+                    out[name] = convert(twin)
+    operation = source.get("ai.operation")
+    if ai and type(operation) is str and OPERATION not in out:
+        out[OPERATION] = convert(operation_name(operation, source.get("ai.modality")))
     return out
-
-
-def tail_attributes(attrs: Mapping[str, Any]) -> list[tuple[str, Any]]:
-    """The ``gen_ai.*`` attributes after ``head_attributes``: response and usage."""
-    out: list[tuple[str, Any]] = []
-    if TAIL_SOURCES.isdisjoint(attrs):  # a call without response fields: one pass
-        return out
-    get = attrs.get
-    for source, target in _TEXT:
-        value = get(source)
-        if type(value) is str:
-            out.append((target, value))
-    reason = get("ai.finish_reason")
-    if type(reason) is str:
-        out.append(("gen_ai.response.finish_reasons", [reason]))
-    for source, target in _COUNTS:
-        value = get(source)
-        if type(value) is int:
-            out.append((target, value))
-    for source, target in _NUMBERS:
-        value = get(source)
-        if type(value) is float or type(value) is int:
-            out.append((target, value))
-    return out
-
-
-def genai_attributes(attrs: Mapping[str, Any]) -> list[tuple[str, Any]]:
-    """The ``gen_ai.*`` attributes of an AI span's attributes (or record), in a fixed order.
-
-    Called only for spans that have ``TRIGGER``; reads ``ai.*`` keys only.
-    """
-    get = attrs.get
-    head = head_attributes(
-        get("ai.provider"), get("ai.operation"), get("ai.modality"), get("ai.model")
-    )
-    return head + tail_attributes(attrs)

@@ -30,7 +30,7 @@ import orjson
 
 from .._core import span as _span
 from .._record import FIXED_KEYS, IDENTITY_KEYS
-from ._otlp_genai import TRIGGER, genai_attributes, head_attributes, tail_attributes
+from ._otlp_genai import OPERATION, TRIGGER, TWINS, operation_name, twin_value
 
 __all__ = [
     "RENAMED",
@@ -222,13 +222,26 @@ def request(resource: bytes, scope: bytes, spans: Sequence[str], schema_url: str
 # -- spans ---------------------------------------------------------------------------------------
 # A key's cache entry: its KeyValue.key field, then encoded span-attribute fields by value for
 # text, integers and floats (separate: 1 == 1.0 == True as dict keys).
-_Entry = tuple[bytes, dict[str, bytes], dict[int, bytes], dict[float, bytes]]
+# An attribute key's encoded name, its cached fields by text, int and float value, and its GenAI
+# twins (each twin's encoded name and ``TWINS`` rule), whose fields a cached field includes.
+_Entry = tuple[
+    bytes, dict[str, bytes], dict[int, bytes], dict[float, bytes], tuple[tuple[bytes, str], ...]
+]
 Fallback = Callable[["_span.Span", int, "str | None"], "bytes | None"]
 
 
-def _entry(name: str) -> _Entry:
+def _entry(name: str, twins: tuple[tuple[str, str], ...] = ()) -> _Entry:
     data = name.encode()
-    return (b"\x0a" + _len(len(data)) + data, {}, {}, {})
+    return (
+        b"\x0a" + _len(len(data)) + data,
+        {},
+        {},
+        {},
+        tuple((_entry(twin)[0], rule) for twin, rule in twins),
+    )
+
+
+_OPERATION = _entry(OPERATION)[0]
 
 
 def _text(value: str) -> bytes:
@@ -297,9 +310,7 @@ class SpanEncoder:
         self._tier = _entry("obs.tier")
         self._request = _entry("obs.request_id")
         self._status = _entry("obs.status")
-        self._own_genai = False  # has a span named an attribute gen_ai.* (see ``_genai``)
-        self._genai_heads: dict[tuple[Any, ...], bytes] = {}
-        self._genai_entries: dict[str, _Entry] = {}
+        self._genai_operations: dict[tuple[Any, Any], bytes] = {}
 
     def encode(
         self,
@@ -369,8 +380,8 @@ class SpanEncoder:
                     else:
                         f = None
                     add(f if f is not None else self._attribute(entry, value, kind))
-                if TRIGGER in item.attrs:  # an AI span: the GenAI conventions' names too
-                    self._genai(item.attrs, add)
+                if TRIGGER in item.attrs:  # an AI span: its gen_ai.operation.name
+                    add(self._genai_operation(item.attrs))
                 status = item.status
                 if status == "ok" or status is None or status == "":
                     status_field = _STATUS_OK
@@ -414,9 +425,9 @@ class SpanEncoder:
     def _key(self, key: str) -> _Entry:
         if type(key) is not str or key in _SPECIAL:
             raise _Fallback
-        if key.startswith("gen_ai."):
-            self._own_genai = True
-        entry = _entry(RENAMED.get(key, key))
+        if key.startswith("gen_ai."):  # the span's own: it wins over a twin (record path)
+            raise _Fallback
+        entry = _entry(RENAMED.get(key, key), TWINS.get(key, ()))
         if len(self._keys) < _MAX_KEYS:
             self._keys[key] = entry
         return entry
@@ -430,6 +441,10 @@ class SpanEncoder:
             field = b"\x4a" + _len(len(kv)) + kv
         else:
             field = _field(b"\x4a", entry[0], _value(value))
+        for name, rule in entry[4]:  # the GenAI twins, cached with their source
+            twinned = twin_value(rule, value)
+            if twinned is not None:
+                field += _field(b"\x4a", name, _value(twinned))
         if self._cached < _MAX_KEYS * 8:
             if kind is str:
                 cache: dict[Any, bytes] | None = entry[1]
@@ -446,53 +461,26 @@ class SpanEncoder:
                 self._cached += 1
         return field
 
-    def _genai(self, attrs: dict[str, Any], add: Callable[[bytes], None]) -> None:
-        # After the span's own attributes, as the record path appends them. Until a span names
-        # an attribute ``gen_ai.*`` itself (then each is checked: the span's own is kept), the
-        # fields of a provider, operation and model are encoded once.
-        if self._own_genai:
-            self._genai_fields(genai_attributes(attrs), attrs, add)
-            return
+    def _genai_operation(self, attrs: dict[str, Any]) -> bytes:
+        # ``gen_ai.operation.name`` reads two attributes: encoded once per such pair.
         get = attrs.get
-        head_key = (get("ai.provider"), get("ai.operation"), get("ai.modality"), get("ai.model"))
+        key = (get("ai.operation"), get("ai.modality"))
         try:
-            head = self._genai_heads.get(head_key)
+            field = self._genai_operations.get(key)
             cacheable = True
-        except TypeError:  # an unhashable value (then no text value either: nothing cached)
-            head, cacheable = None, False
-        if head is None:
-            # Keys equal but of other types (1, 1.0, True) give no field: only text is copied.
-            parts: list[bytes] = []
-            self._genai_fields(head_attributes(*head_key), None, parts.append)
-            head = b"".join(parts)
-            if cacheable and len(self._genai_heads) < _MAX_VALUES:
-                self._genai_heads[head_key] = head
-        add(head)
-        tail = tail_attributes(attrs)
-        if tail:
-            self._genai_fields(tail, None, add)
-
-    def _genai_fields(
-        self,
-        fields: list[tuple[str, Any]],
-        attrs: dict[str, Any] | None,
-        add: Callable[[bytes], None],
-    ) -> None:
-        entries = self._genai_entries  # apart from ``_keys``: ``_key`` sees a span's own
-        for key, value in fields:
-            if attrs is not None and attrs.get(key) is not None:
-                continue
-            entry = entries.get(key)
-            if entry is None:
-                entry = entries[key] = _entry(key)  # a fixed set of names
-            kind = type(value)
-            if kind is str:
-                f = entry[1].get(value)
-            elif kind is int:
-                f = entry[2].get(value)
-            else:
-                f = None
-            add(f if f is not None else self._attribute(entry, value, kind))
+        except TypeError:  # an unhashable modality
+            field, cacheable = None, False
+        if field is None:
+            operation = key[0]
+            field = (
+                _field(b"\x4a", _OPERATION, _text(operation_name(operation, key[1])))
+                if type(operation) is str
+                else b""
+            )
+            # Values equal across types (1, 1.0, True) are not text: they give the same field.
+            if cacheable and len(self._genai_operations) < _MAX_VALUES:
+                self._genai_operations[key] = field
+        return field
 
     def _trace(self, local: _span.LocalTrace) -> bytes:
         # The fields a trace's spans share: its user, tier and request id attributes (in the

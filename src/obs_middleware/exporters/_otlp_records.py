@@ -19,7 +19,7 @@ from opentelemetry.trace.status import Status, StatusCode
 from .._json import json_default, jsonable
 from .._record import FIXED_KEYS, IDENTITY_KEYS, Record
 from .._version import __version__
-from ._otlp_genai import TRIGGER, genai_attributes
+from ._otlp_genai import with_genai
 from ._otlp_proto import RENAMED as _RENAMED
 
 __all__ = ["SCOPE", "Times", "attributes", "encodable", "to_otel_spans"]
@@ -102,11 +102,7 @@ def to_otel_spans(
         start = times.ns(rec["start"])
         end = start + round((rec.get("duration_ms") or 0.0) * 1_000_000)
         status_name = rec.get("status") or "ok"
-        attrs = attributes(rec)
-        if TRIGGER in rec:  # an AI span: the GenAI conventions' names too
-            for key, value in genai_attributes(rec):
-                if key not in attrs:
-                    attrs[key] = _value(value)
+        attrs = with_genai(rec, attributes(rec), _value)  # the GenAI conventions' names too
         events = [
             Event(
                 ev.get("name", "event"),
