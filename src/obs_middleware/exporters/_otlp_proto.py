@@ -21,6 +21,7 @@ integer past 64 bits) is handed to the exporter's fallback: the record path for 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -326,6 +327,7 @@ class SpanEncoder:
         span_type = _span.Span
         keys = self._keys
         names = self._names
+        operations = self._genai_operations
         heads = _SPAN_HEADS
         ids, ids_parent, times, kinds, mask = _IDS, _IDS_PARENT, _TIMES, _KINDS, _MASK64
         traces: dict[_span.LocalTrace, bytes] = {}  # per batch: what a trace's spans share
@@ -364,7 +366,8 @@ class SpanEncoder:
                 if shared is None:
                     shared = traces[local] = self._trace(local)
                 add(shared)
-                for key, value in item.attrs.items():
+                attrs = item.attrs
+                for key, value in attrs.items():
                     entry = keys.get(key)
                     if entry is None:
                         entry = self._key(key)
@@ -380,8 +383,12 @@ class SpanEncoder:
                     else:
                         f = None
                     add(f if f is not None else self._attribute(entry, value, kind))
-                if TRIGGER in item.attrs:  # an AI span: its gen_ai.operation.name
-                    add(self._genai_operation(item.attrs))
+                if TRIGGER in attrs:  # an AI span: its gen_ai.operation.name
+                    try:
+                        f = operations.get((attrs.get("ai.operation"), attrs.get("ai.modality")))
+                    except TypeError:  # an unhashable value: not cached
+                        f = None
+                    add(f if f is not None else self._genai_operation(attrs))
                 status = item.status
                 if status == "ok" or status is None or status == "":
                     status_field = _STATUS_OK
@@ -463,23 +470,17 @@ class SpanEncoder:
 
     def _genai_operation(self, attrs: dict[str, Any]) -> bytes:
         # ``gen_ai.operation.name`` reads two attributes: encoded once per such pair.
-        get = attrs.get
-        key = (get("ai.operation"), get("ai.modality"))
-        try:
-            field = self._genai_operations.get(key)
-            cacheable = True
-        except TypeError:  # an unhashable modality
-            field, cacheable = None, False
-        if field is None:
-            operation = key[0]
-            field = (
-                _field(b"\x4a", _OPERATION, _text(operation_name(operation, key[1])))
-                if type(operation) is str
-                else b""
-            )
-            # Values equal across types (1, 1.0, True) are not text: they give the same field.
-            if cacheable and len(self._genai_operations) < _MAX_VALUES:
-                self._genai_operations[key] = field
+        operation = attrs.get("ai.operation")
+        modality = attrs.get("ai.modality")
+        field = (
+            _field(b"\x4a", _OPERATION, _text(operation_name(operation, modality)))
+            if type(operation) is str
+            else b""
+        )
+        # Values equal across types (1, 1.0, True) are not text: they give the same field.
+        if len(self._genai_operations) < _MAX_VALUES:
+            with contextlib.suppress(TypeError):  # an unhashable value
+                self._genai_operations[operation, modality] = field
         return field
 
     def _trace(self, local: _span.LocalTrace) -> bytes:
