@@ -32,7 +32,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ScopeLogs
 
 from .._core.status import is_service_failure
 from .._record import Record
-from ._otlp_proto import any_value, key_value, varint
+from ._otlp_wire import any_value, key_value, varint
 
 __all__ = ["SEVERITY", "log_items", "request"]
 

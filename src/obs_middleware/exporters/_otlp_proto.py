@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import math
 import struct
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
@@ -32,17 +32,15 @@ import orjson
 from .._core import span as _span
 from .._record import FIXED_KEYS, IDENTITY_KEYS
 from ._otlp_genai import OPERATION, TRIGGER, TWINS, operation_name, twin_value
+from ._otlp_wire import INT64_MAX as _INT64_MAX
+from ._otlp_wire import INT64_MIN as _INT64_MIN
+from ._otlp_wire import MASK64 as _MASK64
+from ._otlp_wire import SMALL as _SMALL
+from ._otlp_wire import double as _DOUBLE
+from ._otlp_wire import length as _len
+from ._otlp_wire import varint, varints
 
-__all__ = [
-    "RENAMED",
-    "SpanEncoder",
-    "any_value",
-    "key_value",
-    "request",
-    "resource_message",
-    "scope_message",
-    "varint",
-]
+__all__ = ["RENAMED", "SpanEncoder"]
 
 # Record keys renamed to current semantic conventions on the way to OTLP.
 RENAMED: dict[str, str] = {
@@ -65,37 +63,10 @@ _SPECIAL = (
     | set(RENAMED.values())
 )
 
-_MASK64 = (1 << 64) - 1
-_INT64_MIN = -(1 << 63)
-_INT64_MAX = (1 << 63) - 1
-
-
-def varint(n: int) -> bytes:
-    """Protobuf base-128 varint of ``n`` (a negative ``n`` as its 64-bit two's complement)."""
-    if n < 0:
-        n &= _MASK64
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-# Varints of lengths below _SMALL, by index (every length of a usual field).
-_SMALL = 4096
-_V = [varint(i) for i in range(_SMALL)]
-
-
 # ``ScopeSpans.spans`` field headers (tag and length) of spans below _SMALL bytes.
-_SPAN_HEADS = [b"\x12" + v for v in _V]
+_SPAN_HEADS = [b"\x12" + v for v in varints]
 
 
-def _len(n: int) -> bytes:
-    return _V[n] if n < _SMALL else varint(n)
-
-
-_DOUBLE = struct.Struct("<d").pack
 # Span fields 1 (trace_id) and 2 (span_id), with 4 (parent_span_id); 7 and 8 (start/end).
 _IDS = struct.Struct(">HQQHQ").pack
 _IDS_PARENT = struct.Struct(">HQQHQHQ").pack
@@ -130,101 +101,10 @@ class _Fallback(Exception):
     """Raised where a span takes the record path."""
 
 
-# -- any value (the resource, and values off the span path) -------------------------------------
-def any_value(value: Any) -> bytes:  # noqa: PLR0911 - one return per AnyValue type
-    """The ``AnyValue`` message of ``value``, as the SDK's encoder writes it.
-
-    Raises ``ValueError`` or ``TypeError`` where the SDK's encoder raises (it drops the attribute).
-    """
-    if value is None:
-        return b""
-    if isinstance(value, bool):
-        return b"\x10\x01" if value else b"\x10\x00"
-    if isinstance(value, str):
-        data = value.encode()
-        return b"\x0a" + _len(len(data)) + data
-    if isinstance(value, int):
-        if not _INT64_MIN <= value <= _INT64_MAX:
-            raise ValueError(f"integer out of int64 range: {value}")
-        return b"\x18" + varint(value)
-    if isinstance(value, float):
-        return b"\x21" + _DOUBLE(value)
-    if isinstance(value, bytes):
-        return b"\x3a" + _len(len(value)) + value
-    if isinstance(value, Sequence):
-        body = b"".join([b"\x0a" + _len(len(v)) + v for v in map(any_value, value)])
-        return b"\x2a" + _len(len(body)) + body
-    if isinstance(value, Mapping):
-        body = b"".join(
-            [
-                b"\x0a" + _len(len(kv)) + kv
-                for kv in (key_value(str(k), v) for k, v in value.items())
-            ]
-        )
-        return b"\x32" + _len(len(body)) + body
-    raise TypeError(f"invalid attribute value type {type(value).__name__}")
-
-
-def key_value(key: str, value: Any) -> bytes:
-    """The ``KeyValue`` message of one attribute."""
-    data = key.encode()
-    av = any_value(value)
-    return b"\x0a" + _len(len(data)) + data + b"\x12" + _len(len(av)) + av
-
-
-def _attributes(tag: bytes, attributes: Mapping[str, Any]) -> bytes:
-    # Attributes as repeated ``tag`` fields; one the SDK would drop is left out.
-    parts = []
-    for key, value in attributes.items():
-        try:
-            kv = key_value(key, value)
-        except (TypeError, ValueError):
-            continue
-        parts.append(tag + _len(len(kv)) + kv)
-    return b"".join(parts)
-
-
-def resource_message(attributes: Mapping[str, Any]) -> bytes:
-    """The ``Resource`` message of a resource's attributes."""
-    return _attributes(b"\x0a", attributes)
-
-
-def scope_message(name: str, version: str | None) -> bytes:
-    """The ``InstrumentationScope`` message (name, version)."""
-    data = name.encode()
-    out = b"\x0a" + _len(len(data)) + data if data else b""
-    if version:
-        v = version.encode()
-        out += b"\x12" + _len(len(v)) + v
-    return out
-
-
-def request(resource: bytes, scope: bytes, spans: Sequence[str], schema_url: str = "") -> bytes:
-    """The ``ExportTraceServiceRequest`` of one resource and scope holding ``spans``.
-
-    ``resource`` and ``scope``: messages (``resource_message``, ``scope_message``); ``spans``:
-    ``ScopeSpans.spans`` entries as ``SpanEncoder.encode`` gives them (bytes as latin-1 text).
-    """
-    span_bytes = sum(map(len, spans))
-    scope_field = b"\x0a" + _len(len(scope)) + scope
-    scope_spans = len(scope_field) + span_bytes
-    resource_field = b"\x0a" + _len(len(resource)) + resource
-    schema = b""
-    if schema_url:
-        url = schema_url.encode()
-        schema = b"\x1a" + _len(len(url)) + url
-    scope_spans_field = b"\x12" + _len(scope_spans)
-    resource_spans = len(resource_field) + len(scope_spans_field) + scope_spans + len(schema)
-    head = b"\x0a" + _len(resource_spans) + resource_field + scope_spans_field + scope_field
-    parts = [head.decode("latin-1"), *spans, schema.decode("latin-1")]
-    return "".join(parts).encode("latin-1")
-
-
 # -- spans ---------------------------------------------------------------------------------------
-# A key's cache entry: its KeyValue.key field, then encoded span-attribute fields by value for
-# text, integers and floats (separate: 1 == 1.0 == True as dict keys).
-# An attribute key's encoded name, its cached fields by text, int and float value, and its GenAI
-# twins (each twin's encoded name and ``TWINS`` rule), whose fields a cached field includes.
+# A key's cache entry: its ``KeyValue.key`` field, its encoded span-attribute fields by text, int
+# and float value (apart: 1 == 1.0 == True as dict keys), and its GenAI twins (each twin's encoded
+# name and ``TWINS`` rule), whose fields a cached field includes.
 _Entry = tuple[
     bytes, dict[str, bytes], dict[int, bytes], dict[float, bytes], tuple[tuple[bytes, str], ...]
 ]

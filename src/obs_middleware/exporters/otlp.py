@@ -64,7 +64,7 @@ from .._record import Resource as RecordResource
 from .._version import __version__
 from . import _otlp_logs
 from ._otlp_metrics import metric
-from ._otlp_proto import SpanEncoder, request, resource_message, scope_message, varint
+from ._otlp_proto import SpanEncoder
 from ._otlp_records import SCOPE as _SCOPE
 from ._otlp_records import Times as _Times
 from ._otlp_records import attributes as _attributes
@@ -78,6 +78,7 @@ from ._otlp_session import (
     quiet_sdk_logs,
     trace_settings,
 )
+from ._otlp_wire import request, resource_message, scope_message, varint
 
 __all__ = ["PROTOCOLS", "OTLPExporter", "to_otel_spans"]
 
