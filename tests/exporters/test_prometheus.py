@@ -320,6 +320,30 @@ def test_prometheus_multiproc_dir_is_the_directory_workers_share(exporters, monk
     assert re.fullmatch(rf"obs-{os.getpid()}-[0-9a-f]+\.json", name)  # beside, never *.db
 
 
+def other_process_reader(directory: Path) -> ObsCollector:
+    """A collector reading ``directory`` as another process's ``metrics_app()`` would: no
+    values of its own, and a file of its own apart from this process's."""
+    reader = ObsCollector(snapshot=dict, multiprocess_dir=str(directory))
+    assert reader.files is not None
+    reader.files._pid, reader.files._path = os.getpid(), str(directory / "obs-0-other.json")
+    return reader
+
+
+def test_an_exporter_and_metrics_app_of_one_process_count_it_once(exporters, tmp_path):
+    # Every writer and reader of a process shares its file: the scrape adds the live values to
+    # the other processes' files, never to this process's own, written by its exporter.
+    exporter = PrometheusExporter(multiprocess_dir=str(tmp_path), write_interval_s=0.0)
+    exporters.append(exporter)
+    dropped.add(("once",), 5)
+    exporter.export([])  # written
+    assert len(os.listdir(tmp_path)) == 1
+    scrape = generate_latest_of(ObsCollector(multiprocess_dir=str(tmp_path)))
+    assert 'obs_dropped_total{reason="once"} 5.0' in scrape
+    assert 'obs_dropped_total{reason="once"} 5.0' in generate_latest_of(
+        other_process_reader(tmp_path)
+    )
+
+
 def generate_latest_of(collector: ObsCollector) -> str:
     reg = CollectorRegistry(auto_describe=False)
     reg.register(collector)
@@ -329,7 +353,7 @@ def generate_latest_of(collector: ObsCollector) -> str:
 def test_the_last_values_of_a_burst_are_written_once_due(exporters, tmp_path):
     exporter = PrometheusExporter(multiprocess_dir=str(tmp_path), write_interval_s=0.2)
     exporters.append(exporter)
-    reader = ObsCollector(snapshot=dict, multiprocess_dir=str(tmp_path))
+    reader = other_process_reader(tmp_path)
     exporter.export([])  # due: written now
     dropped.add(("late",), 1)
     exporter.export([])  # not due: written when it is, with no export after it
@@ -363,8 +387,9 @@ def test_a_worker_takes_the_shared_port_over_when_its_holder_exits(
         assert time.monotonic() < deadline, "the port was never taken over"
         time.sleep(0.05)
         other.flush()
-    # Both processes' values (here: two writers of the same registry) are summed.
-    assert 'obs_dropped_total{reason="x"} 2.0' in scrape(other.url)
+    # One process here: its two exporters write one file, counted once (other processes' files
+    # are summed: test_multiprocess_mode_sums_workers_and_keeps_gauges_of_live_ones_only).
+    assert 'obs_dropped_total{reason="x"} 1.0' in scrape(other.url)
 
 
 _FORKED = """

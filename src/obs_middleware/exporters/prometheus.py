@@ -34,7 +34,6 @@ import errno
 import logging
 import os
 import re
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -54,7 +53,7 @@ from .._core.http import UNTRACED
 from .._core.internal import warn_once
 from .._core.metrics import HistogramPoint, MetricSnapshot, registry
 from .._json import dumps_json, valid_text
-from .._record import Record
+from .._record import Record, instance_id
 from ._process_names import process_families
 
 __all__ = ["MetricsApp", "ObsCollector", "PrometheusExporter", "metrics_app", "prometheus_name"]
@@ -167,10 +166,12 @@ class _ProcessFiles:
         self._path = ""
 
     def own_path(self) -> str:
+        """The file of this process: one for every exporter and ``metrics_app()`` of the process
+        (named by its instance id, new in a forked worker), so that none counts it twice."""
         pid = os.getpid()
         if pid != self._pid:  # a forked worker writes its own file, never its parent's
             self._pid = pid
-            self._path = os.path.join(self.directory, f"obs-{pid}-{secrets.token_hex(4)}.json")
+            self._path = os.path.join(self.directory, f"obs-{pid}-{instance_id()}.json")
         return self._path
 
     def write(self, snapshot: Snapshot) -> None:
