@@ -10,7 +10,11 @@ trace), and when known ``exception.type``, ``exception.message`` (``redact.error
 
 Logs are not sampled with their trace: the event is marked sampled, so the finisher hands it to
 the pipeline even in a trace head sampling left out (where it would wait in the tail buffer and
-be forgotten with the trace). What the pipeline cannot take is counted there (``queue_full``).
+be forgotten with the trace). They are rate-limited instead (``Config.logs_per_s``, a token
+bucket of that size refilled at that rate): a flood of warnings (a failing dependency logged
+per request) would otherwise crowd spans out of the export queue. Over the limit a record is
+counted (``obs.dropped{reason="log_rate"}``) and never built. What the pipeline cannot take is
+counted there (``queue_full``).
 
 Never re-entered: records of our own loggers (``obs_middleware.*``), records logged while one is
 being exported (a thread-local flag), on the export worker (a library the exporters use) or
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from typing import Any
 
 from ._core import events
@@ -34,7 +39,16 @@ from ._core.redact import MAX_MESSAGE, PRIVATE, error_message, scrub, scrub_erro
 from ._core.redact import truncate as _truncate
 from ._core.span import Event, Span
 
-__all__ = ["DROP_REASON", "CodeLocation", "export_log", "is_ours", "log_failed", "skipped_here"]
+__all__ = [
+    "DROP_REASON",
+    "RATE_REASON",
+    "CodeLocation",
+    "export_log",
+    "is_ours",
+    "log_failed",
+    "set_log_rate",
+    "skipped_here",
+]
 
 # (file path, line number, function name), each None when unknown.
 CodeLocation = tuple[str | None, int | None, str | None]
@@ -45,6 +59,7 @@ _EXPORT_THREAD = "obs-export"  # the pipeline's worker (_pipeline.Pipeline)
 _HANDLER_THREAD = "obs-handler-"  # event handler workers (_core/events)
 _PRIVATE_MARK = "__obs_private__"  # set by span.mark_private_exception
 DROP_REASON = "log_failed"
+RATE_REASON = "log_rate"
 
 
 class _State(threading.local):
@@ -52,6 +67,39 @@ class _State(threading.local):
 
 
 _state = _State()
+
+
+class _Bucket:
+    """Tokens for ``per_s`` records a second, at most ``per_s`` at once (0: no limit). Updated
+    without a lock: two threads racing may let one record more through, never block."""
+
+    def __init__(self, per_s: float) -> None:
+        self.per_s = per_s
+        self.tokens = per_s
+        self.at = time.monotonic()
+
+    def take(self) -> bool:
+        per_s = self.per_s
+        if not per_s:
+            return True
+        now = time.monotonic()
+        tokens = min(per_s, self.tokens + (now - self.at) * per_s)
+        self.at = now
+        if tokens < 1.0:
+            self.tokens = tokens
+            return False
+        self.tokens = tokens - 1.0
+        return True
+
+
+_bucket = _Bucket(100.0)
+
+
+def set_log_rate(per_s: float) -> None:
+    """Export at most ``per_s`` log records a second from now on, starting with a full bucket
+    (0: no limit); ``configure`` calls it with ``Config.logs_per_s``."""
+    global _bucket
+    _bucket = _Bucket(float(per_s))
 
 
 def is_ours(logger_name: str | None) -> bool:
@@ -77,6 +125,9 @@ def export_log(
     The caller checked the level and ``skipped_here``; raises nothing the caller must handle
     beyond what ``log_failed`` reports.
     """
+    if not _bucket.take():
+        dropped.add((RATE_REASON,))
+        return
     _state.busy = True
     try:
         parent = _span.get_current()

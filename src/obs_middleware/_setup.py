@@ -46,6 +46,7 @@ from ._core.config import (
 from ._core.forks import renew_after_fork
 from ._core.redact import compile_secret_patterns
 from ._core.sampling import RateLimiter, head_threshold, make_export_test, make_finisher
+from ._log_events import set_log_rate
 from ._pipeline import Exporter, Pipeline
 from ._record import Resource
 from .exporters import ConsoleExporter, JsonlExporter, MemoryExporter
@@ -118,6 +119,7 @@ def configure(
     redaction: RedactionOptions | None = None,
     pricing: PricingOptions | None = None,
     logs: str | None = None,
+    logs_per_s: float | None = None,
     runtime_metrics: bool | None = None,
 ) -> Config:
     """Configure obs-middleware for this process; returns the effective ``Config``.
@@ -130,7 +132,8 @@ def configure(
     ``worker.id``/``machine.id`` (``OBS_WORKER_ID``/``OBS_MACHINE_ID``). ``pricing`` overrides or
     extends the prices behind ``cost.usd``. ``logs="warning"`` (``OBS_LOGS``; default ``"off"``)
     exports log records at that level and above through every exporter (a ``logs.LogHandler`` on
-    the root logger, removed when ``logs`` is off again or at ``shutdown()``). Calling again
+    the root logger, removed when ``logs`` is off again or at ``shutdown()``), at most
+    ``logs_per_s`` a second (``OBS_LOGS_PER_S``, default 100; the rest counted). Calling again
     replaces the configuration: what the previous pipeline queued is flushed first. Inside
     ``obs_middleware.testing.capture()`` (the ``obs_capture`` fixture) the capture keeps its
     exporter, sampling and pipeline options; the rest applies until the capture ends. Raises
@@ -149,6 +152,7 @@ def configure(
         "redaction": redaction,
         "pricing": pricing,
         "logs": logs,
+        "logs_per_s": logs_per_s,
         "runtime_metrics": runtime_metrics,
     }
     options.update(_pinned)  # pinned exporters are objects: the app's are never built
@@ -234,6 +238,7 @@ def _wire(config: Config, pipeline: Pipeline) -> None:
     """Point the core's hooks at ``pipeline``: secret patterns, head sampling, the finisher."""
     compile_secret_patterns(config.redaction.extra_patterns)
     _runtime.enable(config.runtime_metrics)
+    set_log_rate(config.logs_per_s)
     limiter = _limiters.get(pipeline)
     _span.sample_threshold = head_threshold(limiter.in_force if limiter else config.sampling.ratio)
     submit = pipeline.submitter()

@@ -175,6 +175,7 @@ class Config:
     redaction: RedactionOptions = field(default_factory=RedactionOptions)
     pricing: PricingOptions = field(default_factory=PricingOptions)
     logs: str = "off"
+    logs_per_s: float = 100.0
     runtime_metrics: bool = True
 
     def __post_init__(self) -> None:
@@ -186,6 +187,10 @@ class Config:
             f"logs must be one of {', '.join(LOG_LEVELS)} (any case)",
         )
         object.__setattr__(self, "logs", self.logs.lower())  # one spelling for the wiring
+        _check(
+            isinstance(self.logs_per_s, (int, float)) and self.logs_per_s >= 0,
+            "logs_per_s must be a number >= 0 (0: no limit)",
+        )
 
 
 # ``Config.logs``: "off", or the least level of the log records exported.
@@ -374,6 +379,13 @@ SETTINGS: tuple[Setting, ...] = (
         "(never sampled out; messages scrubbed, `[PRIVATE]` in private requests): a "
         "`LogHandler` on the root logger. `off`: none (`JsonFormatter` and `SpanEventHandler` "
         "still work by hand).",
+    ),
+    Setting(
+        "logs_per_s",
+        "OBS_LOGS_PER_S",
+        "At most this many log records exported a second (a burst of as many at once); the "
+        'rest are counted in `obs.dropped{reason="log_rate"}`, so a flood of warnings never '
+        "crowds spans out of the export queue. `0`: no limit.",
     ),
     Setting(
         "runtime_metrics",

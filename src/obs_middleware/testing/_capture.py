@@ -149,9 +149,11 @@ def capture(
     imported by the test): that call keeps the capture's exporter, sampling and pipeline options,
     and the options given here, and sets the rest (service, ``http``…). The configuration from
     before the block is restored on exit. Runtime metrics (process CPU, memory, GC: values no
-    test can predict) are off unless ``runtime_metrics=True``.
+    test can predict) are off unless ``runtime_metrics=True``; log records are not rate-limited
+    unless ``logs_per_s`` says so.
     """
     configure_kw.setdefault("runtime_metrics", False)
+    configure_kw.setdefault("logs_per_s", 0)
     exporter = MemoryExporter()
     registry.reset()
     config = _setup.build_config(
