@@ -339,12 +339,21 @@ class Delivery:
             )
 
 
+# Several deliveries may share an exporter name (two OTLP collectors; OTLP's spans and its log
+# records): their spools add up, and the worst breaker state stands for them.
 def _spool_bytes() -> dict[tuple[str, ...], float]:
-    return {(d.name,): float(d.spool.bytes) for d in list(_live) if d.spool is not None}
+    total: dict[tuple[str, ...], float] = {}
+    for d in list(_live):
+        if d.spool is not None:
+            total[d.name,] = total.get((d.name,), 0.0) + d.spool.bytes
+    return total
 
 
 def _breaker_states() -> dict[tuple[str, ...], float]:
-    return {(d.name,): float(d.breaker.state) for d in list(_live)}
+    worst: dict[tuple[str, ...], float] = {}
+    for d in list(_live):
+        worst[d.name,] = max(worst.get((d.name,), 0.0), float(d.breaker.state))
+    return worst
 
 
 registry.gauge(

@@ -79,8 +79,8 @@ class Resource:
     """What every record of this process carries: service, environment, version, and identity.
 
     ``identity()`` gives the per-process keys of ``IDENTITY_KEYS`` that have a value (version,
-    worker and machine ids only when set); exporters encode it once per batch or once per
-    process, never per span.
+    worker and machine ids only when set), built once per process: OTLP encodes it once in its
+    resource message; records and column-store rows carry a copy each.
     """
 
     __slots__ = (
@@ -114,11 +114,6 @@ class Resource:
     def host(self) -> str:
         """The host name of this process."""
         return _process["host"]
-
-    @property
-    def instance_id(self) -> str:
-        """The instance id of this process (new after a fork)."""
-        return _process["instance_id"]
 
     def identity(self) -> dict[str, str]:
         """The identity keys and values of this process (one dict, rebuilt after a fork).

@@ -333,7 +333,7 @@ def flush(timeout: float = 5.0) -> bool:
     """Hand every queued event to its handler (``obs.attach``), then export everything finished
     so far; False if ``timeout`` seconds passed first."""
     deadline = time.monotonic() + timeout
-    handled = _events.flush(timeout) if _events.active else True
+    handled = _events.flush(timeout)  # detached handlers' queues too (events.flush)
     pipeline = _pipeline
     return (True if pipeline is None else pipeline.flush(_time_left(deadline))) and handled
 

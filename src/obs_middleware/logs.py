@@ -27,7 +27,7 @@ import time
 from collections.abc import MutableMapping
 from typing import Any
 
-from ._core.redact import PRIVATE, scrub_error, truncate
+from ._core.redact import MAX_MESSAGE, PRIVATE, scrub_error, truncate
 from ._core.span import Span, current_span
 from ._json import dumps_json
 from ._log_events import CodeLocation, export_log, is_ours, log_failed, skipped_here
@@ -49,7 +49,6 @@ _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | 
     "taskName",
     *_IDS,
 }
-_MAX_MESSAGE = 1024
 _LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -128,7 +127,7 @@ def _rfc3339(created: float) -> str:
 def _to_span(span: Span, level: str, logger: str | None, message: str, exc: str | None) -> None:
     # Logged text often holds an exception's message: cleaned the same way. A private request's
     # logs often echo its prompt: only level, logger and type are kept.
-    text = PRIVATE if span.local.private else truncate(scrub_error(message), _MAX_MESSAGE)
+    text = PRIVATE if span.local.private else truncate(scrub_error(message), MAX_MESSAGE)
     fields: dict[str, Any] = {"level": level, "message": text}
     if logger:
         fields["logger"] = logger
@@ -187,7 +186,7 @@ class SpanEvents:
     """
 
     def __init__(self, level: int | str = logging.WARNING) -> None:
-        self.level = level if isinstance(level, int) else _LEVELS[level.lower()]
+        self.level = _level(level)
 
     def __call__(
         self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]

@@ -239,9 +239,11 @@ def flush(timeout: float = 5.0) -> bool:
 
 
 def _after_fork() -> None:
-    for _, _, worker in list(_handlers.values()):
-        if worker is not None:
-            worker.after_fork()
+    # Detached workers too: one still emptying its queue at the fork must not leave the child's
+    # ``flush`` waiting on events no thread of the child handles.
+    workers = {worker for _, _, worker in list(_handlers.values()) if worker is not None}
+    for worker in workers | set(_workers):
+        worker.after_fork()
 
 
 os.register_at_fork(after_in_child=_after_fork)

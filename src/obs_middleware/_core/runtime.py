@@ -39,6 +39,7 @@ from collections.abc import Mapping
 from time import perf_counter
 from typing import Any
 
+from .forks import renew_after_fork
 from .metrics import FOLD_AT, Histogram, Labels, Series, registry
 
 try:
@@ -70,6 +71,7 @@ _gc_series: list[Series] = []  # cpython.gc.duration per generation, kept for th
 _gc_started = 0.0
 _delay: Histogram | None = None
 _lock = threading.Lock()  # enable() and watch_loop() against each other; never on a GC path
+renew_after_fork(globals(), "_lock", threading.Lock)
 
 
 # -- what is read at collection time ---------------------------------------------------------------
@@ -269,12 +271,10 @@ def watch_loop(interval_s: float = PROBE_INTERVAL_S) -> None:
 
 def unwatch_loop() -> None:
     """Stop the probe (lifespan shutdown): the next loop's first request starts another."""
-    global _probe, probe_wanted
+    global probe_wanted
     with _lock:
-        probe, _probe = _probe, None
         probe_wanted = enabled
-    if probe is not None:
-        probe.stop()
+    _stop_probe()
 
 
 def _let_dead_probe_go() -> None:
@@ -333,14 +333,14 @@ def enable(on: bool = True) -> None:
 
 def _stop_probe() -> None:
     global _probe
-    probe, _probe = _probe, None
+    with _lock:
+        probe, _probe = _probe, None
     if probe is not None:
         probe.stop()
 
 
 def _after_fork_in_child() -> None:
-    global _lock, _gc_base, _probe, probe_wanted
-    _lock = threading.Lock()
+    global _gc_base, _probe, probe_wanted
     _gc_base = gc.get_stats()  # the parent's collections are the parent's
     _probe = None  # the parent's loop is not running here
     probe_wanted = enabled

@@ -14,7 +14,8 @@
   untraced, with the metrics of every worker.
 
 Nothing here may break the app: a failure warns once on stderr and the process runs without
-instrumentation (what was patched is undone).
+instrumentation (what was patched is undone; a configuration already made stays, exporting
+nothing the app does not trace).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from .._core.internal import internal_error, warn_once
 from .._core.patches import Patches
 from ..integrations._registry import instrument_all, uninstrument_all
 from ..middleware import ObsMiddleware, ObsWSGIMiddleware
+from ..middleware.starlette import is_obs_middleware
 
 __all__ = ["start"]
 
@@ -184,11 +186,6 @@ def _hook_frameworks(front: _Fronts | None) -> None:
             _patches.wrap("flask.app", "Flask.__call__", _flask_call(front))
 
 
-def _is_ours(middleware: Any) -> bool:
-    cls = getattr(middleware, "cls", None)
-    return isinstance(cls, type) and issubclass(cls, ObsMiddleware)
-
-
 def _starlette_stack(front: _Fronts | None) -> Callable[..., Any]:
     def build(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         app = wrapped(*args, **kwargs)
@@ -197,7 +194,7 @@ def _starlette_stack(front: _Fronts | None) -> Callable[..., Any]:
                 return app
             # The app's own ObsMiddleware (moved outermost by instrument_all) keeps its options.
             if not isinstance(app, ObsMiddleware) and not any(
-                _is_ours(m) for m in instance.user_middleware
+                is_obs_middleware(m) for m in instance.user_middleware
             ):
                 app = ObsMiddleware(app)
             return app if front is None else front.around(app)

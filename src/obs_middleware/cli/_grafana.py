@@ -42,7 +42,7 @@ with warnings.catch_warnings():
         LegendPlacement,
     )
 
-__all__ = ["TITLE", "UID", "dashboard", "dashboard_json"]
+__all__ = ["TITLE", "UID", "dashboard", "dashboard_json", "render"]
 
 UID = "obs-middleware"
 TITLE = "obs-middleware"

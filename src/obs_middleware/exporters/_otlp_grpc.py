@@ -33,6 +33,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from .._delivery import Outcome, Result
+from .._delivery_options import OK
 
 __all__ = ["GrpcChannel", "abort_all", "insecure_default"]
 
@@ -52,7 +53,6 @@ _RETRYABLE = frozenset(
         grpc.StatusCode.DATA_LOSS,
     }
 )
-_OK = Result(Outcome.OK)
 _COMPRESSION = {"gzip": grpc.Compression.Gzip, "deflate": grpc.Compression.Deflate}
 _OPTIONS = (
     ("grpc.max_reconnect_backoff_ms", 1000),
@@ -168,7 +168,7 @@ class GrpcChannel:
         finally:
             with _inflight_lock:
                 _inflight.discard(future)
-        return _OK
+        return OK
 
     def close(self) -> None:
         """Close the channel (a later call opens a new one)."""

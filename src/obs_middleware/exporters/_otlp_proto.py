@@ -1,22 +1,23 @@
 """OTLP trace requests (``ExportTraceServiceRequest`` protobuf) written from finished spans.
 
 The OTLP exporter's span path: each finished span becomes the bytes of one ``ScopeSpans.spans``
-entry, without records, SDK ``ReadableSpan`` objects or protobuf message objects (the SDK's
-encoding cost ~40 µs per span; benchmarks/test_throughput.py). What a span records is exactly
-what the record path gives (``otlp.to_otel_spans`` over ``to_records``, encoded by the SDK): the
-same attributes in the same order (renamed to current semantic conventions, ``error.type``,
-``enduser.id``, ``obs.tier``, ``obs.request_id``, ``obs.status``), times at µs precision, the
-status and the ``exception`` event, and an AI span's ``gen_ai.*`` attributes (``_otlp_genai``).
-Two fields say more than the record path can: ``flags``
-marks a parent as remote only when it came over the wire (the record path marks every parent
-remote), and ``trace_state`` carries the ``tracestate`` received with it. A test decodes the
-bytes with the official generated classes and compares them with the SDK's on arbitrary spans.
+entry, without records, SDK ``ReadableSpan`` objects or protobuf message objects (the SDK's encoding
+cost ~40 µs per span; benchmarks/test_throughput.py). What a span records is exactly what the record
+path gives (``_otlp_records.to_otel_spans`` over ``to_records``, encoded by the SDK): the same
+attributes in the same order (renamed to current semantic conventions, ``error.type``,
+``enduser.id``, ``obs.tier``, ``obs.request_id``, ``obs.status``), times at µs precision, the status
+and the ``exception`` event, and an AI span's ``gen_ai.*`` attributes (``_otlp_genai``). Two fields
+say more than the record path can: ``flags`` marks a parent as remote only when it came over the
+wire (the record path marks every parent remote), and ``trace_state`` carries the ``tracestate``
+received with it. A test decodes the bytes with the official generated classes and compares them
+with the SDK's on arbitrary spans.
 
 Cost: encoded (key, value) pairs of attributes are cached per key (bounded), so a low-cardinality
 attribute costs one dict lookup; ids and times are packed with ``struct``; each span is one
-``b"".join``. A span this path does not take exactly as the record path would (an attribute
-named like a fixed or renamed key, a value of an unusual type, text with lone surrogates, an
-integer past 64 bits) is handed to the exporter's fallback: the record path for that one span.
+``b"".join``. A span this path does not take exactly as the record path would (an attribute named
+like a fixed or renamed key or ``gen_ai.*``, a value of an unusual type, text with lone
+surrogates, an integer past 64 bits) is handed to the exporter's fallback: the record path for
+that one span.
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ def _scalar(value: Any, kind: type) -> bytes:
 
 
 def _value(value: Any) -> bytes:
-    """The AnyValue the record path gives a value (``otlp._value``), for the usual types."""
+    """The AnyValue the record path gives a value (``_otlp_records._value``): usual types."""
     kind = type(value)
     if kind in _SCALAR_TYPES:
         return _scalar(value, kind)

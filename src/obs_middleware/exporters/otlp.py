@@ -57,7 +57,15 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from .._core import span as _span
 from .._core.context import EXPORTING
 from .._core.metrics import dropped, registry
-from .._delivery import AUTO_SPOOL, Delivery, DeliveryOptions, Outcome, Result, classify_status
+from .._delivery import (
+    AUTO_SPOOL,
+    Delivery,
+    DeliveryOptions,
+    Outcome,
+    Result,
+    classify_status,
+)
+from .._delivery_options import OK
 from .._json import valid_text
 from .._record import Record, instance_id, to_records
 from .._record import Resource as RecordResource
@@ -85,7 +93,6 @@ __all__ = ["PROTOCOLS", "OTLPExporter", "to_otel_spans"]
 _log = logging.getLogger("obs_middleware")
 _SCOPE_MESSAGE = scope_message(_SCOPE.name, _SCOPE.version)
 _SCOPE_NAME = (_SCOPE.name, _SCOPE.version or "")
-_OK = Result(Outcome.OK)
 PROTOCOLS = ("http/protobuf", "grpc")
 
 
@@ -272,20 +279,20 @@ class OTLPExporter:
         """Send one batch of spans (called by the delivery layer): span records, or encoded
         spans (``export_spans``; spooled as they are)."""
         if not items:
-            return _OK
+            return OK
         if isinstance(items[0], str):
             body = self._request(items)  # type: ignore[arg-type]
         else:
             spans = to_otel_spans(_encodable(items), self.resource, self._times)  # type: ignore[arg-type]
             if not spans:
-                return _OK
+                return OK
             body = encode_spans(spans).SerializeToString()
         return self._send("traces", body, timeout)
 
     def send_logs(self, items: Sequence[str], timeout: float) -> Result:
         """Send one batch of encoded log records (called by the events' delivery layer)."""
         if not items:
-            return _OK
+            return OK
         resource, schema_url = self._resource_message()
         return self._send("logs", _otlp_logs.request(resource, items, schema_url), timeout)
 
@@ -309,7 +316,7 @@ class OTLPExporter:
         if status is None:  # no answer at all: refused, reset, timed out
             return Result(Outcome.RETRY, None, "OTLP export failed (no response)")
         if status < 300:
-            return _OK
+            return OK
         return classify_status(status, self._response.retry_after, f"OTLP HTTP {status}")
 
     def _request(self, spans: Sequence[str]) -> bytes:

@@ -16,25 +16,20 @@ from typing import Any
 
 import orjson
 
-from .._core.status import NOT_FAILURES, USER_ERRORS
+from .._core.status import USER_ERRORS, is_service_failure
 from ._store_figures import (
     fingerprint,
     latency,
     location,
-    percentile,
     pool_peaks,
     short_labels,
     summary,
 )
 from .sqlite import COLUMNS, connect, row_to_record
 
-__all__ = ["Filters", "Row", "Store", "fingerprint", "percentile", "short_labels"]
+__all__ = ["Filters", "Row", "Store", "fingerprint", "short_labels"]
 
 Row = dict[str, Any]
-
-# Statuses of an AI call that are no service failure (as the ``ai.errors`` metric counts): the
-# user-caused ones are counted apart (``_core/status.py``).
-_AI_OK = NOT_FAILURES | USER_ERRORS
 
 
 class Filters:
@@ -282,7 +277,7 @@ class Store:
         out = []
         for key, items in groups.items():
             attrs = [_attrs(r[7]) for r in items]
-            errors = sum(1 for r in items if r[5] not in _AI_OK)
+            errors = sum(1 for r in items if is_service_failure(r[5]))
             user_errors = sum(1 for r in items if r[5] in USER_ERRORS)
             extra: Row = {}
             if "model" in by:

@@ -24,12 +24,13 @@ from .._core.internal import internal_error
 from .._core.patches import Patches
 from .asgi import ObsMiddleware
 
-__all__ = ["patch", "unpatch"]
+__all__ = ["is_obs_middleware", "patch", "unpatch"]
 
 _patches = Patches("starlette")
 
 
-def _is_ours(middleware: Any) -> bool:
+def is_obs_middleware(middleware: Any) -> bool:
+    """Whether an entry of a Starlette app's ``user_middleware`` is an ``ObsMiddleware``."""
     cls = getattr(middleware, "cls", None)
     return isinstance(cls, type) and issubclass(cls, ObsMiddleware)
 
@@ -37,13 +38,13 @@ def _is_ours(middleware: Any) -> bool:
 def _outermost(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     try:
         user = instance.user_middleware
-        ours = [m for m in user if _is_ours(m)]
+        ours = [m for m in user if is_obs_middleware(m)]
     except Exception:
         internal_error("starlette middleware order")
         ours = []
     if not ours:
         return wrapped(*args, **kwargs)
-    instance.user_middleware = [m for m in user if not _is_ours(m)]
+    instance.user_middleware = [m for m in user if not is_obs_middleware(m)]
     try:
         app = wrapped(*args, **kwargs)
     finally:

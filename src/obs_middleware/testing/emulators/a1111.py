@@ -22,27 +22,11 @@ import zlib
 from typing import Any
 
 from . import Emulator, Reply, Request, serve
+from .fal import png
 
-__all__ = ["A1111Emulator", "png"]
+__all__ = ["A1111Emulator"]
 
 _MAX_SIDE = 4096
-
-
-def png(width: int, height: int, rgb: tuple[int, int, int] = (90, 120, 200)) -> bytes:
-    """A solid-colour RGB PNG of ``width`` x ``height`` pixels (small: it compresses well)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    row = b"\x00" + bytes(rgb) * width
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(row * height, 6))
-        + chunk(b"IEND", b"")
-    )
 
 
 def _png_size(b64: str) -> tuple[int, int] | None:
