@@ -57,7 +57,7 @@ def reference(exporter: OTLPExporter, items: list[Any]) -> list[PbSpan]:
         except Exception:
             continue
         (span,) = request.resource_spans[0].scope_spans[0].spans
-        remote = item.parent_id and item.local.root is item
+        remote = item.parent_id and item.local.root_id == item.span_id
         span.flags = 0x300 if remote else 0x100
         span.trace_state = item.local.tracestate or ""
         spans.append(span)

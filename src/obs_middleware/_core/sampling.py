@@ -137,7 +137,7 @@ def make_finisher(
     def on_finish(item: Span | Event) -> None:
         if item.sampled:
             share = limiter.in_force if limiter is not None else fixed
-            if share < 1.0 and type(item) is Span and item.local.root is item:
+            if share < 1.0 and type(item) is Span and item.local.root_id == item.span_id:
                 item.attrs["sampling.ratio"] = share
             submit(item)
             return
@@ -149,7 +149,7 @@ def make_finisher(
         ):
             local.keep = True
         buffer = local.buffer
-        if is_span and local.root is item:
+        if is_span and local.root_id == item.span_id:
             local.buffer = None
             if local.keep and buffer is not None:
                 for held in buffer:

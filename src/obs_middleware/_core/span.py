@@ -114,6 +114,8 @@ class LocalTrace:
         "private",
         "request_id",
         "root",
+        "root_attrs",
+        "root_id",
         "tier",
         "trace_hex",
         "tracestate",
@@ -121,7 +123,12 @@ class LocalTrace:
     )
 
     def __init__(self, root: Span, tracestate: str | None) -> None:
-        self.root = root
+        # The local root while it runs, None once it ended: the trace's spans then no longer
+        # reach it, so the root and this object (which point at each other until then) are freed
+        # by reference counting instead of waiting for a garbage collection.
+        self.root: Span | None = root
+        self.root_id: int = root.span_id  # is ``span`` the root: ``span.span_id == root_id``
+        self.root_attrs = root.attrs  # the root's attributes, also after it ended
         self.tracestate = tracestate
         self.user_id: str | None = None
         self.tier: str | None = None
@@ -200,6 +207,7 @@ class Span:
         context-variable set and reset.
         """
         global new_traces
+        self.span_id = randbits(64) or 1  # first: a local root's LocalTrace keeps it
         parent = _current.get()
         if bridge is not None and self._bridged(parent):
             pass
@@ -224,7 +232,6 @@ class Span:
                 self.local = LocalTrace(self, None)
             if not self.sampled:
                 self.local.buffer = []
-        self.span_id = randbits(64) or 1
         if activate:
             self._token = _current.set(self)
         if events.active:
@@ -271,8 +278,10 @@ class Span:
                 self._restore(token)
         local = self.local
         try:
-            if local.deferred is not None and local.root is self:
-                _run_deferred(self, local.deferred)
+            if local.root is self:
+                local.root = None
+                if local.deferred is not None:
+                    _run_deferred(self, local.deferred)
             if events.active:
                 events.dispatch(
                     self.name + (".exception" if self.status == "error" else ".stop"),
@@ -406,7 +415,7 @@ class Span:
     @property
     def is_root(self) -> bool:
         """True for the first span of the trace in this process."""
-        return self.local.root is self
+        return self.local.root_id == self.span_id
 
     # -- decorator -------------------------------------------------------------------------------
     def __call__(self, fn: F) -> F:

@@ -221,7 +221,7 @@ class SpanEncoder:
                 continue
             local = item.local
             pid = item.parent_id
-            remote = bool(pid) and local.root is item
+            remote = bool(pid) and local.root_id == item.span_id
             try:
                 name = item.name
                 nf = names.get(name)

@@ -430,18 +430,18 @@ class AICall(CallUsage, CallFields):
                 usd, unknown = None, f"invalid cost computed: {usd}"
             if usd is None:
                 attrs["cost.unknown"] = unknown
-        root = local.root
-        own_root = root is self.span
+        root = local.root  # None once it ended
+        own_root = local.root_id == self.span.span_id
         if usd is None:
-            if not own_root and not root.end_ns:
+            if not own_root and root is not None and not root.end_ns:
                 root.attrs["cost.unknown"] = "some AI calls have no price"
             return
         attrs["cost.usd"] = usd
-        if own_root or root.end_ns:  # its own trace, or its root has ended: recorded now
-            record_cost(labels, usd, root)
+        if own_root or root is None or root.end_ns:  # its own trace, or its root has ended
+            record_cost(labels, usd, local)
             return
         root.attrs["cost.usd"] = cost.round_usd(root.attrs.get("cost.usd", 0.0) + usd)
-        rollup(local).add(labels, usd, root)
+        rollup(local).add(labels, usd, local)
 
     def __repr__(self) -> str:
         return f"<AICall {self.provider}.{self.operation} depth={self._depth}>"

@@ -106,21 +106,23 @@ class _CostRollup:
         self.sums: dict[tuple[str, str, str], float] = {}
         self.done = False
 
-    def add(self, labels: tuple[str, str, str], usd: float, root: _span.Span) -> None:
+    def add(self, labels: tuple[str, str, str], usd: float, local: _span.LocalTrace) -> None:
         if self.done:  # the root already ended (a stream outliving its request)
-            record_cost(labels, usd, root)
+            record_cost(labels, usd, local)
         else:
             self.sums[labels] = self.sums.get(labels, 0.0) + usd
 
     def __call__(self, root: _span.Span) -> None:
         self.done = True
         for labels, usd in self.sums.items():
-            record_cost(labels, usd, root)
+            record_cost(labels, usd, root.local)
 
 
-def record_cost(labels: tuple[str, str, str], usd: float, root: _span.Span) -> None:
-    route = root.attrs.get("http.route") or root.attrs.get("job.service_type") or ""
-    ai_cost.add((*labels, str(route), root.local.tier or ""), usd)
+def record_cost(labels: tuple[str, str, str], usd: float, local: _span.LocalTrace) -> None:
+    """Add ``usd`` to ``ai.cost_usd`` under the route of the root of ``local`` and its tier."""
+    attrs = local.root_attrs
+    route = attrs.get("http.route") or attrs.get("job.service_type") or ""
+    ai_cost.add((*labels, str(route), local.tier or ""), usd)
 
 
 def rollup(local: _span.LocalTrace) -> _CostRollup:
