@@ -346,3 +346,60 @@ def test_forked_child_restarts_the_worker_and_does_not_duplicate_parent_spans(
     spans(1, "parent.after")
     assert obs.flush(5)
     assert sorted(names_in(shared)) == ["child.work", "parent.after", "parent.before"]
+
+
+class RefillingExporter:
+    """Submits two more spans while it exports each of its first ``batches`` batches: a queue
+    that fills as fast as the worker drains it, so the worker never goes back to sleep."""
+
+    name = "refilling"
+
+    def __init__(self, batches: int) -> None:
+        self.batches = batches
+        self.exported = 0
+        self.pipeline: _pipeline.Pipeline | None = None
+
+    def export(self, records: Sequence[Record]) -> None:
+        self.exported += 1
+        if self.exported < self.batches and self.pipeline is not None:
+            for _ in range(2):
+                self.pipeline.submit(_finished_span())
+
+    def flush(self) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        pass
+
+
+def _finished_span() -> Span:
+    span = Span("s", {}).start(activate=False)
+    span.end_ns = span.start_ns + 1
+    return span
+
+
+def test_the_sampler_ticks_between_batches_of_a_queue_that_never_empties(
+    configured: Configure,
+) -> None:
+    configured(exporters=[])  # no pipeline of the configuration's own
+    ticks: list[float] = []
+    exporter = RefillingExporter(batches=6)
+    pipeline = _pipeline.Pipeline(
+        [exporter],
+        Resource("svc", "test", None),
+        queue_size=100,
+        batch_size=2,
+        interval_s=60.0,  # the worker does not wake up by itself within the test
+        tick=lambda: ticks.append(time.monotonic()),
+    )
+    exporter.pipeline = pipeline
+    try:
+        pipeline.submit(_finished_span())
+        pipeline.submit(_finished_span())
+        assert pipeline.flush(5)
+        assert exporter.exported == 6
+        # One tick per wake-up and one before each batch: the adaptive sampler's clock kept
+        # running while the worker drained without sleeping.
+        assert len(ticks) >= 6
+    finally:
+        pipeline.shutdown(1.0)

@@ -68,8 +68,9 @@ ExportSpans = Callable[[Sequence[Span | Event], Resource], None]
 class Pipeline:
     """Queue and worker for one configuration. ``submit`` is the hot path.
 
-    ``tick`` (optional) runs on the worker at each wake-up, a few times a second: the adaptive
-    sampler's clock.
+    ``tick`` (optional) runs on the worker at each wake-up, a few times a second, and after each
+    batch it exports: the adaptive sampler's clock, which must keep running while a queue that
+    fills as fast as it drains keeps the worker from sleeping.
     """
 
     def __init__(
@@ -180,10 +181,7 @@ class Pipeline:
             wake.wait(self.interval_s)
             wake.clear()
             if tick is not None:
-                try:
-                    tick()
-                except Exception:
-                    self._log_once("sampler", "tick")
+                self._tick_safely(tick)
             with self._cond:
                 target = self._requested
                 stopping = self._stopping
@@ -197,10 +195,19 @@ class Pipeline:
                 self._call_exporters("shutdown")
                 return
 
+    def _tick_safely(self, tick: Callable[[], None]) -> None:
+        try:
+            tick()
+        except Exception:
+            self._log_once("sampler", "tick")
+
     def _drain(self) -> None:
         queue = self.queue
         popleft = queue.popleft
+        tick = self._tick
         while queue:
+            if tick is not None:
+                self._tick_safely(tick)
             n = min(len(queue), self.batch_size)
             batch = [popleft() for _ in range(n)]
             self._inflight = batch

@@ -50,8 +50,10 @@ def silence() -> Token | None:
         root.span_id = _span.randbits(64) or 1
         root.parent_id = 0
         root.sampled = False
-        root.local = _span.LocalTrace(root, None)
-        root.local.buffer = _Discard()
+        root.local = local = _span.LocalTrace(root, None)
+        # Never ended: as if it had (no cycle left behind, children record their cost at once).
+        local.root = None
+        local.buffer = _Discard()
         root.start_ns = _span.clock_ns()
         return _span.set_current(root)
     except Exception:
