@@ -185,7 +185,10 @@ def _start_traces(n: int) -> None:
             pass
 
 
-def test_rate_limiter_samples_everything_below_its_limit_and_the_limit_above_it() -> None:
+def test_rate_limiter_samples_everything_below_its_limit_and_the_limit_above_it(
+    configured: Callable[..., object],
+) -> None:
+    configured(exporters=[])  # the traces only count: nothing exported to the console
     clock = _Clock()
     saved = _span.sample_threshold
     try:
@@ -207,7 +210,8 @@ def test_rate_limiter_samples_everything_below_its_limit_and_the_limit_above_it(
         _span.sample_threshold = saved
 
 
-def test_rate_limiter_multiplies_a_fixed_ratio() -> None:
+def test_rate_limiter_multiplies_a_fixed_ratio(configured: Callable[..., object]) -> None:
+    configured(exporters=[])
     clock = _Clock()
     saved = _span.sample_threshold
     try:
