@@ -9,6 +9,7 @@ import pytest
 
 from obs_middleware._core import internal
 from obs_middleware._core.metrics import (
+    Balance,
     Registry,
     dropped,
     registry,
@@ -190,6 +191,26 @@ def test_tally_is_exact_under_many_threads(reg: Registry) -> None:
     for t in threads:
         t.join()
     assert tally.snapshot().points == {(): 80_000.0}
+
+
+def test_balance_counts_up_and_down_exactly_under_many_threads() -> None:
+    balance = Balance()
+    assert balance.value == 0
+
+    def churn() -> None:
+        for _ in range(10_000):
+            next(balance.up)
+            next(balance.down)
+        next(balance.up)
+
+    threads = [threading.Thread(target=churn) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert balance.value == 8
+    next(balance.down)
+    assert balance.value == 7
 
 
 def test_a_callback_can_be_read_as_a_counter_or_updown_and_a_metric_removed():

@@ -44,6 +44,7 @@ __all__ = [
     "DURATION_BUCKETS_MS",
     "FOLD_AT",
     "OVERFLOW",
+    "Balance",
     "Counter",
     "Gauge",
     "Histogram",
@@ -150,6 +151,23 @@ class Tally(_Metric):
 
     def reset(self) -> None:  # noqa: D102
         self._count = itertools.count()
+
+
+class Balance:
+    """An up/down count kept without a lock: ``next(balance.up)``, ``next(balance.down)``
+    (``next()`` on an ``itertools.count`` is atomic under the GIL); ``value`` is their difference.
+    For counts taken on every request that a gauge reads at snapshot time."""
+
+    __slots__ = ("down", "up")
+
+    def __init__(self) -> None:
+        self.up = itertools.count()
+        self.down = itertools.count()
+
+    @property
+    def value(self) -> int:
+        """Ups minus downs so far."""
+        return _peek(self.up) - _peek(self.down)
 
 
 def _peek(count: Iterator[int]) -> int:

@@ -94,7 +94,7 @@ def _pool_values(state: EngineState) -> tuple[float, ...] | None:
         )
     with state.lock:
         opened = max(state.opened, 0)
-        out = max(state.checked_out, 0)
+    out = max(state.checked_out.value, 0)
     if isinstance(pool, library().pool.NullPool):
         size = 0
     else:  # SingletonThreadPool keeps ``size`` connections (one per thread); StaticPool one

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
+from ..._core.metrics import FOLD_AT
 from ._state import EngineState, internal_error, library
 
 if TYPE_CHECKING:
@@ -45,13 +46,13 @@ def observe_pool(state: EngineState, pool: Pool, metrics: Metrics) -> None:
     def invalidate(dbapi_connection: Any, record: Any, exception: BaseException | None) -> None:
         metrics.invalidated.add(labels)
 
+    out, back = state.checked_out.up, state.checked_out.down
+
     def checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-        with state.lock:
-            state.checked_out += 1
+        next(out)
 
     def checkin(dbapi_connection: Any, record: Any) -> None:
-        with state.lock:
-            state.checked_out -= 1
+        next(back)
 
     listeners: list[tuple[str, Callable[..., None]]] = [
         ("connect", connect),
@@ -77,6 +78,9 @@ def _time_checkouts(state: EngineState, pool: Pool, metrics: Metrics) -> None:
     pool_timeout = library().exc.TimeoutError
     labels = state.labels
     record = metrics.wait.record
+    series = metrics.wait.series(labels)
+    if series.labels != labels:  # beyond the histogram's series limit: counted per call
+        series = None
     timeouts = metrics.timeouts
     checkout = pool.connect
     recreate = pool.recreate
@@ -89,7 +93,13 @@ def _time_checkouts(state: EngineState, pool: Pool, metrics: Metrics) -> None:
             timeouts.add(labels)
             raise
         finally:
-            record(labels, (perf_counter_ns() - start) / 1e6)
+            waited = (perf_counter_ns() - start) / 1e6
+            if series is None:
+                record(labels, waited)
+            else:
+                series.append(waited)
+                if len(series) >= FOLD_AT:
+                    series.fold()
 
     def recreated() -> Any:
         new = recreate()

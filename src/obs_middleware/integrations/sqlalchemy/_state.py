@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..._core import internal
-from ..._core.metrics import Histogram, Series, dropped
+from ..._core.metrics import Balance, Histogram, Series, dropped
 from .._sql import analyze
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ class EngineState:
         self.statements: dict[str, Entry] = {}
         self.lock = threading.Lock()
         self.opened = 0  # connect events minus close events
-        self.checked_out = 0  # checkout events minus checkin events (pools without counters)
+        self.checked_out = Balance()  # checkout minus checkin events (pools without counters)
         self.slow_ms = DEFAULT_SLOW_MS
         self.slow_ns = 0
         self.commenter = False
