@@ -8,7 +8,7 @@ from typing import Any
 from .._core import events
 from .._core import span as _span
 from .._core.config import HttpOptions
-from .._core.http import OTHER_METHOD, STATUS_CLASS
+from .._core.http import OTHER_METHOD, STATUS_CLASS, content_length
 from .._core.internal import internal_error
 from .._core.metrics import FOLD_AT, Series, http_duration
 from .._core.redact import SENSITIVE_HEADERS, clean_path, scrub
@@ -58,14 +58,15 @@ def finish_request(  # noqa: PLR0917 - positional on purpose: called once per re
     span: Span,
     template: str | None,
     status: int,
-    request_size: int | None,
+    length: bytes | str | None,
     response_size: int,
     end_ns: int,
     options: HttpOptions,
     scope: Mapping[str, Any],
 ) -> None:
     """Name the span after its route, record attributes and metrics, end it (at ``end_ns``: the
-    last body chunk, when seen). The span's provisional name is the request method.
+    last body chunk, when seen). The span's provisional name is the request method; ``length``
+    the request's ``Content-Length`` as received (parsed only if recorded).
 
     ``url.path`` is bounded and scrubbed unless it is the matched route's own (static) template
     or plain lower-case letters, digits and slashes. Attributes (and the ``user_id`` hook) are
@@ -73,9 +74,10 @@ def finish_request(  # noqa: PLR0917 - positional on purpose: called once per re
     failed nor slow, when no handler or root callback reads it.
     """
     method = span.name
-    key = (method, template)
-    name = _names.get(key)
-    span.name = name if name is not None else span_name(method, template)
+    known = _finished.get((method, template, status))
+    if known is None:
+        known = _name_and_series(method, template, status)
+    span.name, series = known
     if status >= 500 and span.status == "ok":
         span.status = "error"
     end_ns = end_ns or _span.clock_ns()
@@ -88,7 +90,7 @@ def finish_request(  # noqa: PLR0917 - positional on purpose: called once per re
         attrs["http.method"] = method
         attrs["http.route"] = template
         attrs["http.status_code"] = status
-        attrs["http.request_size"] = request_size
+        attrs["http.request_size"] = None if length is None else content_length(length)
         attrs["http.response_size"] = response_size
         if local.user_id is None and options.user_id is not None:
             try:
@@ -97,23 +99,21 @@ def finish_request(  # noqa: PLR0917 - positional on purpose: called once per re
             except Exception:
                 internal_error("user_id hook")
     span.end(end_ns)
-    series = _series.get((method, template, status))
-    if series is None:
-        series = _duration_series(method, template, status)
     series.append((end_ns - span.start_ns) / 1e6)
     if len(series) >= FOLD_AT:
         series.fold()
 
 
-# (method, template, status) -> the duration metric's series (method, route, status class)
-_series: dict[tuple[str, str | None, int], Series] = {}
+# (method, template, status) -> the span's name and the duration metric's series (method, route,
+# status class): one lookup per request.
+_finished: dict[tuple[str, str | None, int], tuple[str, Series]] = {}
 
 
-def _duration_series(method: str, template: str | None, status: int) -> Series:
+def _name_and_series(method: str, template: str | None, status: int) -> tuple[str, Series]:
     labels = (method, template or "", STATUS_CLASS.get(status // 100, "xxx"))
-    series = http_duration.series(labels)
+    known = (span_name(method, template), http_duration.series(labels))
     # As for names, raw paths from a framework must not grow us; an overflow series is asked for
     # each time, so each of its observations is counted.
-    if len(_series) < _MAX_NAMES and series.labels == labels:
-        _series[method, template, status] = series
-    return series
+    if len(_finished) < _MAX_NAMES and known[1].labels == labels:
+        _finished[method, template, status] = known
+    return known

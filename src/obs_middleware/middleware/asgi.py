@@ -10,7 +10,7 @@ from .._core import runtime as _runtime
 from .._core import span as _span
 from .._core.config import HttpOptions
 from .._core.context import parse_trace_fields, parse_traceparent, valid_request_id
-from .._core.http import SERVED, UNTRACED, content_length, other_method
+from .._core.http import SERVED, UNTRACED, other_method
 from .._core.internal import internal_error
 from .._core.metrics import http_active
 from ._excluded import run_excluded
@@ -88,7 +88,6 @@ class ObsMiddleware:
             else:  # a repeated traceparent is invalid; repeated tracestates are combined
                 remote = parse_trace_fields(raw)
             length = headers.get(b"content-length")
-            request_size = None if length is None else content_length(length)
             attrs: dict[str, Any] = {"url.path": path}
             if method not in options.known_method_set:
                 method = other_method(method, attrs)
@@ -96,8 +95,10 @@ class ObsMiddleware:
             rid_name = options.request_id_header_bytes
             incoming = headers.get(rid_name)
             local = span.local
-            trace_hex = span.trace_hex
-            local.request_id = request_id = (incoming and valid_request_id(incoming)) or trace_hex
+            request_id = incoming and valid_request_id(incoming)
+            if not request_id:  # the trace id, hexed once for the trace (``Span.trace_hex``)
+                request_id = local.trace_hex = span.trace_id.to_bytes(16, "big").hex()
+            local.request_id = request_id
             if options.capture_headers:
                 span.attrs.update(
                     captured_headers(options, lambda n: _latin1(headers.get(n.encode())))
@@ -145,7 +146,7 @@ class ObsMiddleware:
                         span,
                         route_template(scope, span.attrs),
                         status,
-                        request_size,
+                        length,
                         response_size,
                         end_ns,
                         options,

@@ -73,7 +73,7 @@ class ObsWSGIMiddleware:
             remote = parse_traceparent(
                 _encoded(environ, "HTTP_TRACEPARENT"), _encoded(environ, "HTTP_TRACESTATE")
             )
-            request_size = content_length(environ.get("CONTENT_LENGTH"))
+            length = environ.get("CONTENT_LENGTH")
             rid_key = "HTTP_" + options.request_id_header.upper().replace("-", "_")
             incoming = valid_request_id(_encoded(environ, rid_key))
             attrs: dict[str, Any] = {"url.path": path}
@@ -96,7 +96,7 @@ class ObsWSGIMiddleware:
             internal_error("wsgi request start")
             return self.app(environ, start_response)
 
-        state = _Request(span, active, request_size, options, environ)
+        state = _Request(span, active, length, options, environ)
 
         def traced_start_response(
             status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
@@ -134,8 +134,8 @@ class _Request:
         "done",
         "environ",
         "expected",
+        "length",
         "options",
-        "request_size",
         "response_size",
         "span",
         "status",
@@ -145,13 +145,13 @@ class _Request:
         self,
         span: _span.Span,
         active: Iterator[int],
-        request_size: int | None,
+        length: str | None,
         options: HttpOptions,
         environ: Environ,
     ) -> None:
         self.span = span
         self.active = active
-        self.request_size = request_size
+        self.length = length  # Content-Length as received
         self.options = options
         self.environ = environ
         self.status = 0
@@ -178,7 +178,7 @@ class _Request:
                 self.span,
                 route if isinstance(route, str) else None,
                 self.status,
-                self.request_size,
+                self.length,
                 self.response_size,
                 0,
                 self.options,

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
-from ..._core.metrics import FOLD_AT
+from ..._core.metrics import FOLD_AT, Series
 from ._state import EngineState, internal_error, library
 
 if TYPE_CHECKING:
@@ -78,8 +78,8 @@ def _time_checkouts(state: EngineState, pool: Pool, metrics: Metrics) -> None:
     pool_timeout = library().exc.TimeoutError
     labels = state.labels
     record = metrics.wait.record
-    series = metrics.wait.series(labels)
-    if series.labels != labels:  # beyond the histogram's series limit: counted per call
+    series: Series | None = metrics.wait.series(labels)
+    if series is not None and series.labels != labels:  # beyond the series limit: per call
         series = None
     timeouts = metrics.timeouts
     checkout = pool.connect
