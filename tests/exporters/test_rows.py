@@ -276,3 +276,20 @@ def test_attributes_text_is_cached_per_shape_and_bounded(
     assert _lines(encode_rows(rows)) == reference(finished)
     assert 0 < len(cache) <= 3  # cleared when full; long texts and other types never kept
     assert all(len(text) <= _rows._MAX_CACHED_TEXT for text in cache.values())
+
+
+def test_a_packed_row_with_text_orjson_refuses_takes_the_fallback_whole(
+    finished: list[Any],
+) -> None:
+    with _span.Span("bad \ud800 name", {"custom": "x"}):
+        pass
+    with _span.Span("fine", {}):
+        pass
+    plain = span_rows(finished, RESOURCE)
+    packed = span_rows(finished, RESOURCE, packed=True)
+    assert type(packed[0]["type"]) is orjson.Fragment
+    body = encode_rows(packed)  # the batch's second pass: each row through ``dumps_json``
+    assert _lines(body) == _lines(encode_rows(plain))
+    assert _lines(body)[0]["name"] == "bad \ufffd name"
+    assert _lines(body)[0]["service_instance_id"] == plain[0]["service_instance_id"]
+    assert decode_records(encode_records(packed)) == _lines(body)  # the spool's fallback too
