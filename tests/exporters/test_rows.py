@@ -293,3 +293,20 @@ def test_a_packed_row_with_text_orjson_refuses_takes_the_fallback_whole(
     assert _lines(body)[0]["name"] == "bad \ufffd name"
     assert _lines(body)[0]["service_instance_id"] == plain[0]["service_instance_id"]
     assert decode_records(encode_records(packed)) == _lines(body)  # the spool's fallback too
+
+
+def test_attributes_named_like_fixed_or_identity_columns_never_set_them(
+    finished: list[Any],
+) -> None:
+    named = {"name": "x", "trace_id": "t", "service": "s", "service.version": "v", "status": "s"}
+    for kind in ("client", "internal"):
+        with _span.Span("real", {"http.route": "/r", **named, "custom": "c"}, kind):
+            pass
+        with _span.Span("real", {**named, "db.rows": 3}, kind):
+            pass
+    plain = span_rows(finished, RESOURCE)
+    assert plain == reference(finished)
+    assert {r["name"] for r in plain} == {"real"} and {r["service"] for r in plain} == {"svc"}
+    packed = encode_rows(span_rows(finished, RESOURCE, packed=True))
+    assert _lines(packed) == plain
+    assert packed.count(b'"service":') == len(plain)  # one per row: no duplicate keys

@@ -298,6 +298,7 @@ def packed_columns(shared: Row) -> orjson.Fragment:
 _ATTRIBUTES: dict[tuple[Any, ...], str] = {}
 _MAX_ATTRIBUTES = 4096  # entries; cleared when full (the cache holds values that repeat)
 _MAX_CACHED_TEXT = 512  # characters of one cached text
+_PRESIZED_TYPED = 7  # typed attributes of the one-display row: 8 fixed entries + 7 = 15
 _SHAPE_IDS = itertools.count()  # a converter's own first item in its ``_ATTRIBUTES`` keys
 
 
@@ -336,6 +337,7 @@ def _span_converter(keys: tuple[str, ...]) -> Callable[..., Row | None]:
         "    status = item.status",
         "    if type(name) is not str or type(status) is not str:",
         "        return None",
+        *_presized_lines(keys, values),
         "    out = {'type': head, 'name': name, 'trace_id': trace_id, 'span_id': span_id,"
         " 'start': start, 'duration_ms': duration, 'status': status}",
         "    if shared:",
@@ -343,9 +345,7 @@ def _span_converter(keys: tuple[str, ...]) -> Callable[..., Row | None]:
         "    if parent_id is not None:",
         "        out['parent_id'] = parent_id",
     ]
-    for field in ("error_type", "error_message", "user_id", "tier", "request_id"):
-        owner = "item" if field.startswith("error") else "local"
-        lines += [f"    v = {owner}.{field}", *_value_lines(field, "v", bail=True)]
+    lines += _optional_lines()
     if "span.kind" not in keys:  # else the attribute wins, as in the record
         lines += [
             "    v = item.kind",
@@ -387,14 +387,69 @@ def _span_converter(keys: tuple[str, ...]) -> Callable[..., Row | None]:
     return convert
 
 
-def _cached_attribute_lines(keys: tuple[str, ...], values: list[str]) -> list[str]:
-    # The typed columns as in ``_span_converter``; then ``attributes``, from ``_ATTRIBUTES``
-    # when the span has no events and every uncatalogued value is text, else encoded.
-    typed = [(k, v) for k, v in zip(keys, values, strict=True) if k in _BY_KEY]
+def _optional_lines() -> list[str]:
+    # The fixed fields a span may leave out (None), each in its column if text.
+    lines = []
+    for field in ("error_type", "error_message", "user_id", "tier", "request_id"):
+        owner = "item" if field.startswith("error") else "local"
+        lines += [f"    v = {owner}.{field}", *_value_lines(field, "v", bail=True)]
+    return lines
+
+
+def _presized_lines(keys: tuple[str, ...], values: list[str]) -> list[str]:
+    # The usual span of the shape (its kind text, each typed attribute of its column's type) in
+    # one dict display of up to 15 entries, which CPython builds presized (a longer display
+    # adds one entry at a time): no resize as the row grows.
+    typed = [
+        (k, v)
+        for k, v in zip(keys, values, strict=True)
+        if k in _BY_KEY and k not in _SPAN_IDENTITY
+    ]
+    if "events" in keys or "span.kind" in keys or len(typed) > _PRESIZED_TYPED:
+        return []
+    conds = ["type(kind) is str"]
+    conds += [f"({_TESTS[_BY_KEY[k][1]].format(v=v)})" for k, v in typed]
+    fixed = (
+        "{'type': head, 'name': name, 'trace_id': trace_id, 'span_id': span_id, 'start': start,"
+        " 'duration_ms': duration, 'status': status"
+    )
+    columns = "".join(f", {_BY_KEY[k][0]!r}: {v}" for k, v in typed)
+    body = [
+        "    if kind == 'internal':",
+        f"        out = {fixed}{columns}}}",
+        "    else:",
+        f"        out = {fixed}, 'span_kind': kind{columns}}}",
+        "    if shared:",
+        "        out.update(shared)",
+        "    if parent_id is not None:",
+        "        out['parent_id'] = parent_id",
+        *_optional_lines(),
+    ]
+    if any(k not in _BY_KEY for k in keys):
+        body += _cached_attribute_lines(keys, values, typed=False)
+    else:
+        body += [
+            "    if item.events:",
+            "        out['attributes'] = dumps_json("
+            "{'events': event_dicts(item.events)}, _OPTS).decode()",
+        ]
+    body.append("    return out")
+    lines = [f"    ({', '.join(values)},) = item.attrs.values()"] if keys else []
+    lines += ["    kind = item.kind", f"    if {' and '.join(conds)}:"]
+    return lines + ["    " + line for line in body]
+
+
+def _cached_attribute_lines(
+    keys: tuple[str, ...], values: list[str], *, typed: bool = True
+) -> list[str]:
+    # The typed columns as in ``_span_converter`` (unless ``typed`` is False: placed already);
+    # then ``attributes``, from ``_ATTRIBUTES`` when the span has no events and every
+    # uncatalogued value is text, else encoded.
+    columns = [(k, v) for k, v in zip(keys, values, strict=True) if k in _BY_KEY and typed]
     extra = [(k, v) for k, v in zip(keys, values, strict=True) if k not in _BY_KEY]
     lines = [
         line
-        for key, v in typed
+        for key, v in columns
         if key not in _SPAN_IDENTITY
         for line in _value_lines(key, v, bail=True)
     ]
