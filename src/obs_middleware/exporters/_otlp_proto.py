@@ -400,7 +400,7 @@ class SpanEncoder:
         user, tier, request_id = local.user_id, local.tier, local.request_id
         if type(user) is str and type(tier) is str and type(request_id) is str:
             # The usual trace, inlined (a call per field cost ~6 % of the export): a user and
-            # tier that recur, a request id met once (its head and bytes, never cached).
+            # tier that recur, a request id met once (its bytes after a head cached by length).
             f = self._user[1].get(user)
             if f is None:
                 f = self._attribute(self._user, user, str)
