@@ -523,3 +523,44 @@ def test_cached_genai_fields_give_way_to_a_spans_own(finished: list[Any]) -> Non
     own = {a.key: a.value.string_value for a in spans[2].attributes}
     assert own["gen_ai.request.model"] == "own"
     assert [a.key for a in spans[2].attributes].count("gen_ai.request.model") == 1
+
+
+def test_text_heads_and_trace_fields_equal_the_record_path(
+    finished: list[Any],
+) -> None:
+    # One exporter for every span, so its caches serve the later ones: one key's values of every
+    # type, None, long and multi-byte text; each trace its own request id (the heads of text
+    # fields by length, cached), user, tier and ``tracestate`` (the per-trace fields).
+    values = [
+        "a",
+        7,
+        None,
+        2.5,
+        True,
+        "é" * 70,
+        "x" * 200,
+        ["l"],
+        1 << 70,
+        "",
+        "ü",
+        -3,
+        "y" * 127,
+        0.0,
+    ]
+    for i, value in enumerate(values):
+        with _span.Span("root", {"http.route": "/x"}, "server") as root:
+            root.local.user_id, root.local.tier = f"user-{i % 3}", "pro"
+            root.local.request_id = f"req-{i}" * (i % 5 + 1)
+            if i % 4 == 0:
+                root.local.tracestate = REMOTE_STATE
+            with _span.Span("child", {"k": value, "ai.model": "m", "n": i}) as child:
+                pass
+            if i in (3, 5):  # ~99 days, whose float ms is not exact in ns, and ~11.6 days
+                us = 8_594_821_609_727 if i == 3 else 10**12 + 123
+                child.end_ns = child.start_ns + us * 1000 + 999
+    exporter = make_exporter()
+    for _ in range(2):  # the second time from the caches
+        ours_now = spans_of(ours(exporter, finished))
+        assert ours_now == reference(exporter, finished)
+    assert exporter._encoder.fallbacks == 2  # the integer past 64 bits, once per encoding
+    assert len(exporter._encoder._request[5]) >= 5  # heads by length of the request ids

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from obs_middleware._core import span as _span
+from obs_middleware._json import decode_records, encode_records
 from obs_middleware._record import Resource, to_records
 from obs_middleware.exporters import _rows
 from obs_middleware.exporters._rows import encode_rows, row, span_rows
@@ -203,3 +204,109 @@ def test_a_log_event_is_a_row_with_its_trace_and_the_log_fields_in_attributes() 
         "exception.type": "TimeoutError",
         "code.line.number": 3,
     }
+
+
+def _lines(body: bytes) -> list[Any]:
+    return [orjson.loads(line) for line in body.splitlines()]
+
+
+@given(
+    attrs=st.dictionaries(_SPAN_KEYS, _VALUES, max_size=10),
+    name=_ODD,
+    status=_ODD,
+    local=st.tuples(_ODD, _ODD, _ODD),
+    events=st.lists(st.dictionaries(st.text(max_size=2), _VALUES, max_size=2), max_size=2),
+    worker=st.sampled_from(["w1", 'odd "worker"', "bad \ud800 text"]),
+)
+def test_packed_rows_encode_as_the_plain_rows_in_bodies_and_in_the_spool(
+    attrs: dict[str, Any],
+    name: Any,
+    status: Any,
+    local: tuple[Any, Any, Any],
+    events: list[dict[str, Any]],
+    worker: str,
+) -> None:
+    items: list[Any] = []
+    saved = _span.on_finish
+    _span.on_finish = items.append
+    try:
+        with _span.Span("root", {"custom": "x"}) as root, _span.Span(name, dict(attrs)) as span:
+            span.status = status
+            root.local.user_id, root.local.tier, root.local.request_id = local
+            for fields in events:
+                span.event("e", **fields)
+        items.append(_span.Event("job.started", {"job.id": "j1"}, root))
+    finally:
+        _span.on_finish = saved
+    resource = Resource("svc", "prod", "1.0", worker_id=worker)
+    plain = span_rows(items, resource)
+    packed = span_rows(items, resource, packed=True)
+    assert _lines(encode_rows(packed)) == _lines(encode_rows(plain))
+    # The spool stores what a batch's rows encode to: a replay in another process sends the
+    # identity of the process that made them.
+    assert decode_records(encode_records(packed)) == _lines(encode_rows(plain))
+    if "\ud800" not in worker:
+        assert _lines(encode_rows(packed)) == plain
+
+
+def test_packed_columns_write_the_shared_columns_after_the_type() -> None:
+    fragment = _rows.packed_columns({"service": "s", "host_name": 'a"b'})
+    assert orjson.dumps({"type": fragment, "name": "n"}) == (
+        b'{"type":"span","service":"s","host_name":"a\\"b","name":"n"}'
+    )
+
+
+def test_attributes_text_is_cached_per_shape_and_bounded(
+    finished: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_rows, "_MAX_ATTRIBUTES", 3)
+    cache = _rows._ATTRIBUTES
+    cache.clear()
+    values = ["a", "b", "a", "c", "d", "a", "x" * 600, 7]
+    for value in values:
+        with _span.Span("s", {"ai.model": "m", "custom": value}):
+            pass
+        with _span.Span("s", {"custom2": value}):  # another shape, the same values
+            pass
+    rows = span_rows(finished, RESOURCE, packed=True)
+    assert all(type(r["type"]) is orjson.Fragment for r in rows)
+    assert [orjson.loads(r["attributes"]) for r in rows] == [
+        {key: value} for value in values for key in ("custom", "custom2")
+    ]
+    assert _lines(encode_rows(rows)) == reference(finished)
+    assert 0 < len(cache) <= 3  # cleared when full; long texts and other types never kept
+    assert all(len(text) <= _rows._MAX_CACHED_TEXT for text in cache.values())
+
+
+def test_a_packed_row_with_text_orjson_refuses_takes_the_fallback_whole(
+    finished: list[Any],
+) -> None:
+    with _span.Span("bad \ud800 name", {"custom": "x"}):
+        pass
+    with _span.Span("fine", {}):
+        pass
+    plain = span_rows(finished, RESOURCE)
+    packed = span_rows(finished, RESOURCE, packed=True)
+    assert type(packed[0]["type"]) is orjson.Fragment
+    body = encode_rows(packed)  # the batch's second pass: each row through ``dumps_json``
+    assert _lines(body) == _lines(encode_rows(plain))
+    assert _lines(body)[0]["name"] == "bad \ufffd name"
+    assert _lines(body)[0]["service_instance_id"] == plain[0]["service_instance_id"]
+    assert decode_records(encode_records(packed)) == _lines(body)  # the spool's fallback too
+
+
+def test_attributes_named_like_fixed_or_identity_columns_never_set_them(
+    finished: list[Any],
+) -> None:
+    named = {"name": "x", "trace_id": "t", "service": "s", "service.version": "v", "status": "s"}
+    for kind in ("client", "internal"):
+        with _span.Span("real", {"http.route": "/r", **named, "custom": "c"}, kind):
+            pass
+        with _span.Span("real", {**named, "db.rows": 3}, kind):
+            pass
+    plain = span_rows(finished, RESOURCE)
+    assert plain == reference(finished)
+    assert {r["name"] for r in plain} == {"real"} and {r["service"] for r in plain} == {"svc"}
+    packed = encode_rows(span_rows(finished, RESOURCE, packed=True))
+    assert _lines(packed) == plain
+    assert packed.count(b'"service":') == len(plain)  # one per row: no duplicate keys

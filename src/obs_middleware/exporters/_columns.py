@@ -38,4 +38,4 @@ class ColumnExporter(PostingExporter):
 
     def export_spans(self, items: Iterable[Span | Event], resource: Resource) -> None:
         """Deliver one batch of finished spans and events (the pipeline's column-store path)."""
-        self.delivery.deliver(span_rows(items, resource))
+        self.delivery.deliver(span_rows(items, resource, packed=True))

@@ -51,7 +51,7 @@ class Response:
         )
 
 
-def gzip(data: bytes) -> bytes:
+def gzip(data: bytes | bytearray) -> bytes:
     """Gzip at level 1: the export thread's CPU matters more than a few percent of bytes.
 
     Uses Intel ISA-L (``isal``) when installed (the ``[tinybird]`` and ``[clickhouse]`` extras):
@@ -113,7 +113,9 @@ class HttpTransport:
         self._conn = cls(self.host, self.port, timeout=timeout)
         return self._conn, False
 
-    def post(self, path: str, body: bytes, headers: Mapping[str, str], timeout: float) -> Response:
+    def post(
+        self, path: str, body: bytes | bytearray, headers: Mapping[str, str], timeout: float
+    ) -> Response:
         """POST ``body`` to the base path + ``path``; raises ``OSError``/``HTTPException``."""
         try:
             return self._post(path, body, headers, timeout)
@@ -123,7 +125,9 @@ class HttpTransport:
                 return self._post(path, body, headers, timeout)
             raise
 
-    def _post(self, path: str, body: bytes, headers: Mapping[str, str], timeout: float) -> Response:
+    def _post(
+        self, path: str, body: bytes | bytearray, headers: Mapping[str, str], timeout: float
+    ) -> Response:
         conn, self._reused = self._connection(timeout)
         try:
             if conn.sock is None:
@@ -212,7 +216,7 @@ class PostingExporter:
         """One request for ``batch`` (called by the delivery layer)."""
         raise NotImplementedError
 
-    def _post(self, body: bytes, timeout: float) -> Response:
+    def _post(self, body: bytes | bytearray, timeout: float) -> Response:
         if self.compress:
             body = gzip(body)
         return self.transport.post(self.path, body, self._headers, timeout)
