@@ -326,8 +326,10 @@ class OTLPExporter:
     # -- the pipeline's calls --------------------------------------------------------------------
     def export(self, records: Sequence[Record]) -> None:
         """Deliver one batch of records (spans; events as log records); send metrics when due."""
-        self.delivery.deliver(records)
-        if self.logs and any(rec.get("type") == "event" for rec in records):
+        spans = [rec for rec in records if rec.get("type") != "event"]
+        if spans:  # events go by the logs' delivery only: counted, spooled and sent once
+            self.delivery.deliver(spans)
+        if self.logs and len(spans) < len(records):
             self.log_delivery.deliver(self._log_items(records))  # type: ignore[arg-type]
         self._metrics_due()
 
