@@ -23,8 +23,8 @@ from typing import Any
 # of that (its SDK stage, kept for comparison, is ~10x slower).
 EXPORT_BATCHES = 40
 EXPORT_STAGES = {
-    "full": "finished spans -> the export worker's loop -> exporter (jsonl: to_records, export; "
-    "Tinybird, ClickHouse, OTLP: export_spans)",
+    "full": "finished spans -> the export worker's loop -> exporter (jsonl, HTTP: to_records, "
+    "export; Tinybird, ClickHouse, OTLP: export_spans)",
     "encode": "records prebuilt -> exporter.export",
     "ndjson": "finished spans -> span_rows -> encode_rows (NDJSON bytes, no gzip)",
     "spans": "finished spans -> SpanEncoder.encode -> request protobuf bytes (no HTTP)",
@@ -45,6 +45,11 @@ EXPORT_PATHS: dict[str, tuple[str, tuple[str, ...]]] = {
         "OTLP/HTTP exporter as sent: finished spans, protobuf bytes handed to its HTTP client "
         "(answered in-process); metrics off",
         ("full", "spans", "sdk"),
+    ),
+    "http": (
+        "HTTP exporter (Fluent Bit in_http): a JSON array per batch, delivery; answered "
+        "in-process (measured, not gated: the issue gates the four above)",
+        ("full", "encode"),
     ),
 }
 
@@ -135,6 +140,15 @@ class EventsApi:
         ]
 
 
+class FluentBit(EventsApi):
+    """Stands in for Fluent Bit's HTTP input: bodies are JSON arrays, one record each line."""
+
+    answer = b""
+
+    def lines(self) -> list[bytes]:
+        return [json.dumps(rec).encode() for line in super().lines() for rec in json.loads(line)]
+
+
 @dataclass
 class ExportPath:
     """One export path: its stages (``EXPORT_STAGES`` keys), each exporting ``spans`` spans.
@@ -175,6 +189,12 @@ def export_path(path: str, workdir: Path) -> ExportPath:
         exporter = JsonlExporter(out.path)
     elif path == "otlp":
         out, exporter, stages = _otlp(batches, spans, size)
+    elif path == "http":
+        from obs_middleware.exporters.http import HttpExporter
+
+        out = FluentBit()
+        exporter = HttpExporter("http://127.0.0.1:9880", tag="bench")
+        exporter.transport = out
     else:
         from obs_middleware.exporters._rows import encode_rows, span_rows
         from obs_middleware.exporters.clickhouse import ClickHouseExporter
@@ -187,7 +207,7 @@ def export_path(path: str, workdir: Path) -> ExportPath:
 
         def ndjson() -> None:
             for i in range(0, n, size):
-                encode_rows(span_rows(spans[i : i + size], resource))
+                encode_rows(span_rows(spans[i : i + size], resource, packed=True))
 
         if path == "tinybird":
             stages["ndjson"] = ndjson
@@ -219,7 +239,7 @@ def export_path(path: str, workdir: Path) -> ExportPath:
         if path != "otlp":
             from obs_middleware.exporters._rows import row
 
-            expected = batches[0][0] if path == "jsonl" else row(batches[0][0])
+            expected = batches[0][0] if path in ("jsonl", "http") else row(batches[0][0])
             assert json.loads(lines[0]) == expected, (lines[0], expected)
 
     wanted = EXPORT_PATHS[path][1]
