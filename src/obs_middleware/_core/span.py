@@ -273,9 +273,7 @@ class Span:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc is not None:
-            self.record_exception(exc)
-        self.end()
+        self.__exit__(exc_type, exc, tb)
 
     # -- data ------------------------------------------------------------------------------------
     def set(self, **attrs: Any) -> Span:
