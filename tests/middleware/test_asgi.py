@@ -21,6 +21,7 @@ from obs_middleware._core.config import HttpOptions, RedactionOptions, SamplingO
 from obs_middleware._core.context import parse_traceparent, valid_request_id
 from obs_middleware._core.metrics import HistogramPoint
 from obs_middleware._core.redact import compile_secret_patterns, scrub
+from obs_middleware.integrations._ai import ai_call
 from obs_middleware.middleware import ObsMiddleware
 from obs_middleware.testing import Capture, capture
 
@@ -369,6 +370,19 @@ async def test_excluded_paths_produce_no_span_no_metrics_no_header(
     assert sent[0]["headers"] == []
     assert obs_capture.records == []
     assert http_points(obs_capture, "http.server.requests") == {}
+
+
+async def test_an_ai_call_in_an_excluded_request_still_costs(obs_capture: Capture) -> None:
+    # Its silent root never ends: the cost is recorded when the call ends, not left waiting.
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        with ai_call("openai", "chat", "gpt-4o-mini") as ai:
+            ai.set_tokens(input=20, output=10)
+        await routed("/health")(scope, receive, send)
+
+    await call(ObsMiddleware(app), scope_for("/health"))
+    assert obs_capture.records == []
+    points = obs_capture.metrics["ai.cost_usd"].points
+    assert points == {("openai", "gpt-4o-mini", "chat", "", ""): pytest.approx(9e-06)}
 
 
 async def test_per_app_options_override_the_configuration(obs_capture: Capture) -> None:
