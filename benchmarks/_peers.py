@@ -28,7 +28,13 @@ class ObsHandle:
 
     def __init__(self, workdir: Path, *, export: bool = True) -> None:
         self.path = workdir / "obs.jsonl"
-        obs.configure(service="bench", exporters=[f"jsonl:{self.path}"])
+        # Every span, at any rate: these diagnostics price the export of each one (the default
+        # adaptive export would keep ~100 traces a second of a tight loop).
+        obs.configure(
+            service="bench",
+            exporters=[f"jsonl:{self.path}"],
+            sampling=obs.SamplingOptions(traces_per_s=0),
+        )
         if not export:
             from obs_middleware._core import span as _span
 

@@ -59,6 +59,15 @@ class _StreamProxy(wrapt.ObjectProxy[Any]):
         # Iterate the object itself when it is an iterator; else ask it for one on first use.
         self._self_it = wrapped if hasattr(type(wrapped), self._next_method) else None
 
+    def _got(self, call: StreamCall, item: Any) -> Any:
+        """Note an item the stream gave (the first one's time, the integration's callback)."""
+        if not self._self_first_ns:
+            self._self_first_ns = _span.clock_ns()
+        on_item = self._self_on_item
+        if on_item is not None:
+            safe(on_item, call, item)
+        return item
+
 
 class SyncStream(_StreamProxy):
     """A sync stream proxy."""
@@ -83,12 +92,7 @@ class SyncStream(_StreamProxy):
         finally:
             if tokens is not None:
                 call._leave(tokens)
-        if not self._self_first_ns:
-            self._self_first_ns = _span.clock_ns()
-        on_item = self._self_on_item
-        if on_item is not None:
-            safe(on_item, call, item)
-        return item
+        return self._got(call, item)
 
     def close(self) -> Any:
         """Close the underlying stream and end the call."""
@@ -142,12 +146,7 @@ class AsyncStream(_StreamProxy):
         finally:
             if tokens is not None:
                 call._leave(tokens)
-        if not self._self_first_ns:
-            self._self_first_ns = _span.clock_ns()
-        on_item = self._self_on_item
-        if on_item is not None:
-            safe(on_item, call, item)
-        return item
+        return self._got(call, item)
 
     async def aclose(self) -> None:
         """Close the underlying stream (``aclose`` or async ``close``) and end the call."""
