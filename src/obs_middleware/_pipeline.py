@@ -68,9 +68,9 @@ ExportSpans = Callable[[Sequence[Span | Event], Resource], None]
 class Pipeline:
     """Queue and worker for one configuration. ``submit`` is the hot path.
 
-    ``tick`` (optional) runs on the worker at each wake-up, a few times a second, and after each
-    batch it exports: the adaptive sampler's clock, which must keep running while a queue that
-    fills as fast as it drains keeps the worker from sleeping.
+    ``tick`` (optional) runs on the worker at each wake-up, a few times a second, and between
+    the batches of one drain: the adaptive sampler's clock, which must keep running while a queue
+    that fills as fast as it drains keeps the worker from sleeping.
     """
 
     def __init__(
@@ -206,8 +206,6 @@ class Pipeline:
         popleft = queue.popleft
         tick = self._tick
         while queue:
-            if tick is not None:
-                self._tick_safely(tick)
             n = min(len(queue), self.batch_size)
             batch = [popleft() for _ in range(n)]
             self._inflight = batch
@@ -222,6 +220,8 @@ class Pipeline:
                     dropped.add((f"exporter_error:{exporter.name}",), n)
                     self._log_once(exporter.name, "export")
             self._inflight = None
+            if queue and tick is not None:  # refilled meanwhile: the sampler's clock goes on
+                self._tick_safely(tick)
 
     def _call_exporters(self, method: str) -> None:
         for exporter in self.exporters:

@@ -67,6 +67,17 @@ class Series(deque[float]):
         row[-1] += count
 
 
+class _OverflowSeries(Series):
+    """The series a full histogram takes new label sets into: each observation is counted as
+    folded (``obs.dropped{reason="series_limit:…"}``) however it was recorded."""
+
+    __slots__ = ()
+
+    def append(self, value: float) -> None:
+        super().append(value)
+        _folded(self._histogram, 1)
+
+
 class Histogram(_Metric):
     """Fixed-bucket histogram per label set; also answers the count (a request counter).
 
@@ -98,9 +109,8 @@ class Histogram(_Metric):
             series.fold()
 
     def series(self, labels: Labels) -> Series:
-        """The series of ``labels``; beyond ``max_series`` label sets, the overflow series
-        (counted once per call: keep a series only if its ``labels`` are the ones asked for).
-        """
+        """The series of ``labels``; beyond ``max_series`` label sets, the overflow series, which
+        counts each observation it takes as folded (so any series returned may be kept)."""
         series = self._series.get(labels)
         if series is not None:
             return series
@@ -109,14 +119,12 @@ class Histogram(_Metric):
             series = known.get(labels)
             if series is not None:
                 return series
-            full = len(known) >= self.max_series
-            if full:
-                labels = _overflow(self)
+            kind = Series
+            if len(known) >= self.max_series:
+                labels, kind = _overflow(self), _OverflowSeries
                 series = known.get(labels)
             if series is None:
-                series = known[labels] = Series(self, labels, [0.0] * (len(self.bounds) + 3))
-        if full:
-            _folded(self, 1)
+                series = known[labels] = kind(self, labels, [0.0] * (len(self.bounds) + 3))
         return series
 
     def _fold(self) -> None:

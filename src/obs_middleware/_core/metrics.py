@@ -99,6 +99,23 @@ class Counter(_Metric):
             self._values.clear()
 
 
+class Balance:
+    """An up/down count kept without a lock: ``next(balance.up)``, ``next(balance.down)``
+    (``next()`` on an ``itertools.count`` is atomic under the GIL); ``value`` is their difference.
+    For counts taken on every request that a gauge reads at snapshot time."""
+
+    __slots__ = ("down", "up")
+
+    def __init__(self) -> None:
+        self.up = itertools.count()
+        self.down = itertools.count()
+
+    @property
+    def value(self) -> int:
+        """Ups minus downs so far."""
+        return _peek(self.up) - _peek(self.down)
+
+
 class InFlight(_Metric):
     """An up-down count of operations in progress, updated without a lock."""
 
@@ -108,7 +125,7 @@ class InFlight(_Metric):
         self, name: str, label_names: Sequence[str], unit: str = "1", description: str = ""
     ) -> None:
         super().__init__(name, label_names, unit, description)
-        self._pairs: dict[Labels, tuple[Iterator[int], Iterator[int]]] = {}
+        self._pairs: dict[Labels, Balance] = {}
 
     def enter(self, labels: Labels) -> Iterator[int]:
         """One more in progress; call ``next()`` on the returned iterator when it leaves."""
@@ -118,14 +135,14 @@ class InFlight(_Metric):
             with self._lock:
                 if labels not in self._pairs and len(self._pairs) >= self.max_series:
                     labels, folded = _overflow(self), True
-                pair = self._pairs.setdefault(labels, (itertools.count(1), itertools.count(1)))
+                pair = self._pairs.setdefault(labels, Balance())
             if folded:
                 _folded(self, 1)
-        next(pair[0])
-        return pair[1]
+        next(pair.up)
+        return pair.down
 
     def _points(self) -> dict[Labels, float | HistogramPoint]:
-        return {k: float(_peek(up) - _peek(down)) for k, (up, down) in list(self._pairs.items())}
+        return {k: float(pair.value) for k, pair in list(self._pairs.items())}
 
     def reset(self) -> None:  # noqa: D102
         with self._lock:
@@ -151,23 +168,6 @@ class Tally(_Metric):
 
     def reset(self) -> None:  # noqa: D102
         self._count = itertools.count()
-
-
-class Balance:
-    """An up/down count kept without a lock: ``next(balance.up)``, ``next(balance.down)``
-    (``next()`` on an ``itertools.count`` is atomic under the GIL); ``value`` is their difference.
-    For counts taken on every request that a gauge reads at snapshot time."""
-
-    __slots__ = ("down", "up")
-
-    def __init__(self) -> None:
-        self.up = itertools.count()
-        self.down = itertools.count()
-
-    @property
-    def value(self) -> int:
-        """Ups minus downs so far."""
-        return _peek(self.up) - _peek(self.down)
 
 
 def _peek(count: Iterator[int]) -> int:

@@ -112,8 +112,6 @@ _finished: dict[tuple[str, str | None, int], tuple[str, Series]] = {}
 def _name_and_series(method: str, template: str | None, status: int) -> tuple[str, Series]:
     labels = (method, template or "", STATUS_CLASS.get(status // 100, "xxx"))
     known = (span_name(method, template), http_duration.series(labels))
-    # As for names, raw paths from a framework must not grow us; an overflow series is asked for
-    # each time, so each of its observations is counted.
-    if len(_finished) < _MAX_NAMES and known[1].labels == labels:
+    if len(_finished) < _MAX_NAMES:  # as for names: raw paths from a framework must not grow us
         _finished[method, template, status] = known
     return known

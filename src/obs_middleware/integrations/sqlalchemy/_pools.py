@@ -10,7 +10,7 @@ from collections.abc import Callable
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
-from ..._core.metrics import FOLD_AT, Series
+from ..._core.metrics import FOLD_AT
 from ._state import EngineState, internal_error, library
 
 if TYPE_CHECKING:
@@ -77,10 +77,7 @@ def _time_checkouts(state: EngineState, pool: Pool, metrics: Metrics) -> None:
     """
     pool_timeout = library().exc.TimeoutError
     labels = state.labels
-    record = metrics.wait.record
-    series: Series | None = metrics.wait.series(labels)
-    if series is not None and series.labels != labels:  # beyond the series limit: per call
-        series = None
+    series = metrics.wait.series(labels)
     timeouts = metrics.timeouts
     checkout = pool.connect
     recreate = pool.recreate
@@ -93,13 +90,9 @@ def _time_checkouts(state: EngineState, pool: Pool, metrics: Metrics) -> None:
             timeouts.add(labels)
             raise
         finally:
-            waited = (perf_counter_ns() - start) / 1e6
-            if series is None:
-                record(labels, waited)
-            else:
-                series.append(waited)
-                if len(series) >= FOLD_AT:
-                    series.fold()
+            series.append((perf_counter_ns() - start) / 1e6)
+            if len(series) >= FOLD_AT:
+                series.fold()
 
     def recreated() -> Any:
         new = recreate()

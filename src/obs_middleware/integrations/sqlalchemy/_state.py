@@ -39,7 +39,7 @@ _made: weakref.WeakSet[EngineState] = weakref.WeakSet()  # every state, for thei
 
 # Per distinct statement text: (span attributes to copy, metric labels, may take a comment, the
 # duration histogram's series of those labels).
-Entry = tuple[dict[str, Any], tuple[str, str], bool, Series | None]
+Entry = tuple[dict[str, Any], tuple[str, str], bool, Series]
 
 
 class EngineState:
@@ -96,10 +96,7 @@ class EngineState:
             attrs["db.table"] = found.tables
         attrs["db.statement"] = found.statement
         labels = (found.operation, self.pool_name)
-        series = duration.series(labels)
-        # An overflow series is not kept (None: recorded through the histogram, each counted).
-        kept = series if series.labels == labels else None
-        entry = (attrs, labels, not found.has_comment, kept)
+        entry = (attrs, labels, not found.has_comment, duration.series(labels))
         with self.lock:
             statements = self.statements
             if len(statements) >= MAX_STATEMENTS:

@@ -127,12 +127,9 @@ def _timed(
             if elapsed >= state.slow_ns:
                 _slow(state, span, entry, start, end, metrics)
             series = entry[3]
-            if series is None:
-                duration.record(entry[1], elapsed / 1e6)
-            else:
-                series.append(elapsed / 1e6)
-                if len(series) >= FOLD_AT:
-                    series.fold()
+            series.append(elapsed / 1e6)
+            if len(series) >= FOLD_AT:
+                series.fold()
         except Exception:
             internal_error("statement end")
         return result
