@@ -10,7 +10,9 @@ method needs to check them. Modes:
   ``instrument_all()``;
 - ``all``: the same with every span exported (``export_everything()``), checked at the end;
 - ``none``: ``exporters="none"``: only what the request thread does;
-- ``middleware-only``: ``ObsMiddleware`` alone, ``exporters="none"``, no ``instrument_all()``.
+- ``middleware-only``: ``ObsMiddleware`` alone, ``exporters="none"``, no ``instrument_all()``;
+- ``floor``: not obs-middleware but the least instrumentation that times every request, query
+  and AI call (``floor.py``): what any tracer pays at least.
 
 The bare engines are made before ``instrument_all()`` and uninstrumented after each call of it
 (it instruments every engine alive, see ``bare_engines``), the instrumented one after. W1's OpenAI
@@ -38,11 +40,11 @@ from _peers import count_lines
 
 import obs_middleware as obs
 
-from . import _emulator
+from . import _emulator, floor
 from ._asgi import Driver
 
 WORKLOADS = ("W1", "W2", "W3")
-MODES = ("default", "all", "none", "middleware-only")
+MODES = ("default", "all", "none", "middleware-only", "floor")
 MODULES = {"W1": "w1_ai", "W2": "w2_crud", "W3": "w3_hello"}
 DESCRIPTIONS = {
     "W1": "AI request: API-key lookup, openai AsyncOpenAI chat.completions.create against the "
@@ -131,7 +133,7 @@ def export_everything() -> Any:
 
 
 def _configure(mode: str, workdir: Path) -> Path | None:
-    if mode in ("none", "middleware-only"):
+    if mode in ("none", "middleware-only", "floor"):
         obs.configure(service="bench", exporters="none")
         return None
     path = workdir / "obs.jsonl"
@@ -191,6 +193,12 @@ def build(workload: str, mode: str, workdir: Path) -> Setup:
         bare.driver.call_once()
     bare_calls = call_count(bare)
     bare_snapshot = sdk_snapshot()
+    if mode == "floor":
+        notes = [floor.NOTE]
+        floored = side("obs", floor.new_app(module, url))
+        return Setup(
+            workload, mode, bare, bare2, floored, None, notes, False, bare_calls, bare_snapshot
+        )
     integrations = mode != "middleware-only"
     notes = [f"sampling {obs_sampling()}" if export_file else "exporters=none"]
     if integrations:

@@ -220,6 +220,33 @@ def test_requests_post_then_history_polling_is_one_span_ending_at_completion(
     assert job_events(obs_capture) == []  # no WebSocket seen: no job lifecycle
 
 
+def test_httpx_async_post_then_history_polling_is_one_span_ending_at_completion(
+    emu: ComfyUIEmulator, workflow: dict[str, Any], obs_capture: Capture
+) -> None:
+    async def run() -> str:
+        async with httpx.AsyncClient(base_url=emu.url) as http:
+            # Another POST and GET of the app pass the hooks untouched.
+            assert (await http.post("/interrupt")).status_code == 200
+            reply = await http.post("/prompt", json={"prompt": workflow})
+            prompt_id: str = reply.json()["prompt_id"]
+            for _ in range(200):
+                if (await http.get(f"/history/{prompt_id}")).json():
+                    return prompt_id
+                await asyncio.sleep(0.005)
+        raise AssertionError("the prompt never finished")
+
+    with obs.span("request"):
+        prompt_id = asyncio.run(run())
+    record = only_ai_span(obs_capture)
+    assert record["parent_id"] == obs_capture.span("request")["span_id"]
+    assert pick(record, "status", "ai.request_id", "ai.image_count", "ai.stream_end") == {
+        "status": "ok",
+        "ai.request_id": prompt_id,
+        "ai.image_count": 2,
+        "ai.stream_end": "done",
+    }
+
+
 def test_httpx_post_and_websockets_client_drive_span_and_job(
     emu: ComfyUIEmulator, workflow: dict[str, Any], obs_capture: Capture
 ) -> None:

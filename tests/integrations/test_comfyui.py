@@ -3,11 +3,13 @@ driving the call and the job, history replies, rejected prompts; patch and unpat
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import requests
 import wrapt
@@ -211,6 +213,28 @@ def test_patch_hooks_transports_and_unpatch_restores_them() -> None:
         obs_comfyui.unpatch()
     obs_comfyui.unpatch()
     assert vars(requests.Session)["send"] is original
+
+
+def test_a_request_that_is_no_prompt_awaits_the_clients_own_coroutine() -> None:
+    # Every POST of the app (an OpenAI call, say) passes this hook: it adds no frame around it.
+    client_send = vars(httpx.AsyncClient)["send"]
+
+    async def main() -> None:
+        transport = httpx.MockTransport(lambda request: httpx.Response(200, json={"ok": True}))
+        async with httpx.AsyncClient(transport=transport) as client:
+            other = client.send(client.build_request("POST", "http://h/v1/chat", json={"a": 1}))
+            assert other.cr_code is client_send.__code__
+            assert (await other).json() == {"ok": True}
+            body = {"prompt": WORKFLOW}
+            prompt = client.send(client.build_request("POST", "http://h/prompt", json=body))
+            assert prompt.cr_code is _transports._async_send.__code__
+            prompt.close()
+
+    try:
+        obs_comfyui.patch()
+        asyncio.run(main())
+    finally:
+        obs_comfyui.unpatch()
 
 
 def test_a_transport_imported_after_patch_is_patched_on_import(

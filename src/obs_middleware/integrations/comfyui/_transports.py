@@ -134,10 +134,8 @@ def _json(response: Any) -> Any:
         return None
 
 
-def _sync_send(exchange: _Exchange | None, send: Callable[[], Any], status: str) -> Any:
+def _sync_send(exchange: _Exchange, send: Callable[[], Any], status: str) -> Any:
     """Run ``send()`` inside the exchange (the owned span, when the hook owns one)."""
-    if exchange is None:
-        return send()
     safe(exchange.start)
     try:
         response = send()
@@ -150,12 +148,10 @@ def _sync_send(exchange: _Exchange | None, send: Callable[[], Any], status: str)
 
 
 async def _async_send(
-    exchange: _Exchange | None,
+    exchange: _Exchange,
     send: Callable[[], Awaitable[Any]],
     reply: Callable[[Any], Awaitable[tuple[int, Any]]],
 ) -> Any:
-    if exchange is None:
-        return await send()
     safe(exchange.start)
     try:
         response = await send()
@@ -168,35 +164,53 @@ async def _async_send(
     return response
 
 
-def _client_send(body: str) -> Callable[..., Any]:
-    """A ``send(request)`` wrapper for a client whose request keeps its body in ``body``."""
-
-    def send(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        request = args[0] if args else kwargs.get("request")
-        if kwargs.get("stream") or not _candidate(request.method):
-            return wrapped(*args, **kwargs)
-        exchange = safe(_exchange, request.method, request.url, lambda: getattr(request, body))
-        return _sync_send(exchange, lambda: wrapped(*args, **kwargs), "status_code")
-
-    return send
+def requests_send(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+    request = args[0] if args else kwargs.get("request")
+    if kwargs.get("stream") or not _candidate(request.method):
+        return wrapped(*args, **kwargs)
+    exchange = safe(_exchange, request.method, request.url, lambda: request.body)
+    if exchange is None:
+        return wrapped(*args, **kwargs)
+    return _sync_send(exchange, lambda: wrapped(*args, **kwargs), "status_code")
 
 
-requests_send = _client_send("body")
-httpx_send = _client_send("content")
+def _httpx_candidate(request: Any, kwargs: Any) -> bool:
+    # Every request of the app passes here (each OpenAI call, say): ``_kind`` on the decoded
+    # path, which httpx keeps, rather than on the whole URL built as text.
+    if kwargs.get("stream"):
+        return False
+    method = request.method
+    if method == "POST":
+        return request.url.path.endswith("/prompt")  # type: ignore[no-any-return]
+    return method == "GET" and bool(prompts) and "/history/" in request.url.path
+
+
+def _httpx_exchange(request: Any) -> _Exchange | None:
+    return safe(_exchange, request.method, request.url.path, lambda: request.content)  # type: ignore[no-any-return]
+
+
+def httpx_send(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+    request = args[0] if args else kwargs.get("request")
+    exchange = _httpx_exchange(request) if _httpx_candidate(request, kwargs) else None
+    if exchange is None:
+        return wrapped(*args, **kwargs)
+    return _sync_send(exchange, lambda: wrapped(*args, **kwargs), "status_code")
 
 
 async def _httpx_reply(response: Any) -> tuple[int, Any]:
     return response.status_code, safe(_json, response)
 
 
-async def httpx_send_async(
+def httpx_send_async(
     wrapped: Callable[..., Awaitable[Any]], instance: Any, args: Any, kwargs: Any
-) -> Any:
+) -> Awaitable[Any]:
+    # A plain function: a request that is no ComfyUI exchange awaits the client's own
+    # coroutine, with no frame of ours around it.
     request = args[0] if args else kwargs.get("request")
-    if kwargs.get("stream") or not _candidate(request.method):
-        return await wrapped(*args, **kwargs)
-    exchange = safe(_exchange, request.method, request.url, lambda: request.content)
-    return await _async_send(exchange, lambda: wrapped(*args, **kwargs), _httpx_reply)
+    exchange = _httpx_exchange(request) if _httpx_candidate(request, kwargs) else None
+    if exchange is None:
+        return wrapped(*args, **kwargs)
+    return _async_send(exchange, lambda: wrapped(*args, **kwargs), _httpx_reply)
 
 
 async def _aiohttp_reply(response: Any) -> tuple[int, Any]:
@@ -207,16 +221,19 @@ async def _aiohttp_reply(response: Any) -> tuple[int, Any]:
         return getattr(response, "status", 0), None
 
 
-async def aiohttp_request(
+def aiohttp_request(
     wrapped: Callable[..., Awaitable[Any]], instance: Any, args: Any, kwargs: Any
-) -> Any:
+) -> Awaitable[Any]:
+    # A plain function, as ``httpx_send_async``.
     method = str(args[0] if args else kwargs.get("method", "")).upper()
     if not _candidate(method):
-        return await wrapped(*args, **kwargs)
+        return wrapped(*args, **kwargs)
     url = args[1] if len(args) > 1 else kwargs.get("str_or_url", "")
     body = kwargs.get("json") if kwargs.get("json") is not None else kwargs.get("data")
     exchange = safe(_exchange, method, url, lambda: body)
-    return await _async_send(exchange, lambda: wrapped(*args, **kwargs), _aiohttp_reply)
+    if exchange is None:
+        return wrapped(*args, **kwargs)
+    return _async_send(exchange, lambda: wrapped(*args, **kwargs), _aiohttp_reply)
 
 
 # -- the protocol layer: WebSocket clients -------------------------------------------------------
