@@ -42,6 +42,19 @@ def wait_for_ws_messages(socket: Any, prompt_id: str) -> None:
                 return
 
 
+def polled_span(cap: Capture, prompt_id: str) -> dict[str, Any]:
+    """The prompt's one span, a child of span ``request``, ended by its finished history entry."""
+    record = only_ai_span(cap)
+    assert record["parent_id"] == cap.span("request")["span_id"]
+    assert pick(record, "status", "ai.request_id", "ai.image_count", "ai.stream_end") == {
+        "status": "ok",
+        "ai.request_id": prompt_id,
+        "ai.image_count": 2,
+        "ai.stream_end": "done",
+    }
+    return record
+
+
 # -- comfy-api-simplified ------------------------------------------------------------------------
 def test_queue_and_wait_images_is_one_span_with_prompt_id_images_and_inputs(
     emu: ComfyUIEmulator, workflow: dict[str, Any], obs_capture: Capture
@@ -208,14 +221,7 @@ def test_requests_post_then_history_polling_is_one_span_ending_at_completion(
             if history:
                 break
             time.sleep(0.005)
-    record = only_ai_span(obs_capture)
-    assert record["parent_id"] == obs_capture.span("request")["span_id"]
-    assert pick(record, "status", "ai.request_id", "ai.image_count", "ai.stream_end") == {
-        "status": "ok",
-        "ai.request_id": prompt_id,
-        "ai.image_count": 2,
-        "ai.stream_end": "done",
-    }
+    record = polled_span(obs_capture, prompt_id)
     assert record["ai.run_ms"] >= 0 and record["ai.queue_ms"] >= 0
     assert job_events(obs_capture) == []  # no WebSocket seen: no job lifecycle
 
@@ -237,14 +243,7 @@ def test_httpx_async_post_then_history_polling_is_one_span_ending_at_completion(
 
     with obs.span("request"):
         prompt_id = asyncio.run(run())
-    record = only_ai_span(obs_capture)
-    assert record["parent_id"] == obs_capture.span("request")["span_id"]
-    assert pick(record, "status", "ai.request_id", "ai.image_count", "ai.stream_end") == {
-        "status": "ok",
-        "ai.request_id": prompt_id,
-        "ai.image_count": 2,
-        "ai.stream_end": "done",
-    }
+    polled_span(obs_capture, prompt_id)
 
 
 def test_httpx_post_and_websockets_client_drive_span_and_job(

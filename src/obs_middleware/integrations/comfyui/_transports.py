@@ -175,18 +175,22 @@ def requests_send(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs:
 
 
 def _httpx_candidate(request: Any, kwargs: Any) -> bool:
-    # Every request of the app passes here (each OpenAI call, say): ``_kind`` on the decoded
-    # path, which httpx keeps, rather than on the whole URL built as text.
+    # Every httpx request of the app passes here: ``_kind`` on the decoded path, which httpx
+    # keeps, rather than on the whole URL built as text.
     if kwargs.get("stream"):
         return False
     method = request.method
-    if method == "POST":
-        return request.url.path.endswith("/prompt")  # type: ignore[no-any-return]
-    return method == "GET" and bool(prompts) and "/history/" in request.url.path
+    if method != "POST" and (method != "GET" or not prompts):
+        return False
+    path: str = request.url.path
+    return path.endswith("/prompt") if method == "POST" else "/history/" in path
 
 
 def _httpx_exchange(request: Any) -> _Exchange | None:
-    return safe(_exchange, request.method, request.url.path, lambda: request.content)  # type: ignore[no-any-return]
+    exchange: _Exchange | None = safe(
+        _exchange, request.method, request.url.path, lambda: request.content
+    )
+    return exchange
 
 
 def httpx_send(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
