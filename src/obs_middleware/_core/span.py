@@ -421,9 +421,8 @@ def span(name: str, /, *, _kind: str = "internal", **attrs: Any) -> Span:
     """Create a span named ``name`` (a low-cardinality template, not a formatted string).
 
     ``with obs.span("render", model="sdxl") as s: ...`` times the block as a child of the current
-    span; ``@obs.span("render")`` times each call of a function. Cost: ~0.3 µs over a minimal
-    contextvar span on the calling thread, plus ~2.6 µs on the export worker when the span is
-    exported (figures and machine in BENCHMARKS.md).
+    span; ``@obs.span("render")`` times each call of a function. Its cost on the calling thread
+    and on the export worker: BENCHMARKS.md (*Small costs*).
     """
     return Span(name, attrs, _kind)
 

@@ -2,7 +2,7 @@
 
 The OTLP exporter's span path: each finished span becomes the bytes of one ``ScopeSpans.spans``
 entry, without records, SDK ``ReadableSpan`` objects or protobuf message objects (the SDK's encoding
-cost ~40 µs per span; benchmarks/test_throughput.py). What a span records is exactly what the record
+was the export's bottleneck: BENCHMARKS.md). What a span records is exactly what the record
 path gives (``_otlp_records.to_otel_spans`` over ``to_records``, encoded by the SDK): the same
 attributes in the same order (renamed to current semantic conventions, ``error.type``,
 ``enduser.id``, ``obs.tier``, ``obs.request_id``, ``obs.status``), times at µs precision, the status

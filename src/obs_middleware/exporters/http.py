@@ -55,8 +55,7 @@ def gzip(data: bytes | bytearray) -> bytes:
     """Gzip at level 1: the export thread's CPU matters more than a few percent of bytes.
 
     Uses Intel ISA-L (``isal``) when installed (the ``[tinybird]`` and ``[clickhouse]`` extras):
-    0.24 µs per Tinybird row against zlib-ng's 0.43 and stdlib zlib's 1.2, and 5 % smaller than
-    zlib's output (benchmarks/test_throughput.py).
+    the fastest of the three measured, and as small as zlib's output (BENCHMARKS.md).
     """
     compressor = _zlib.compressobj(1, _zlib.DEFLATED, 31)
     return compressor.compress(data) + compressor.flush()
