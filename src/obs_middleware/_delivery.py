@@ -37,6 +37,7 @@ from ._core.context import EXPORTING
 from ._core.metrics import dropped, registry
 from ._delivery_options import (
     AUTO_SPOOL,
+    OK,
     Breaker,
     DeliveryOptions,
     Outcome,
@@ -50,6 +51,7 @@ from ._spool import SPOOL_SUPPORTED, Spool
 
 __all__ = [
     "AUTO_SPOOL",
+    "OK",
     "Breaker",
     "Delivery",
     "DeliveryOptions",

@@ -33,6 +33,8 @@ from obs_middleware._spool import Spool
 from obs_middleware.exporters._otlp_grpc import GrpcChannel
 from obs_middleware.exporters.otlp import OTLPExporter
 
+from ._finished import collected
+
 RESOURCE = Resource("svc", "prod", "1.0")
 _SERVICES = {
     "opentelemetry.proto.collector.trace.v1.TraceService": ExportTraceServiceRequest,
@@ -193,15 +195,10 @@ def test_with_the_collector_down_flush_returns_promptly_and_counts_every_span(
 
 def finished(count: int) -> list[Any]:
     """``count`` finished spans, as the pipeline hands them over."""
-    items: list[Any] = []
-    saved = _span.on_finish
-    _span.on_finish = items.append
-    try:
+    with collected() as items:
         for i in range(count):
             with _span.Span(f"s{i}", {}, "internal"):
                 pass
-    finally:
-        _span.on_finish = saved
     return items
 
 

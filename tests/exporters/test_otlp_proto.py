@@ -28,6 +28,7 @@ from obs_middleware._record import Resource, to_records
 from obs_middleware.exporters import _otlp_proto
 from obs_middleware.exporters.otlp import OTLPExporter, _encodable, to_otel_spans
 
+from ._finished import collected
 from .test_otlp import Collector
 
 RESOURCE = Resource("svc", "prod", "1.0")
@@ -255,25 +256,19 @@ def build(
     remote: str | None,
 ) -> list[Any]:
     """A root span, with a child or not, under a remote parent or not, holding what is given."""
-    items: list[Any] = []
-    saved = _span.on_finish
-    _span.on_finish = items.append
-    try:
-        root = _span.Span("root", {"http.route": "/x"}, "server")
-        if remote is not None:
-            root._remote = _span.RemoteParent(7, 9, True, remote or None)
-        with root:
-            span = _span.Span(name, dict(attrs), kind).start() if child else root
-            if not child:
-                span.name, span.attrs, span.kind = name, dict(attrs), kind
-            span.status, (span.error_type, span.error_message) = status, error
-            root.local.user_id, root.local.tier, root.local.request_id = local
-            for event_name, fields in events:
-                span.event(event_name, **fields)
-            if child:
-                span.end()
-    finally:
-        _span.on_finish = saved
+    root = _span.Span("root", {"http.route": "/x"}, "server")
+    if remote is not None:
+        root._remote = _span.RemoteParent(7, 9, True, remote or None)
+    with collected() as items, root:
+        span = _span.Span(name, dict(attrs), kind).start() if child else root
+        if not child:
+            span.name, span.attrs, span.kind = name, dict(attrs), kind
+        span.status, (span.error_type, span.error_message) = status, error
+        root.local.user_id, root.local.tier, root.local.request_id = local
+        for event_name, fields in events:
+            span.event(event_name, **fields)
+        if child:
+            span.end()
     return items
 
 

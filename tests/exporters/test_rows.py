@@ -17,6 +17,7 @@ from obs_middleware.exporters import _rows
 from obs_middleware.exporters._rows import encode_rows, row, span_rows
 
 from . import _identity
+from ._finished import collected
 
 RESOURCE = Resource("svc", "prod", "1.0")
 
@@ -147,20 +148,14 @@ def test_span_rows_equal_the_record_path_on_any_span(
     events: list[dict[str, Any]],
     child: bool,
 ) -> None:
-    items: list[Any] = []
-    saved = _span.on_finish
-    _span.on_finish = items.append
-    try:
-        with _span.Span("root", {}) as root:
-            span = _span.Span(name, dict(attrs), kind).start() if child else root
-            span.status, span.error_type, span.error_message = status, error, error
-            root.local.user_id, root.local.tier, root.local.request_id = local
-            for fields in events:
-                span.event("e", **fields)
-            if child:
-                span.end()
-    finally:
-        _span.on_finish = saved
+    with collected() as items, _span.Span("root", {}) as root:
+        span = _span.Span(name, dict(attrs), kind).start() if child else root
+        span.status, span.error_type, span.error_message = status, error, error
+        root.local.user_id, root.local.tier, root.local.request_id = local
+        for fields in events:
+            span.event("e", **fields)
+        if child:
+            span.end()
     assert span_rows(items, RESOURCE) == reference(items)
     assert span_rows(items, RESOURCE) == reference(items)  # again, through the cached converter
 
@@ -226,18 +221,13 @@ def test_packed_rows_encode_as_the_plain_rows_in_bodies_and_in_the_spool(
     events: list[dict[str, Any]],
     worker: str,
 ) -> None:
-    items: list[Any] = []
-    saved = _span.on_finish
-    _span.on_finish = items.append
-    try:
+    with collected() as items:
         with _span.Span("root", {"custom": "x"}) as root, _span.Span(name, dict(attrs)) as span:
             span.status = status
             root.local.user_id, root.local.tier, root.local.request_id = local
             for fields in events:
                 span.event("e", **fields)
         items.append(_span.Event("job.started", {"job.id": "j1"}, root))
-    finally:
-        _span.on_finish = saved
     resource = Resource("svc", "prod", "1.0", worker_id=worker)
     plain = span_rows(items, resource)
     packed = span_rows(items, resource, packed=True)

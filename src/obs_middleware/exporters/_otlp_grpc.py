@@ -32,8 +32,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "OTLP over gRPC needs grpcio: pip install 'obs-middleware[otlp-grpc]'"
     ) from exc
 
-from .._delivery import Outcome, Result
-from .._delivery_options import OK
+from .._delivery import OK, Outcome, Result
 
 __all__ = ["GrpcChannel", "abort_all", "insecure_default"]
 

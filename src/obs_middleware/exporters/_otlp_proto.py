@@ -347,16 +347,11 @@ class SpanEncoder:
             data: bytes = value.encode()
             n = len(data)
             head = entry[5].get(n)
-            if head is not None:  # text met once (a request id): one concatenation
-                field = head + data
-            elif n < _PREFIXED:
-                head = entry[5][n] = _text_head(entry[0], n)
-                field = head + data
-            else:
-                kv = b"".join(
-                    (entry[0], b"\x12", _len(n + 1 + len(_len(n))), b"\x0a", _len(n), data)
-                )
-                field = b"\x4a" + _len(len(kv)) + kv
+            if head is None:  # cached by length: text met once (a request id) is one concatenation
+                head = _text_head(entry[0], n)
+                if n < _PREFIXED:
+                    entry[5][n] = head
+            field = head + data
         else:
             field = _field(b"\x4a", entry[0], _value(value))
         for name, rule in entry[4]:  # the GenAI twins, cached with their source

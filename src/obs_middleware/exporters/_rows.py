@@ -338,12 +338,8 @@ def _span_converter(keys: tuple[str, ...]) -> Callable[..., Row | None]:
         "    if type(name) is not str or type(status) is not str:",
         "        return None",
         *_presized_lines(keys, values),
-        "    out = {'type': head, 'name': name, 'trace_id': trace_id, 'span_id': span_id,"
-        " 'start': start, 'duration_ms': duration, 'status': status}",
-        "    if shared:",
-        "        out.update(shared)",
-        "    if parent_id is not None:",
-        "        out['parent_id'] = parent_id",
+        f"    out = {_FIXED}}}",
+        *_SHARED_AND_PARENT,
     ]
     lines += _optional_lines()
     if "span.kind" not in keys:  # else the attribute wins, as in the record
@@ -387,6 +383,20 @@ def _span_converter(keys: tuple[str, ...]) -> Callable[..., Row | None]:
     return convert
 
 
+# The opening of a span row's dict display (the fixed fields; close it with "}") and what
+# follows it in every converter: the process's shared columns, the parent id.
+_FIXED = (
+    "{'type': head, 'name': name, 'trace_id': trace_id, 'span_id': span_id, 'start': start,"
+    " 'duration_ms': duration, 'status': status"
+)
+_SHARED_AND_PARENT = (
+    "    if shared:",
+    "        out.update(shared)",
+    "    if parent_id is not None:",
+    "        out['parent_id'] = parent_id",
+)
+
+
 def _optional_lines() -> list[str]:
     # The fixed fields a span may leave out (None), each in its column if text.
     lines = []
@@ -409,20 +419,13 @@ def _presized_lines(keys: tuple[str, ...], values: list[str]) -> list[str]:
         return []
     conds = ["type(kind) is str"]
     conds += [f"({_TESTS[_BY_KEY[k][1]].format(v=v)})" for k, v in typed]
-    fixed = (
-        "{'type': head, 'name': name, 'trace_id': trace_id, 'span_id': span_id, 'start': start,"
-        " 'duration_ms': duration, 'status': status"
-    )
     columns = "".join(f", {_BY_KEY[k][0]!r}: {v}" for k, v in typed)
     body = [
         "    if kind == 'internal':",
-        f"        out = {fixed}{columns}}}",
+        f"        out = {_FIXED}{columns}}}",
         "    else:",
-        f"        out = {fixed}, 'span_kind': kind{columns}}}",
-        "    if shared:",
-        "        out.update(shared)",
-        "    if parent_id is not None:",
-        "        out['parent_id'] = parent_id",
+        f"        out = {_FIXED}, 'span_kind': kind{columns}}}",
+        *_SHARED_AND_PARENT,
         *_optional_lines(),
     ]
     if any(k not in _BY_KEY for k in keys):

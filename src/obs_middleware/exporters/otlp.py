@@ -57,15 +57,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from .._core import span as _span
 from .._core.context import EXPORTING
 from .._core.metrics import dropped, registry
-from .._delivery import (
-    AUTO_SPOOL,
-    Delivery,
-    DeliveryOptions,
-    Outcome,
-    Result,
-    classify_status,
-)
-from .._delivery_options import OK
+from .._delivery import AUTO_SPOOL, OK, Delivery, DeliveryOptions, Outcome, Result, classify_status
 from .._json import valid_text
 from .._record import Record, instance_id, to_records
 from .._record import Resource as RecordResource

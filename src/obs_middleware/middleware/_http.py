@@ -20,23 +20,16 @@ __all__ = [
     "span_name",
 ]
 
-_names: dict[tuple[str, str | None], str] = {}
 _MAX_NAMES = 10_000
 
 
 def span_name(method: str, template: str | None) -> str:
-    """``"GET /items/{id}"`` (or ``"GET"`` when no route matched), interned per pair.
+    """``"GET /items/{id}"`` (or ``"GET"`` when no route matched).
 
     An unknown method (``_OTHER``) is named ``HTTP``, as OTel names it.
     """
-    key = (method, template)
-    name = _names.get(key)
-    if name is None:
-        verb = "HTTP" if method == OTHER_METHOD else method
-        name = f"{verb} {template}" if template else verb
-        if len(_names) < _MAX_NAMES:  # a framework that reports raw paths must not grow us
-            _names[key] = name
-    return name
+    verb = "HTTP" if method == OTHER_METHOD else method
+    return f"{verb} {template}" if template else verb
 
 
 def captured_headers(options: HttpOptions, get: Callable[[str], str | None]) -> dict[str, str]:
@@ -104,8 +97,8 @@ def finish_request(  # noqa: PLR0917 - positional on purpose: called once per re
         series.fold()
 
 
-# (method, template, status) -> the span's name and the duration metric's series (method, route,
-# status class): one lookup per request.
+# (method, template, status) -> the span's name (interned here) and the duration metric's series
+# (method, route, status class): one lookup per request.
 _finished: dict[tuple[str, str | None, int], tuple[str, Series]] = {}
 
 
